@@ -1,0 +1,20 @@
+# event_store — PGXS build
+EXTENSION   = event_store
+MODULE_big  = event_store
+OBJS        = src/event_store.o src/log_am.o src/guard.o src/partition.o src/append.o
+
+DATA        = $(wildcard sql/event_store--*.sql)
+DOCS        = README.md
+
+PG_CONFIG  ?= pg_config
+PG_CPPFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+
+# pg_regress / isolation tests run against an instance (make installcheck);
+# test/scripts/run-tests.sh starts a throwaway one with the right settings.
+REGRESS      = setup append read append_only partitions bad_input
+REGRESS_OPTS = --inputdir=test --outputdir=test --load-extension=event_store
+ISOLATION    = append_conflict append_any_version append_independent append_rollback
+ISOLATION_OPTS = --inputdir=test --outputdir=test/output_iso --load-extension=event_store
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,781 @@
+/*-------------------------------------------------------------------------
+ *
+ * append.c
+ *	  event_store.append() and event_store.append_event(): validate a batch,
+ *	  check the stream's expected version under the stream row's lock,
+ *	  recognise an idempotent retry, and write the batch in one executor
+ *	  pass.  All statements are prepared once per backend (SPI_keepplan);
+ *	  a batch of any size costs the same three statements.
+ *
+ *	  Concurrency: the row of the stream in event_store.streams is the lock
+ *	  that serializes writers of one stream (PostgreSQL cannot enforce
+ *	  UNIQUE (stream_id, stream_version) across time partitions).  Writers of
+ *	  different streams never wait for each other.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "port.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/timestamp.h"
+#include "utils/typcache.h"
+#include "utils/uuid.h"
+#include "utils/xid8.h"
+
+#include "event_store.h"
+
+PG_FUNCTION_INFO_V1(es_append);
+PG_FUNCTION_INFO_V1(es_append_event);
+
+/* One event of a batch, validated. */
+typedef struct NewEvent
+{
+	Datum		event_type;		/* text */
+	Datum		data;			/* jsonb, an object */
+	Datum		metadata;		/* jsonb object, or NULL */
+	bool		metadata_null;
+	pg_uuid_t	event_id;
+	bool		event_id_given;
+	TimestampTz occurred_at;
+	bool		occurred_at_given;
+} NewEvent;
+
+/* What the caller asked for. */
+typedef struct AppendRequest
+{
+	text	   *stream_id;
+	NewEvent   *events;
+	int			nevents;
+	bool		has_expected;
+	int64		expected;
+	bool		ids_given;		/* did the caller supply any event_id? */
+	HTAB	   *id_index;		/* event_id -> batch index, when ids_given */
+} AppendRequest;
+
+typedef struct IdIndexEntry
+{
+	pg_uuid_t	id;
+	int			index;
+} IdIndexEntry;
+
+/* Statements, prepared once per backend. */
+static SPIPlanPtr plan_lock_stream = NULL;
+static SPIPlanPtr plan_bump_stream = NULL;
+static SPIPlanPtr plan_create_stream = NULL;
+static SPIPlanPtr plan_find_ids = NULL;
+static SPIPlanPtr plan_insert_one = NULL;
+static SPIPlanPtr plan_insert_many = NULL;
+
+/*
+ * Prepare and keep one statement.  Kept plans are re-planned by the plan
+ * cache when the tables they use change.
+ */
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+static void
+prepare_plans(void)
+{
+	if (plan_lock_stream == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan_lock_stream = keep_plan(
+									 "SELECT version, updated_at, created_at FROM event_store.streams "
+									 "WHERE stream_id = $1 FOR NO KEY UPDATE", 1, types);
+	}
+	if (plan_bump_stream == NULL)
+	{
+		Oid			types[4] = {TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID};
+
+		plan_bump_stream = keep_plan(
+									 "UPDATE event_store.streams SET version = version + $2, "
+									 "updated_at = greatest(updated_at, $3), last_position = $4 "
+									 "WHERE stream_id = $1 RETURNING version - $2, updated_at, created_at",
+									 4, types);
+	}
+	if (plan_create_stream == NULL)
+	{
+		Oid			types[5] = {TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID};
+
+		plan_create_stream = keep_plan(
+									   "INSERT INTO event_store.streams (stream_id, category, version, "
+									   "created_at, updated_at, first_position, last_position) "
+									   "VALUES ($1, split_part($1, '-', 1), $2, $3, $3, $4, $5) "
+									   "ON CONFLICT (stream_id) DO NOTHING", 5, types);
+	}
+	if (plan_find_ids == NULL)
+	{
+		Oid			types[4] = {TEXTOID, UUIDARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+
+		plan_find_ids = keep_plan(
+								  "SELECT event_id, stream_version FROM event_store.events "
+								  "WHERE stream_id = $1 AND event_id = ANY ($2) "
+								  "AND recorded_at >= $3 AND recorded_at <= $4", 4, types);
+	}
+	if (plan_insert_one == NULL)
+	{
+		Oid			types[10] = {INT8OID, TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID,
+		UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, XID8OID};
+
+		plan_insert_one = keep_plan(
+									"INSERT INTO event_store.events (global_position, stream_id, "
+									"stream_version, event_type, data, metadata, event_id, recorded_at, "
+									"occurred_at, transaction_id) "
+									"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", 10, types);
+	}
+	if (plan_insert_many == NULL)
+	{
+		Oid			types[10] = {TEXTOID, TIMESTAMPTZOID, XID8OID, INT8ARRAYOID, INT8ARRAYOID,
+		TEXTARRAYOID, get_array_type(JSONBOID), get_array_type(JSONBOID),
+		UUIDARRAYOID, get_array_type(TIMESTAMPTZOID)};
+
+		plan_insert_many = keep_plan(
+									 "INSERT INTO event_store.events (global_position, stream_id, "
+									 "stream_version, event_type, data, metadata, event_id, recorded_at, "
+									 "occurred_at, transaction_id) "
+									 "SELECT u.p, $1, u.v, u.t, u.d, u.m, u.i, $2, u.o, $3 "
+									 "FROM unnest($4, $5, $6, $7, $8, $9, $10) AS u(p, v, t, d, m, i, o)",
+									 10, types);
+	}
+}
+
+/* A version-4 (random) UUID for an event the caller did not name. */
+static void
+generate_event_id(pg_uuid_t *uuid)
+{
+	if (!pg_strong_random(uuid->data, UUID_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random values")));
+	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x40;
+	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;
+}
+
+static const char *
+uuid_to_cstring(pg_uuid_t *uuid)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(uuid)));
+}
+
+static void
+validate_stream_id(text *stream_id)
+{
+	int			len = VARSIZE_ANY_EXHDR(stream_id);
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream_id must not be empty")));
+	if (len > ES_MAX_STREAM_ID_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("stream_id is too long"),
+				 errdetail("The stream_id is %d bytes; the limit is %d bytes.",
+						   len, ES_MAX_STREAM_ID_BYTES)));
+}
+
+static const char *
+jsonb_kind(Jsonb *jb)
+{
+	if (JB_ROOT_IS_SCALAR(jb))
+		return "a JSON scalar";
+	if (JB_ROOT_IS_ARRAY(jb))
+		return "a JSON array";
+	return "a JSON object";
+}
+
+/*
+ * Validate one event (position i of the batch, 1-based in messages) and
+ * fill *ev.  The datums must stay valid for the whole call.
+ */
+static void
+validate_event(int i, bool type_null, Datum event_type,
+			   bool data_null, Datum data,
+			   bool metadata_null, Datum metadata,
+			   bool id_null, Datum event_id,
+			   bool occurred_null, Datum occurred_at,
+			   NewEvent *ev)
+{
+	text	   *type_text;
+	Jsonb	   *jb;
+	int			len;
+
+	if (type_null)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event_type of event %d must not be null", i)));
+	type_text = DatumGetTextPP(event_type);
+	len = VARSIZE_ANY_EXHDR(type_text);
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event_type of event %d must not be empty", i)));
+	if (len > ES_MAX_EVENT_TYPE_BYTES)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("event_type of event %d is too long", i),
+				 errdetail("The event_type is %d bytes; the limit is %d bytes.",
+						   len, ES_MAX_EVENT_TYPE_BYTES)));
+	ev->event_type = PointerGetDatum(type_text);
+
+	if (data_null)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("data of event %d must not be null", i),
+				 errhint("Use '{}' for an event without data.")));
+	jb = DatumGetJsonbP(data);
+	if (!JB_ROOT_IS_OBJECT(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("data of event %d must be a JSON object", i),
+				 errdetail("The data is %s.", jsonb_kind(jb)),
+				 errhint("Wrap the value in an object, e.g. '{\"value\": ...}'.")));
+	ev->data = PointerGetDatum(jb);
+
+	ev->metadata_null = metadata_null;
+	if (!metadata_null)
+	{
+		jb = DatumGetJsonbP(metadata);
+		if (!JB_ROOT_IS_OBJECT(jb))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("metadata of event %d must be a JSON object or NULL", i),
+					 errdetail("The metadata is %s.", jsonb_kind(jb))));
+		ev->metadata = PointerGetDatum(jb);
+	}
+
+	ev->event_id_given = !id_null;
+	if (id_null)
+		generate_event_id(&ev->event_id);
+	else
+		memcpy(&ev->event_id, DatumGetUUIDP(event_id), sizeof(pg_uuid_t));
+
+	ev->occurred_at_given = !occurred_null;
+	if (!occurred_null)
+	{
+		ev->occurred_at = DatumGetTimestampTz(occurred_at);
+		if (TIMESTAMP_NOT_FINITE(ev->occurred_at))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("occurred_at of event %d must be finite", i)));
+	}
+}
+
+/*
+ * Index the caller-supplied event ids of the batch, refusing duplicates
+ * inside the batch.
+ */
+static void
+index_given_ids(AppendRequest *req)
+{
+	HASHCTL		ctl;
+
+	req->ids_given = false;
+	for (int i = 0; i < req->nevents; i++)
+		if (req->events[i].event_id_given)
+			req->ids_given = true;
+	if (!req->ids_given)
+		return;
+
+	ctl.keysize = sizeof(pg_uuid_t);
+	ctl.entrysize = sizeof(IdIndexEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	req->id_index = hash_create("event_store append ids", Max(req->nevents, 8), &ctl,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	for (int i = 0; i < req->nevents; i++)
+	{
+		IdIndexEntry *entry;
+		bool		found;
+
+		if (!req->events[i].event_id_given)
+			continue;
+		entry = hash_search(req->id_index, &req->events[i].event_id, HASH_ENTER, &found);
+		if (found)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("duplicate event_id %s in one append",
+							uuid_to_cstring(&req->events[i].event_id)),
+					 errdetail("Events %d and %d carry the same event_id.", entry->index + 1, i + 1)));
+		entry->index = i;
+	}
+}
+
+static void
+describe_version(StringInfo buf, int64 expected)
+{
+	if (expected == 0)
+		appendStringInfoString(buf, "no stream (0)");
+	else if (expected == -1)
+		appendStringInfoString(buf, "an existing stream (-1)");
+	else
+		appendStringInfo(buf, "version " INT64_FORMAT, expected);
+}
+
+/*
+ * Raise the version-conflict error unless the stream's current version
+ * satisfies the expected one (NULL = any, 0 = no stream, -1 = exists).
+ */
+static void
+check_expected_version(AppendRequest *req, int64 current)
+{
+	StringInfoData detail;
+	bool		ok;
+
+	if (!req->has_expected)
+		return;
+	if (req->expected == -1)
+		ok = current > 0;
+	else
+		ok = current == req->expected;
+	if (ok)
+		return;
+
+	initStringInfo(&detail);
+	appendStringInfoString(&detail, "Expected ");
+	describe_version(&detail, req->expected);
+	if (current == 0)
+		appendStringInfoString(&detail, ", stream does not exist.");
+	else
+		appendStringInfo(&detail, ", stream is at version " INT64_FORMAT ".", current);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_ES_WRONG_EXPECTED_VERSION),
+			 errmsg("wrong expected version for stream \"%s\"",
+					text_to_cstring(req->stream_id)),
+			 errdetail_internal("%s", detail.data),
+			 errhint("Read the stream again and retry with its current version.")));
+}
+
+/*
+ * With caller-supplied event ids: find those already in the stream.  If the
+ * whole batch is there, in order, at the versions this append would have
+ * given it, the call is a retry: return true and set *version to the
+ * stream version after those events.  Ids found anywhere else raise an
+ * error.  Called with the stream row locked.
+ */
+static bool
+is_idempotent_retry(AppendRequest *req, TimestampTz created_at,
+					TimestampTz updated_at, int64 *version)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * req->nevents);
+	int64	   *found_version = palloc0(sizeof(int64) * req->nevents);
+	int			nids = 0;
+	int			nfound = 0;
+	int			first_found = -1;
+	Datum		args[4];
+	int			rc;
+	bool		contiguous;
+
+	for (int i = 0; i < req->nevents; i++)
+		if (req->events[i].event_id_given)
+			ids[nids++] = UUIDPGetDatum(&req->events[i].event_id);
+
+	args[0] = PointerGetDatum(req->stream_id);
+	args[1] = PointerGetDatum(construct_array(ids, nids, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	args[2] = TimestampTzGetDatum(created_at);
+	args[3] = TimestampTzGetDatum(updated_at);
+	rc = SPI_execute_plan(plan_find_ids, args, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "event id lookup failed: %s", SPI_result_code_string(rc));
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		bool		isnull;
+		Datum		id = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
+		int64		v = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+		IdIndexEntry *entry = hash_search(req->id_index, DatumGetUUIDP(id), HASH_FIND, NULL);
+
+		if (entry == NULL || found_version[entry->index] != 0)
+			continue;
+		found_version[entry->index] = v;
+		nfound++;
+		if (first_found < 0 || entry->index < first_found)
+			first_found = entry->index;
+	}
+
+	if (nfound == 0)
+		return false;
+
+	contiguous = (nfound == req->nevents);
+	for (int i = 1; contiguous && i < req->nevents; i++)
+		contiguous = found_version[i] == found_version[0] + i;
+
+	if (contiguous &&
+		(!req->has_expected || req->expected == -1 ||
+		 found_version[0] == req->expected + 1))
+	{
+		*version = found_version[0] + req->nevents - 1;
+		return true;
+	}
+
+	ereport(ERROR,
+			(errcode(ERRCODE_ES_DUPLICATE_EVENT_ID),
+			 errmsg("event_id %s is already in stream \"%s\" at version " INT64_FORMAT,
+					uuid_to_cstring(&req->events[first_found].event_id),
+					text_to_cstring(req->stream_id), found_version[first_found]),
+			 errdetail("An append may repeat event ids only as an exact retry: the same events, in the same order, at the versions the first attempt gave them."),
+			 errhint("Give new events new event ids.")));
+	return false;				/* keep compiler quiet */
+}
+
+/* Insert the batch: one statement, one executor pass, whatever its size. */
+static void
+insert_events(AppendRequest *req, int64 first_version, int64 *positions,
+			  TimestampTz recorded_at)
+{
+	Datum		xid = FullTransactionIdGetDatum(GetTopFullTransactionId());
+	int			n = req->nevents;
+	int			rc;
+
+	if (n == 1)
+	{
+		NewEvent   *ev = &req->events[0];
+		Datum		args[10];
+		char		nulls[10];
+
+		memset(nulls, ' ', sizeof(nulls));
+		args[0] = Int64GetDatum(positions[0]);
+		args[1] = PointerGetDatum(req->stream_id);
+		args[2] = Int64GetDatum(first_version);
+		args[3] = ev->event_type;
+		args[4] = ev->data;
+		args[5] = ev->metadata;
+		if (ev->metadata_null)
+			nulls[5] = 'n';
+		args[6] = UUIDPGetDatum(&ev->event_id);
+		args[7] = TimestampTzGetDatum(recorded_at);
+		args[8] = TimestampTzGetDatum(ev->occurred_at_given ? ev->occurred_at : recorded_at);
+		args[9] = xid;
+		rc = SPI_execute_plan(plan_insert_one, args, nulls, false, 0);
+	}
+	else
+	{
+		Datum	   *pos = palloc(sizeof(Datum) * n);
+		Datum	   *ver = palloc(sizeof(Datum) * n);
+		Datum	   *typ = palloc(sizeof(Datum) * n);
+		Datum	   *dat = palloc(sizeof(Datum) * n);
+		Datum	   *met = palloc(sizeof(Datum) * n);
+		bool	   *met_null = palloc(sizeof(bool) * n);
+		Datum	   *ids = palloc(sizeof(Datum) * n);
+		Datum	   *occ = palloc(sizeof(Datum) * n);
+		int			dims[1] = {n};
+		int			lbs[1] = {1};
+		Datum		args[10];
+
+		for (int i = 0; i < n; i++)
+		{
+			NewEvent   *ev = &req->events[i];
+
+			pos[i] = Int64GetDatum(positions[i]);
+			ver[i] = Int64GetDatum(first_version + i);
+			typ[i] = ev->event_type;
+			dat[i] = ev->data;
+			met[i] = ev->metadata_null ? (Datum) 0 : ev->metadata;
+			met_null[i] = ev->metadata_null;
+			ids[i] = UUIDPGetDatum(&ev->event_id);
+			occ[i] = TimestampTzGetDatum(ev->occurred_at_given ? ev->occurred_at : recorded_at);
+		}
+		args[0] = PointerGetDatum(req->stream_id);
+		args[1] = TimestampTzGetDatum(recorded_at);
+		args[2] = xid;
+		args[3] = PointerGetDatum(construct_array(pos, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[4] = PointerGetDatum(construct_array(ver, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		args[5] = PointerGetDatum(construct_array(typ, n, TEXTOID, -1, false, TYPALIGN_INT));
+		args[6] = PointerGetDatum(construct_array(dat, n, JSONBOID, -1, false, TYPALIGN_INT));
+		args[7] = PointerGetDatum(construct_md_array(met, met_null, 1, dims, lbs, JSONBOID, -1, false, TYPALIGN_INT));
+		args[8] = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+		args[9] = PointerGetDatum(construct_array(occ, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		rc = SPI_execute_plan(plan_insert_many, args, NULL, false, 0);
+	}
+	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) n)
+		elog(ERROR, "event insert failed: %s", SPI_result_code_string(rc));
+}
+
+/* Draw n global positions from the sequence, in increasing order. */
+static int64 *
+draw_positions(int n)
+{
+	Oid			nsp = get_namespace_oid(ES_SCHEMA, false);
+	Oid			seq = get_relname_relid("global_position_seq", nsp);
+	int64	   *positions = palloc(sizeof(int64) * n);
+
+	if (!OidIsValid(seq))
+		elog(ERROR, "sequence event_store.global_position_seq does not exist");
+	for (int i = 0; i < n; i++)
+		positions[i] = nextval_internal(seq, true);
+	return positions;
+}
+
+/*
+ * The append itself.  Returns the stream's version after the batch.
+ */
+static int64
+append_batch(AppendRequest *req)
+{
+	int64		result_version = 0;
+	int			n = req->nevents;
+
+	index_given_ids(req);
+
+	SPI_connect();
+	prepare_plans();
+
+	for (;;)
+	{
+		Datum		args[5];
+		int64	   *positions;
+		int64		current = 0;
+		TimestampTz recorded_at;
+		TimestampTz created_at;
+		bool		exists = true;
+		int			rc;
+
+		/*
+		 * Caller-supplied ids: lock the stream row first, so that the retry
+		 * check and the version check see a stream no one else is changing.
+		 */
+		if (req->ids_given)
+		{
+			args[0] = PointerGetDatum(req->stream_id);
+			rc = SPI_execute_plan(plan_lock_stream, args, NULL, false, 1);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "stream lock failed: %s", SPI_result_code_string(rc));
+			exists = SPI_processed > 0;
+			if (exists)
+			{
+				bool		isnull;
+				TupleDesc	td = SPI_tuptable->tupdesc;
+				HeapTuple	tup = SPI_tuptable->vals[0];
+				TimestampTz updated_at;
+				int64		retry_version;
+
+				current = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+				updated_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull));
+				created_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 3, &isnull));
+				if (is_idempotent_retry(req, created_at, updated_at, &retry_version))
+				{
+					result_version = retry_version;
+					break;
+				}
+			}
+			check_expected_version(req, current);
+		}
+
+		positions = draw_positions(n);
+
+		if (exists)
+		{
+			/* Lock (or keep locked) and advance the stream row in one statement. */
+			args[0] = PointerGetDatum(req->stream_id);
+			args[1] = Int64GetDatum((int64) n);
+			args[2] = TimestampTzGetDatum(GetCurrentTimestamp());
+			args[3] = Int64GetDatum(positions[n - 1]);
+			rc = SPI_execute_plan(plan_bump_stream, args, NULL, false, 1);
+			if (rc != SPI_OK_UPDATE_RETURNING)
+				elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
+			exists = SPI_processed > 0;
+			if (exists)
+			{
+				bool		isnull;
+				TupleDesc	td = SPI_tuptable->tupdesc;
+				HeapTuple	tup = SPI_tuptable->vals[0];
+
+				current = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+				recorded_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull));
+				/* An error here rolls the update back with everything else. */
+				check_expected_version(req, current);
+			}
+		}
+
+		if (!exists)
+		{
+			check_expected_version(req, 0);
+			current = 0;
+			recorded_at = GetCurrentTimestamp();
+			args[0] = PointerGetDatum(req->stream_id);
+			args[1] = Int64GetDatum((int64) n);
+			args[2] = TimestampTzGetDatum(recorded_at);
+			args[3] = Int64GetDatum(positions[0]);
+			args[4] = Int64GetDatum(positions[n - 1]);
+			rc = SPI_execute_plan(plan_create_stream, args, NULL, false, 0);
+			if (rc != SPI_OK_INSERT)
+				elog(ERROR, "stream insert failed: %s", SPI_result_code_string(rc));
+			if (SPI_processed == 0)
+				continue;		/* created concurrently: start over, locked */
+		}
+
+		es_ensure_partition_for(recorded_at);
+		insert_events(req, current + 1, positions, recorded_at);
+		result_version = current + n;
+		break;
+	}
+
+	SPI_finish();
+	return result_version;
+}
+
+static text *
+get_stream_id_arg(FunctionCallInfo fcinfo, int argno)
+{
+	text	   *stream_id;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stream_id must not be null")));
+	stream_id = PG_GETARG_TEXT_PP(argno);
+	validate_stream_id(stream_id);
+	return stream_id;
+}
+
+static void
+get_expected_arg(FunctionCallInfo fcinfo, int argno, AppendRequest *req)
+{
+	req->has_expected = !PG_ARGISNULL(argno);
+	if (req->has_expected)
+	{
+		req->expected = PG_GETARG_INT64(argno);
+		if (req->expected < -1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("expected_version must be NULL, -1, 0 or a positive version"),
+					 errdetail("Got " INT64_FORMAT ".", req->expected),
+					 errhint("NULL appends at any version, 0 requires a new stream, -1 an existing one, N > 0 exactly version N.")));
+	}
+}
+
+/*
+ * event_store.append(stream_id text, events event_store.new_event[],
+ *                    expected_version bigint DEFAULT NULL) RETURNS bigint
+ */
+Datum
+es_append(PG_FUNCTION_ARGS)
+{
+	AppendRequest req = {0};
+	ArrayType  *arr;
+	Oid			elemtype;
+	TupleDesc	tupdesc;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			nelems;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	req.stream_id = get_stream_id_arg(fcinfo, 0);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("events must not be null")));
+	get_expected_arg(fcinfo, 2, &req);
+
+	arr = PG_GETARG_ARRAYTYPE_P(1);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("events must be a one-dimensional array")));
+	nelems = ArrayGetNItems(ARR_NDIM(arr), ARR_DIMS(arr));
+	if (nelems == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("events must not be empty"),
+				 errhint("Pass at least one event_store.event(...).")));
+	if (nelems > es_max_batch_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many events in one append"),
+				 errdetail("The batch has %d events; the limit is %d (event_store.max_batch_size).",
+						   nelems, es_max_batch_size),
+				 errhint("Split the batch, or raise event_store.max_batch_size.")));
+
+	elemtype = ARR_ELEMTYPE(arr);
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	deconstruct_array(arr, elemtype, typlen, typbyval, typalign, &elems, &elem_nulls, &nelems);
+	tupdesc = lookup_rowtype_tupdesc(elemtype, -1);
+	if (tupdesc->natts < 5)
+		elog(ERROR, "event_store.new_event has %d attributes, expected at least 5", tupdesc->natts);
+
+	req.nevents = nelems;
+	req.events = palloc0(sizeof(NewEvent) * nelems);
+	for (int i = 0; i < nelems; i++)
+	{
+		HeapTupleHeader rec;
+		HeapTupleData tuple;
+		Datum		values[5];
+		bool		nulls[5];
+		Datum	   *all_values = palloc(sizeof(Datum) * tupdesc->natts);
+		bool	   *all_nulls = palloc(sizeof(bool) * tupdesc->natts);
+
+		if (elem_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("event %d of the batch is null", i + 1)));
+		rec = DatumGetHeapTupleHeader(elems[i]);
+		tuple.t_len = HeapTupleHeaderGetDatumLength(rec);
+		ItemPointerSetInvalid(&tuple.t_self);
+		tuple.t_tableOid = InvalidOid;
+		tuple.t_data = rec;
+		heap_deform_tuple(&tuple, tupdesc, all_values, all_nulls);
+		memcpy(values, all_values, sizeof(values));
+		memcpy(nulls, all_nulls, sizeof(nulls));
+
+		validate_event(i + 1, nulls[0], values[0], nulls[1], values[1],
+					   nulls[2], values[2], nulls[3], values[3],
+					   nulls[4], values[4], &req.events[i]);
+	}
+	ReleaseTupleDesc(tupdesc);
+
+	PG_RETURN_INT64(append_batch(&req));
+}
+
+/*
+ * event_store.append_event(stream_id, event_type, data, metadata,
+ *                          expected_version, event_id, occurred_at)
+ * The one-event form: no array or composite to build on the caller's side.
+ */
+Datum
+es_append_event(PG_FUNCTION_ARGS)
+{
+	AppendRequest req = {0};
+	NewEvent	ev;
+
+	req.stream_id = get_stream_id_arg(fcinfo, 0);
+	get_expected_arg(fcinfo, 4, &req);
+	validate_event(1,
+				   PG_ARGISNULL(1), PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1),
+				   PG_ARGISNULL(2), PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
+				   PG_ARGISNULL(3), PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3),
+				   PG_ARGISNULL(5), PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5),
+				   PG_ARGISNULL(6), PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6),
+				   &ev);
+	req.events = &ev;
+	req.nevents = 1;
+
+	PG_RETURN_INT64(append_batch(&req));
+}

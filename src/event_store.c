@@ -1,0 +1,45 @@
+/*-------------------------------------------------------------------------
+ *
+ * event_store.c
+ *	  Library entry point: defines the GUCs and installs the hooks the other
+ *	  modules need.  Everything here runs once per backend, when the library
+ *	  is loaded (at server start when it is in shared_preload_libraries, or
+ *	  on first use otherwise).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/guc.h"
+
+#include "event_store.h"
+
+PG_MODULE_MAGIC;
+
+int			es_max_batch_size = 10000;
+
+void		_PG_init(void);
+
+/*
+ * Define GUCs and install hooks.  Nothing here allocates shared memory yet,
+ * so the library works whether or not it is preloaded.
+ */
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("event_store.max_batch_size",
+							"Largest number of events one append call may carry.",
+							"Larger batches are refused with SQLSTATE 54000 before anything is written.",
+							&es_max_batch_size,
+							10000,
+							1,
+							ES_MAX_BATCH_SIZE_LIMIT,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("event_store");
+
+	es_install_utility_hook();
+}

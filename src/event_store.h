@@ -1,0 +1,48 @@
+/*-------------------------------------------------------------------------
+ *
+ * event_store.h
+ *	  Shared declarations of the event_store extension: SQLSTATEs, limits,
+ *	  GUCs and the entry points one module offers another.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EVENT_STORE_H
+#define EVENT_STORE_H
+
+#include "postgres.h"
+
+#include "nodes/nodes.h"
+#include "utils/relcache.h"
+#include "utils/timestamp.h"
+
+/*
+ * SQLSTATEs clients branch on.  Class "ES" is ours; see README.md.
+ */
+#define ERRCODE_ES_WRONG_EXPECTED_VERSION	MAKE_SQLSTATE('E','S','0','0','1')
+#define ERRCODE_ES_APPEND_ONLY				MAKE_SQLSTATE('E','S','0','0','3')
+#define ERRCODE_ES_DUPLICATE_EVENT_ID		MAKE_SQLSTATE('E','S','0','0','4')
+
+/* Documented limits (README.md, "Limits"). */
+#define ES_MAX_STREAM_ID_BYTES		1024
+#define ES_MAX_EVENT_TYPE_BYTES		255
+#define ES_MAX_BATCH_SIZE_LIMIT		1000000
+
+#define ES_SCHEMA					"event_store"
+#define ES_EVENTS_TABLE				"events"
+#define ES_LOG_AM_NAME				"event_store_log"
+
+/* GUCs (src/event_store.c) */
+extern int	es_max_batch_size;
+
+/* src/partition.c */
+extern void es_ensure_partition_for(TimestampTz ts);
+extern Oid	es_events_relid(bool missing_ok);
+
+/* src/guard.c */
+extern void es_guard_utility(Node *parsetree);
+extern void es_install_utility_hook(void);
+
+/* src/log_am.c */
+extern bool es_relation_is_event_log(Oid relid);
+
+#endif							/* EVENT_STORE_H */

@@ -1,0 +1,221 @@
+/*-------------------------------------------------------------------------
+ *
+ * partition.c
+ *	  Time partitions of event_store.events: the check an append makes that
+ *	  a partition covers its recorded_at (creating one when not), and the
+ *	  partition ranges read straight from the partition descriptor, so that
+ *	  no caller ever parses pg_get_expr() output.
+ *
+ *	  The covering range last found is cached per backend and forgotten on
+ *	  any relcache invalidation of the parent (a partition attached,
+ *	  detached or dropped), so the common append pays two comparisons.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/partition.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "partitioning/partbounds.h"
+#include "partitioning/partdesc.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/partcache.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "event_store.h"
+
+PG_FUNCTION_INFO_V1(es_partition_ranges);
+
+/* The range [cached_lo, cached_hi) is covered by a partition of cached_parent. */
+static Oid	cached_parent = InvalidOid;
+static TimestampTz cached_lo;
+static TimestampTz cached_hi;
+static bool cache_callback_registered = false;
+
+static SPIPlanPtr create_partition_plan = NULL;
+
+/* Forget the cached range when the parent's partition set may have changed. */
+static void
+partition_cache_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == cached_parent)
+		cached_parent = InvalidOid;
+}
+
+/*
+ * OID of event_store.events, or InvalidOid when the extension is not
+ * installed in this database (and missing_ok).
+ */
+Oid
+es_events_relid(bool missing_ok)
+{
+	Oid			nsp = get_namespace_oid(ES_SCHEMA, true);
+	Oid			relid = InvalidOid;
+
+	if (OidIsValid(nsp))
+		relid = get_relname_relid(ES_EVENTS_TABLE, nsp);
+	if (!OidIsValid(relid) && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"%s.%s\" does not exist", ES_SCHEMA, ES_EVENTS_TABLE),
+				 errhint("Run CREATE EXTENSION event_store.")));
+	return relid;
+}
+
+/*
+ * Bound i of a range partition descriptor as a timestamp; MINVALUE and
+ * MAXVALUE become -infinity and +infinity.
+ */
+static TimestampTz
+bound_value(PartitionBoundInfo bi, int i)
+{
+	switch (bi->kind[i][0])
+	{
+		case PARTITION_RANGE_DATUM_MINVALUE:
+			return DT_NOBEGIN;
+		case PARTITION_RANGE_DATUM_MAXVALUE:
+			return DT_NOEND;
+		default:
+			return DatumGetTimestampTz(bi->datums[i][0]);
+	}
+}
+
+/*
+ * Look for the partition of parent that holds ts.  On success, return true
+ * and set *lo and *hi to its range.
+ */
+static bool
+find_covering_range(Relation parent, TimestampTz ts, TimestampTz *lo, TimestampTz *hi)
+{
+	PartitionKey key = RelationGetPartitionKey(parent);
+	PartitionDesc pd = RelationGetPartitionDesc(parent, true);
+	PartitionBoundInfo bi = pd->boundinfo;
+	Datum		value = TimestampTzGetDatum(ts);
+	bool		is_equal;
+	int			offset;
+
+	if (bi == NULL || bi->ndatums == 0)
+		return false;
+
+	offset = partition_range_datum_bsearch(key->partsupfunc, key->partcollation,
+										   bi, 1, &value, &is_equal);
+	if (bi->indexes[offset + 1] < 0)
+		return false;
+
+	*lo = offset >= 0 ? bound_value(bi, offset) : DT_NOBEGIN;
+	*hi = offset + 1 < bi->ndatums ? bound_value(bi, offset + 1) : DT_NOEND;
+	return true;
+}
+
+/*
+ * Make sure a partition of event_store.events accepts rows recorded at ts,
+ * creating it (event_store._create_partition_for) when none does, so that
+ * an append never fails for want of a partition.
+ */
+void
+es_ensure_partition_for(TimestampTz ts)
+{
+	Oid			parent_oid;
+	Relation	parent;
+	TimestampTz lo,
+				hi;
+	bool		covered;
+
+	if (!cache_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(partition_cache_invalidate, (Datum) 0);
+		cache_callback_registered = true;
+	}
+
+	parent_oid = es_events_relid(false);
+	if (parent_oid == cached_parent && ts >= cached_lo && ts < cached_hi)
+		return;
+
+	parent = table_open(parent_oid, AccessShareLock);
+	covered = find_covering_range(parent, ts, &lo, &hi);
+	table_close(parent, AccessShareLock);
+
+	if (!covered)
+	{
+		Datum		arg = TimestampTzGetDatum(ts);
+		int			rc;
+
+		if (create_partition_plan == NULL)
+		{
+			Oid			argtypes[1] = {TIMESTAMPTZOID};
+			SPIPlanPtr	plan;
+
+			plan = SPI_prepare("SELECT event_store._create_partition_for($1)", 1, argtypes);
+			if (plan == NULL)
+				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+			SPI_keepplan(plan);
+			create_partition_plan = plan;
+		}
+		rc = SPI_execute_plan(create_partition_plan, &arg, NULL, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "event_store._create_partition_for failed: %s", SPI_result_code_string(rc));
+
+		/* The new partition invalidated the parent: look again. */
+		parent = table_open(parent_oid, AccessShareLock);
+		covered = find_covering_range(parent, ts, &lo, &hi);
+		table_close(parent, AccessShareLock);
+		if (!covered)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("no partition of event_store.events accepts recorded_at %s",
+							timestamptz_to_str(ts))));
+	}
+
+	cached_parent = parent_oid;
+	cached_lo = lo;
+	cached_hi = hi;
+}
+
+/*
+ * event_store.partition_ranges(): every partition of event_store.events with
+ * its range, read from the partition descriptor.
+ */
+Datum
+es_partition_ranges(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			parent_oid = es_events_relid(false);
+	Relation	parent;
+	PartitionDesc pd;
+	PartitionBoundInfo bi;
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	parent = table_open(parent_oid, AccessShareLock);
+	pd = RelationGetPartitionDesc(parent, true);
+	bi = pd->boundinfo;
+
+	if (bi != NULL)
+	{
+		/* indexes[i] names the partition whose upper bound is datums[i]. */
+		for (int i = 0; i <= bi->ndatums; i++)
+		{
+			int			part = bi->indexes[i];
+			Datum		values[3];
+			bool		nulls[3] = {false, false, false};
+
+			if (part < 0)
+				continue;
+			values[0] = ObjectIdGetDatum(pd->oids[part]);
+			values[1] = TimestampTzGetDatum(i > 0 ? bound_value(bi, i - 1) : DT_NOBEGIN);
+			values[2] = TimestampTzGetDatum(i < bi->ndatums ? bound_value(bi, i) : DT_NOEND);
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		}
+	}
+	table_close(parent, AccessShareLock);
+	return (Datum) 0;
+}
