@@ -20,6 +20,7 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "executor/spi.h"
@@ -132,7 +133,7 @@ prepare_plans(void)
 		Oid			types[4] = {TEXTOID, UUIDARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 
 		plan_find_ids = keep_plan(
-								  "SELECT event_id, stream_version FROM event_store.events "
+								  "SELECT event_id, stream_version, event_type, data FROM event_store.events "
 								  "WHERE stream_id = $1 AND event_id = ANY ($2) "
 								  "AND recorded_at >= $3 AND recorded_at <= $4", 4, types);
 	}
@@ -373,10 +374,11 @@ check_expected_version(AppendRequest *req, int64 current)
 
 /*
  * With caller-supplied event ids: find those already in the stream.  If the
- * whole batch is there, in order, at the versions this append would have
- * given it, the call is a retry: return true and set *version to the
- * stream version after those events.  Ids found anywhere else raise an
- * error.  Called with the stream row locked.
+ * whole batch is there, in order, with the same types and data, at the
+ * versions this append would have given it, the call is a retry: return
+ * true and set *version to the stream version after those events.  Ids
+ * found anywhere else, or carrying other content, raise an error.  Called
+ * with the stream row locked.
  */
 static bool
 is_idempotent_retry(AppendRequest *req, TimestampTz created_at,
@@ -390,6 +392,7 @@ is_idempotent_retry(AppendRequest *req, TimestampTz created_at,
 	Datum		args[4];
 	int			rc;
 	bool		contiguous;
+	bool		same_content = true;
 
 	for (int i = 0; i < req->nevents; i++)
 		if (req->events[i].event_id_given)
@@ -411,8 +414,18 @@ is_idempotent_retry(AppendRequest *req, TimestampTz created_at,
 		int64		v = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
 		IdIndexEntry *entry = hash_search(req->id_index, DatumGetUUIDP(id), HASH_FIND, NULL);
 
+		NewEvent   *ev;
+		Datum		found_type;
+		Datum		found_data;
+
 		if (entry == NULL || found_version[entry->index] != 0)
 			continue;
+		ev = &req->events[entry->index];
+		found_type = SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull);
+		found_data = SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull);
+		if (!DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, found_type, ev->event_type)) ||
+			!DatumGetBool(DirectFunctionCall2(jsonb_eq, found_data, ev->data)))
+			same_content = false;
 		found_version[entry->index] = v;
 		nfound++;
 		if (first_found < 0 || entry->index < first_found)
@@ -422,7 +435,7 @@ is_idempotent_retry(AppendRequest *req, TimestampTz created_at,
 	if (nfound == 0)
 		return false;
 
-	contiguous = (nfound == req->nevents);
+	contiguous = (nfound == req->nevents) && same_content;
 	for (int i = 1; contiguous && i < req->nevents; i++)
 		contiguous = found_version[i] == found_version[0] + i;
 
@@ -439,7 +452,7 @@ is_idempotent_retry(AppendRequest *req, TimestampTz created_at,
 			 errmsg("event_id %s is already in stream \"%s\" at version " INT64_FORMAT,
 					uuid_to_cstring(&req->events[first_found].event_id),
 					text_to_cstring(req->stream_id), found_version[first_found]),
-			 errdetail("An append may repeat event ids only as an exact retry: the same events, in the same order, at the versions the first attempt gave them."),
+			 errdetail("An append may repeat event ids only as an exact retry: the same events (type and data), in the same order, at the versions the first attempt gave them."),
 			 errhint("Give new events new event ids.")));
 	return false;				/* keep compiler quiet */
 }

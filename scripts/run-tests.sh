@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Run every event_store test suite against throw-away PostgreSQL instances
+# and finish with one line "N passed, N failed" summing all of them.
+#
+#   pg_regress   test/sql/*.sql     expected/*.out
+#   isolation    test/specs/*.spec  expected/*.out
+#   TAP          test/t/*.pl        (PostgreSQL::Test::Cluster, run as postgres)
+#
+# Run as root on Debian 12 (installs what is missing) or as a user who can
+# build and install into the server's directories.  Exit status is non-zero
+# when anything fails.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PG_MAJOR=${PG_MAJOR:-15}
+PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PGXS_DIR=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs
+OUT=${ES_TEST_OUT:-$ROOT/test/results}
+
+bash scripts/ensure-deps.sh || exit 1
+
+echo "== build (-Wall -Wextra -Werror) and install"
+make -s clean >/dev/null
+if ! make -s >"$OUT.build.log" 2>&1 || ! make -s install >>"$OUT.build.log" 2>&1; then
+    cat "$OUT.build.log"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+rm -f "$OUT.build.log"
+
+REGRESS=$(sed -n 's/^REGRESS *= *//p' Makefile)
+ISOLATION=$(sed -n 's/^ISOLATION *= *//p' Makefile)
+
+rm -rf "$OUT"
+mkdir -p "$OUT/regress" "$OUT/isolation"
+ln -s "$ROOT/expected" "$OUT/regress/expected"
+ln -s "$ROOT/expected" "$OUT/isolation/expected"
+chmod -R a+rwX "$OUT"
+
+# pg_regress + isolation against one throw-away cluster (pg_virtualenv runs
+# the server as the postgres user; -t keeps it out of /etc).  The library
+# and pg_cron are preloaded; wal_level=logical for the decoding test.
+cat >"$OUT/suites.sh" <<SUITES
+set -u
+"$PGXS_DIR/src/test/regress/pg_regress" --bindir="$PGBIN" --inputdir=test \
+    --outputdir="$OUT/regress" --dbname=contrib_regression $REGRESS \
+    >"$OUT/regress.log" 2>&1
+"$PGXS_DIR/src/test/isolation/pg_isolation_regress" --bindir="$PGBIN" --inputdir=test \
+    --outputdir="$OUT/isolation" --dbname=isolation_regression \
+    --load-extension=event_store $ISOLATION \
+    >"$OUT/isolation.log" 2>&1
+exit 0
+SUITES
+
+echo "== pg_regress and isolation tests"
+pg_virtualenv -t \
+    -o "shared_preload_libraries=event_store,pg_cron" \
+    -o "cron.database_name=contrib_regression" \
+    -o "cron.use_background_workers=on" \
+    -o "max_worker_processes=20" \
+    -o "wal_level=logical" \
+    -o "max_replication_slots=4" \
+    bash "$OUT/suites.sh"
+
+count() { grep -Ec "$1" "$2" 2>/dev/null; true; }
+passed=0
+failed=0
+for suite in regress isolation; do
+    log="$OUT/$suite.log"
+    sed -n '/^test \|^     \|^ok \|^not ok /p' "$log" | grep -E '\.\.\. |^ok |^not ok ' || true
+    p=$(grep -Ec '\.\.\. ok' "$log")
+    f=$(grep -Ec '\.\.\. (FAILED|failed)' "$log")
+    expected_n=$(wc -w <<<"$( [[ $suite == regress ]] && echo "$REGRESS" || echo "$ISOLATION")")
+    if ((p + f < expected_n)); then
+        # a suite that did not run its tests counts its missing tests as failed
+        echo "$suite: only $((p + f)) of $expected_n tests ran; see $log"
+        tail -20 "$log"
+        f=$((expected_n - p))
+    fi
+    if [[ -s "$OUT/$suite/regression.diffs" ]]; then
+        echo "---- $suite differences ($OUT/$suite/regression.diffs):"
+        head -200 "$OUT/$suite/regression.diffs"
+    fi
+    echo "$suite: $p passed, $f failed"
+    passed=$((passed + p))
+    failed=$((failed + f))
+done
+
+# TAP tests initdb their own clusters, so they run as the postgres user in
+# a copy of the tree that user can write.
+shopt -s nullglob
+taps=(test/t/*.pl)
+if ((${#taps[@]})); then
+    echo "== TAP tests"
+    tapdir=$(mktemp -d /tmp/event_store_tap.XXXXXX)
+    cp -r "$ROOT/test" "$tapdir/"
+    chown -R postgres "$tapdir"
+    as_postgres=(su postgres -s /bin/bash -c)
+    [[ $(id -un) == postgres ]] && as_postgres=(bash -c)
+    "${as_postgres[@]}" "cd '$tapdir' && PATH='$PGBIN':\$PATH PG_REGRESS='$PGXS_DIR/src/test/regress/pg_regress' \
+        TESTDIR='$tapdir' prove -v -I '$PGXS_DIR/src/test/perl' -I test/t test/t/*.pl" >"$OUT/tap.log" 2>&1
+    grep -E '^(ok|not ok) [0-9]+|^test/t/.*\.pl \.\.|^Result' "$OUT/tap.log" | sed 's/^/  /'
+    p=$(grep -Ec '^ *ok [0-9]+' "$OUT/tap.log")
+    f=$(grep -Ec '^ *not ok [0-9]+' "$OUT/tap.log")
+    if ! grep -q '^Result: PASS' "$OUT/tap.log"; then
+        echo "---- TAP output ($OUT/tap.log):"
+        tail -60 "$OUT/tap.log"
+        ((f == 0)) && f=1
+    fi
+    echo "tap: $p passed, $f failed"
+    passed=$((passed + p))
+    failed=$((failed + f))
+    [[ -n "${ES_KEEP_TAP:-}" ]] || rm -rf "$tapdir"
+fi
+
+echo "$passed passed, $failed failed"
+((failed == 0))

@@ -1,0 +1,65 @@
+-- Reading streams, categories and the global log.
+SELECT event_store.append('flight-LH400', ARRAY[
+    event_store.event('FlightScheduled', '{"seats": 180}'),
+    event_store.event('SeatBooked', '{"seat": "1A"}'),
+    event_store.event('SeatBooked', '{"seat": "1B"}'),
+    event_store.event('SeatReleased', '{"seat": "1A"}'),
+    event_store.event('SeatBooked', '{"seat": "2C"}')
+]);
+SELECT event_store.append_event('flight-BA117', 'FlightScheduled', '{"seats": 200}');
+SELECT event_store.append_event('flight-LH400', 'BoardingStarted', '{}');
+
+-- read_stream: ascending from a version, at most max_count.
+SELECT stream_version, event_type, data FROM event_store.read_stream('flight-LH400');
+SELECT stream_version, event_type FROM event_store.read_stream('flight-LH400', 3);
+SELECT stream_version, event_type FROM event_store.read_stream('flight-LH400', 2, 2);
+SELECT stream_version FROM event_store.read_stream('flight-LH400', 100);
+SELECT count(*) AS missing_stream FROM event_store.read_stream('flight-XX000');
+
+-- read_stream_backward: descending from a version (default: the last).
+SELECT stream_version, event_type FROM event_store.read_stream_backward('flight-LH400');
+SELECT stream_version, event_type FROM event_store.read_stream_backward('flight-LH400', 4, 2);
+SELECT count(*) AS missing_stream FROM event_store.read_stream_backward('flight-XX000');
+
+-- stream_version: 0 for a stream that does not exist.
+SELECT event_store.stream_version('flight-LH400'), event_store.stream_version('flight-XX000');
+
+-- read_category: events of all streams of a category, by global position.
+SELECT stream_id, stream_version, event_type
+  FROM event_store.read_category('flight') ORDER BY global_position;
+SELECT (SELECT array_agg(global_position ORDER BY global_position) FROM event_store.read_category('flight'))
+     = (SELECT array_agg(global_position) FROM event_store.read_category('flight')) AS category_ordered;
+-- after a position, at most max_count
+SELECT min(global_position) AS first_position FROM event_store.read_category('flight') \gset
+SELECT stream_id, stream_version FROM event_store.read_category('flight', :first_position, 2);
+-- the category is matched exactly, not as a pattern
+SELECT count(*) FROM event_store.read_category('fli%');
+SELECT count(*) FROM event_store.read_category('flight-LH400');
+
+-- read_all: every event by global position.
+SELECT count(*) = (SELECT count(*) FROM event_store.events) AS all_events
+  FROM event_store.read_all(0, 1000000);
+SELECT bool_and(global_position > prev) AS strictly_ascending
+  FROM (SELECT global_position, lag(global_position, 1, 0::bigint) OVER () AS prev
+          FROM event_store.read_all(0, 1000000)) s;
+SELECT count(*) FROM event_store.read_all(0, 3);
+SELECT count(*) FROM event_store.read_all(:first_position, 2);
+
+-- The read functions are plain SQL and are inlined into the caller's query:
+-- the plan shows index scans of the partitions, no function scan.
+CREATE FUNCTION pg_temp.plan_of(query text) RETURNS TABLE (function_scan bool, index_scans bool)
+LANGUAGE plpgsql AS $$
+DECLARE
+    plan text := '';
+    line text;
+BEGIN
+    FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || query LOOP
+        plan := plan || line || E'\n';
+    END LOOP;
+    RETURN QUERY SELECT plan LIKE '%Function Scan%', plan LIKE '%Index Scan%';
+END
+$$;
+SELECT * FROM pg_temp.plan_of($$SELECT * FROM event_store.read_stream('flight-LH400', 2, 10)$$);
+SELECT * FROM pg_temp.plan_of($$SELECT * FROM event_store.read_stream_backward('flight-LH400')$$);
+SELECT * FROM pg_temp.plan_of($$SELECT * FROM event_store.read_category('flight', 10, 5)$$);
+SELECT * FROM pg_temp.plan_of($$SELECT * FROM event_store.read_all(10, 5)$$);
