@@ -45,10 +45,12 @@ CREATE TABLE event_store.events (
 ) PARTITION BY RANGE (recorded_at);
 COMMENT ON TABLE event_store.events IS 'The append-only event log, range-partitioned by recorded_at. Write with event_store.append().';
 
-CREATE INDEX events_stream_idx   ON event_store.events (stream_id, stream_version);
-CREATE INDEX events_position_idx ON event_store.events (global_position);
-CREATE INDEX events_category_idx ON event_store.events (pg_catalog.split_part(stream_id, '-', 1), global_position);
-CREATE INDEX events_event_id_idx ON event_store.events (event_id);
+-- Indexes live on each partition, made with it by _create_partition_for:
+-- (stream_id, stream_version), (global_position),
+-- (split_part(stream_id, '-', 1), global_position) and (event_id).  They are
+-- deliberately not partitioned indexes of the parent: the parent belongs to
+-- the extension, so a restore would find ATTACH PARTITION creating indexes
+-- that the dump then creates again.
 
 -- One row per stream: its lock, its version and where it lives in the log.
 CREATE TABLE event_store.streams (
@@ -88,7 +90,7 @@ REVOKE UPDATE, DELETE, TRUNCATE ON event_store.events FROM CURRENT_USER;
 CREATE FUNCTION event_store._guard_ddl() RETURNS event_trigger
 AS 'MODULE_PATHNAME', 'es_guard_ddl' LANGUAGE C;
 CREATE EVENT TRIGGER event_store_guard_ddl ON ddl_command_start
-    WHEN TAG IN ('ALTER TABLE')
+    WHEN TAG IN ('ALTER TABLE', 'CREATE TABLE')
     EXECUTE FUNCTION event_store._guard_ddl();
 ALTER EVENT TRIGGER event_store_guard_ddl ENABLE ALWAYS;
 
@@ -168,6 +170,10 @@ BEGIN
     END LOOP;
 
     EXECUTE format('CREATE TABLE event_store.%I (LIKE event_store.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION) USING event_store_log', name);
+    EXECUTE format('CREATE INDEX %I ON event_store.%I (stream_id, stream_version)', name || '_stream_idx', name);
+    EXECUTE format('CREATE INDEX %I ON event_store.%I (global_position)', name || '_position_idx', name);
+    EXECUTE format('CREATE INDEX %I ON event_store.%I (pg_catalog.split_part(stream_id, ''-'', 1), global_position)', name || '_category_idx', name);
+    EXECUTE format('CREATE INDEX %I ON event_store.%I (event_id)', name || '_event_id_idx', name);
     EXECUTE format('CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON event_store.%I FOR EACH STATEMENT EXECUTE FUNCTION event_store._refuse_modification()', name);
     EXECUTE format('ALTER TABLE event_store.%I ENABLE ALWAYS TRIGGER events_no_truncate', name);
     EXECUTE format('REVOKE ALL ON event_store.%I FROM PUBLIC', name);
@@ -177,6 +183,48 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION event_store._create_partition_for(timestamptz) FROM PUBLIC;
+
+-- Restores: CREATE EXTENSION premakes empty partitions; the dump then
+-- creates and attaches its own.  The DDL guard (src/guard.c) calls these so
+-- that an EMPTY partition yields to a restored one with the same name or an
+-- overlapping range.  A partition holding any block never yields.
+CREATE FUNCTION event_store._yield_empty_partition(part regclass) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM event_store.partition_ranges() r WHERE r.partition = part)
+       OR pg_relation_size(part) <> 0 THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('ALTER TABLE event_store.events DETACH PARTITION %s', part);
+    EXECUTE format('DROP TABLE %s', part);
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION event_store._yield_overlapping_partitions(range_start text, range_end text, attaching oid)
+RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    lo timestamptz := coalesce(range_start::timestamptz, '-infinity');
+    hi timestamptz := coalesce(range_end::timestamptz, 'infinity');
+    part regclass;
+    n int := 0;
+BEGIN
+    FOR part IN SELECT r.partition FROM event_store.partition_ranges() r
+                 WHERE r.partition::oid IS DISTINCT FROM attaching
+                   AND r.range_start < hi AND lo < r.range_end LOOP
+        IF event_store._yield_empty_partition(part) THEN
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
 
 -- Make the current partition and premake_count() more after it.
 CREATE FUNCTION event_store.premake_partitions(ahead int DEFAULT NULL) RETURNS int

@@ -7,16 +7,27 @@
  *	  event trigger always) that refuses ALTER TABLE commands which would
  *	  rewrite stored events: SET ACCESS METHOD and ALTER COLUMN ... TYPE.
  *
+ *	  The same guard makes restores work: CREATE EXTENSION premakes empty
+ *	  partitions, and a restore then creates and attaches the dumped ones.
+ *	  An *empty* event partition whose name a CREATE TABLE reuses, or whose
+ *	  range an ATTACH PARTITION overlaps, yields: it is detached and dropped
+ *	  first.  A partition holding rows never yields (the DDL then fails with
+ *	  PostgreSQL's own error).
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "storage/bufmgr.h"
 #include "commands/event_trigger.h"
 #include "commands/trigger.h"
 #include "fmgr.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -50,7 +61,19 @@ es_refuse_modification(PG_FUNCTION_ARGS)
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 		operation = "DELETE";
 	else if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
+	{
+		Relation	rel = trigdata->tg_relation;
+
+		/*
+		 * Truncating an empty partition erases nothing; parallel pg_restore
+		 * does it before loading each table.  TRUNCATE holds ACCESS
+		 * EXCLUSIVE here, so no insert is in progress.
+		 */
+		if (RELKIND_HAS_STORAGE(rel->rd_rel->relkind) &&
+			RelationGetNumberOfBlocks(rel) == 0)
+			PG_RETURN_POINTER(NULL);
 		operation = "TRUNCATE";
+	}
 	else
 		PG_RETURN_POINTER(trigdata->tg_trigtuple);
 
@@ -79,9 +102,96 @@ is_event_table(Oid relid)
 	return es_relation_is_event_log(relid);
 }
 
+/* The literal text of a partition bound value, or NULL (MINVALUE, MAXVALUE, an expression). */
+static const char *
+bound_literal(List *datums)
+{
+	Node	   *value;
+
+	if (list_length(datums) != 1)
+		return NULL;
+	value = (Node *) linitial(datums);
+	if (IsA(value, TypeCast))
+		value = ((TypeCast *) value)->arg;
+	if (IsA(value, A_Const) && !((A_Const *) value)->isnull &&
+		IsA(&((A_Const *) value)->val, String))
+		return strVal(&((A_Const *) value)->val);
+	return NULL;
+}
+
 /*
- * Refuse the ALTER TABLE subcommands that would rewrite stored events.
- * Called from the utility hook and from the ddl_command_start event trigger.
+ * Run one of the SQL helpers that let empty partitions yield to restored
+ * ones (sql/event_store--*.sql: _yield_empty_partition and
+ * _yield_overlapping_partitions).
+ */
+static void
+call_yield_helper(const char *sql, int nargs, Oid *argtypes, Datum *values, const char *nulls)
+{
+	int			rc;
+
+	SPI_connect();
+	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "\"%s\" failed: %s", sql, SPI_result_code_string(rc));
+	SPI_finish();
+}
+
+/*
+ * CREATE TABLE of a name an empty event partition already has: let that
+ * partition yield (a restore re-creating the partitions CREATE EXTENSION
+ * premade).
+ */
+static void
+yield_to_create(CreateStmt *stmt)
+{
+	Oid			nsp = get_namespace_oid(ES_SCHEMA, true);
+	Oid			relid;
+
+	if (!OidIsValid(nsp) || stmt->relation == NULL || stmt->if_not_exists)
+		return;
+	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+	if (!OidIsValid(relid) || get_rel_namespace(relid) != nsp ||
+		!es_relation_is_event_log(relid))
+		return;
+	{
+		Oid			types[1] = {REGCLASSOID};
+		Datum		values[1] = {ObjectIdGetDatum(relid)};
+
+		call_yield_helper("SELECT event_store._yield_empty_partition($1)", 1, types, values, NULL);
+	}
+}
+
+/* ATTACH PARTITION to the log: empty partitions overlapping the new range yield. */
+static void
+yield_to_attach(Oid parent, PartitionCmd *cmd)
+{
+	PartitionBoundSpec *bound = cmd->bound;
+	const char *lower;
+	const char *upper;
+	Oid			attaching;
+	Oid			types[3] = {TEXTOID, TEXTOID, OIDOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	if (bound == NULL || bound->is_default || bound->strategy != PARTITION_STRATEGY_RANGE)
+		return;
+	lower = bound_literal(bound->lowerdatums);
+	upper = bound_literal(bound->upperdatums);
+	attaching = RangeVarGetRelid(cmd->name, NoLock, true);
+
+	values[0] = lower ? CStringGetTextDatum(lower) : (Datum) 0;
+	nulls[0] = lower ? ' ' : 'n';
+	values[1] = upper ? CStringGetTextDatum(upper) : (Datum) 0;
+	nulls[1] = upper ? ' ' : 'n';
+	values[2] = ObjectIdGetDatum(attaching);
+	call_yield_helper("SELECT event_store._yield_overlapping_partitions($1, $2, $3)",
+					  3, types, values, nulls);
+}
+
+/*
+ * Refuse the ALTER TABLE subcommands that would rewrite stored events, and
+ * let empty premade partitions yield to restored ones.  Called from the
+ * utility hook and from the ddl_command_start event trigger.
  */
 void
 es_guard_utility(Node *parsetree)
@@ -90,7 +200,14 @@ es_guard_utility(Node *parsetree)
 	Oid			relid;
 	ListCell   *lc;
 
-	if (parsetree == NULL || !IsA(parsetree, AlterTableStmt))
+	if (parsetree == NULL)
+		return;
+	if (IsA(parsetree, CreateStmt))
+	{
+		yield_to_create((CreateStmt *) parsetree);
+		return;
+	}
+	if (!IsA(parsetree, AlterTableStmt))
 		return;
 	stmt = (AlterTableStmt *) parsetree;
 	if (stmt->objtype != OBJECT_TABLE || stmt->relation == NULL)
@@ -105,7 +222,9 @@ es_guard_utility(Node *parsetree)
 		AlterTableCmd *cmd = (AlterTableCmd *) lfirst(lc);
 		const char *what = NULL;
 
-		if (cmd->subtype == AT_SetAccessMethod)
+		if (cmd->subtype == AT_AttachPartition && relid == es_events_relid(true))
+			yield_to_attach(relid, (PartitionCmd *) cmd->def);
+		else if (cmd->subtype == AT_SetAccessMethod)
 			what = "SET ACCESS METHOD";
 		else if (cmd->subtype == AT_AlterColumnType)
 			what = "ALTER COLUMN ... TYPE";

@@ -8,10 +8,11 @@
  *	  with the callbacks that could rewrite history replaced:
  *
  *	  - tuple_update / tuple_delete: always refused;
- *	  - relation_set_new_filenode: allowed only while the relation is being
+ *	  - relation_set_new_filenode: allowed while the relation is being
  *	    created in this transaction (CREATE TABLE, the transient table of
- *	    VACUUM FULL / CLUSTER / table rewrites); refused for an existing
- *	    relation, which is how a transactional TRUNCATE reaches us;
+ *	    VACUUM FULL / CLUSTER / table rewrites) or holds no block at all;
+ *	    refused for an existing relation with data, which is how a
+ *	    transactional TRUNCATE reaches us;
  *	  - relation_nontransactional_truncate: refused unless the relation was
  *	    created in this transaction (then it holds only this transaction's
  *	    own, uncommitted rows: truncating them is a rollback, not an erasure).
@@ -29,6 +30,7 @@
 #include "catalog/pg_class.h"
 #include "commands/defrem.h"
 #include "fmgr.h"
+#include "storage/bufmgr.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -74,15 +76,27 @@ es_tuple_delete(Relation rel, ItemPointer tid, CommandId cid,
 }
 
 /*
- * New storage for a relation: fine while the relation is being created,
- * refused when it would replace the storage of an existing one (TRUNCATE).
+ * Does the relation hold no block at all?  Truncating it then erases
+ * nothing (parallel pg_restore truncates each table before loading it).
+ * Callers hold ACCESS EXCLUSIVE, so no insert can be in progress.
+ */
+static bool
+relation_is_empty(Relation rel)
+{
+	return RelationGetNumberOfBlocks(rel) == 0;
+}
+
+/*
+ * New storage for a relation: fine while the relation is being created or
+ * is empty, refused when it would replace the storage of an existing one
+ * holding rows (TRUNCATE).
  */
 static void
 es_relation_set_new_filenode(Relation rel, const RelFileNode *newrnode,
 							 char persistence, TransactionId *freezeXid,
 							 MultiXactId *minmulti)
 {
-	if (rel->rd_createSubid == InvalidSubTransactionId)
+	if (rel->rd_createSubid == InvalidSubTransactionId && !relation_is_empty(rel))
 		refuse(rel, "TRUNCATE");
 	GetHeapamTableAmRoutine()->relation_set_new_filenode(rel, newrnode, persistence,
 														 freezeXid, minmulti);
@@ -91,7 +105,7 @@ es_relation_set_new_filenode(Relation rel, const RelFileNode *newrnode,
 static void
 es_relation_nontransactional_truncate(Relation rel)
 {
-	if (rel->rd_createSubid == InvalidSubTransactionId)
+	if (rel->rd_createSubid == InvalidSubTransactionId && !relation_is_empty(rel))
 		refuse(rel, "TRUNCATE");
 	GetHeapamTableAmRoutine()->relation_nontransactional_truncate(rel);
 }
