@@ -76,6 +76,7 @@ typedef struct IdIndexEntry
 /* Statements, prepared once per backend. */
 static SPIPlanPtr plan_lock_stream = NULL;
 static SPIPlanPtr plan_bump_stream = NULL;
+static SPIPlanPtr plan_set_last_position = NULL;
 static SPIPlanPtr plan_create_stream = NULL;
 static SPIPlanPtr plan_find_ids = NULL;
 static SPIPlanPtr plan_insert_one = NULL;
@@ -110,13 +111,30 @@ prepare_plans(void)
 	}
 	if (plan_bump_stream == NULL)
 	{
-		Oid			types[4] = {TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID};
+		Oid			types[5] = {TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID};
 
+		/*
+		 * Positions are drawn before this statement takes the row lock.  If
+		 * a writer that held the lock meanwhile appended at higher
+		 * positions, ours are stale: last_position is then left alone and
+		 * the last column says so; the caller draws new ones (it now holds
+		 * the lock) and sets last_position with plan_set_last_position.
+		 */
 		plan_bump_stream = keep_plan(
 									 "UPDATE event_store.streams SET version = version + $2, "
-									 "updated_at = greatest(updated_at, $3), last_position = $4 "
-									 "WHERE stream_id = $1 RETURNING version - $2, updated_at, created_at",
-									 4, types);
+									 "updated_at = greatest(updated_at, $3), "
+									 "last_position = CASE WHEN last_position < $5 THEN $4 ELSE last_position END "
+									 "WHERE stream_id = $1 "
+									 "RETURNING version - $2, updated_at, created_at, last_position = $4",
+									 5, types);
+	}
+	if (plan_set_last_position == NULL)
+	{
+		Oid			types[2] = {TEXTOID, INT8OID};
+
+		plan_set_last_position = keep_plan(
+										   "UPDATE event_store.streams SET last_position = $2 WHERE stream_id = $1",
+										   2, types);
 	}
 	if (plan_create_stream == NULL)
 	{
@@ -609,6 +627,7 @@ append_batch(AppendRequest *req)
 			args[1] = Int64GetDatum((int64) n);
 			args[2] = TimestampTzGetDatum(GetCurrentTimestamp());
 			args[3] = Int64GetDatum(positions[n - 1]);
+			args[4] = Int64GetDatum(positions[0]);
 			rc = SPI_execute_plan(plan_bump_stream, args, NULL, false, 1);
 			if (rc != SPI_OK_UPDATE_RETURNING)
 				elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
@@ -618,11 +637,23 @@ append_batch(AppendRequest *req)
 				bool		isnull;
 				TupleDesc	td = SPI_tuptable->tupdesc;
 				HeapTuple	tup = SPI_tuptable->vals[0];
+				bool		positions_fresh;
 
 				current = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
 				recorded_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull));
+				positions_fresh = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
 				/* An error here rolls the update back with everything else. */
 				check_expected_version(req, current);
+
+				if (!positions_fresh)
+				{
+					/* Holding the lock now: later draws follow the stream's events. */
+					positions = draw_positions(n);
+					args[1] = Int64GetDatum(positions[n - 1]);
+					rc = SPI_execute_plan(plan_set_last_position, args, NULL, false, 0);
+					if (rc != SPI_OK_UPDATE)
+						elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
+				}
 			}
 		}
 
