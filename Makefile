@@ -1,7 +1,7 @@
 # event_store — PGXS build
 EXTENSION   = event_store
 MODULE_big  = event_store
-OBJS        = src/event_store.o src/log_am.o src/guard.o src/partition.o src/append.o
+OBJS        = src/event_store.o src/log_am.o src/guard.o src/partition.o src/append.o src/consistency.o
 
 DATA        = $(wildcard sql/event_store--*.sql)
 DOCS        = README.md

@@ -29,6 +29,7 @@
 #include "port.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -38,34 +39,10 @@
 #include "utils/xid8.h"
 
 #include "event_store.h"
+#include "append.h"
 
 PG_FUNCTION_INFO_V1(es_append);
 PG_FUNCTION_INFO_V1(es_append_event);
-
-/* One event of a batch, validated. */
-typedef struct NewEvent
-{
-	Datum		event_type;		/* text */
-	Datum		data;			/* jsonb, an object */
-	Datum		metadata;		/* jsonb object, or NULL */
-	bool		metadata_null;
-	pg_uuid_t	event_id;
-	bool		event_id_given;
-	TimestampTz occurred_at;
-	bool		occurred_at_given;
-} NewEvent;
-
-/* What the caller asked for. */
-typedef struct AppendRequest
-{
-	text	   *stream_id;
-	NewEvent   *events;
-	int			nevents;
-	bool		has_expected;
-	int64		expected;
-	bool		ids_given;		/* did the caller supply any event_id? */
-	HTAB	   *id_index;		/* event_id -> batch index, when ids_given */
-} AppendRequest;
 
 typedef struct IdIndexEntry
 {
@@ -81,6 +58,20 @@ static SPIPlanPtr plan_create_stream = NULL;
 static SPIPlanPtr plan_find_ids = NULL;
 static SPIPlanPtr plan_insert_one = NULL;
 static SPIPlanPtr plan_insert_many = NULL;
+static SPIPlanPtr plan_insert_one_tagged = NULL;
+static SPIPlanPtr plan_insert_many_tagged = NULL;
+
+/*
+ * Does event_store.events have the tags column (extension version 1.2 and
+ * later)?  The library serves every installed version of the SQL.
+ */
+static bool
+events_have_tags(void)
+{
+	Oid			relid = es_events_relid(false);
+
+	return get_attnum(relid, "tags") != InvalidAttrNumber;
+}
 
 /*
  * Prepare and keep one statement.  Kept plans are re-planned by the plan
@@ -155,6 +146,32 @@ prepare_plans(void)
 								  "WHERE stream_id = $1 AND event_id = ANY ($2) "
 								  "AND recorded_at >= $3 AND recorded_at <= $4", 4, types);
 	}
+	if (plan_insert_one_tagged == NULL && events_have_tags())
+	{
+		Oid			types[11] = {INT8OID, TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID,
+		UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, XID8OID, TEXTARRAYOID};
+
+		plan_insert_one_tagged = keep_plan(
+										   "INSERT INTO event_store.events (global_position, stream_id, "
+										   "stream_version, event_type, data, metadata, event_id, recorded_at, "
+										   "occurred_at, transaction_id, tags) "
+										   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", 11, types);
+	}
+	if (plan_insert_many_tagged == NULL && events_have_tags())
+	{
+		Oid			types[11] = {TEXTOID, TIMESTAMPTZOID, XID8OID, INT8ARRAYOID, INT8ARRAYOID,
+		TEXTARRAYOID, get_array_type(JSONBOID), get_array_type(JSONBOID),
+		UUIDARRAYOID, get_array_type(TIMESTAMPTZOID), TEXTARRAYOID};
+
+		/* tags travel as array literals: unnest cannot carry ragged text[][] */
+		plan_insert_many_tagged = keep_plan(
+											"INSERT INTO event_store.events (global_position, stream_id, "
+											"stream_version, event_type, data, metadata, event_id, recorded_at, "
+											"occurred_at, transaction_id, tags) "
+											"SELECT u.p, $1, u.v, u.t, u.d, u.m, u.i, $2, u.o, $3, u.g::text[] "
+											"FROM unnest($4, $5, $6, $7, $8, $9, $10, $11) AS u(p, v, t, d, m, i, o, g)",
+											11, types);
+	}
 	if (plan_insert_one == NULL)
 	{
 		Oid			types[10] = {INT8OID, TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID,
@@ -200,8 +217,8 @@ uuid_to_cstring(pg_uuid_t *uuid)
 	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(uuid)));
 }
 
-static void
-validate_stream_id(text *stream_id)
+void
+es_validate_stream_id(text *stream_id)
 {
 	int			len = VARSIZE_ANY_EXHDR(stream_id);
 
@@ -483,12 +500,22 @@ insert_events(AppendRequest *req, int64 first_version, int64 *positions,
 	Datum		xid = FullTransactionIdGetDatum(GetTopFullTransactionId());
 	int			n = req->nevents;
 	int			rc;
+	bool		tagged = false;
+
+	for (int i = 0; i < n; i++)
+		if (req->events[i].tags != NULL)
+			tagged = true;
+	if (tagged && !events_have_tags())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("event tags need event_store 1.2 or later"),
+				 errhint("Run ALTER EXTENSION event_store UPDATE.")));
 
 	if (n == 1)
 	{
 		NewEvent   *ev = &req->events[0];
-		Datum		args[10];
-		char		nulls[10];
+		Datum		args[11];
+		char		nulls[11];
 
 		memset(nulls, ' ', sizeof(nulls));
 		args[0] = Int64GetDatum(positions[0]);
@@ -503,7 +530,13 @@ insert_events(AppendRequest *req, int64 first_version, int64 *positions,
 		args[7] = TimestampTzGetDatum(recorded_at);
 		args[8] = TimestampTzGetDatum(ev->occurred_at_given ? ev->occurred_at : recorded_at);
 		args[9] = xid;
-		rc = SPI_execute_plan(plan_insert_one, args, nulls, false, 0);
+		if (tagged)
+		{
+			args[10] = PointerGetDatum(ev->tags);
+			rc = SPI_execute_plan(plan_insert_one_tagged, args, nulls, false, 0);
+		}
+		else
+			rc = SPI_execute_plan(plan_insert_one, args, nulls, false, 0);
 	}
 	else
 	{
@@ -515,9 +548,15 @@ insert_events(AppendRequest *req, int64 first_version, int64 *positions,
 		bool	   *met_null = palloc(sizeof(bool) * n);
 		Datum	   *ids = palloc(sizeof(Datum) * n);
 		Datum	   *occ = palloc(sizeof(Datum) * n);
+		Datum	   *tag = palloc(sizeof(Datum) * n);
+		bool	   *tag_null = palloc(sizeof(bool) * n);
 		int			dims[1] = {n};
 		int			lbs[1] = {1};
-		Datum		args[10];
+		Datum		args[11];
+		FmgrInfo	array_out_fn;
+
+		if (tagged)
+			fmgr_info(F_ARRAY_OUT, &array_out_fn);
 
 		for (int i = 0; i < n; i++)
 		{
@@ -531,6 +570,9 @@ insert_events(AppendRequest *req, int64 first_version, int64 *positions,
 			met_null[i] = ev->metadata_null;
 			ids[i] = UUIDPGetDatum(&ev->event_id);
 			occ[i] = TimestampTzGetDatum(ev->occurred_at_given ? ev->occurred_at : recorded_at);
+			tag_null[i] = ev->tags == NULL;
+			tag[i] = tag_null[i] ? (Datum) 0 :
+				CStringGetTextDatum(OutputFunctionCall(&array_out_fn, PointerGetDatum(ev->tags)));
 		}
 		args[0] = PointerGetDatum(req->stream_id);
 		args[1] = TimestampTzGetDatum(recorded_at);
@@ -542,7 +584,13 @@ insert_events(AppendRequest *req, int64 first_version, int64 *positions,
 		args[7] = PointerGetDatum(construct_md_array(met, met_null, 1, dims, lbs, JSONBOID, -1, false, TYPALIGN_INT));
 		args[8] = PointerGetDatum(construct_array(ids, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 		args[9] = PointerGetDatum(construct_array(occ, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		rc = SPI_execute_plan(plan_insert_many, args, NULL, false, 0);
+		if (tagged)
+		{
+			args[10] = PointerGetDatum(construct_md_array(tag, tag_null, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
+			rc = SPI_execute_plan(plan_insert_many_tagged, args, NULL, false, 0);
+		}
+		else
+			rc = SPI_execute_plan(plan_insert_many, args, NULL, false, 0);
 	}
 	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) n)
 		elog(ERROR, "event insert failed: %s", SPI_result_code_string(rc));
@@ -564,10 +612,13 @@ draw_positions(int n)
 }
 
 /*
- * The append itself.  Returns the stream's version after the batch.
+ * The append itself, for one stream.  Returns the stream's version after
+ * the batch.  Callers that append to several streams in one call lock the
+ * streams in a fixed order by calling this in that order; tag locks are
+ * the caller's (es_lock_request_tags), taken before any position is drawn.
  */
-static int64
-append_batch(AppendRequest *req)
+int64
+es_append_batch(AppendRequest *req)
 {
 	int64		result_version = 0;
 	int			n = req->nevents;
@@ -694,8 +745,20 @@ get_stream_id_arg(FunctionCallInfo fcinfo, int argno)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("stream_id must not be null")));
 	stream_id = PG_GETARG_TEXT_PP(argno);
-	validate_stream_id(stream_id);
+	es_validate_stream_id(stream_id);
 	return stream_id;
+}
+
+/* Refuse expected versions below -1. */
+void
+es_validate_expected_version(int64 expected)
+{
+	if (expected < -1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expected_version must be NULL, -1, 0 or a positive version"),
+				 errdetail("Got " INT64_FORMAT ".", expected),
+				 errhint("NULL appends at any version, 0 requires a new stream, -1 an existing one, N > 0 exactly version N.")));
 }
 
 static void
@@ -705,24 +768,31 @@ get_expected_arg(FunctionCallInfo fcinfo, int argno, AppendRequest *req)
 	if (req->has_expected)
 	{
 		req->expected = PG_GETARG_INT64(argno);
-		if (req->expected < -1)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("expected_version must be NULL, -1, 0 or a positive version"),
-					 errdetail("Got " INT64_FORMAT ".", req->expected),
-					 errhint("NULL appends at any version, 0 requires a new stream, -1 an existing one, N > 0 exactly version N.")));
+		es_validate_expected_version(req->expected);
 	}
 }
 
-/*
- * event_store.append(stream_id text, events event_store.new_event[],
- *                    expected_version bigint DEFAULT NULL) RETURNS bigint
- */
-Datum
-es_append(PG_FUNCTION_ARGS)
+/* Refuse a call that carries more events than event_store.max_batch_size. */
+static void
+check_batch_size(int nevents)
 {
-	AppendRequest req = {0};
-	ArrayType  *arr;
+	if (nevents > es_max_batch_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many events in one append"),
+				 errdetail("The batch has %d events; the limit is %d (event_store.max_batch_size).",
+						   nevents, es_max_batch_size),
+				 errhint("Split the batch, or raise event_store.max_batch_size.")));
+}
+
+/*
+ * Validate an event_store.new_event[] and fill req->events.  *total_events
+ * counts events across the streams of one call (the batch limit applies to
+ * the call).
+ */
+void
+es_parse_event_array(ArrayType *arr, AppendRequest *req, int *total_events)
+{
 	Oid			elemtype;
 	TupleDesc	tupdesc;
 	Datum	   *elems;
@@ -731,15 +801,9 @@ es_append(PG_FUNCTION_ARGS)
 	int16		typlen;
 	bool		typbyval;
 	char		typalign;
+	Datum	   *values;
+	bool	   *nulls;
 
-	req.stream_id = get_stream_id_arg(fcinfo, 0);
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("events must not be null")));
-	get_expected_arg(fcinfo, 2, &req);
-
-	arr = PG_GETARG_ARRAYTYPE_P(1);
 	if (ARR_NDIM(arr) > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -750,13 +814,8 @@ es_append(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("events must not be empty"),
 				 errhint("Pass at least one event_store.event(...).")));
-	if (nelems > es_max_batch_size)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("too many events in one append"),
-				 errdetail("The batch has %d events; the limit is %d (event_store.max_batch_size).",
-						   nelems, es_max_batch_size),
-				 errhint("Split the batch, or raise event_store.max_batch_size.")));
+	*total_events += nelems;
+	check_batch_size(*total_events);
 
 	elemtype = ARR_ELEMTYPE(arr);
 	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
@@ -764,17 +823,15 @@ es_append(PG_FUNCTION_ARGS)
 	tupdesc = lookup_rowtype_tupdesc(elemtype, -1);
 	if (tupdesc->natts < 5)
 		elog(ERROR, "event_store.new_event has %d attributes, expected at least 5", tupdesc->natts);
+	values = palloc(sizeof(Datum) * tupdesc->natts);
+	nulls = palloc(sizeof(bool) * tupdesc->natts);
 
-	req.nevents = nelems;
-	req.events = palloc0(sizeof(NewEvent) * nelems);
+	req->nevents = nelems;
+	req->events = palloc0(sizeof(NewEvent) * nelems);
 	for (int i = 0; i < nelems; i++)
 	{
 		HeapTupleHeader rec;
 		HeapTupleData tuple;
-		Datum		values[5];
-		bool		nulls[5];
-		Datum	   *all_values = palloc(sizeof(Datum) * tupdesc->natts);
-		bool	   *all_nulls = palloc(sizeof(bool) * tupdesc->natts);
 
 		if (elem_nulls[i])
 			ereport(ERROR,
@@ -785,29 +842,61 @@ es_append(PG_FUNCTION_ARGS)
 		ItemPointerSetInvalid(&tuple.t_self);
 		tuple.t_tableOid = InvalidOid;
 		tuple.t_data = rec;
-		heap_deform_tuple(&tuple, tupdesc, all_values, all_nulls);
-		memcpy(values, all_values, sizeof(values));
-		memcpy(nulls, all_nulls, sizeof(nulls));
+		heap_deform_tuple(&tuple, tupdesc, values, nulls);
 
 		validate_event(i + 1, nulls[0], values[0], nulls[1], values[1],
 					   nulls[2], values[2], nulls[3], values[3],
-					   nulls[4], values[4], &req.events[i]);
+					   nulls[4], values[4], &req->events[i]);
+		/* event_store 1.2 added tags (attribute 6) */
+		if (tupdesc->natts >= 6 && !nulls[5])
+		{
+			req->events[i].tags = DatumGetArrayTypePCopy(values[5]);
+			es_validate_tags(req->events[i].tags, "tags");
+		}
 	}
 	ReleaseTupleDesc(tupdesc);
+}
 
-	PG_RETURN_INT64(append_batch(&req));
+/* One stream: take the tag locks of its events, then append. */
+static int64
+append_single(AppendRequest *req)
+{
+	es_lock_request_tags(req, 1, NULL);
+	return es_append_batch(req);
+}
+
+/*
+ * event_store.append(stream_id text, events event_store.new_event[],
+ *                    expected_version bigint DEFAULT NULL) RETURNS bigint
+ */
+Datum
+es_append(PG_FUNCTION_ARGS)
+{
+	AppendRequest req = {0};
+	int			total = 0;
+
+	req.stream_id = get_stream_id_arg(fcinfo, 0);
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("events must not be null")));
+	get_expected_arg(fcinfo, 2, &req);
+	es_parse_event_array(PG_GETARG_ARRAYTYPE_P(1), &req, &total);
+
+	PG_RETURN_INT64(append_single(&req));
 }
 
 /*
  * event_store.append_event(stream_id, event_type, data, metadata,
- *                          expected_version, event_id, occurred_at)
+ *                          expected_version, event_id, occurred_at
+ *                          [, tags since 1.2])
  * The one-event form: no array or composite to build on the caller's side.
  */
 Datum
 es_append_event(PG_FUNCTION_ARGS)
 {
 	AppendRequest req = {0};
-	NewEvent	ev;
+	NewEvent	ev = {0};
 
 	req.stream_id = get_stream_id_arg(fcinfo, 0);
 	get_expected_arg(fcinfo, 4, &req);
@@ -818,8 +907,13 @@ es_append_event(PG_FUNCTION_ARGS)
 				   PG_ARGISNULL(5), PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5),
 				   PG_ARGISNULL(6), PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6),
 				   &ev);
+	if (PG_NARGS() > 7 && !PG_ARGISNULL(7))
+	{
+		ev.tags = PG_GETARG_ARRAYTYPE_P(7);
+		es_validate_tags(ev.tags, "tags");
+	}
 	req.events = &ev;
 	req.nevents = 1;
 
-	PG_RETURN_INT64(append_batch(&req));
+	PG_RETURN_INT64(append_single(&req));
 }

@@ -1,0 +1,56 @@
+/*-------------------------------------------------------------------------
+ *
+ * append.h
+ *	  The append path shared by the single-stream functions (append.c) and
+ *	  the multi-stream and conditional ones (consistency.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EVENT_STORE_APPEND_H
+#define EVENT_STORE_APPEND_H
+
+#include "postgres.h"
+
+#include "utils/array.h"
+#include "utils/hsearch.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* One event of a batch, validated. */
+typedef struct NewEvent
+{
+	Datum		event_type;		/* text */
+	Datum		data;			/* jsonb, an object */
+	Datum		metadata;		/* jsonb object, or NULL */
+	bool		metadata_null;
+	pg_uuid_t	event_id;
+	bool		event_id_given;
+	TimestampTz occurred_at;
+	bool		occurred_at_given;
+	ArrayType  *tags;			/* text[] without NULLs, or NULL */
+} NewEvent;
+
+/* One stream's part of an append. */
+typedef struct AppendRequest
+{
+	text	   *stream_id;
+	NewEvent   *events;
+	int			nevents;
+	bool		has_expected;
+	int64		expected;
+	bool		ids_given;		/* did the caller supply any event_id? */
+	HTAB	   *id_index;		/* event_id -> batch index, when ids_given */
+} AppendRequest;
+
+extern void es_validate_stream_id(text *stream_id);
+extern void es_validate_expected_version(int64 expected);
+extern void es_parse_event_array(ArrayType *arr, AppendRequest *req, int *total_events);
+extern int64 es_append_batch(AppendRequest *req);
+
+/* consistency.c: tag locks */
+extern void es_validate_tags(ArrayType *tags, const char *what);
+extern int	es_collect_tag_hashes(ArrayType *tags, uint64 **hashes, int nhashes);
+extern void es_lock_tag_hashes(uint64 *hashes, int nhashes);
+extern void es_lock_request_tags(AppendRequest *reqs, int nreqs, ArrayType *extra_tags);
+
+#endif							/* EVENT_STORE_APPEND_H */

@@ -1,0 +1,418 @@
+/*-------------------------------------------------------------------------
+ *
+ * consistency.c
+ *	  Consistency beyond one stream:
+ *
+ *	  - event_store.append_all(): several streams in one call, all or
+ *	    nothing, each with its own expected version; streams are locked in
+ *	    stream_id order so that overlapping calls cannot deadlock;
+ *	  - event tags and event_store.append_if(): append only if no event
+ *	    matching a condition (types, and tags it must all carry) was
+ *	    appended after a position the caller read up to ("dynamic
+ *	    consistency boundaries").
+ *
+ *	  Correctness of append_if under concurrency rests on tag locks: every
+ *	  append of tagged events, and every append_if, takes a transaction-
+ *	  level exclusive lock per distinct tag (advisory lock space, keyed by a
+ *	  64-bit hash of the tag; field4 = ES_TAG_LOCK_SPACE), in hash order,
+ *	  before it draws positions.  Two operations on a common tag therefore
+ *	  run one after the other, and positions of events sharing a tag follow
+ *	  their commit order.  The condition check itself reads with the latest
+ *	  snapshot, after the locks are held, so it sees every matching event
+ *	  committed before it, at any isolation level.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+#include "utils/typcache.h"
+
+#include "event_store.h"
+#include "append.h"
+
+PG_FUNCTION_INFO_V1(es_append_all);
+PG_FUNCTION_INFO_V1(es_append_if);
+
+/* locktag_field4 of tag locks: keeps them apart from pg_advisory_lock keys (1, 2). */
+#define ES_TAG_LOCK_SPACE	0x4554
+
+#define ES_MAX_TAG_BYTES	255
+#define ES_MAX_TAGS			64
+
+static SPIPlanPtr plan_check_condition = NULL;
+
+/*
+ * A tag array must be one-dimensional, hold at most ES_MAX_TAGS tags, and
+ * no NULL or empty tag.
+ */
+void
+es_validate_tags(ArrayType *tags, const char *what)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (ARR_NDIM(tags) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a one-dimensional array", what)));
+	deconstruct_array(tags, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n > ES_MAX_TAGS)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("too many %s", what),
+				 errdetail("There are %d; the limit is %d.", n, ES_MAX_TAGS)));
+	for (int i = 0; i < n; i++)
+	{
+		int			len;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not contain NULL", what)));
+		len = VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i]));
+		if (len == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must not contain an empty tag", what)));
+		if (len > ES_MAX_TAG_BYTES)
+			ereport(ERROR,
+					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+					 errmsg("a tag in %s is too long", what),
+					 errdetail("The tag is %d bytes; the limit is %d bytes.", len, ES_MAX_TAG_BYTES)));
+	}
+}
+
+/*
+ * Append the hashes of the tags to *hashes (which holds nhashes, and is
+ * grown); returns the new count.
+ */
+int
+es_collect_tag_hashes(ArrayType *tags, uint64 **hashes, int nhashes)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (tags == NULL)
+		return nhashes;
+	deconstruct_array(tags, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		return nhashes;
+	*hashes = *hashes == NULL ? palloc(sizeof(uint64) * n)
+		: repalloc(*hashes, sizeof(uint64) * (nhashes + n));
+	for (int i = 0; i < n; i++)
+	{
+		text	   *t = DatumGetTextPP(elems[i]);
+
+		(*hashes)[nhashes++] = hash_bytes_extended((const unsigned char *) VARDATA_ANY(t),
+												   VARSIZE_ANY_EXHDR(t), 0);
+	}
+	return nhashes;
+}
+
+static int
+compare_uint64(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
+
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/*
+ * Take the tag locks, each once, in hash order (a fixed order: no
+ * deadlock between two callers), held until the transaction ends.
+ */
+void
+es_lock_tag_hashes(uint64 *hashes, int nhashes)
+{
+	qsort(hashes, nhashes, sizeof(uint64), compare_uint64);
+	for (int i = 0; i < nhashes; i++)
+	{
+		LOCKTAG		tag;
+
+		if (i > 0 && hashes[i] == hashes[i - 1])
+			continue;
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (hashes[i] >> 32),
+							 (uint32) hashes[i], ES_TAG_LOCK_SPACE);
+		(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	}
+}
+
+/* Lock the tags of every event of the requests, plus extra_tags. */
+void
+es_lock_request_tags(AppendRequest *reqs, int nreqs, ArrayType *extra_tags)
+{
+	uint64	   *hashes = NULL;
+	int			n = 0;
+
+	for (int r = 0; r < nreqs; r++)
+		for (int i = 0; i < reqs[r].nevents; i++)
+			n = es_collect_tag_hashes(reqs[r].events[i].tags, &hashes, n);
+	n = es_collect_tag_hashes(extra_tags, &hashes, n);
+	if (n > 0)
+		es_lock_tag_hashes(hashes, n);
+}
+
+/* Sort helper for append_all: requests by stream_id bytes. */
+static AppendRequest *sort_requests;
+
+static int
+compare_requests(const void *a, const void *b)
+{
+	text	   *x = sort_requests[*(const int *) a].stream_id;
+	text	   *y = sort_requests[*(const int *) b].stream_id;
+	int			lx = VARSIZE_ANY_EXHDR(x);
+	int			ly = VARSIZE_ANY_EXHDR(y);
+	int			c = memcmp(VARDATA_ANY(x), VARDATA_ANY(y), Min(lx, ly));
+
+	return c != 0 ? c : (lx < ly ? -1 : (lx > ly ? 1 : 0));
+}
+
+/*
+ * event_store.append_all(appends event_store.stream_append[])
+ *   RETURNS TABLE (stream_id text, version bigint)
+ *
+ * All or nothing: validates every part, takes the tag locks, then appends
+ * stream by stream in stream_id order (the lock order); a conflict on any
+ * stream raises ES001 naming it and rolls back the whole call.  Rows come
+ * back in the order of the input.
+ */
+Datum
+es_append_all(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ArrayType  *arr;
+	Oid			elemtype;
+	TupleDesc	tupdesc;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			n;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	AppendRequest *reqs;
+	int		   *order;
+	int64	   *versions;
+	int			total = 0;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("appends must not be null")));
+	arr = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("appends must be a one-dimensional array")));
+	elemtype = ARR_ELEMTYPE(arr);
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	deconstruct_array(arr, elemtype, typlen, typbyval, typalign, &elems, &elem_nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("appends must not be empty"),
+				 errhint("Pass at least one (stream_id, expected_version, events)::event_store.stream_append.")));
+
+	tupdesc = lookup_rowtype_tupdesc(elemtype, -1);
+	reqs = palloc0(sizeof(AppendRequest) * n);
+	for (int i = 0; i < n; i++)
+	{
+		HeapTupleHeader rec;
+		HeapTupleData tuple;
+		Datum		values[3];
+		bool		nulls[3];
+
+		if (elem_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("append %d of the call is null", i + 1)));
+		rec = DatumGetHeapTupleHeader(elems[i]);
+		tuple.t_len = HeapTupleHeaderGetDatumLength(rec);
+		ItemPointerSetInvalid(&tuple.t_self);
+		tuple.t_tableOid = InvalidOid;
+		tuple.t_data = rec;
+		heap_deform_tuple(&tuple, tupdesc, values, nulls);
+
+		if (nulls[0])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("stream_id of append %d must not be null", i + 1)));
+		reqs[i].stream_id = DatumGetTextPP(values[0]);
+		es_validate_stream_id(reqs[i].stream_id);
+		reqs[i].has_expected = !nulls[1];
+		if (!nulls[1])
+		{
+			reqs[i].expected = DatumGetInt64(values[1]);
+			es_validate_expected_version(reqs[i].expected);
+		}
+		if (nulls[2])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("events of append %d must not be null", i + 1)));
+		es_parse_event_array(DatumGetArrayTypeP(values[2]), &reqs[i], &total);
+	}
+	ReleaseTupleDesc(tupdesc);
+
+	/* lock order: stream_id; the same stream twice is refused */
+	order = palloc(sizeof(int) * n);
+	for (int i = 0; i < n; i++)
+		order[i] = i;
+	sort_requests = reqs;
+	qsort(order, n, sizeof(int), compare_requests);
+	for (int i = 1; i < n; i++)
+		if (compare_requests(&order[i - 1], &order[i]) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("stream \"%s\" appears more than once in one append_all",
+							text_to_cstring(reqs[order[i]].stream_id)),
+					 errhint("Put all of a stream's events into one element.")));
+
+	es_lock_request_tags(reqs, n, NULL);
+	versions = palloc(sizeof(int64) * n);
+	for (int i = 0; i < n; i++)
+		versions[order[i]] = es_append_batch(&reqs[order[i]]);
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		out[2];
+		bool		out_nulls[2] = {false, false};
+
+		out[0] = PointerGetDatum(reqs[i].stream_id);
+		out[1] = Int64GetDatum(versions[i]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, out, out_nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * event_store.append_if(events event_store.new_event[], stream_id text,
+ *                       condition_types text[], condition_tags text[],
+ *                       after_position bigint) RETURNS bigint
+ *
+ * Append to stream_id (at any version) only if no event carrying all of
+ * condition_tags, and of one of condition_types (any type when NULL), was
+ * appended after after_position; otherwise raise ES005 naming the first
+ * such event.
+ */
+Datum
+es_append_if(PG_FUNCTION_ARGS)
+{
+	AppendRequest req = {0};
+	ArrayType  *cond_tags;
+	ArrayType  *cond_types = NULL;
+	int64		after_position;
+	int			total = 0;
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	int			rc;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("events must not be null")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stream_id must not be null")));
+	req.stream_id = PG_GETARG_TEXT_PP(1);
+	es_validate_stream_id(req.stream_id);
+
+	if (PG_ARGISNULL(3) ||
+		ArrayGetNItems(ARR_NDIM(PG_GETARG_ARRAYTYPE_P(3)), ARR_DIMS(PG_GETARG_ARRAYTYPE_P(3))) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an append condition needs at least one tag"),
+				 errdetail("condition_tags is %s.", PG_ARGISNULL(3) ? "NULL" : "empty"),
+				 errhint("Tag the events the rule is about (e.g. 'course:42') and name the tags here; for a rule about one stream use append() with expected_version.")));
+	cond_tags = PG_GETARG_ARRAYTYPE_P(3);
+	es_validate_tags(cond_tags, "condition_tags");
+
+	if (!PG_ARGISNULL(2))
+	{
+		cond_types = PG_GETARG_ARRAYTYPE_P(2);
+		if (ArrayGetNItems(ARR_NDIM(cond_types), ARR_DIMS(cond_types)) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("condition_types must not be empty"),
+					 errhint("Pass NULL to match events of any type.")));
+		es_validate_tags(cond_types, "condition_types");
+	}
+
+	if (PG_ARGISNULL(4))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("after_position must not be null"),
+				 errhint("Pass the condition_position read_by_tags() returned, or 0 when you read nothing.")));
+	after_position = PG_GETARG_INT64(4);
+	if (after_position < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("after_position must not be negative"),
+				 errdetail("Got " INT64_FORMAT ".", after_position)));
+
+	es_parse_event_array(PG_GETARG_ARRAYTYPE_P(0), &req, &total);
+
+	/* Tag locks first: from here on no matching event can be in flight. */
+	es_lock_request_tags(&req, 1, cond_tags);
+
+	SPI_connect();
+	if (plan_check_condition == NULL)
+	{
+		Oid			types[3] = {INT8OID, TEXTARRAYOID, TEXTARRAYOID};
+		SPIPlanPtr	plan;
+
+		plan = SPI_prepare("SELECT global_position, stream_id, event_type "
+						   "FROM event_store.events "
+						   "WHERE global_position > $1 AND tags @> $2 "
+						   "AND ($3 IS NULL OR event_type = ANY ($3)) "
+						   "ORDER BY global_position LIMIT 1", 3, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		plan_check_condition = plan;
+	}
+	args[0] = Int64GetDatum(after_position);
+	args[1] = PointerGetDatum(cond_tags);
+	args[2] = PointerGetDatum(cond_types);
+	if (cond_types == NULL)
+		nulls[2] = 'n';
+	rc = SPI_execute_snapshot(plan_check_condition, args, nulls,
+							  GetLatestSnapshot(), InvalidSnapshot, true, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "append condition check failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+	{
+		bool		isnull;
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		int64		position = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+		char	   *stream = SPI_getvalue(tup, td, 2);
+		char	   *type = SPI_getvalue(tup, td, 3);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_APPEND_CONDITION_FAILED),
+				 errmsg("append condition failed: a matching event was appended after position " INT64_FORMAT,
+						after_position),
+				 errdetail("The first one is at position " INT64_FORMAT " (stream \"%s\", type \"%s\").",
+						   position, stream, type),
+				 errhint("Read the matching events again (event_store.read_by_tags), decide again, and retry with the new position.")));
+	}
+	SPI_finish();
+
+	PG_RETURN_INT64(es_append_batch(&req));
+}
