@@ -1,0 +1,367 @@
+/*-------------------------------------------------------------------------
+ *
+ * messagedb.c
+ *	  The C parts of the Message DB compatible API (extension
+ *	  event_store_messagedb, schema message_store): hash_64, the consumer
+ *	  group member of a stream, and write_message.
+ *
+ *	  write_message keeps Message DB 1.3's contract -- 0-based positions,
+ *	  version -1 for "no stream", its error texts and SQLSTATEs, message ids
+ *	  unique across the store -- and writes through event_store.append_event,
+ *	  so a Message DB stream is an event_store stream (position = version - 1).
+ *	  Instead of Message DB's category-wide advisory lock, a write with an
+ *	  expected version locks only its stream's row (or, for a stream that
+ *	  does not exist yet, an advisory lock on the stream name).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "common/md5.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/memutils.h"
+#include "utils/uuid.h"
+
+#include "event_store.h"
+
+PG_FUNCTION_INFO_V1(es_mdb_hash_64);
+PG_FUNCTION_INFO_V1(es_mdb_consumer_group_member);
+PG_FUNCTION_INFO_V1(es_mdb_write_message);
+
+/* Class id of the advisory lock taken while a new stream is checked. */
+#define MDB_NEW_STREAM_LOCK_CLASS	0x4D444257	/* 'MDBW' */
+
+/* Statements, prepared once per backend. */
+static SPIPlanPtr plan_lock_version = NULL;
+static SPIPlanPtr plan_id_exists = NULL;
+static SPIPlanPtr plan_burn_position = NULL;
+
+/* event_store.append_event, looked up once per backend. */
+static FmgrInfo append_event_finfo;
+static bool append_event_ready = false;
+
+/*
+ * Message DB's hash_64: the first 64 bits of the md5 of the value, read as
+ * a signed bigint (left('x' || md5(value), 17)::bit(64)::bigint).
+ */
+static int64
+mdb_hash_64(const char *data, size_t len)
+{
+	char		hex[33];
+	const char *errstr = NULL;
+	uint64		h = 0;
+
+	if (!pg_md5_hash(data, len, hex, &errstr))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute MD5 hash: %s", errstr)));
+	for (int i = 0; i < 16; i++)
+	{
+		char		c = hex[i];
+
+		h = (h << 4) | (uint64) (c <= '9' ? c - '0' : c - 'a' + 10);
+	}
+	return (int64) h;
+}
+
+/*
+ * message_store.hash_64(value varchar) RETURNS bigint
+ */
+Datum
+es_mdb_hash_64(PG_FUNCTION_ARGS)
+{
+	text	   *value = PG_GETARG_TEXT_PP(0);
+
+	PG_RETURN_INT64(mdb_hash_64(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)));
+}
+
+/*
+ * message_store._consumer_group_member(stream_name text, group_size bigint)
+ * RETURNS bigint: the member of a group of group_size that Message DB gives
+ * the stream, mod(@hash_64(cardinal_id(stream_name)), group_size); NULL for
+ * a stream name without an id (Message DB delivers those to no member).
+ */
+Datum
+es_mdb_consumer_group_member(PG_FUNCTION_ARGS)
+{
+	text	   *stream_name = PG_GETARG_TEXT_PP(0);
+	int64		size = PG_GETARG_INT64(1);
+	const char *s = VARDATA_ANY(stream_name);
+	int			len = VARSIZE_ANY_EXHDR(stream_name);
+	const char *dash = memchr(s, '-', len);
+	const char *id;
+	const char *plus;
+	int64		h;
+
+	if (dash == NULL)
+		PG_RETURN_NULL();
+	id = dash + 1;
+	len -= id - s;
+	/* cardinal id: the id up to its first '+' */
+	plus = memchr(id, '+', len);
+	if (plus != NULL)
+		len = plus - id;
+
+	h = mdb_hash_64(id, len);
+	if (h == PG_INT64_MIN)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("bigint out of range")));
+	if (h < 0)
+		h = -h;
+	if (size <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("consumer group size must be positive")));
+	PG_RETURN_INT64(h % size);
+}
+
+/* Prepare and keep one statement. */
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+static void
+prepare_plans(void)
+{
+	if (plan_lock_version == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan_lock_version = keep_plan("SELECT version FROM event_store.streams "
+									  "WHERE stream_id = $1 FOR NO KEY UPDATE",
+									  1, types);
+	}
+	if (plan_id_exists == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan_id_exists = keep_plan("SELECT 1 FROM event_store.events WHERE event_id = $1 LIMIT 1",
+								   1, types);
+	}
+	if (plan_burn_position == NULL)
+		plan_burn_position = keep_plan("SELECT pg_catalog.nextval('event_store.global_position_seq'::pg_catalog.regclass)",
+									   0, NULL);
+	if (!append_event_ready)
+	{
+		List	   *name = list_make2(makeString("event_store"), makeString("append_event"));
+		Oid			argtypes[7] = {TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID, UUIDOID, TIMESTAMPTZOID};
+		Oid			fn = LookupFuncName(name, 7, argtypes, false);
+
+		fmgr_info_cxt(fn, &append_event_finfo, TopMemoryContext);
+		append_event_ready = true;
+	}
+}
+
+/*
+ * Lock the stream and return its Message DB version (-1: no stream).  An
+ * existing stream's row is locked as event_store.append locks it; for a
+ * stream without a row, an advisory lock on its name serializes the
+ * writers that expect it to be new, and the row is looked up again (a
+ * READ COMMITTED statement sees what the lock's previous holder committed).
+ */
+static int64
+lock_stream_version(text *stream_name)
+{
+	Datum		args[1];
+	bool		isnull;
+
+	args[0] = PointerGetDatum(stream_name);
+	for (int attempt = 0; attempt < 2; attempt++)
+	{
+		int			rc = SPI_execute_plan(plan_lock_version, args, NULL, false, 1);
+
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "stream lock failed: %s", SPI_result_code_string(rc));
+		if (SPI_processed > 0)
+			return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull)) - 1;
+		if (attempt == 0)
+			DirectFunctionCall2(pg_advisory_xact_lock_int4,
+								Int32GetDatum(MDB_NEW_STREAM_LOCK_CLASS),
+								Int32GetDatum((int32) hash_bytes((const unsigned char *) VARDATA_ANY(stream_name),
+																 VARSIZE_ANY_EXHDR(stream_name))));
+	}
+	return -1;
+}
+
+/* Message DB's version conflict error: clients match on its text. */
+static void
+wrong_expected_version(int64 expected, const char *stream, const char *current)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_RAISE_EXCEPTION),
+			 errmsg("Wrong expected version: " INT64_FORMAT " (Stream: %s, Stream Version: %s)",
+					expected, stream, current),
+			 errhint("Read the stream again and retry with its current version.")));
+}
+
+/*
+ * Message DB assigns global_position (a DEFAULT nextval) before the insert
+ * checks NOT NULL and the unique message id, so those errors leave a hole
+ * in its positions.  Leave the same hole, so that both stores keep giving
+ * the same positions to the same sequence of calls.
+ */
+static void
+burn_position(void)
+{
+	int			rc = SPI_execute_plan(plan_burn_position, NULL, NULL, false, 1);
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "nextval failed: %s", SPI_result_code_string(rc));
+}
+
+/* Message DB's NOT NULL violation on its messages table. */
+static void
+null_column(const char *column)
+{
+	burn_position();
+	ereport(ERROR,
+			(errcode(ERRCODE_NOT_NULL_VIOLATION),
+			 errmsg("null value in column \"%s\" of relation \"messages\" violates not-null constraint",
+					column),
+			 errdetail("The %s of a message must not be null.", column)));
+}
+
+/*
+ * message_store.write_message(id varchar, stream_name varchar, type varchar,
+ *     data jsonb, metadata jsonb DEFAULT NULL, expected_version bigint
+ *     DEFAULT NULL) RETURNS bigint
+ *
+ * Writes one message and returns its 0-based position.  The checks come in
+ * Message DB's order: expected version, id syntax, NOT NULL columns, unique
+ * id; then event_store.append_event validates and writes.
+ */
+Datum
+es_mdb_write_message(PG_FUNCTION_ARGS)
+{
+	bool		stream_null = PG_ARGISNULL(1);
+	text	   *stream_name = stream_null ? NULL : PG_GETARG_TEXT_PP(1);
+	bool		has_expected = !PG_ARGISNULL(5);
+	int64		expected = has_expected ? PG_GETARG_INT64(5) : 0;
+	pg_uuid_t  *id = NULL;
+	int64		version;
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	LOCAL_FCINFO(append_fcinfo, 7);
+
+	SPI_connect();
+	prepare_plans();
+
+	if (has_expected)
+	{
+		int64		current = stream_null ? -1 : lock_stream_version(stream_name);
+
+		if (expected != current)
+			wrong_expected_version(expected,
+								   stream_null ? "<NULL>" : text_to_cstring(stream_name),
+								   psprintf(INT64_FORMAT, current));
+	}
+
+	if (!PG_ARGISNULL(0))
+		id = DatumGetUUIDP(DirectFunctionCall1(uuid_in,
+											   CStringGetDatum(TextDatumGetCString(PG_GETARG_DATUM(0)))));
+	if (stream_null)
+		null_column("stream_name");
+	if (PG_ARGISNULL(2))
+		null_column("type");
+	if (id == NULL)
+		null_column("id");
+
+	{
+		Datum		args[1] = {UUIDPGetDatum(id)};
+		int			rc = SPI_execute_plan(plan_id_exists, args, NULL, true, 1);
+
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "message id lookup failed: %s", SPI_result_code_string(rc));
+		if (SPI_processed > 0)
+		{
+			burn_position();
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("duplicate key value violates unique constraint \"messages_id\""),
+					 errdetail("Key (id)=(%s) already exists.",
+							   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)))),
+					 errhint("Every message needs a new id.")));
+		}
+	}
+	SPI_finish();
+
+	/* Our expected versions: 0 = no stream, N > 0 = exactly N. */
+	InitFunctionCallInfoData(*append_fcinfo, &append_event_finfo, 7, InvalidOid, NULL, NULL);
+	append_fcinfo->args[0].value = PointerGetDatum(stream_name);
+	append_fcinfo->args[0].isnull = false;
+	append_fcinfo->args[1].value = PG_GETARG_DATUM(2);
+	append_fcinfo->args[1].isnull = false;
+	append_fcinfo->args[2].value = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+	append_fcinfo->args[2].isnull = PG_ARGISNULL(3);
+	append_fcinfo->args[3].value = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+	append_fcinfo->args[3].isnull = PG_ARGISNULL(4);
+	append_fcinfo->args[4].value = Int64GetDatum(expected + 1);
+	append_fcinfo->args[4].isnull = !has_expected;
+	append_fcinfo->args[5].value = UUIDPGetDatum(id);
+	append_fcinfo->args[5].isnull = false;
+	append_fcinfo->args[6].value = (Datum) 0;
+	append_fcinfo->args[6].isnull = true;
+
+	PG_TRY();
+	{
+		Datum		result = FunctionCallInvoke(append_fcinfo);
+
+		if (append_fcinfo->isnull)
+			elog(ERROR, "event_store.append_event returned NULL");
+		version = DatumGetInt64(result);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_ES_WRONG_EXPECTED_VERSION)
+		{
+			FreeErrorData(edata);
+			PG_RE_THROW();
+		}
+
+		/*
+		 * Only a writer that bypassed our locks (event_store.append on the
+		 * same new stream) gets here: give Message DB's error text, with
+		 * the version the append saw.
+		 */
+		{
+			const char *at = edata->detail ? strstr(edata->detail, "stream is at version ") : NULL;
+			char	   *current = "-1";
+
+			if (at != NULL)
+			{
+				int64		v = pg_strtoint64(pnstrdup(at + strlen("stream is at version "),
+													   strspn(at + strlen("stream is at version "), "0123456789")));
+
+				current = psprintf(INT64_FORMAT, v - 1);
+			}
+			FlushErrorState();
+			wrong_expected_version(expected, text_to_cstring(stream_name), current);
+		}
+	}
+	PG_END_TRY();
+
+	PG_RETURN_INT64(version - 1);
+}
