@@ -1,9 +1,9 @@
 # event_store — PGXS build
-EXTENSION   = event_store
+EXTENSION   = event_store event_store_messagedb
 MODULE_big  = event_store
-OBJS        = src/event_store.o src/log_am.o src/guard.o src/partition.o src/append.o src/consistency.o
+OBJS        = src/event_store.o src/log_am.o src/guard.o src/partition.o src/append.o src/consistency.o src/messagedb.o
 
-DATA        = $(wildcard sql/event_store--*.sql)
+DATA        = $(wildcard sql/event_store--*.sql) $(wildcard sql/event_store_messagedb--*.sql)
 DOCS        = README.md
 
 PG_CONFIG  ?= pg_config
