@@ -24,8 +24,6 @@
 #include "common/md5.h"
 #include "executor/spi.h"
 #include "fmgr.h"
-#include "nodes/makefuncs.h"
-#include "parser/parse_func.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
@@ -45,9 +43,11 @@ static SPIPlanPtr plan_lock_version = NULL;
 static SPIPlanPtr plan_id_exists = NULL;
 static SPIPlanPtr plan_burn_position = NULL;
 
-/* event_store.append_event, looked up once per backend. */
-static FmgrInfo append_event_finfo;
-static bool append_event_ready = false;
+/*
+ * event_store.append_event, called with named arguments so that parameters
+ * it gains later take their defaults.
+ */
+static SPIPlanPtr plan_append = NULL;
 
 /*
  * Message DB's hash_64: the first 64 bits of the md5 of the value, read as
@@ -159,14 +159,13 @@ prepare_plans(void)
 	if (plan_burn_position == NULL)
 		plan_burn_position = keep_plan("SELECT pg_catalog.nextval('event_store.global_position_seq'::pg_catalog.regclass)",
 									   0, NULL);
-	if (!append_event_ready)
+	if (plan_append == NULL)
 	{
-		List	   *name = list_make2(makeString("event_store"), makeString("append_event"));
-		Oid			argtypes[7] = {TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID, UUIDOID, TIMESTAMPTZOID};
-		Oid			fn = LookupFuncName(name, 7, argtypes, false);
+		Oid			types[6] = {TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID, UUIDOID};
 
-		fmgr_info_cxt(fn, &append_event_finfo, TopMemoryContext);
-		append_event_ready = true;
+		plan_append = keep_plan("SELECT event_store.append_event(stream_id => $1, event_type => $2, "
+								"data => $3, metadata => $4, expected_version => $5, event_id => $6)",
+								6, types);
 	}
 }
 
@@ -258,11 +257,12 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 	int64		expected = has_expected ? PG_GETARG_INT64(5) : 0;
 	pg_uuid_t  *id = NULL;
 	int64		version;
-	MemoryContext oldcxt = CurrentMemoryContext;
-
-	LOCAL_FCINFO(append_fcinfo, 7);
+	MemoryContext oldcxt;
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
 	SPI_connect();
+	oldcxt = CurrentMemoryContext;
 	prepare_plans();
 
 	if (has_expected)
@@ -302,32 +302,27 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 					 errhint("Every message needs a new id.")));
 		}
 	}
-	SPI_finish();
-
 	/* Our expected versions: 0 = no stream, N > 0 = exactly N. */
-	InitFunctionCallInfoData(*append_fcinfo, &append_event_finfo, 7, InvalidOid, NULL, NULL);
-	append_fcinfo->args[0].value = PointerGetDatum(stream_name);
-	append_fcinfo->args[0].isnull = false;
-	append_fcinfo->args[1].value = PG_GETARG_DATUM(2);
-	append_fcinfo->args[1].isnull = false;
-	append_fcinfo->args[2].value = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
-	append_fcinfo->args[2].isnull = PG_ARGISNULL(3);
-	append_fcinfo->args[3].value = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
-	append_fcinfo->args[3].isnull = PG_ARGISNULL(4);
-	append_fcinfo->args[4].value = Int64GetDatum(expected + 1);
-	append_fcinfo->args[4].isnull = !has_expected;
-	append_fcinfo->args[5].value = UUIDPGetDatum(id);
-	append_fcinfo->args[5].isnull = false;
-	append_fcinfo->args[6].value = (Datum) 0;
-	append_fcinfo->args[6].isnull = true;
+	args[0] = PointerGetDatum(stream_name);
+	args[1] = PG_GETARG_DATUM(2);
+	args[2] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+	args[3] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
+	args[4] = Int64GetDatum(expected + 1);
+	args[5] = UUIDPGetDatum(id);
+	nulls[2] = PG_ARGISNULL(3) ? 'n' : ' ';
+	nulls[3] = PG_ARGISNULL(4) ? 'n' : ' ';
+	nulls[4] = has_expected ? ' ' : 'n';
 
 	PG_TRY();
 	{
-		Datum		result = FunctionCallInvoke(append_fcinfo);
+		int			rc = SPI_execute_plan(plan_append, args, nulls, false, 1);
+		bool		isnull;
 
-		if (append_fcinfo->isnull)
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "event_store.append_event failed: %s", SPI_result_code_string(rc));
+		version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		if (isnull)
 			elog(ERROR, "event_store.append_event returned NULL");
-		version = DatumGetInt64(result);
 	}
 	PG_CATCH();
 	{
@@ -362,6 +357,7 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 		}
 	}
 	PG_END_TRY();
+	SPI_finish();
 
 	PG_RETURN_INT64(version - 1);
 }
