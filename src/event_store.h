@@ -46,4 +46,9 @@ extern void es_install_utility_hook(void);
 /* src/log_am.c */
 extern bool es_relation_is_event_log(Oid relid);
 
+/*
+ * src/fold.c, src/reducers.c (temporal reducers, 1.1)
+ */
+#define ERRCODE_ES_REDUCER_RETURNED_NULL	MAKE_SQLSTATE('E','S','0','1','0')
+
 #endif							/* EVENT_STORE_H */
