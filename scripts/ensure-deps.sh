@@ -13,6 +13,12 @@ packages=(
     postgresql-common
     libipc-run-perl
 )
+# nodejs and npm: the Message DB differential test
+# (test/t/010_messagedb_differential.pl) fetches the real Message DB from the
+# npm registry.  Any npm on PATH will do (e.g. NodeSource's nodejs).
+if ! command -v npm >/dev/null 2>&1; then
+    packages+=(nodejs npm)
+fi
 # Optional extras for `--with-bench` (test/bench): pgbench ships with the
 # server; gnuplot draws the benchmark plot.
 if [[ "${1:-}" == "--with-bench" ]]; then

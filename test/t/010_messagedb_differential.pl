@@ -1,0 +1,233 @@
+# Differential test of the Message DB compatible API: the real Message DB
+# (installed from the npm package @eventide/message-db with its own install
+# script, into database "mdb") and ours (CREATE EXTENSION
+# event_store_messagedb into database "ours") get the same sequence of calls
+# -- writes with and without expected versions, conflicts, duplicate ids,
+# reads at positions and batch sizes, categories, correlation, consumer
+# groups of several sizes, last message by type, SQL conditions, the
+# helpers, the summary views, and bad calls -- as the message_store role,
+# and must answer identically, column by column (message times aside).
+# Errors are compared by SQLSTATE and message.
+#
+# Needs npm and the npm registry; skipped (with the reason) without them.
+use strict;
+use warnings;
+use File::Temp qw(tempdir);
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $npm = `command -v npm 2>/dev/null`;
+chomp $npm;
+plan skip_all => 'npm is not installed' unless $npm;
+
+my $pkgdir = tempdir(CLEANUP => 1);
+my $pack = `cd '$pkgdir' && HOME='$pkgdir' npm_config_cache='$pkgdir/.npm' npm pack --silent \@eventide/message-db 2>&1`;
+my ($tarball) = glob("$pkgdir/eventide-message-db-*.tgz");
+plan skip_all => "could not fetch \@eventide/message-db from the npm registry: $pack"
+  unless $tarball;
+system("tar", "xzf", $tarball, "-C", $pkgdir) == 0 or die "cannot unpack $tarball";
+my $mdb_install = "$pkgdir/package/database/install.sh";
+die "no install.sh in $tarball" unless -f $mdb_install;
+
+my $node = PostgreSQL::Test::Cluster->new('messagedb');
+$node->init;
+$node->append_conf('postgresql.conf', "shared_preload_libraries = 'event_store'\n");
+$node->start;
+
+# The real Message DB, with its own install script (creates the
+# message_store role and the database).
+{
+	local $ENV{PGHOST} = $node->host;
+	local $ENV{PGPORT} = $node->port;
+	local $ENV{DATABASE_NAME} = 'mdb';
+	my $out = `bash '$mdb_install' 2>&1`;
+	is($?, 0, 'Message DB installed from the npm package') or diag($out);
+}
+my $mdb_version = $node->safe_psql('mdb', 'SELECT message_store.message_store_version()');
+
+# Ours, in another database: the message_store role already exists and is
+# reused.
+$node->safe_psql('postgres', 'CREATE DATABASE ours');
+$node->safe_psql('ours', 'CREATE EXTENSION event_store_messagedb CASCADE');
+is($node->safe_psql('ours', 'SELECT message_store.message_store_version()'),
+	$mdb_version, "same message_store_version ($mdb_version)");
+
+# Run one call in one database as the message_store role (whose default
+# search_path "$user" finds the schema); return rows or "SQLSTATE: message".
+sub call
+{
+	my ($db, $sql) = @_;
+	my ($ret, $stdout, $stderr) = $node->psql(
+		$db,
+		"\\set VERBOSITY verbose\n$sql",
+		extra_params => [ '-U', 'message_store', '-A', '-F', '|', '-P', 'null=<null>' ]);
+	if ($stderr =~ /^(?:psql:[^\n]*?)?ERROR:\s+([0-9A-Z]{5}): ([^\n]*)/m)
+	{
+		return "ERROR $1: $2";
+	}
+	return $stdout;
+}
+
+my @calls;
+my %seen_ids;
+
+# Deterministic pseudo-random choices.
+my $seed = 42;
+sub rnd { $seed = ($seed * 1103515245 + 12345) % 2147483648; return $seed % $_[0]; }
+sub uuid { return sprintf('00000000-0000-4000-8000-%012d', $_[0]); }
+sub lit { my $v = shift; return 'NULL' unless defined $v; $v =~ s/'/''/g; return "'$v'"; }
+
+my @categories = ('account', 'order', 'cart');
+my @streams;
+for my $c (@categories)
+{
+	push @streams, map { "$c-$_" } (1 .. 6);
+	push @streams, "$c-7+inner", "$c-7+other", "$c-8+x", $c;   # compound ids, a category-only stream
+}
+my %version;    # Message DB version per stream, as we expect it (for valid expected versions)
+
+# Writes: mostly valid, some with expected versions, some conflicts.
+my $id = 0;
+for my $i (1 .. 260)
+{
+	my $stream = $streams[ rnd(scalar @streams) ];
+	my $type = ('Opened', 'Deposited', 'Withdrawn', 'Closed')[ rnd(4) ];
+	my $data = "{\"n\": $i, \"amount\": " . rnd(1000) . "}";
+	my $meta = rnd(3) == 0
+	  ? "{\"correlationStreamName\": \"" . ('payment', 'invoice')[ rnd(2) ] . "-" . rnd(5) . "\", \"i\": $i}"
+	  : rnd(2) ? "{\"i\": $i}" : undef;
+	my $cur = exists $version{$stream} ? $version{$stream} : -1;
+	my $expected;
+	my $kind = rnd(10);
+	if ($kind < 3) { $expected = $cur; }                  # right
+	elsif ($kind == 3) { $expected = $cur + 1 + rnd(2); } # conflict
+	elsif ($kind == 4 && $cur >= 0) { $expected = $cur - 1; } # conflict (stale)
+	elsif ($kind == 5 && $cur == -1) { $expected = -1; }  # new stream
+	my $msg_id = uuid(++$id);
+	$msg_id = uuid(1 + rnd($id - 1)) if $i > 5 && rnd(40) == 0;   # a duplicate id
+	push @calls, sprintf("SELECT write_message(%s, %s, %s, %s, %s, %s);",
+		lit($msg_id), lit($stream), lit($type), lit($data) . '::jsonb',
+		(defined $meta ? lit($meta) . '::jsonb' : 'NULL'),
+		(defined $expected ? $expected : 'NULL'));
+	my $ok = !$seen_ids{$msg_id} && (!defined $expected || $expected == $cur);
+	if ($ok) { $version{$stream} = $cur + 1; $seen_ids{$msg_id} = 1; }
+}
+
+# Bad writes, in Message DB's order of checks.
+push @calls,
+  "SELECT write_message('not-a-uuid', 'account-1', 'X', '{}');",
+  "SELECT write_message(NULL, 'account-1', 'X', '{}');",
+  "SELECT write_message('" . uuid(9001) . "', NULL, 'X', '{}');",
+  "SELECT write_message('" . uuid(9002) . "', 'account-1', NULL, '{}');",
+  "SELECT write_message('" . uuid(9003) . "', NULL, 'X', '{}', NULL, 4);",
+  "SELECT write_message('" . uuid(9004) . "', 'account-99', 'X', '{}', NULL, -2);",
+  "SELECT write_message('not-a-uuid', 'account-98', 'X', '{}', NULL, 3);",
+  "SELECT write_message('" . uuid(1) . "', 'account-97', 'X', '{}');",
+  "SELECT write_message('" . uuid(9005) . "', 'account-1', 'After', '{\"after\": true}');";
+
+my $cols = 'id, stream_name, type, position, global_position, data, metadata';
+
+# Helpers on a set of names.
+for my $name ('account-1', 'account', 'account-7+inner', 'a-b-c', 'a-', '-a', '', 'x+y', 'ä-ö')
+{
+	push @calls, sprintf(
+		"SELECT hash_64(%s), category(%s), id(%s), cardinal_id(%s), is_category(%s);",
+		(lit($name)) x 5);
+}
+push @calls, "SELECT hash_64(NULL), category(NULL), id(NULL), cardinal_id(NULL), is_category(NULL);";
+push @calls, "BEGIN; SELECT acquire_lock('account-3'); SELECT acquire_lock(NULL); COMMIT;";
+
+# Stream reads.
+for my $stream (@streams, 'account-404', 'account', 'none')
+{
+	push @calls, "SELECT stream_version(" . lit($stream) . ");";
+	push @calls, "SELECT $cols FROM get_stream_messages(" . lit($stream) . ");";
+	push @calls, "SELECT $cols FROM get_last_stream_message(" . lit($stream) . ");";
+	push @calls, "SELECT $cols FROM get_last_stream_message(" . lit($stream) . ", 'Deposited');";
+}
+for my $args ('0, 1', '1, 2', '2, -1', '3, 0', 'NULL, NULL', '-5, 3', '100, 10', '0, -2', '0, 10, NULL')
+{
+	push @calls, "SELECT $cols FROM get_stream_messages('account-1', $args);";
+}
+push @calls, "SELECT $cols FROM get_stream_messages(NULL);";
+push @calls, "SELECT $cols FROM get_stream_messages('account-1', 0, 10, 'position > 1');";
+
+# Category reads, positions and batch sizes.
+for my $c (@categories, 'none', 'account-1', '')
+{
+	for my $args ('', ', 1, 5', ', 20, 7', ', 100, -1', ', NULL, NULL', ', 50, 0', ', 1, -2')
+	{
+		push @calls, "SELECT $cols FROM get_category_messages(" . lit($c) . "$args);";
+	}
+}
+push @calls, "SELECT $cols FROM get_category_messages(NULL);";
+
+# Correlation.
+for my $corr ('payment', 'invoice', 'none', 'payment-1', '')
+{
+	push @calls, "SELECT $cols FROM get_category_messages('account', 1, 1000, " . lit($corr) . ");";
+}
+
+# Consumer groups of several sizes, every member; with batches and correlation.
+for my $size (1 .. 5, 7)
+{
+	for my $member (0 .. $size - 1)
+	{
+		push @calls, "SELECT $cols FROM get_category_messages('account', 1, -1, NULL, $member, $size);";
+		push @calls, "SELECT $cols FROM get_category_messages('order', 10, 5, NULL, $member, $size);";
+		push @calls, "SELECT $cols FROM get_category_messages('cart', 1, 1000, 'payment', $member, $size);";
+	}
+}
+for my $bad ('0, NULL', 'NULL, 2', '0, 0', '-1, 2', '2, 2', '5, 3', '0, 40000', '-1, 0')
+{
+	push @calls, "SELECT $cols FROM get_category_messages('account', 1, 1000, NULL, $bad);";
+}
+push @calls, "SELECT $cols FROM get_category_messages('account-1', 1, 1000, 'a-b', 0, 0, 'true');";
+push @calls, "SELECT $cols FROM get_category_messages('account', 1, 1000, 'a-b', 0, 0);";
+
+# SQL conditions.
+push @calls, "SELECT $cols FROM get_category_messages('account', 1, 1000, NULL, NULL, NULL, 'true');";
+push @calls, "SET message_store.sql_condition = on; SELECT $cols FROM get_category_messages('account', 1, 1000, NULL, NULL, NULL, 'type = ''Opened'' AND (data->>''amount'')::int > 500');";
+push @calls, "SET message_store.sql_condition = on; SELECT $cols FROM get_category_messages('order', 1, 10, 'payment', 1, 2, 'position >= 1');";
+push @calls, "SET message_store.sql_condition = on; SELECT $cols FROM get_stream_messages('account-1', 0, 1000, 'metadata IS NULL');";
+push @calls, "SET message_store.sql_condition = off; SELECT $cols FROM get_stream_messages('account-1', 0, 1000, 'true');";
+
+# The messages table (a view here) and the summary views.
+push @calls, "SELECT global_position, position, stream_name, type, data, metadata, id FROM messages ORDER BY global_position;";
+for my $v ('stream_summary', 'type_summary', 'stream_type_summary', 'type_stream_summary',
+	'category_type_summary', 'type_category_summary')
+{
+	push @calls, "SELECT * FROM $v;";
+}
+
+my $n = 0;
+my %answers = (error => 0, rows => 0, empty => 0);
+for my $sql (@calls)
+{
+	$n++;
+	my $theirs = call('mdb', $sql);
+	my $ours = call('ours', $sql);
+	is($ours, $theirs, "call $n: $sql");
+	$answers{ $theirs =~ /^ERROR/ ? 'error' : $theirs eq '' ? 'empty' : 'rows' }++;
+	note("call $n answers: $theirs") if $ENV{MESSAGEDB_DIFF_VERBOSE};
+}
+note("answers: $answers{rows} with rows, $answers{empty} empty, $answers{error} errors");
+# The comparison means something only if most calls return rows.
+cmp_ok($answers{rows}, '>', $answers{error} + $answers{empty}, 'most calls answer with rows');
+
+# Every write this script expected to succeed did, in both.
+my $writes = 0;
+$writes += $_ + 1 for values %version;
+is($node->safe_psql('mdb', 'SELECT count(*) FROM message_store.messages'), $writes + 1,
+	"Message DB holds the expected $writes messages (+1 after the bad calls)");
+
+# The Message DB stream is an event_store stream: positions translate.
+is($node->safe_psql('ours', q{
+	SELECT count(*) FROM message_store.messages m
+	  JOIN event_store.events e ON e.event_id = m.id
+	 WHERE m.position <> e.stream_version - 1 OR m.global_position <> e.global_position}),
+	'0', 'position = stream_version - 1, global_position identical');
+
+$node->stop;
+done_testing();
