@@ -11,9 +11,9 @@ PG_CPPFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-in
 
 # pg_regress / isolation tests run against an instance (make installcheck);
 # test/scripts/run-tests.sh starts a throwaway one with the right settings.
-REGRESS      = setup append read append_only decoding partitions bad_input messagedb
+REGRESS      = setup append read append_only decoding partitions bad_input consistency messagedb
 REGRESS_OPTS = --inputdir=test
-ISOLATION    = append_conflict append_any_version append_independent append_rollback
+ISOLATION    = append_conflict append_any_version append_independent append_rollback append_all_order append_if_race
 ISOLATION_OPTS = --inputdir=test --load-extension=event_store
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)

@@ -167,6 +167,27 @@ es_lock_request_tags(AppendRequest *reqs, int nreqs, ArrayType *extra_tags)
 		es_lock_tag_hashes(hashes, n);
 }
 
+/* Which element of an append_all call an error is about. */
+typedef struct AppendAllContext
+{
+	int			index;			/* 1-based */
+	text	   *stream_id;		/* NULL until known */
+} AppendAllContext;
+
+static void
+append_all_error_context(void *arg)
+{
+	AppendAllContext *ctx = (AppendAllContext *) arg;
+
+	if (ctx->index <= 0)
+		return;
+	if (ctx->stream_id != NULL)
+		errcontext("append %d of append_all (stream \"%s\")", ctx->index,
+				   text_to_cstring(ctx->stream_id));
+	else
+		errcontext("append %d of append_all", ctx->index);
+}
+
 /* Sort helper for append_all: requests by stream_id bytes. */
 static AppendRequest *sort_requests;
 
@@ -208,6 +229,8 @@ es_append_all(PG_FUNCTION_ARGS)
 	int		   *order;
 	int64	   *versions;
 	int			total = 0;
+	AppendAllContext errctx;
+	ErrorContextCallback errcallback;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -229,6 +252,12 @@ es_append_all(PG_FUNCTION_ARGS)
 
 	tupdesc = lookup_rowtype_tupdesc(elemtype, -1);
 	reqs = palloc0(sizeof(AppendRequest) * n);
+	errctx.index = 0;
+	errctx.stream_id = NULL;
+	errcallback.callback = append_all_error_context;
+	errcallback.arg = &errctx;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
 	for (int i = 0; i < n; i++)
 	{
 		HeapTupleHeader rec;
@@ -236,6 +265,8 @@ es_append_all(PG_FUNCTION_ARGS)
 		Datum		values[3];
 		bool		nulls[3];
 
+		errctx.index = i + 1;
+		errctx.stream_id = NULL;
 		if (elem_nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -253,6 +284,7 @@ es_append_all(PG_FUNCTION_ARGS)
 					 errmsg("stream_id of append %d must not be null", i + 1)));
 		reqs[i].stream_id = DatumGetTextPP(values[0]);
 		es_validate_stream_id(reqs[i].stream_id);
+		errctx.stream_id = reqs[i].stream_id;
 		reqs[i].has_expected = !nulls[1];
 		if (!nulls[1])
 		{
@@ -265,6 +297,7 @@ es_append_all(PG_FUNCTION_ARGS)
 					 errmsg("events of append %d must not be null", i + 1)));
 		es_parse_event_array(DatumGetArrayTypeP(values[2]), &reqs[i], &total);
 	}
+	error_context_stack = errcallback.previous;
 	ReleaseTupleDesc(tupdesc);
 
 	/* lock order: stream_id; the same stream twice is refused */
@@ -406,10 +439,9 @@ es_append_if(PG_FUNCTION_ARGS)
 
 		ereport(ERROR,
 				(errcode(ERRCODE_ES_APPEND_CONDITION_FAILED),
-				 errmsg("append condition failed: a matching event was appended after position " INT64_FORMAT,
-						after_position),
-				 errdetail("The first one is at position " INT64_FORMAT " (stream \"%s\", type \"%s\").",
-						   position, stream, type),
+				 errmsg("append condition failed: an event matching the condition was appended after the position read"),
+				 errdetail("The first one is at position " INT64_FORMAT " (stream \"%s\", type \"%s\"); the condition was read up to position " INT64_FORMAT ".",
+						   position, stream, type, after_position),
 				 errhint("Read the matching events again (event_store.read_by_tags), decide again, and retry with the new position.")));
 	}
 	SPI_finish();

@@ -121,7 +121,7 @@ DECLARE
     f text := '/tmp/event_store_copy_test_' || pg_backend_pid() || '.data';
 BEGIN
     EXECUTE format('COPY copy_buf TO %L', f);
-    EXECUTE format('COPY event_store.events FROM %L', f);
+    EXECUTE format('COPY event_store.events (global_position, stream_id, stream_version, event_type, data, metadata, event_id, recorded_at, occurred_at, transaction_id) FROM %L', f);
     EXECUTE format('COPY (SELECT 1) TO %L', f);
 END
 $$;

@@ -7,7 +7,7 @@ SELECT extname, extversion, extrelocatable, n.nspname
  WHERE extname = 'event_store';
 
 -- pg_cron is optional: the control file does not require it.
-SELECT requires FROM pg_available_extension_versions WHERE name = 'event_store';
+SELECT DISTINCT requires FROM pg_available_extension_versions WHERE name = 'event_store';
 
 SELECT c.relname, c.relkind
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
