@@ -11,7 +11,7 @@ PG_CPPFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-in
 
 # pg_regress / isolation tests run against an instance (make installcheck);
 # test/scripts/run-tests.sh starts a throwaway one with the right settings.
-REGRESS      = setup append read append_only decoding partitions bad_input consistency messagedb
+REGRESS      = setup append read append_only decoding partitions bad_input fold merge_patch bitemporal snapshots upgrade consistency messagedb
 REGRESS_OPTS = --inputdir=test
 ISOLATION    = append_conflict append_any_version append_independent append_rollback append_all_order append_if_race
 ISOLATION_OPTS = --inputdir=test --load-extension=event_store

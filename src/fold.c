@@ -335,8 +335,10 @@ may_write_snapshots(void)
 		return false;
 	nsp = get_namespace_oid(ES_SCHEMA, false);
 	relid = get_relname_relid("snapshots", nsp);
+	/* With several mode bits, pg_class_aclcheck asks for any of them. */
 	return OidIsValid(relid) &&
-		pg_class_aclcheck(relid, GetUserId(), ACL_INSERT | ACL_SELECT) == ACLCHECK_OK;
+		pg_class_aclcheck(relid, GetUserId(), ACL_INSERT) == ACLCHECK_OK &&
+		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
 }
 
 /* May the caller read snapshots at all? */
@@ -847,6 +849,7 @@ fold_internal(FunctionCallInfo fcinfo, Oid reducer, Oid state_type,
 		req->to_version <= 0 || req->as_of < created_at)
 	{
 		/* No events before the cut: the initial state. */
+		fcinfo->isnull = initial_isnull;
 		if (initial_isnull)
 			return (Datum) 0;
 		return datumCopy(initial, rc->typbyval, rc->typlen);
