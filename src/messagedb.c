@@ -19,14 +19,18 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "common/md5.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 #include "utils/uuid.h"
 
 #include "event_store.h"
@@ -44,10 +48,15 @@ static SPIPlanPtr plan_id_exists = NULL;
 static SPIPlanPtr plan_burn_position = NULL;
 
 /*
- * event_store.append_event, called with named arguments so that parameters
- * it gains later take their defaults.
+ * event_store.append_event.  Called directly through fmgr when its first
+ * seven parameters are the known ones (any later ones get NULL); otherwise
+ * through SQL with named arguments, so that the parser applies defaults.
  */
 static SPIPlanPtr plan_append = NULL;
+static FmgrInfo append_finfo;
+static int	append_nargs = -1;		/* -1: not looked up; 0: use plan_append */
+
+#define APPEND_KNOWN_ARGS 7
 
 /*
  * Message DB's hash_64: the first 64 bits of the md5 of the value, read as
@@ -159,7 +168,33 @@ prepare_plans(void)
 	if (plan_burn_position == NULL)
 		plan_burn_position = keep_plan("SELECT pg_catalog.nextval('event_store.global_position_seq'::pg_catalog.regclass)",
 									   0, NULL);
-	if (plan_append == NULL)
+	/* Look it up again when it was replaced (ALTER EXTENSION event_store UPDATE). */
+	if (append_nargs > 0 &&
+		!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(append_finfo.fn_oid)))
+		append_nargs = -1;
+	if (append_nargs < 0)
+	{
+		Oid			known[APPEND_KNOWN_ARGS] = {TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID, UUIDOID, TIMESTAMPTZOID};
+		List	   *name = list_make2(makeString("event_store"), makeString("append_event"));
+		Oid			fn = LookupFuncName(name, -1, NULL, true);
+		HeapTuple	tup = OidIsValid(fn) ? SearchSysCache1(PROCOID, ObjectIdGetDatum(fn)) : NULL;
+		int			nargs = 0;
+
+		if (HeapTupleIsValid(tup))
+		{
+			Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
+
+			if (proc->pronargs >= APPEND_KNOWN_ARGS && proc->pronargs <= FUNC_MAX_ARGS &&
+				!proc->proretset && proc->prorettype == INT8OID &&
+				memcmp(proc->proargtypes.values, known, sizeof(known)) == 0)
+				nargs = proc->pronargs;
+			ReleaseSysCache(tup);
+		}
+		if (nargs > 0)
+			fmgr_info_cxt(fn, &append_finfo, TopMemoryContext);
+		append_nargs = nargs;
+	}
+	if (append_nargs == 0 && plan_append == NULL)
 	{
 		Oid			types[6] = {TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID, UUIDOID};
 
@@ -315,14 +350,31 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 
 	PG_TRY();
 	{
-		int			rc = SPI_execute_plan(plan_append, args, nulls, false, 1);
-		bool		isnull;
+		if (append_nargs > 0)
+		{
+			LOCAL_FCINFO(fc, FUNC_MAX_ARGS);
 
-		if (rc != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "event_store.append_event failed: %s", SPI_result_code_string(rc));
-		version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		if (isnull)
-			elog(ERROR, "event_store.append_event returned NULL");
+			InitFunctionCallInfoData(*fc, &append_finfo, append_nargs, InvalidOid, NULL, NULL);
+			for (int i = 0; i < append_nargs; i++)
+			{
+				fc->args[i].value = i < 6 ? args[i] : (Datum) 0;
+				fc->args[i].isnull = i < 6 ? nulls[i] == 'n' : true;
+			}
+			version = DatumGetInt64(FunctionCallInvoke(fc));
+			if (fc->isnull)
+				elog(ERROR, "event_store.append_event returned NULL");
+		}
+		else
+		{
+			int			rc = SPI_execute_plan(plan_append, args, nulls, false, 1);
+			bool		isnull;
+
+			if (rc != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "event_store.append_event failed: %s", SPI_result_code_string(rc));
+			version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			if (isnull)
+				elog(ERROR, "event_store.append_event returned NULL");
+		}
 	}
 	PG_CATCH();
 	{
