@@ -1,4 +1,13 @@
 SET timezone = 'UTC';
+-- In a database of its own: the log is append-only, so the events of this
+-- test would otherwise stay in the shared one for the tests that follow.
+SELECT current_database() AS orig_db \gset
+CREATE DATABASE es_bitemporal_test;
+\c es_bitemporal_test
+SET timezone = 'UTC';
+SET client_min_messages = warning;
+CREATE EXTENSION event_store;
+RESET client_min_messages;
 -- Bitemporal folds: "as of valid time V, as known at transaction time K":
 -- events with recorded_at <= K and occurred_at <= V, folded in
 -- (occurred_at, stream_version) order.
@@ -63,3 +72,6 @@ SELECT bool_and(event_store.state_bitemporal('account-7', v, k) IS NOT DISTINCT 
 -- Errors are those of fold().
 SELECT event_store.fold_bitemporal('trail(text[],event_store.events)', '{}'::jsonb, 'account-7', NULL, NULL);
 SELECT event_store.state_bitemporal(NULL, NULL, NULL);
+
+\c :orig_db
+DROP DATABASE es_bitemporal_test;

@@ -1,4 +1,13 @@
 SET timezone = 'UTC';
+-- In a database of its own: the log is append-only, so the events of this
+-- test would otherwise stay in the shared one for the tests that follow.
+SELECT current_database() AS orig_db \gset
+CREATE DATABASE es_merge_patch_test;
+\c es_merge_patch_test
+SET timezone = 'UTC';
+SET client_min_messages = warning;
+CREATE EXTENSION event_store;
+RESET client_min_messages;
 -- JSON merge patch (RFC 7386): jsonb_merge_patch, the merge_patch reducer
 -- and the merge_patch_agg aggregate.
 
@@ -78,3 +87,6 @@ SELECT e.stream_id, cart_items_agg(e ORDER BY e.stream_version) AS items,
 -- The built-in reducers work as aggregates the same way.
 CREATE AGGREGATE count_by_type_agg(event_store.events) (SFUNC = event_store.count_by_type, STYPE = jsonb);
 SELECT count_by_type_agg(e ORDER BY e.global_position) FROM event_store.events e WHERE e.stream_id = 'cart-1';
+
+\c :orig_db
+DROP DATABASE es_merge_patch_test;

@@ -1,4 +1,13 @@
 SET timezone = 'UTC';
+-- In a database of its own: the log is append-only, so the events of this
+-- test would otherwise stay in the shared one for the tests that follow.
+SELECT current_database() AS orig_db \gset
+CREATE DATABASE es_snapshots_test;
+\c es_snapshots_test
+SET timezone = 'UTC';
+SET client_min_messages = warning;
+CREATE EXTENSION event_store;
+RESET client_min_messages;
 -- Snapshots: take_snapshot, the automatic policy, revisions, and the
 -- property that a snapshot never changes an answer.
 
@@ -142,3 +151,6 @@ SELECT event_store.set_snapshot_policy(NULL, 5);
 -- The snapshot tables are dumped with the data (pg_extension_config_dump).
 SELECT c.relname FROM pg_extension e, unnest(e.extconfig) AS cfg(oid) JOIN pg_class c ON c.oid = cfg.oid
  WHERE e.extname = 'event_store' AND c.relname IN ('snapshots', 'reducers') ORDER BY 1;
+
+\c :orig_db
+DROP DATABASE es_snapshots_test;
