@@ -596,7 +596,7 @@ insert_events(AppendRequest *req, int64 first_version, int64 *positions,
 		elog(ERROR, "event insert failed: %s", SPI_result_code_string(rc));
 }
 
-/* Draw n global positions from the sequence, in increasing order. */
+/* Draw n global positions from the sequence, in increasing order (feed.c records the first). */
 static int64 *
 draw_positions(int n)
 {
@@ -606,8 +606,7 @@ draw_positions(int n)
 
 	if (!OidIsValid(seq))
 		elog(ERROR, "sequence event_store.global_position_seq does not exist");
-	for (int i = 0; i < n; i++)
-		positions[i] = nextval_internal(seq, true);
+	es_feed_draw_positions(seq, n, positions);
 	return positions;
 }
 

@@ -42,4 +42,5 @@ _PG_init(void)
 	MarkGUCPrefixReserved("event_store");
 
 	es_install_utility_hook();
+	es_feed_init();
 }

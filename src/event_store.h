@@ -43,6 +43,11 @@ extern Oid	es_events_relid(bool missing_ok);
 extern void es_guard_utility(Node *parsetree);
 extern void es_install_utility_hook(void);
 
+/* src/feed.c */
+extern void es_feed_init(void);
+extern bool es_feed_registry_active(void);
+extern void es_feed_draw_positions(Oid seq, int n, int64 *positions);
+
 /* src/log_am.c */
 extern bool es_relation_is_event_log(Oid relid);
 
