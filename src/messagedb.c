@@ -322,7 +322,7 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 
 	{
 		Datum		args[1] = {UUIDPGetDatum(id)};
-		int			rc = SPI_execute_plan(plan_id_exists, args, NULL, true, 1);
+		int			rc = SPI_execute_plan(plan_id_exists, args, NULL, false, 1);
 
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "message id lookup failed: %s", SPI_result_code_string(rc));
