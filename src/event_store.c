@@ -43,4 +43,5 @@ _PG_init(void)
 
 	es_install_utility_hook();
 	es_feed_init();
+	es_projection_init();
 }

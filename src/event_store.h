@@ -48,6 +48,9 @@ extern void es_feed_init(void);
 extern bool es_feed_registry_active(void);
 extern void es_feed_draw_positions(Oid seq, int n, int64 *positions);
 
+/* src/projection.c (projections, subscriptions' push, 1.4) */
+extern void es_projection_init(void);
+
 /* src/log_am.c */
 extern bool es_relation_is_event_log(Oid relid);
 

@@ -1,0 +1,936 @@
+/*-------------------------------------------------------------------------
+ *
+ * projection.c
+ *	  Projections and push notifications (extension version 1.4).
+ *
+ *	  Inline projections: one statement-level AFTER INSERT trigger with a
+ *	  transition table on event_store.events calls the registered handlers
+ *	  in the appending transaction, once per INSERT statement (an append of
+ *	  1,000 events is one statement), for the matching events only, in
+ *	  global_position order, through FmgrInfos cached per backend.  The
+ *	  cache is dropped by a relcache callback when the registry table
+ *	  changes (its statement trigger sends the invalidation) and by a
+ *	  pg_proc syscache callback when functions change.  Handlers run with
+ *	  the appender's privileges; an error in one rolls the append back.
+ *
+ *	  Async projections: run_projection() reads the next batch from the
+ *	  gap-free feed (the horizon is read in a statement before the one that
+ *	  reads the events), calls the handler for each event and advances the
+ *	  checkpoint, all in the caller's transaction.
+ *
+ *	  Push: with event_store.notify on (the default), a transaction that
+ *	  appended sends one NOTIFY on channel "event_store_events" when it
+ *	  commits; the payload is the highest global_position it appended.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+#include "utils/tuplestore.h"
+
+#include "event_store.h"
+
+PG_FUNCTION_INFO_V1(es_dispatch_projections);
+PG_FUNCTION_INFO_V1(es_projection_registry_changed);
+PG_FUNCTION_INFO_V1(es_run_projection);
+PG_FUNCTION_INFO_V1(es_replay_inline);
+
+#define ES_NOTIFY_CHANNEL	"event_store_events"
+
+/* GUC: send one NOTIFY per appending transaction */
+static bool es_notify = true;
+
+/* One string filter (event types or categories); NULL list = everything. */
+typedef struct NameFilter
+{
+	int			n;
+	char	  **names;
+	int		   *lens;
+} NameFilter;
+
+/* One projection, with its handler looked up. */
+typedef struct Projection
+{
+	char	   *name;
+	Oid			handler;
+	FmgrInfo	flinfo;
+	NameFilter	types;
+	NameFilter	categories;
+	bool		acl_checked;	/* per dispatch: EXECUTE checked for this user */
+} Projection;
+
+/* The inline projections of this database, cached per backend. */
+typedef struct ProjectionCache
+{
+	MemoryContext cxt;
+	int			nprojections;
+	Projection *projections;
+	int			refcount;		/* dispatches using it right now */
+} ProjectionCache;
+
+static ProjectionCache *inline_cache = NULL;
+static bool inline_cache_valid = false;
+static Oid	registry_relid = InvalidOid;
+static SPIPlanPtr plan_load_inline = NULL;
+
+/* Highest position appended by the current transaction (0 = none). */
+static int64 notify_position = 0;
+
+/* Why a handler runs, for error context. */
+typedef struct HandlerContext
+{
+	const char *projection;
+	int64		position;
+} HandlerContext;
+
+/* Prepare and keep one statement. */
+static SPIPlanPtr
+keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
+}
+
+/* The registry table's OID (InvalidOid before 1.4 is installed). */
+static Oid
+get_registry_relid(void)
+{
+	if (!OidIsValid(registry_relid))
+	{
+		Oid			nsp = get_namespace_oid(ES_SCHEMA, true);
+
+		if (OidIsValid(nsp))
+			registry_relid = get_relname_relid("projection_registry", nsp);
+	}
+	return registry_relid;
+}
+
+/* Relcache callback: the registry changed (or everything was reset). */
+static void
+registry_relcache_callback(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == registry_relid)
+	{
+		inline_cache_valid = false;
+		registry_relid = InvalidOid;
+	}
+}
+
+/* pg_proc callback: a handler may have been replaced or dropped. */
+static void
+proc_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	inline_cache_valid = false;
+}
+
+/* Release a cache no dispatch uses any more, unless it is the current one. */
+static void
+release_cache(ProjectionCache *cache)
+{
+	Assert(cache->refcount > 0);
+	cache->refcount--;
+	if (cache->refcount == 0 && (cache != inline_cache || !inline_cache_valid))
+	{
+		if (cache == inline_cache)
+			inline_cache = NULL;
+		MemoryContextDelete(cache->cxt);
+	}
+}
+
+/* Copy a text[] filter (NULL = no filter) into cxt. */
+static void
+load_filter(NameFilter *filter, Datum value, bool isnull, MemoryContext cxt)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	filter->n = -1;
+	if (isnull)
+		return;
+	deconstruct_array(DatumGetArrayTypeP(value), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	filter->n = n;
+	filter->names = MemoryContextAlloc(cxt, sizeof(char *) * Max(n, 1));
+	filter->lens = MemoryContextAlloc(cxt, sizeof(int) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		text	   *t = DatumGetTextPP(elems[i]);
+
+		if (nulls[i])
+		{
+			filter->lens[i] = -1;
+			continue;
+		}
+		filter->lens[i] = VARSIZE_ANY_EXHDR(t);
+		filter->names[i] = MemoryContextAlloc(cxt, filter->lens[i] + 1);
+		memcpy(filter->names[i], VARDATA_ANY(t), filter->lens[i]);
+		filter->names[i][filter->lens[i]] = '\0';
+	}
+}
+
+/* Does the filter accept this string? */
+static bool
+filter_matches(NameFilter *filter, const char *s, int len)
+{
+	if (filter->n < 0)
+		return true;
+	for (int i = 0; i < filter->n; i++)
+		if (filter->lens[i] == len && memcmp(filter->names[i], s, len) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The handler of a registry row: columns 2 (to_regprocedure(handler)::oid)
+ * and 3 (the stored signature); a clear error when the function is gone.
+ */
+static Oid
+resolve_handler(const char *projection, HeapTuple tup, TupleDesc desc)
+{
+	bool		isnull;
+	Datum		oid = SPI_getbinval(tup, desc, 2, &isnull);
+
+	if (isnull || !OidIsValid(DatumGetObjectId(oid)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("handler %s of projection \"%s\" does not exist",
+						SPI_getvalue(tup, desc, 3), projection),
+				 errhint("Recreate the function, or drop the projection with event_store.drop_projection('%s').",
+						 projection)));
+	return DatumGetObjectId(oid);
+}
+
+/*
+ * Load the inline projections of the registry into a new cache, in name
+ * order.  Called inside a dispatch (SPI is connected by the caller).
+ */
+static ProjectionCache *
+load_inline_cache(void)
+{
+	MemoryContext cxt;
+	ProjectionCache *cache;
+	int			rc;
+
+	if (plan_load_inline == NULL)
+		plan_load_inline = keep_plan(
+									 "SELECT name, to_regprocedure(handler)::oid, handler, event_types, categories "
+									 "FROM event_store.projection_registry WHERE mode = 'inline' ORDER BY name",
+									 0, NULL);
+	rc = SPI_execute_plan(plan_load_inline, NULL, NULL, true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "loading projections failed: %s", SPI_result_code_string(rc));
+
+	cxt = AllocSetContextCreate(CacheMemoryContext, "event_store inline projections",
+								ALLOCSET_SMALL_SIZES);
+	cache = MemoryContextAllocZero(cxt, sizeof(ProjectionCache));
+	cache->cxt = cxt;
+	cache->nprojections = SPI_processed;
+	cache->projections = MemoryContextAllocZero(cxt, sizeof(Projection) * Max(SPI_processed, 1));
+	PG_TRY();
+	{
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			Projection *p = &cache->projections[i];
+			bool		isnull;
+			Datum		d;
+
+			p->name = MemoryContextStrdup(cxt, TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull)));
+			p->handler = resolve_handler(p->name, tup, desc);
+			fmgr_info_cxt(p->handler, &p->flinfo, cxt);
+			d = SPI_getbinval(tup, desc, 4, &isnull);
+			load_filter(&p->types, d, isnull, cxt);
+			d = SPI_getbinval(tup, desc, 5, &isnull);
+			load_filter(&p->categories, d, isnull, cxt);
+		}
+	}
+	PG_CATCH();
+	{
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return cache;
+}
+
+/* The current cache, loaded when stale, with a reference taken. */
+static ProjectionCache *
+acquire_inline_cache(void)
+{
+	if (!inline_cache_valid || inline_cache == NULL)
+	{
+		ProjectionCache *old = inline_cache;
+		ProjectionCache *cache;
+
+		/* validity first: an invalidation while loading makes it stale again */
+		inline_cache_valid = true;
+		(void) get_registry_relid();
+		PG_TRY();
+		{
+			if (SPI_connect() != SPI_OK_CONNECT)
+				elog(ERROR, "SPI_connect failed");
+			cache = load_inline_cache();
+			SPI_finish();
+		}
+		PG_CATCH();
+		{
+			inline_cache_valid = false;
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		inline_cache = cache;
+		if (old != NULL && old->refcount == 0)
+			MemoryContextDelete(old->cxt);
+	}
+	inline_cache->refcount++;
+	return inline_cache;
+}
+
+/* Error context: which projection failed on which event. */
+static void
+handler_error_context(void *arg)
+{
+	HandlerContext *hc = (HandlerContext *) arg;
+
+	errcontext("projection \"%s\" handling the event at global_position " INT64_FORMAT,
+			   hc->projection, hc->position);
+}
+
+/* Check once per dispatch that the current user may execute the handler. */
+static void
+check_handler_acl(Projection *p)
+{
+	AclResult	aclresult;
+
+	if (p->acl_checked)
+		return;
+	aclresult = pg_proc_aclcheck(p->handler, GetUserId(), ACL_EXECUTE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(p->handler));
+	p->acl_checked = true;
+}
+
+/* Call a handler with one event; the result (void) is ignored. */
+static void
+call_handler(Projection *p, Datum event, int64 position)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	HandlerContext hc;
+	ErrorContextCallback errcallback;
+
+	hc.projection = p->name;
+	hc.position = position;
+	errcallback.callback = handler_error_context;
+	errcallback.arg = &hc;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+
+	InitFunctionCallInfoData(*fcinfo, &p->flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = event;
+	fcinfo->args[0].isnull = false;
+	(void) FunctionCallInvoke(fcinfo);
+
+	error_context_stack = errcallback.previous;
+}
+
+/* Positions of the events table's columns, looked up by name. */
+typedef struct EventColumns
+{
+	AttrNumber	position;
+	AttrNumber	stream_id;
+	AttrNumber	event_type;
+} EventColumns;
+
+static void
+find_event_columns(TupleDesc desc, EventColumns *cols)
+{
+	cols->position = cols->stream_id = cols->event_type = InvalidAttrNumber;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		if (strcmp(NameStr(att->attname), "global_position") == 0)
+			cols->position = i + 1;
+		else if (strcmp(NameStr(att->attname), "stream_id") == 0)
+			cols->stream_id = i + 1;
+		else if (strcmp(NameStr(att->attname), "event_type") == 0)
+			cols->event_type = i + 1;
+	}
+	if (cols->position == InvalidAttrNumber || cols->stream_id == InvalidAttrNumber ||
+		cols->event_type == InvalidAttrNumber)
+		elog(ERROR, "event_store.events lacks global_position, stream_id or event_type");
+}
+
+/*
+ * Call every inline projection that matches the event in slot.  Returns
+ * how many handlers ran.
+ */
+static int
+dispatch_event(ProjectionCache *cache, TupleTableSlot *slot, EventColumns *cols)
+{
+	bool		isnull;
+	int64		position = DatumGetInt64(slot_getattr(slot, cols->position, &isnull));
+	text	   *stream_id = DatumGetTextPP(slot_getattr(slot, cols->stream_id, &isnull));
+	text	   *event_type = DatumGetTextPP(slot_getattr(slot, cols->event_type, &isnull));
+	const char *sid = VARDATA_ANY(stream_id);
+	int			sid_len = VARSIZE_ANY_EXHDR(stream_id);
+	const char *dash = memchr(sid, '-', sid_len);
+	int			cat_len = dash ? dash - sid : sid_len;
+	Datum		event = (Datum) 0;
+	int			called = 0;
+
+	for (int i = 0; i < cache->nprojections; i++)
+	{
+		Projection *p = &cache->projections[i];
+
+		if (!filter_matches(&p->types, VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type)) ||
+			!filter_matches(&p->categories, sid, cat_len))
+			continue;
+		check_handler_acl(p);
+		if (event == (Datum) 0)
+			event = ExecFetchSlotHeapTupleDatum(slot);
+		call_handler(p, event, position);
+		called++;
+	}
+	return called;
+}
+
+/* Sort helper for out-of-order transition tables. */
+typedef struct PositionedTuple
+{
+	int64		position;
+	MinimalTuple tuple;
+} PositionedTuple;
+
+static int
+compare_positioned(const void *a, const void *b)
+{
+	int64		pa = ((const PositionedTuple *) a)->position;
+	int64		pb = ((const PositionedTuple *) b)->position;
+
+	return pa < pb ? -1 : (pa > pb ? 1 : 0);
+}
+
+/* Remember the transaction's highest position for its commit NOTIFY. */
+static void
+note_appended(int64 position)
+{
+	if (position > notify_position)
+		notify_position = position;
+}
+
+/*
+ * event_store._dispatch_projections(): the statement-level AFTER INSERT
+ * trigger on event_store.events.  Reads the statement's new rows (the
+ * transition table) once to learn their order and highest position, then
+ * calls the matching inline handlers event by event in position order.
+ */
+Datum
+es_dispatch_projections(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Tuplestorestate *rows;
+	TupleDesc	desc;
+	TupleTableSlot *slot;
+	EventColumns cols;
+	ProjectionCache *cache;
+	MemoryContext call_cxt;
+	MemoryContext event_cxt;
+	MemoryContext oldcxt;
+	int			readptr;
+	int64		last = PG_INT64_MIN;
+	volatile int64 count = 0;
+	volatile bool ordered = true;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s must be called as a trigger", "event_store._dispatch_projections()")));
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
+		trigdata->tg_newtable == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s must be an AFTER INSERT FOR EACH STATEMENT trigger with a NEW TABLE",
+						"event_store._dispatch_projections()")));
+
+	rows = trigdata->tg_newtable;
+	desc = RelationGetDescr(trigdata->tg_relation);
+	find_event_columns(desc, &cols);
+
+	call_cxt = AllocSetContextCreate(CurrentMemoryContext, "event_store dispatch",
+									 ALLOCSET_DEFAULT_SIZES);
+	event_cxt = AllocSetContextCreate(call_cxt, "event_store dispatch event",
+									  ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(call_cxt);
+
+	slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	/* our own read pointer: other triggers may read the same tuplestore */
+	readptr = tuplestore_alloc_read_pointer(rows, EXEC_FLAG_REWIND);
+	tuplestore_select_read_pointer(rows, readptr);
+	tuplestore_rescan(rows);
+
+	/* Pass 1: order and highest position. */
+	while (tuplestore_gettupleslot(rows, true, false, slot))
+	{
+		bool		isnull;
+		int64		p = DatumGetInt64(slot_getattr(slot, cols.position, &isnull));
+
+		if (p < last)
+			ordered = false;
+		else
+			last = p;
+		count++;
+	}
+	if (count > 0 && es_notify)
+		note_appended(last);
+
+	cache = acquire_inline_cache();
+	PG_TRY();
+	{
+		for (int i = 0; i < cache->nprojections; i++)
+			cache->projections[i].acl_checked = false;
+
+		if (cache->nprojections > 0 && count > 0)
+		{
+			/* Pass 2: dispatch in position order. */
+			tuplestore_rescan(rows);
+			if (ordered)
+			{
+				while (tuplestore_gettupleslot(rows, true, false, slot))
+				{
+					MemoryContextSwitchTo(event_cxt);
+					dispatch_event(cache, slot, &cols);
+					MemoryContextSwitchTo(call_cxt);
+					MemoryContextReset(event_cxt);
+				}
+			}
+			else
+			{
+				PositionedTuple *sorted = palloc(sizeof(PositionedTuple) * count);
+				int64		n = 0;
+
+				while (n < count && tuplestore_gettupleslot(rows, true, false, slot))
+				{
+					bool		isnull;
+
+					sorted[n].position = DatumGetInt64(slot_getattr(slot, cols.position, &isnull));
+					sorted[n].tuple = ExecCopySlotMinimalTuple(slot);
+					n++;
+				}
+				qsort(sorted, n, sizeof(PositionedTuple), compare_positioned);
+				for (int64 i = 0; i < n; i++)
+				{
+					ExecStoreMinimalTuple(sorted[i].tuple, slot, false);
+					MemoryContextSwitchTo(event_cxt);
+					dispatch_event(cache, slot, &cols);
+					MemoryContextSwitchTo(call_cxt);
+					MemoryContextReset(event_cxt);
+				}
+			}
+		}
+	}
+	PG_FINALLY();
+	{
+		release_cache(cache);
+	}
+	PG_END_TRY();
+
+	ExecDropSingleTupleTableSlot(slot);
+	tuplestore_select_read_pointer(rows, 0);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(call_cxt);
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * event_store._projection_registry_changed(): statement trigger on the
+ * registry.  Invalidates every backend's cache at commit (and ours now), and
+ * waits for appends in flight, holding them off until commit, so that each
+ * append sees the registry entirely before or after the change.
+ */
+Datum
+es_projection_registry_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s must be called as a trigger", "event_store._projection_registry_changed()")));
+	LockRelationOid(es_events_relid(false), ShareLock);
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	inline_cache_valid = false;
+	return PointerGetDatum(NULL);
+}
+
+/* Refuse to read the feed where the horizon cannot precede the snapshot. */
+static void
+require_read_committed(const char *what)
+{
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("%s needs READ COMMITTED", what),
+				 errdetail("The feed horizon must be read before the snapshot that reads the events; "
+						   "this transaction's snapshot was taken at its start."),
+				 errhint("Run it in a READ COMMITTED transaction.")));
+}
+
+/* One int8 from a one-row, one-column query. */
+static int64
+query_int8(SPIPlanPtr plan, Datum *args, bool read_only)
+{
+	bool		isnull;
+	Datum		d;
+	int			rc = SPI_execute_plan(plan, args, NULL, read_only, 1);
+
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "query failed: %s", SPI_result_code_string(rc));
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+static SPIPlanPtr plan_lock_projection = NULL;
+static SPIPlanPtr plan_last_drawn = NULL;
+static SPIPlanPtr plan_horizon = NULL;
+static SPIPlanPtr plan_read_feed = NULL;
+static SPIPlanPtr plan_save_checkpoint = NULL;
+
+static void
+prepare_run_plans(void)
+{
+	if (plan_lock_projection == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan_lock_projection = keep_plan(
+										 "SELECT r.mode, to_regprocedure(r.handler)::oid, r.handler, "
+										 "r.event_types, r.categories, c.position "
+										 "FROM event_store.projection_registry r "
+										 "JOIN event_store.projection_checkpoints c ON c.name = r.name "
+										 "WHERE r.name = $1 FOR NO KEY UPDATE OF c", 1, types);
+	}
+	if (plan_last_drawn == NULL)
+		plan_last_drawn = keep_plan("SELECT event_store._last_drawn_position()", 0, NULL);
+	if (plan_horizon == NULL)
+		plan_horizon = keep_plan("SELECT event_store.feed_horizon()", 0, NULL);
+	if (plan_read_feed == NULL)
+	{
+		Oid			types[4] = {INT8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID};
+
+		plan_read_feed = keep_plan(
+								   "SELECT e, e.global_position FROM event_store.events e "
+								   "WHERE e.global_position > $1 AND e.global_position <= $2 "
+								   "AND ($3 IS NULL OR e.event_type = ANY ($3)) "
+								   "AND ($4 IS NULL OR split_part(e.stream_id, '-', 1) = ANY ($4)) "
+								   "ORDER BY e.global_position", 4, types);
+	}
+	if (plan_save_checkpoint == NULL)
+	{
+		Oid			types[3] = {TEXTOID, INT8OID, INT8OID};
+
+		plan_save_checkpoint = keep_plan(
+										 "UPDATE event_store.projection_checkpoints "
+										 "SET position = greatest(position, $2), events_processed = events_processed + $3, "
+										 "updated_at = now() WHERE name = $1", 3, types);
+	}
+}
+
+/* A projection for a run, with its locked checkpoint. */
+typedef struct RunTarget
+{
+	Projection	proj;
+	bool		is_inline;
+	int64		checkpoint;
+	Datum		types;
+	bool		types_null;
+	Datum		categories;
+	bool		categories_null;
+} RunTarget;
+
+/* Look up and lock a projection's checkpoint; errors for an unknown name. */
+static void
+lock_projection(text *name, RunTarget *t, MemoryContext cxt)
+{
+	Datum		arg = PointerGetDatum(name);
+	int			rc = SPI_execute_plan(plan_lock_projection, &arg, NULL, false, 1);
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+	MemoryContext old;
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "locking projection failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("projection \"%s\" does not exist", text_to_cstring(name)),
+				 errhint("See event_store.projections.")));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	old = MemoryContextSwitchTo(cxt);
+	t->proj.name = text_to_cstring(name);
+	t->is_inline = strcmp(TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull)), "inline") == 0;
+	t->proj.handler = resolve_handler(t->proj.name, tup, desc);
+	fmgr_info_cxt(t->proj.handler, &t->proj.flinfo, cxt);
+	t->proj.acl_checked = false;
+	d = SPI_getbinval(tup, desc, 4, &t->types_null);
+	t->types = t->types_null ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
+	d = SPI_getbinval(tup, desc, 5, &t->categories_null);
+	t->categories = t->categories_null ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
+	t->checkpoint = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Feed the events after t->checkpoint up to upto (inclusive), at most max
+ * (< 0: all), through the handler, in position order, from one snapshot
+ * taken now.  Returns the count; *last gets the last position handled.
+ */
+static int64
+feed_handler(RunTarget *t, int64 upto, int64 max, int notice_every, int64 *last,
+			 MemoryContext event_cxt)
+{
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Portal		portal;
+	int64		count = 0;
+	bool		done = false;
+
+	args[0] = Int64GetDatum(t->checkpoint);
+	args[1] = Int64GetDatum(upto);
+	args[2] = t->types;
+	nulls[2] = t->types_null ? 'n' : ' ';
+	args[3] = t->categories;
+	nulls[3] = t->categories_null ? 'n' : ' ';
+
+	/* read_only = false: a snapshot taken now, after the horizon was read */
+	portal = SPI_cursor_open(NULL, plan_read_feed, args, nulls, false);
+	while (!done)
+	{
+		long		want = 1000;
+		SPITupleTable *tuptable;
+		uint64		n;
+
+		if (max >= 0 && max - count < want)
+			want = max - count;
+		if (want <= 0)
+			break;
+
+		SPI_cursor_fetch(portal, true, want);
+		/* handlers may use SPI themselves: keep our result */
+		tuptable = SPI_tuptable;
+		n = SPI_processed;
+		if (n == 0)
+			break;
+		if ((long) n < want)
+			done = true;
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
+			Datum		event = SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 1, &isnull);
+			int64		position = DatumGetInt64(SPI_getbinval(tuptable->vals[i],
+															   tuptable->tupdesc, 2, &isnull));
+			MemoryContext old = MemoryContextSwitchTo(event_cxt);
+
+			check_handler_acl(&t->proj);
+			call_handler(&t->proj, event, position);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(event_cxt);
+			*last = position;
+			count++;
+			if (notice_every > 0 && count % notice_every == 0)
+				ereport(NOTICE,
+						(errmsg("rebuilding projection \"%s\": " INT64_FORMAT " events, at position " INT64_FORMAT,
+								t->proj.name, count, position)));
+		}
+		SPI_freetuptable(tuptable);
+	}
+	SPI_cursor_close(portal);
+	return count;
+}
+
+/*
+ * event_store.run_projection(name text, max_events int) RETURNS bigint:
+ * handle the next batch of an async projection from the gap-free feed and
+ * advance its checkpoint in the caller's transaction.
+ */
+Datum
+es_run_projection(PG_FUNCTION_ARGS)
+{
+	text	   *name;
+	int32		max_events;
+	RunTarget	t;
+	MemoryContext call_cxt;
+	MemoryContext event_cxt;
+	int64		last_drawn;
+	int64		horizon;
+	int64		upto;
+	int64		last = 0;
+	int64		count;
+	int64		new_checkpoint;
+	Datum		args[3];
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("projection name must not be null")));
+	if (PG_ARGISNULL(1) || PG_GETARG_INT32(1) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_events must be positive")));
+	name = PG_GETARG_TEXT_PP(0);
+	max_events = PG_GETARG_INT32(1);
+	require_read_committed("run_projection()");
+
+	call_cxt = AllocSetContextCreate(CurrentMemoryContext, "event_store run_projection",
+									 ALLOCSET_DEFAULT_SIZES);
+	event_cxt = AllocSetContextCreate(call_cxt, "event_store run_projection event",
+									  ALLOCSET_DEFAULT_SIZES);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_run_plans();
+	memset(&t, 0, sizeof(t));
+	lock_projection(name, &t, call_cxt);
+	if (t.is_inline)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("projection \"%s\" is inline", t.proj.name),
+				 errdetail("Inline projections run in the appending transaction; they are never behind."),
+				 errhint("Use event_store.rebuild_projection() to replay an inline projection.")));
+
+	/*
+	 * Positions drawn so far, then the horizon, then (in the cursor) the
+	 * snapshot: every position up to least(last_drawn, horizon) is then
+	 * committed and visible, or never will be.
+	 */
+	last_drawn = query_int8(plan_last_drawn, NULL, false);
+	horizon = query_int8(plan_horizon, NULL, false);
+	upto = Min(last_drawn, horizon);
+
+	count = feed_handler(&t, upto, max_events, 0, &last, event_cxt);
+
+	/* a short batch read everything up to upto: the checkpoint may go there */
+	new_checkpoint = count < max_events ? upto : last;
+	args[0] = PointerGetDatum(name);
+	args[1] = Int64GetDatum(Max(new_checkpoint, t.checkpoint));
+	args[2] = Int64GetDatum(count);
+	if (SPI_execute_plan(plan_save_checkpoint, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "saving the checkpoint failed");
+
+	SPI_finish();
+	MemoryContextDelete(call_cxt);
+	PG_RETURN_INT64(count);
+}
+
+/*
+ * event_store._replay_inline(name text, notice_every int) RETURNS bigint:
+ * replay every visible event through an inline projection's handler, from
+ * one snapshot taken now (after rebuild_projection() called the reset
+ * function).  Events committed later are handled by their own appends.
+ */
+Datum
+es_replay_inline(PG_FUNCTION_ARGS)
+{
+	text	   *name = PG_GETARG_TEXT_PP(0);
+	int32		notice_every = PG_GETARG_INT32(1);
+	RunTarget	t;
+	MemoryContext call_cxt;
+	MemoryContext event_cxt;
+	int64		last = 0;
+	int64		count;
+
+	call_cxt = AllocSetContextCreate(CurrentMemoryContext, "event_store replay",
+									 ALLOCSET_DEFAULT_SIZES);
+	event_cxt = AllocSetContextCreate(call_cxt, "event_store replay event",
+									  ALLOCSET_DEFAULT_SIZES);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	prepare_run_plans();
+	memset(&t, 0, sizeof(t));
+	lock_projection(name, &t, call_cxt);
+	t.checkpoint = 0;
+	count = feed_handler(&t, PG_INT64_MAX, -1, notice_every, &last, event_cxt);
+	SPI_finish();
+	MemoryContextDelete(call_cxt);
+	PG_RETURN_INT64(count);
+}
+
+/* Transaction end: send the commit NOTIFY, or forget it. */
+static void
+projection_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			if (notify_position > 0)
+			{
+				char		payload[32];
+
+				snprintf(payload, sizeof(payload), INT64_FORMAT, notify_position);
+				notify_position = 0;
+				Async_Notify(ES_NOTIFY_CHANNEL, payload);
+			}
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			notify_position = 0;
+			break;
+		default:
+			break;
+	}
+}
+
+/* From _PG_init: the notify GUC, cache invalidation, the commit callback. */
+void
+es_projection_init(void)
+{
+	DefineCustomBoolVariable("event_store.notify",
+							 "Send one NOTIFY on channel event_store_events per transaction that appends events.",
+							 "The payload is the highest global_position the transaction appended. "
+							 "Turn off where commit contention on the notification queue matters.",
+							 &es_notify,
+							 true,
+							 PGC_USERSET,
+							 0,
+							 NULL, NULL, NULL);
+	CacheRegisterRelcacheCallback(registry_relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, proc_syscache_callback, (Datum) 0);
+	RegisterXactCallback(projection_xact_callback, NULL);
+}
