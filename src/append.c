@@ -23,10 +23,13 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "miscadmin.h"
 #include "port.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -43,6 +46,7 @@
 
 PG_FUNCTION_INFO_V1(es_append);
 PG_FUNCTION_INFO_V1(es_append_event);
+PG_FUNCTION_INFO_V1(es_refuse_direct_write);
 
 typedef struct IdIndexEntry
 {
@@ -74,6 +78,76 @@ events_have_tags(void)
 }
 
 /*
+ * Direct writes.  Since 1.5 writers hold INSERT on event_store.events and
+ * INSERT, UPDATE on event_store.streams, because the append functions run
+ * with the caller's privileges (so that inline projection handlers and
+ * user triggers never run as the extension's owner).  A statement-level
+ * BEFORE trigger on both tables (es_refuse_direct_write) lets through only
+ * the statements of the append path: each is run by exec_write(), which
+ * sets this flag; the trigger clears it at once, so nothing that runs
+ * later in the statement (row triggers, projection handlers) can use it.
+ * All statements of the append path are schema-qualified down to their
+ * operators, so no function of the caller's search_path runs (not even
+ * at plan time) while the flag is set.  (A multi-argument unnest() in FROM
+ * is the one exception in the text: the parser always expands it to
+ * ROWS FROM (pg_catalog.unnest(...), ...).)
+ */
+static bool internal_write_pending = false;
+
+static int
+exec_write(SPIPlanPtr plan, Datum *args, const char *nulls, long tcount)
+{
+	volatile int rc = 0;
+
+	internal_write_pending = true;
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(plan, args, nulls, false, tcount);
+	}
+	PG_FINALLY();
+	{
+		internal_write_pending = false;
+	}
+	PG_END_TRY();
+	return rc;
+}
+
+/*
+ * BEFORE INSERT OR UPDATE OR DELETE ... FOR EACH STATEMENT on
+ * event_store.events and event_store.streams: refuse writes that do not
+ * come from the append path, unless the current user owns the table
+ * (superusers do): pg_restore and logical replication write directly.
+ */
+Datum
+es_refuse_direct_write(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
+		elog(ERROR, "es_refuse_direct_write must be fired BEFORE ... FOR EACH STATEMENT");
+	rel = trigdata->tg_relation;
+
+	if (internal_write_pending)
+	{
+		internal_write_pending = false;
+		return PointerGetDatum(NULL);
+	}
+	if (pg_class_ownercheck(RelationGetRelid(rel), GetUserId()))
+		return PointerGetDatum(NULL);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("direct writes to event_store.%s are not allowed",
+					RelationGetRelationName(rel)),
+			 errdetail("Only event_store.append(), append_event(), append_all() and append_if() write the log and its streams: they check versions and assign positions and times."),
+			 errhint("Call event_store.append() or event_store.append_event().")));
+	return PointerGetDatum(NULL);	/* keep compiler quiet */
+}
+
+/*
  * Prepare and keep one statement.  Kept plans are re-planned by the plan
  * cache when the tables they use change.
  */
@@ -98,7 +172,7 @@ prepare_plans(void)
 
 		plan_lock_stream = keep_plan(
 									 "SELECT version, updated_at, created_at FROM event_store.streams "
-									 "WHERE stream_id = $1 FOR NO KEY UPDATE", 1, types);
+									 "WHERE stream_id OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE", 1, types);
 	}
 	if (plan_bump_stream == NULL)
 	{
@@ -112,11 +186,12 @@ prepare_plans(void)
 		 * the lock) and sets last_position with plan_set_last_position.
 		 */
 		plan_bump_stream = keep_plan(
-									 "UPDATE event_store.streams SET version = version + $2, "
+									 "UPDATE event_store.streams SET version = version OPERATOR(pg_catalog.+) $2, "
 									 "updated_at = greatest(updated_at, $3), "
-									 "last_position = CASE WHEN last_position < $5 THEN $4 ELSE last_position END "
-									 "WHERE stream_id = $1 "
-									 "RETURNING version - $2, updated_at, created_at, last_position = $4",
+									 "last_position = CASE WHEN last_position OPERATOR(pg_catalog.<) $5 THEN $4 ELSE last_position END "
+									 "WHERE stream_id OPERATOR(pg_catalog.=) $1 "
+									 "RETURNING version OPERATOR(pg_catalog.-) $2, updated_at, created_at, "
+									 "last_position OPERATOR(pg_catalog.=) $4",
 									 5, types);
 	}
 	if (plan_set_last_position == NULL)
@@ -124,7 +199,8 @@ prepare_plans(void)
 		Oid			types[2] = {TEXTOID, INT8OID};
 
 		plan_set_last_position = keep_plan(
-										   "UPDATE event_store.streams SET last_position = $2 WHERE stream_id = $1",
+										   "UPDATE event_store.streams SET last_position = $2 "
+										   "WHERE stream_id OPERATOR(pg_catalog.=) $1",
 										   2, types);
 	}
 	if (plan_create_stream == NULL)
@@ -134,7 +210,7 @@ prepare_plans(void)
 		plan_create_stream = keep_plan(
 									   "INSERT INTO event_store.streams (stream_id, category, version, "
 									   "created_at, updated_at, first_position, last_position) "
-									   "VALUES ($1, split_part($1, '-', 1), $2, $3, $3, $4, $5) "
+									   "VALUES ($1, pg_catalog.split_part($1, '-', 1), $2, $3, $3, $4, $5) "
 									   "ON CONFLICT (stream_id) DO NOTHING", 5, types);
 	}
 	if (plan_find_ids == NULL)
@@ -143,8 +219,8 @@ prepare_plans(void)
 
 		plan_find_ids = keep_plan(
 								  "SELECT event_id, stream_version, event_type, data FROM event_store.events "
-								  "WHERE stream_id = $1 AND event_id = ANY ($2) "
-								  "AND recorded_at >= $3 AND recorded_at <= $4", 4, types);
+								  "WHERE stream_id OPERATOR(pg_catalog.=) $1 AND event_id OPERATOR(pg_catalog.=) ANY ($2) "
+								  "AND recorded_at OPERATOR(pg_catalog.>=) $3 AND recorded_at OPERATOR(pg_catalog.<=) $4", 4, types);
 	}
 	if (plan_insert_one_tagged == NULL && events_have_tags())
 	{
@@ -533,10 +609,10 @@ insert_events(AppendRequest *req, int64 first_version, int64 *positions,
 		if (tagged)
 		{
 			args[10] = PointerGetDatum(ev->tags);
-			rc = SPI_execute_plan(plan_insert_one_tagged, args, nulls, false, 0);
+			rc = exec_write(plan_insert_one_tagged, args, nulls, 0);
 		}
 		else
-			rc = SPI_execute_plan(plan_insert_one, args, nulls, false, 0);
+			rc = exec_write(plan_insert_one, args, nulls, 0);
 	}
 	else
 	{
@@ -587,10 +663,10 @@ insert_events(AppendRequest *req, int64 first_version, int64 *positions,
 		if (tagged)
 		{
 			args[10] = PointerGetDatum(construct_md_array(tag, tag_null, 1, dims, lbs, TEXTOID, -1, false, TYPALIGN_INT));
-			rc = SPI_execute_plan(plan_insert_many_tagged, args, NULL, false, 0);
+			rc = exec_write(plan_insert_many_tagged, args, NULL, 0);
 		}
 		else
-			rc = SPI_execute_plan(plan_insert_many, args, NULL, false, 0);
+			rc = exec_write(plan_insert_many, args, NULL, 0);
 	}
 	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) n)
 		elog(ERROR, "event insert failed: %s", SPI_result_code_string(rc));
@@ -678,7 +754,7 @@ es_append_batch(AppendRequest *req)
 			args[2] = TimestampTzGetDatum(GetCurrentTimestamp());
 			args[3] = Int64GetDatum(positions[n - 1]);
 			args[4] = Int64GetDatum(positions[0]);
-			rc = SPI_execute_plan(plan_bump_stream, args, NULL, false, 1);
+			rc = exec_write(plan_bump_stream, args, NULL, 1);
 			if (rc != SPI_OK_UPDATE_RETURNING)
 				elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
 			exists = SPI_processed > 0;
@@ -700,7 +776,7 @@ es_append_batch(AppendRequest *req)
 					/* Holding the lock now: later draws follow the stream's events. */
 					positions = draw_positions(n);
 					args[1] = Int64GetDatum(positions[n - 1]);
-					rc = SPI_execute_plan(plan_set_last_position, args, NULL, false, 0);
+					rc = exec_write(plan_set_last_position, args, NULL, 0);
 					if (rc != SPI_OK_UPDATE)
 						elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
 				}
@@ -717,7 +793,7 @@ es_append_batch(AppendRequest *req)
 			args[2] = TimestampTzGetDatum(recorded_at);
 			args[3] = Int64GetDatum(positions[0]);
 			args[4] = Int64GetDatum(positions[n - 1]);
-			rc = SPI_execute_plan(plan_create_stream, args, NULL, false, 0);
+			rc = exec_write(plan_create_stream, args, NULL, 0);
 			if (rc != SPI_OK_INSERT)
 				elog(ERROR, "stream insert failed: %s", SPI_result_code_string(rc));
 			if (SPI_processed == 0)

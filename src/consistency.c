@@ -411,8 +411,8 @@ es_append_if(PG_FUNCTION_ARGS)
 
 		plan = SPI_prepare("SELECT global_position, stream_id, event_type "
 						   "FROM event_store.events "
-						   "WHERE global_position > $1 AND tags @> $2 "
-						   "AND ($3 IS NULL OR event_type = ANY ($3)) "
+						   "WHERE global_position OPERATOR(pg_catalog.>) $1 AND tags OPERATOR(pg_catalog.@>) $2 "
+						   "AND ($3 IS NULL OR event_type OPERATOR(pg_catalog.=) ANY ($3)) "
 						   "ORDER BY global_position LIMIT 1", 3, types);
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
