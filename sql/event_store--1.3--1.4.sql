@@ -30,6 +30,8 @@ CREATE TABLE event_store.projection_registry (
 SELECT pg_catalog.pg_extension_config_dump('event_store.projection_registry', '');
 COMMENT ON TABLE event_store.projection_registry IS
   'Projections: handler, filters, mode. Write it with create_projection()/drop_projection().';
+-- Every appender's dispatcher reads it (with the appender's privileges).
+GRANT SELECT ON event_store.projection_registry TO PUBLIC;
 
 CREATE TABLE event_store.projection_checkpoints (
     name                text PRIMARY KEY,

@@ -37,6 +37,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -345,6 +346,7 @@ call_handler(Projection *p, Datum event, int64 position)
 	LOCAL_FCINFO(fcinfo, 1);
 	HandlerContext hc;
 	ErrorContextCallback errcallback;
+	PgStat_FunctionCallUsage fcusage;
 
 	hc.projection = p->name;
 	hc.position = position;
@@ -356,7 +358,10 @@ call_handler(Projection *p, Datum event, int64 position)
 	InitFunctionCallInfoData(*fcinfo, &p->flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = event;
 	fcinfo->args[0].isnull = false;
+	/* counted in pg_stat_user_functions like any other call */
+	pgstat_init_function_usage(fcinfo, &fcusage);
 	(void) FunctionCallInvoke(fcinfo);
+	pgstat_end_function_usage(&fcusage, true);
 
 	error_context_stack = errcallback.previous;
 }
