@@ -1,7 +1,7 @@
 # event_store — PGXS build
 EXTENSION   = event_store event_store_messagedb
 MODULE_big  = event_store
-OBJS        = src/event_store.o src/log_am.o src/guard.o src/partition.o src/append.o src/consistency.o src/messagedb.o src/fold.o src/reducers.o src/feed.o src/projection.o
+OBJS        = src/event_store.o src/log_am.o src/guard.o src/partition.o src/append.o src/consistency.o src/messagedb.o src/fold.o src/reducers.o src/feed.o src/projection.o src/retention.o src/redact.o
 
 DATA        = $(wildcard sql/event_store--*.sql) $(wildcard sql/event_store_messagedb--*.sql)
 DOCS        = README.md

@@ -55,6 +55,17 @@ extern void es_projection_init(void);
 extern bool es_relation_is_event_log(Oid relid);
 
 /*
+ * src/retention.c, src/redact.c (operations, 1.6): backend-local flags set
+ * only inside the C entry points, around one fixed statement each, and
+ * honoured by the DDL guard, the trigger and the access method.
+ */
+#define ES_ARCHIVE_SCHEMA			"event_store_archive"
+extern bool es_partition_ddl_sanctioned;
+extern const char *es_redaction_stream;
+extern Oid	es_archive_relid(bool missing_ok);
+extern bool es_relation_is_empty(Oid relid);
+
+/*
  * src/fold.c, src/reducers.c (temporal reducers, 1.1)
  */
 #define ERRCODE_ES_REDUCER_RETURNED_NULL	MAKE_SQLSTATE('E','S','0','1','0')

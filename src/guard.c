@@ -14,10 +14,19 @@
  *	  first.  A partition holding rows never yields (the DDL then fails with
  *	  PostgreSQL's own error).
  *
+ *	  Since 1.6 the guard also refuses DROP TABLE and DETACH PARTITION (also
+ *	  CONCURRENTLY and FINALIZE) of an event partition that holds any block,
+ *	  unless the sanctioned retention functions (src/retention.c) run the
+ *	  command.  Empty partitions may always be dropped or detached.  The
+ *	  trigger lets an UPDATE through only while event_store.redact()
+ *	  (src/redact.c) runs, and only one that changes nothing but the data of
+ *	  the stream being redacted.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -28,6 +37,7 @@
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
@@ -38,6 +48,48 @@ PG_FUNCTION_INFO_V1(es_guard_ddl);
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
 static bool utility_hook_installed = false;
+
+/*
+ * While event_store.redact() runs: is this row update one it makes?  The
+ * old row must belong to the stream being redacted, and every column but
+ * "data" must be unchanged.
+ */
+static bool
+redaction_allows(TriggerData *trigdata)
+{
+	TupleDesc	td = RelationGetDescr(trigdata->tg_relation);
+	HeapTuple	oldtup = trigdata->tg_trigtuple;
+	HeapTuple	newtup = trigdata->tg_newtuple;
+	int			stream_att = SPI_fnumber(td, "stream_id");
+	int			data_att = SPI_fnumber(td, "data");
+	bool		isnull;
+	Datum		stream;
+
+	if (stream_att <= 0 || data_att <= 0)
+		return false;
+	stream = heap_getattr(oldtup, stream_att, td, &isnull);
+	if (isnull || strcmp(TextDatumGetCString(stream), es_redaction_stream) != 0)
+		return false;
+
+	for (int i = 1; i <= td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i - 1);
+		bool		oldnull,
+					newnull;
+		Datum		oldval,
+					newval;
+
+		if (att->attisdropped || i == data_att)
+			continue;
+		oldval = heap_getattr(oldtup, i, td, &oldnull);
+		newval = heap_getattr(newtup, i, td, &newnull);
+		if (oldnull != newnull)
+			return false;
+		if (!oldnull && !datumIsEqual(oldval, newval, att->attbyval, att->attlen))
+			return false;
+	}
+	return true;
+}
 
 /*
  * BEFORE UPDATE/DELETE (row) and BEFORE TRUNCATE (statement) trigger on the
@@ -57,7 +109,12 @@ es_refuse_modification(PG_FUNCTION_ARGS)
 				 errmsg("event_store._refuse_modification() must be called as a trigger")));
 
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		if (es_redaction_stream != NULL && TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) &&
+			redaction_allows(trigdata))
+			PG_RETURN_POINTER(trigdata->tg_newtuple);
 		operation = "UPDATE";
+	}
 	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
 		operation = "DELETE";
 	else if (TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
@@ -189,6 +246,43 @@ yield_to_attach(Oid parent, PartitionCmd *cmd)
 }
 
 /*
+ * Refuse removing a non-empty event partition from the log outside the
+ * sanctioned retention functions.
+ */
+static void
+refuse_removal(Oid relid, const char *what)
+{
+	if (es_partition_ddl_sanctioned || !es_relation_is_event_log(relid) ||
+		es_relation_is_empty(relid))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_ES_APPEND_ONLY),
+			 errmsg("event log is append-only: %s of event partition \"%s\" is not allowed",
+					what, get_rel_name(relid)),
+			 errdetail("The partition holds events; removing it would lose them silently."),
+			 errhint("Archive old partitions with event_store.set_retention(keep, 'archive') and CALL event_store.run_maintenance() "
+					 "(or SELECT event_store.apply_retention()); drop an archived one with event_store.drop_archived_partition(name).")));
+}
+
+/* DROP TABLE: refuse it for any non-empty event partition named. */
+static void
+guard_drop(DropStmt *stmt)
+{
+	ListCell   *lc;
+
+	if (stmt->removeType != OBJECT_TABLE)
+		return;
+	foreach(lc, stmt->objects)
+	{
+		RangeVar   *rv = makeRangeVarFromNameList((List *) lfirst(lc));
+		Oid			relid = RangeVarGetRelid(rv, NoLock, true);
+
+		if (OidIsValid(relid))
+			refuse_removal(relid, "DROP TABLE");
+	}
+}
+
+/*
  * Refuse the ALTER TABLE subcommands that would rewrite stored events, and
  * let empty premade partitions yield to restored ones.  Called from the
  * utility hook and from the ddl_command_start event trigger.
@@ -207,6 +301,11 @@ es_guard_utility(Node *parsetree)
 		yield_to_create((CreateStmt *) parsetree);
 		return;
 	}
+	if (IsA(parsetree, DropStmt))
+	{
+		guard_drop((DropStmt *) parsetree);
+		return;
+	}
 	if (!IsA(parsetree, AlterTableStmt))
 		return;
 	stmt = (AlterTableStmt *) parsetree;
@@ -214,7 +313,7 @@ es_guard_utility(Node *parsetree)
 		return;
 
 	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
-	if (!is_event_table(relid))
+	if (!is_event_table(relid) && (!OidIsValid(relid) || relid != es_archive_relid(true)))
 		return;
 
 	foreach(lc, stmt->cmds)
@@ -224,6 +323,15 @@ es_guard_utility(Node *parsetree)
 
 		if (cmd->subtype == AT_AttachPartition && relid == es_events_relid(true))
 			yield_to_attach(relid, (PartitionCmd *) cmd->def);
+		else if (cmd->subtype == AT_DetachPartition ||
+				 cmd->subtype == AT_DetachPartitionFinalize)
+		{
+			PartitionCmd *pc = (PartitionCmd *) cmd->def;
+			Oid			part = RangeVarGetRelid(pc->name, NoLock, true);
+
+			if (OidIsValid(part))
+				refuse_removal(part, pc->concurrent ? "DETACH PARTITION ... CONCURRENTLY" : "DETACH PARTITION");
+		}
 		else if (cmd->subtype == AT_SetAccessMethod)
 			what = "SET ACCESS METHOD";
 		else if (cmd->subtype == AT_AlterColumnType)

@@ -7,7 +7,9 @@
  *	  Every event partition uses this access method.  It is heap's routine
  *	  with the callbacks that could rewrite history replaced:
  *
- *	  - tuple_update / tuple_delete: always refused;
+ *	  - tuple_update: refused, except while event_store.redact() runs
+ *	    (src/redact.c; the row trigger checks what the update changes);
+ *	  - tuple_delete: always refused;
  *	  - relation_set_new_filenode: allowed while the relation is being
  *	    created in this transaction (CREATE TABLE, the transient table of
  *	    VACUUM FULL / CLUSTER / table rewrites) or holds no block at all;
@@ -62,6 +64,10 @@ es_tuple_update(Relation rel, ItemPointer otid, TupleTableSlot *slot,
 				bool wait, TM_FailureData *tmfd, LockTupleMode *lockmode,
 				bool *update_indexes)
 {
+	if (es_redaction_stream != NULL)
+		return GetHeapamTableAmRoutine()->tuple_update(rel, otid, slot, cid, snapshot,
+													   crosscheck, wait, tmfd,
+													   lockmode, update_indexes);
 	refuse(rel, "UPDATE");
 	pg_unreachable();
 }

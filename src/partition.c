@@ -34,6 +34,7 @@
 #include "event_store.h"
 
 PG_FUNCTION_INFO_V1(es_partition_ranges);
+PG_FUNCTION_INFO_V1(es_partition_ranges_of);
 
 /* The range [cached_lo, cached_hi) is covered by a partition of cached_parent. */
 static Oid	cached_parent = InvalidOid;
@@ -181,14 +182,13 @@ es_ensure_partition_for(TimestampTz ts)
 }
 
 /*
- * event_store.partition_ranges(): every partition of event_store.events with
- * its range, read from the partition descriptor.
+ * Emit every partition of a range-partitioned parent with its range, read
+ * from the partition descriptor, into the caller's materialized result.
  */
-Datum
-es_partition_ranges(PG_FUNCTION_ARGS)
+static void
+emit_partition_ranges(FunctionCallInfo fcinfo, Oid parent_oid)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	Oid			parent_oid = es_events_relid(false);
 	Relation	parent;
 	PartitionDesc pd;
 	PartitionBoundInfo bi;
@@ -196,6 +196,12 @@ es_partition_ranges(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	parent = table_open(parent_oid, AccessShareLock);
+	if (parent->rd_rel->relkind != RELKIND_PARTITIONED_TABLE ||
+		RelationGetPartitionKey(parent)->strategy != PARTITION_STRATEGY_RANGE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("\"%s\" is not a range-partitioned table",
+						RelationGetRelationName(parent))));
 	pd = RelationGetPartitionDesc(parent, true);
 	bi = pd->boundinfo;
 
@@ -217,5 +223,33 @@ es_partition_ranges(PG_FUNCTION_ARGS)
 		}
 	}
 	table_close(parent, AccessShareLock);
+}
+
+/*
+ * event_store.partition_ranges(): every partition of event_store.events with
+ * its range, read from the partition descriptor.
+ */
+Datum
+es_partition_ranges(PG_FUNCTION_ARGS)
+{
+	emit_partition_ranges(fcinfo, es_events_relid(false));
+	return (Datum) 0;
+}
+
+/*
+ * event_store._partition_ranges_of(parent): the same for another
+ * range-partitioned parent (the archive, event_store_archive.events).
+ */
+Datum
+es_partition_ranges_of(PG_FUNCTION_ARGS)
+{
+	Oid			parent = PG_GETARG_OID(0);
+
+	if (parent != es_events_relid(true) && parent != es_archive_relid(true))
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("relation with OID %u is not an event log parent", parent),
+				 errhint("Pass event_store.events or event_store_archive.events.")));
+	emit_partition_ranges(fcinfo, parent);
 	return (Datum) 0;
 }
