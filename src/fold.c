@@ -70,6 +70,7 @@
 #include "utils/typcache.h"
 
 #include "event_store.h"
+#include "merge_state.h"
 
 PG_FUNCTION_INFO_V1(es_fold);
 PG_FUNCTION_INFO_V1(es_fold_to_version);
@@ -91,6 +92,7 @@ typedef struct ReducerCache
 	Oid			state_type;
 	FmgrInfo	flinfo;
 	bool		strict;
+	bool		merge_fast;		/* reducer is event_store.merge_patch */
 	int16		typlen;
 	bool		typbyval;
 	FmgrInfo	outfn;			/* state type's output function */
@@ -103,6 +105,7 @@ typedef struct ReducerCache
 	AttrNumber	att_version;
 	AttrNumber	att_recorded_at;
 	AttrNumber	att_occurred_at;
+	AttrNumber	att_data;
 } ReducerCache;
 
 /* The cut and the options of one fold. */
@@ -139,6 +142,8 @@ typedef struct FoldState
 	TupleTableSlot *sort_slot;
 	Snapshot	snapshot;
 	bool		stop;
+	MergeState *ms;				/* merge_fast: the state, as a tree */
+	bool		ms_dirty;		/* ms has changed since fs->state was set */
 } FoldState;
 
 /* Statements, prepared once per backend. */
@@ -171,6 +176,18 @@ attnum_of(TupleDesc desc, const char *name)
 	}
 	elog(ERROR, "event_store.events has no column \"%s\"", name);
 	return InvalidAttrNumber;	/* keep compiler quiet */
+}
+
+/* OID of event_store.merge_patch(jsonb, event_store.events). */
+static Oid
+merge_patch_oid(bool missing_ok)
+{
+	Oid			argtypes[2];
+
+	argtypes[0] = JSONBOID;
+	argtypes[1] = get_rel_type_id(es_events_relid(false));
+	return LookupFuncName(list_make2(makeString(ES_SCHEMA), makeString("merge_patch")),
+						  2, argtypes, missing_ok);
 }
 
 /*
@@ -271,11 +288,171 @@ reducer_cache(FunctionCallInfo fcinfo, Oid reducer, Oid state_type)
 	rc->att_version = attnum_of(desc, "stream_version");
 	rc->att_recorded_at = attnum_of(desc, "recorded_at");
 	rc->att_occurred_at = attnum_of(desc, "occurred_at");
+	rc->att_data = attnum_of(desc, "data");
+
+	/*
+	 * The built-in merge-patch reducer is not called per event: the fold
+	 * applies each event's data in place to a tree (merge_state.c).
+	 */
+	rc->merge_fast = state_type == JSONBOID && reducer == merge_patch_oid(true);
 
 	rc->reducer = reducer;
 	rc->state_type = state_type;
 	fcinfo->flinfo->fn_extra = rc;
 	return rc;
+}
+
+/*
+ * Copy a reducer's result into the state context not in use, then free the
+ * old state.  External (TOAST, expanded) values are flattened, so the state
+ * never points into the per-event context or a buffer.
+ */
+static void
+set_state(FoldState *fs, Datum value, bool isnull)
+{
+	ReducerCache *rc = fs->rc;
+	int			next = 1 - fs->cur;
+	MemoryContext old;
+
+	MemoryContextReset(fs->state_cxt[next]);
+	if (isnull || rc->typbyval)
+		fs->state = value;
+	else
+	{
+		old = MemoryContextSwitchTo(fs->state_cxt[next]);
+		if (rc->typlen == -1 && VARATT_IS_EXTERNAL(DatumGetPointer(value)))
+			fs->state = PointerGetDatum(detoast_external_attr((struct varlena *) DatumGetPointer(value)));
+		else
+			fs->state = datumCopy(value, rc->typbyval, rc->typlen);
+		MemoryContextSwitchTo(old);
+	}
+	fs->isnull = isnull;
+	MemoryContextReset(fs->state_cxt[fs->cur]);
+	fs->cur = next;
+}
+
+/*
+ * Merge-patch fast path: serialise the tree into fs->state when it has
+ * changed, before the state is stored or returned.
+ */
+static void
+sync_merge_state(FoldState *fs)
+{
+	MemoryContext old;
+	Jsonb	   *doc;
+
+	if (fs->ms == NULL || !fs->ms_dirty)
+		return;
+	old = MemoryContextSwitchTo(fs->event_cxt);
+	doc = merge_state_get(fs->ms);
+	MemoryContextSwitchTo(old);
+	set_state(fs, PointerGetDatum(doc), doc == NULL);
+	fs->ms_dirty = false;
+}
+
+/* Write the current state as a snapshot at fs->version (idempotent). */
+static void
+save_snapshot(FoldState *fs)
+{
+	ReducerCache *rc = fs->rc;
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	MemoryContext old;
+	int			rc_spi;
+
+	sync_merge_state(fs);
+	old = MemoryContextSwitchTo(fs->event_cxt);
+
+	values[0] = PointerGetDatum(fs->req->stream_id);
+	values[1] = CStringGetTextDatum(rc->key);
+	values[2] = CStringGetTextDatum(fs->revision);
+	values[3] = CStringGetTextDatum(fs->digest);
+	values[4] = Int64GetDatum(fs->version);
+	values[5] = TimestampTzGetDatum(fs->recorded_at);
+	if (fs->isnull)
+	{
+		values[6] = (Datum) 0;
+		nulls[6] = 'n';
+	}
+	else
+		values[6] = CStringGetTextDatum(OutputFunctionCall(&rc->outfn, fs->state));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (plan_save == NULL)
+	{
+		Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID};
+
+		plan_save = fold_keep_plan(
+								   "INSERT INTO event_store.snapshots "
+								   "(stream_id, reducer, revision, initial_digest, version, recorded_at, state) "
+								   "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING", 7, types);
+	}
+	rc_spi = SPI_execute_plan(plan_save, values, nulls, false, 0);
+	if (rc_spi != SPI_OK_INSERT)
+		elog(ERROR, "saving a snapshot failed: %s", SPI_result_code_string(rc_spi));
+	SPI_finish();
+	MemoryContextSwitchTo(old);
+}
+
+/* After an event is folded: where the fold is, and automatic snapshots. */
+static void
+event_folded(FoldState *fs, int64 version, TimestampTz recorded_at)
+{
+	fs->version = version;
+	fs->recorded_at = recorded_at;
+	fs->nfolded++;
+
+	if (fs->every > 0 && fs->can_write && !fs->req->bitemporal &&
+		version % fs->every == 0 && version > fs->start_version)
+		save_snapshot(fs);
+}
+
+/*
+ * Fold one event's data with the built-in merge-patch reducer: what
+ * es_merge_patch() returns, computed in place on the tree.  NULL data
+ * leaves the state as it is.  Runs in the per-event context.
+ */
+static void
+apply_merge_patch(FoldState *fs, Datum data, bool data_isnull,
+				  int64 version, TimestampTz recorded_at)
+{
+	if (!data_isnull)
+		merge_state_apply(fs->ms, DatumGetJsonbP(data));
+	fs->ms_dirty = true;
+	event_folded(fs, version, recorded_at);
+}
+
+/* Feed one event (a composite datum of event_store.events) to the reducer. */
+static void
+apply_event(FoldState *fs, Datum event, int64 version, TimestampTz recorded_at)
+{
+	ReducerCache *rc = fs->rc;
+	LOCAL_FCINFO(rfc, 2);
+	Datum		result;
+
+	if (rc->strict && fs->isnull)
+	{
+		/* A strict reducer leaves a NULL state NULL. */
+	}
+	else
+	{
+		InitFunctionCallInfoData(*rfc, &rc->flinfo, 2, InvalidOid, NULL, NULL);
+		rfc->args[0].value = fs->state;
+		rfc->args[0].isnull = fs->isnull;
+		rfc->args[1].value = event;
+		rfc->args[1].isnull = false;
+		result = FunctionCallInvoke(rfc);
+		if (rfc->isnull && !fs->isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_ES_REDUCER_RETURNED_NULL),
+					 errmsg("reducer %s returned NULL", format_procedure(rc->reducer)),
+					 errdetail("The state was not NULL before event %lld of stream \"%s\".",
+							   (long long) version, text_to_cstring(fs->req->stream_id)),
+					 errhint("A reducer must return a state for every event; return the state unchanged to ignore an event.")));
+		set_state(fs, result, rfc->isnull);
+	}
+	event_folded(fs, version, recorded_at);
 }
 
 /*
@@ -350,115 +527,6 @@ may_read_snapshots(void)
 
 	return OidIsValid(relid) &&
 		pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
-}
-
-/*
- * Copy a reducer's result into the state context not in use, then free the
- * old state.  External (TOAST, expanded) values are flattened, so the state
- * never points into the per-event context or a buffer.
- */
-static void
-set_state(FoldState *fs, Datum value, bool isnull)
-{
-	ReducerCache *rc = fs->rc;
-	int			next = 1 - fs->cur;
-	MemoryContext old;
-
-	MemoryContextReset(fs->state_cxt[next]);
-	if (isnull || rc->typbyval)
-		fs->state = value;
-	else
-	{
-		old = MemoryContextSwitchTo(fs->state_cxt[next]);
-		if (rc->typlen == -1 && VARATT_IS_EXTERNAL(DatumGetPointer(value)))
-			fs->state = PointerGetDatum(detoast_external_attr((struct varlena *) DatumGetPointer(value)));
-		else
-			fs->state = datumCopy(value, rc->typbyval, rc->typlen);
-		MemoryContextSwitchTo(old);
-	}
-	fs->isnull = isnull;
-	MemoryContextReset(fs->state_cxt[fs->cur]);
-	fs->cur = next;
-}
-
-/* Write the current state as a snapshot at fs->version (idempotent). */
-static void
-save_snapshot(FoldState *fs)
-{
-	ReducerCache *rc = fs->rc;
-	Datum		values[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	MemoryContext old = MemoryContextSwitchTo(fs->event_cxt);
-	int			rc_spi;
-
-	values[0] = PointerGetDatum(fs->req->stream_id);
-	values[1] = CStringGetTextDatum(rc->key);
-	values[2] = CStringGetTextDatum(fs->revision);
-	values[3] = CStringGetTextDatum(fs->digest);
-	values[4] = Int64GetDatum(fs->version);
-	values[5] = TimestampTzGetDatum(fs->recorded_at);
-	if (fs->isnull)
-	{
-		values[6] = (Datum) 0;
-		nulls[6] = 'n';
-	}
-	else
-		values[6] = CStringGetTextDatum(OutputFunctionCall(&rc->outfn, fs->state));
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (plan_save == NULL)
-	{
-		Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID};
-
-		plan_save = fold_keep_plan(
-								   "INSERT INTO event_store.snapshots "
-								   "(stream_id, reducer, revision, initial_digest, version, recorded_at, state) "
-								   "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING", 7, types);
-	}
-	rc_spi = SPI_execute_plan(plan_save, values, nulls, false, 0);
-	if (rc_spi != SPI_OK_INSERT)
-		elog(ERROR, "saving a snapshot failed: %s", SPI_result_code_string(rc_spi));
-	SPI_finish();
-	MemoryContextSwitchTo(old);
-}
-
-/* Feed one event (a composite datum of event_store.events) to the reducer. */
-static void
-apply_event(FoldState *fs, Datum event, int64 version, TimestampTz recorded_at)
-{
-	ReducerCache *rc = fs->rc;
-	LOCAL_FCINFO(rfc, 2);
-	Datum		result;
-
-	if (rc->strict && fs->isnull)
-	{
-		/* A strict reducer leaves a NULL state NULL. */
-	}
-	else
-	{
-		InitFunctionCallInfoData(*rfc, &rc->flinfo, 2, InvalidOid, NULL, NULL);
-		rfc->args[0].value = fs->state;
-		rfc->args[0].isnull = fs->isnull;
-		rfc->args[1].value = event;
-		rfc->args[1].isnull = false;
-		result = FunctionCallInvoke(rfc);
-		if (rfc->isnull && !fs->isnull)
-			ereport(ERROR,
-					(errcode(ERRCODE_ES_REDUCER_RETURNED_NULL),
-					 errmsg("reducer %s returned NULL", format_procedure(rc->reducer)),
-					 errdetail("The state was not NULL before event %lld of stream \"%s\".",
-							   (long long) version, text_to_cstring(fs->req->stream_id)),
-					 errhint("A reducer must return a state for every event; return the state unchanged to ignore an event.")));
-		set_state(fs, result, rfc->isnull);
-	}
-	fs->version = version;
-	fs->recorded_at = recorded_at;
-	fs->nfolded++;
-
-	if (fs->every > 0 && fs->can_write && !fs->req->bitemporal &&
-		version % fs->every == 0 && version > fs->start_version)
-		save_snapshot(fs);
 }
 
 /*
@@ -651,8 +719,12 @@ scan_partition(FoldState *fs, Oid partoid)
 
 		MemoryContextReset(fs->event_cxt);
 		old = MemoryContextSwitchTo(fs->event_cxt);
-		apply_event(fs, HeapTupleGetDatum(heap_form_tuple(edesc, values, nulls)),
-					version, recorded_at);
+		if (fs->ms)
+			apply_merge_patch(fs, values[rc->att_data - 1], nulls[rc->att_data - 1],
+							  version, recorded_at);
+		else
+			apply_event(fs, HeapTupleGetDatum(heap_form_tuple(edesc, values, nulls)),
+						version, recorded_at);
 		MemoryContextSwitchTo(old);
 	}
 
@@ -678,18 +750,22 @@ fold_sorted(FoldState *fs)
 	while (tuplesort_gettupleslot(fs->sort, true, false, slot, NULL))
 	{
 		MemoryContext old;
-		HeapTuple	tuple;
-		bool		isnull;
 		int64		version;
 		TimestampTz recorded_at;
 
 		CHECK_FOR_INTERRUPTS();
 		MemoryContextReset(fs->event_cxt);
 		old = MemoryContextSwitchTo(fs->event_cxt);
-		tuple = ExecCopySlotHeapTuple(slot);
-		version = DatumGetInt64(heap_getattr(tuple, rc->att_version, edesc, &isnull));
-		recorded_at = DatumGetTimestampTz(heap_getattr(tuple, rc->att_recorded_at, edesc, &isnull));
-		apply_event(fs, heap_copy_tuple_as_datum(tuple, edesc), version, recorded_at);
+		slot_getallattrs(slot);
+		version = DatumGetInt64(slot->tts_values[rc->att_version - 1]);
+		recorded_at = DatumGetTimestampTz(slot->tts_values[rc->att_recorded_at - 1]);
+		if (fs->ms)
+			apply_merge_patch(fs, slot->tts_values[rc->att_data - 1],
+							  slot->tts_isnull[rc->att_data - 1], version, recorded_at);
+		else
+			apply_event(fs, HeapTupleGetDatum(heap_form_tuple(edesc, slot->tts_values,
+															  slot->tts_isnull)),
+						version, recorded_at);
 		MemoryContextSwitchTo(old);
 	}
 	ExecDropSingleTupleTableSlot(slot);
@@ -873,6 +949,13 @@ fold_internal(FunctionCallInfo fcinfo, Oid reducer, Oid state_type,
 			restore_snapshot(&fs);
 	}
 
+	if (rc->merge_fast)
+	{
+		/* The state from here on is the tree; fs.state is set from it at the end. */
+		fs.ms = merge_state_create(fold_cxt);
+		merge_state_set(fs.ms, fs.isnull ? NULL : DatumGetJsonbP(fs.state));
+	}
+
 	if (req->bitemporal)
 	{
 		AttrNumber	attnums[2] = {rc->att_occurred_at, rc->att_version};
@@ -907,6 +990,7 @@ fold_internal(FunctionCallInfo fcinfo, Oid reducer, Oid state_type,
 
 	if (req->force_snapshot && fs.version > 0 && fs.version > fs.start_version)
 		save_snapshot(&fs);
+	sync_merge_state(&fs);
 	if (version_out)
 		*version_out = fs.version;
 
@@ -1026,16 +1110,19 @@ es_fold_bitemporal(PG_FUNCTION_ARGS)
 	PG_RETURN_DATUM(result);
 }
 
-/* OID of event_store.merge_patch(jsonb, event_store.events). */
+/*
+ * The reducer of state_as_of() and state_bitemporal(): the OID cached for
+ * this call site, or looked up (once per call site, then cached by
+ * reducer_cache()).
+ */
 static Oid
-merge_patch_oid(void)
+builtin_merge_patch(FunctionCallInfo fcinfo)
 {
-	Oid			argtypes[2];
+	ReducerCache *rc = (ReducerCache *) fcinfo->flinfo->fn_extra;
 
-	argtypes[0] = JSONBOID;
-	argtypes[1] = get_rel_type_id(es_events_relid(false));
-	return LookupFuncName(list_make2(makeString(ES_SCHEMA), makeString("merge_patch")),
-						  2, argtypes, false);
+	if (rc != NULL && rc->merge_fast)
+		return rc->reducer;
+	return merge_patch_oid(false);
 }
 
 /*
@@ -1058,7 +1145,7 @@ es_state_as_of(PG_FUNCTION_ARGS)
 	req.as_of = PG_ARGISNULL(1) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(1);
 	req.valid_at = DT_NOEND;
 	req.use_snapshots = true;
-	result = fold_internal(fcinfo, merge_patch_oid(), JSONBOID, (Datum) 0, true, &req, NULL);
+	result = fold_internal(fcinfo, builtin_merge_patch(fcinfo), JSONBOID, (Datum) 0, true, &req, NULL);
 	if (fcinfo->isnull)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
@@ -1081,7 +1168,7 @@ es_state_bitemporal(PG_FUNCTION_ARGS)
 	req.valid_at = PG_ARGISNULL(1) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(1);
 	req.as_of = PG_ARGISNULL(2) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(2);
 	req.bitemporal = true;
-	result = fold_internal(fcinfo, merge_patch_oid(), JSONBOID, (Datum) 0, true, &req, NULL);
+	result = fold_internal(fcinfo, builtin_merge_patch(fcinfo), JSONBOID, (Datum) 0, true, &req, NULL);
 	if (fcinfo->isnull)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(result);
