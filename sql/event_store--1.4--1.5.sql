@@ -118,6 +118,27 @@ AS $$
 $$;
 
 ------------------------------------------------------------------------------
+-- consumer_group_member(stream, 0) divided by zero (SQLSTATE 22012): now
+-- 22023 with a message.  Still one inlinable SQL expression.
+------------------------------------------------------------------------------
+CREATE FUNCTION event_store._invalid_group_size(consumer_group_size int) RETURNS int
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RAISE EXCEPTION 'consumer_group_size must be at least 1, got %', consumer_group_size
+        USING ERRCODE = 'invalid_parameter_value';
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.consumer_group_member(stream_id text, consumer_group_size int) RETURNS int
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN CASE WHEN consumer_group_size OPERATOR(pg_catalog.<) 1
+            THEN event_store._invalid_group_size(consumer_group_size)
+            ELSE (pg_catalog.abs(event_store._hash_64(event_store.cardinal_id(stream_id)))
+                  OPERATOR(pg_catalog.%) consumer_group_size)::int END;
+
+------------------------------------------------------------------------------
 -- PUBLIC gets nothing.
 ------------------------------------------------------------------------------
 REVOKE ALL ON SCHEMA event_store FROM PUBLIC;
@@ -154,7 +175,7 @@ DECLARE
       ['event_store_reader', 'reducer_revision'], ['event_store_reader', '_reducer_key'],
       ['event_store_reader', '_definition_revision'],
       ['event_store_reader', 'cardinal_id'], ['event_store_reader', 'consumer_group_member'],
-      ['event_store_reader', '_hash_64'], ['event_store_reader', 'poll'],
+      ['event_store_reader', '_hash_64'], ['event_store_reader', '_invalid_group_size'], ['event_store_reader', 'poll'],
       ['event_store_reader', 'ack'], ['event_store_reader', '_subscription_args'],
       ['event_store_reader', '_subscription_position'], ['event_store_reader', '_check_name'],
       ['event_store_reader', '_check_filter'],

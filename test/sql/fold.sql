@@ -155,6 +155,8 @@ SELECT event_store.fold('returns_null(jsonb,event_store.events)', NULL::jsonb, '
 -- Reducers run with the caller's privileges: EXECUTE on the reducer is required.
 CREATE ROLE fold_reader;
 GRANT USAGE ON SCHEMA event_store TO fold_reader;
+-- Since 1.5 PUBLIC may execute nothing of the extension: grant it all.
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA event_store TO fold_reader;
 GRANT SELECT ON event_store.events, event_store.streams, event_store.reducers TO fold_reader;
 REVOKE EXECUTE ON FUNCTION sum_paid(numeric, event_store.events) FROM PUBLIC;
 SET ROLE fold_reader;
