@@ -10,10 +10,12 @@
 # (unix socket only) and removed at the end.
 #
 # Reports (medians of BENCH_REPS client-side timings, psql \timing):
-#   1. fold of 10,000 events with the built-in merge-patch reducer, against
-#      a PL/pgSQL loop over read_stream doing the same merge (C jsonb_merge_patch
-#      and, second, a merge-patch written in PL/pgSQL), and against a plain
-#      SELECT data FROM read_stream(...) of the same events;
+#   1. fold of 10,000 events with the built-in merge-patch reducer (applied in
+#      place on a tree), against a PL/pgSQL loop over read_stream doing the
+#      same merge (C jsonb_merge_patch and, second, a merge-patch written in
+#      PL/pgSQL), against a plain SELECT data FROM read_stream(...) of the
+#      same events, and against the fold calling the same C reducer per event
+#      (es_merge_patch under another name: the path before the tree);
 #   2. state_as_of on a BIG-event stream with snapshots (every 1,000) against
 #      state_as_of on a 1,000-event stream;
 #   3. growth of the backend's private memory (RssAnon, sampled every 20 ms)
@@ -125,13 +127,18 @@ BEGIN
         s := plpgsql_merge(s, r.data);
     END LOOP;
     RETURN s;
-END \$\$;" >/dev/null
-same=$(DB=bench sql "SELECT event_store.state_as_of('s10k') = plpgsql_fold('s10k') AND plpgsql_fold('s10k') = plpgsql_fold_pure('s10k')")
-echo "   the three folds agree: $same"
+END \$\$;
+CREATE FUNCTION percall_merge_patch(jsonb, event_store.events) RETURNS jsonb
+AS '\$libdir/event_store', 'es_merge_patch' LANGUAGE C IMMUTABLE;" >/dev/null
+PC="'percall_merge_patch(jsonb,event_store.events)'"
+same=$(DB=bench sql "SELECT event_store.state_as_of('s10k') = plpgsql_fold('s10k') AND plpgsql_fold('s10k') = plpgsql_fold_pure('s10k')
+                     AND event_store.state_as_of('s10k')::text = event_store.fold($PC, NULL::jsonb, 's10k')::text")
+echo "   the four folds agree: $same"
 
 echo "== 1. fold of 10,000 events"
 t_fold=$(median_ms bench "SELECT event_store.state_as_of('s10k')")
 t_fold_generic=$(median_ms bench "SELECT event_store.fold($MP, NULL::jsonb, 's10k')")
+t_fold_percall=$(median_ms bench "SELECT event_store.fold($PC, NULL::jsonb, 's10k')")
 t_loop=$(median_ms bench "SELECT plpgsql_fold('s10k')")
 t_loop_pure=$(median_ms bench "SELECT plpgsql_fold_pure('s10k')")
 t_select=$(median_ms bench "SELECT data FROM event_store.read_stream('s10k', 1, 100000)")
@@ -201,6 +208,7 @@ date:    $(date -u '+%Y-%m-%d %H:%M UTC'); PostgreSQL $("$PGBIN/postgres" --vers
 1. 10,000 events, merge-patch                       ms
    C fold (state_as_of)                        $t_fold
    C fold (fold(merge_patch, NULL, ...))       $t_fold_generic
+   C fold, same C reducer called per event     $t_fold_percall
    C fold, event_count reducer (loop cost)     $t_count
    PL/pgSQL loop + C jsonb_merge_patch         $t_loop
    PL/pgSQL loop + PL/pgSQL merge              $t_loop_pure
@@ -208,6 +216,7 @@ date:    $(date -u '+%Y-%m-%d %H:%M UTC'); PostgreSQL $("$PGBIN/postgres" --vers
    speed-up vs PL/pgSQL loop (C merge):   $(ratio "$t_loop" "$t_fold")x   (target >= 10x)
    speed-up vs PL/pgSQL loop (PL merge):  $(ratio "$t_loop_pure" "$t_fold")x
    fold / plain SELECT:                   $(ratio "$t_fold" "$t_select")x   (target <= 2x)
+   in place vs reducer called per event:  $(ratio "$t_fold_percall" "$t_fold")x
 
 2. state_as_of with snapshots every 1,000 ($nsnap snapshots of the big stream)
    $BIG events, latest                  $t_big_latest ms
