@@ -146,9 +146,8 @@ SELECT event_store.fold_to_version('failing(jsonb,event_store.events)', '{}'::js
 -- A reducer returning NULL for a non-NULL state: SQLSTATE ES010.
 CREATE FUNCTION returns_null(s jsonb, e event_store.events) RETURNS jsonb LANGUAGE sql
 RETURN CASE WHEN e.event_type = 'Paid' THEN NULL ELSE s END;
-\set VERBOSITY verbose
 SELECT event_store.fold('returns_null(jsonb,event_store.events)', '{}'::jsonb, 'fold-booking-1');
-\set VERBOSITY default
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
 -- From a NULL state, NULL is allowed (the state stays NULL).
 SELECT event_store.fold('returns_null(jsonb,event_store.events)', NULL::jsonb, 'fold-booking-1') IS NULL AS null_to_null;
 
