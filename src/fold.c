@@ -794,8 +794,8 @@ lookup_stream(text *stream_id, const char *reducer_key,
 		plan_stream = fold_keep_plan(
 									 "SELECT s.created_at, s.updated_at, r.snapshot_every, r.revision_tag "
 									 "FROM (SELECT) d "
-									 "LEFT JOIN event_store.streams s ON s.stream_id = $1 "
-									 "LEFT JOIN event_store.reducers r ON r.reducer = $2", 2, types);
+									 "LEFT JOIN event_store.streams s ON s.stream_id OPERATOR(pg_catalog.=) $1 "
+									 "LEFT JOIN event_store.reducers r ON r.reducer OPERATOR(pg_catalog.=) $2", 2, types);
 	}
 	rc = SPI_execute_plan(plan_stream, values, NULL, true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1)
@@ -849,8 +849,9 @@ restore_snapshot(FoldState *fs)
 
 		plan_snapshot = fold_keep_plan(
 									   "SELECT version, recorded_at, state FROM event_store.snapshots "
-									   "WHERE stream_id = $1 AND reducer = $2 AND revision = $3 "
-									   "AND initial_digest = $4 AND version <= $5 AND recorded_at <= $6 "
+									   "WHERE stream_id OPERATOR(pg_catalog.=) $1 AND reducer OPERATOR(pg_catalog.=) $2 "
+									   "AND revision OPERATOR(pg_catalog.=) $3 AND initial_digest OPERATOR(pg_catalog.=) $4 "
+									   "AND version OPERATOR(pg_catalog.<=) $5 AND recorded_at OPERATOR(pg_catalog.<=) $6 "
 									   "ORDER BY version DESC LIMIT 1", 6, types);
 	}
 	spirc = SPI_execute_plan(plan_snapshot, values, NULL, true, 1);
