@@ -24,10 +24,20 @@
  *	  Without preloading there is no registry: the feed is "unprotected"
  *	  (ordered, not gap-free), and feed_mode() says so.
  *
+ *	  Partitions are by recorded_at while the feed reads by position, so a
+ *	  feed read cannot prune partitions on its own.  _feed_scan_from()
+ *	  gives it a recorded_at lower bound: a partition whose range ends
+ *	  before the first draw of every in-flight append (and before now) can
+ *	  receive no more rows — every append records recorded_at >= the time
+ *	  of its first draw — so its highest position is final and is cached
+ *	  per backend; partitions whose final highest position is at or below
+ *	  the reader's position are skipped.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/table.h"
 #include "access/twophase.h"
 #include "access/xact.h"
 #include "commands/sequence.h"
@@ -38,20 +48,41 @@
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "executor/spi.h"
+#include "partitioning/partbounds.h"
+#include "partitioning/partdesc.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
 
 #include "event_store.h"
 
 PG_FUNCTION_INFO_V1(es_feed_horizon);
 PG_FUNCTION_INFO_V1(es_feed_mode);
 PG_FUNCTION_INFO_V1(es_feed_in_flight);
+PG_FUNCTION_INFO_V1(es_feed_scan_from);
 
+/* One slot per backend; first_draw_time[] follows first_position[]. */
 typedef struct FeedRegistry
 {
 	LWLock	   *lock;
 	int			nslots;
+	TimestampTz *first_draw_time;
 	int64		first_position[FLEXIBLE_ARRAY_MEMBER];	/* 0 = idle */
 } FeedRegistry;
+
+/* Highest position of a closed partition (final), cached per backend. */
+typedef struct ClosedPartition
+{
+	Oid			relid;
+	int64		max_position;	/* 0 when empty */
+} ClosedPartition;
+
+static HTAB *closed_partitions = NULL;
+static bool closed_callback_registered = false;
 
 static FeedRegistry *registry = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -69,8 +100,9 @@ registry_slots(void)
 static Size
 registry_size(void)
 {
-	return add_size(offsetof(FeedRegistry, first_position),
-					mul_size(sizeof(int64), registry_slots()));
+	return add_size(add_size(offsetof(FeedRegistry, first_position),
+							 mul_size(sizeof(int64), registry_slots())),
+					mul_size(sizeof(TimestampTz), registry_slots()));
 }
 
 static void
@@ -98,6 +130,8 @@ feed_shmem_startup(void)
 		registry->nslots = registry_slots();
 		memset(registry->first_position, 0, sizeof(int64) * registry->nslots);
 	}
+	/* the timestamps live right after the positions */
+	registry->first_draw_time = (TimestampTz *) &registry->first_position[registry->nslots];
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -175,6 +209,7 @@ es_feed_draw_positions(Oid seq, int n, int64 *positions)
 	if (registry != NULL && !my_slot_set)
 	{
 		LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+		registry->first_draw_time[MyProc->pgprocno] = GetCurrentTimestamp();
 		positions[0] = nextval_internal(seq, true);
 		registry->first_position[MyProc->pgprocno] = positions[0];
 		my_slot_set = true;
@@ -249,4 +284,136 @@ es_feed_in_flight(PG_FUNCTION_ARGS)
 	values[1] = Int64GetDatum(lowest);
 	nulls[1] = (lowest == 0);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/* Forget cached partition maxima when partitions are attached or detached. */
+static void
+closed_partitions_invalidate(Datum arg, Oid relid)
+{
+	if (closed_partitions != NULL)
+	{
+		hash_destroy(closed_partitions);
+		closed_partitions = NULL;
+	}
+}
+
+/*
+ * The time before which no partition can receive rows any more: now, or the
+ * first draw of the oldest append in flight if that is earlier.
+ */
+static TimestampTz
+closed_before(void)
+{
+	TimestampTz result = GetCurrentTimestamp();
+
+	LWLockAcquire(registry->lock, LW_SHARED);
+	for (int i = 0; i < registry->nslots; i++)
+		if (registry->first_position[i] != 0 && registry->first_draw_time[i] < result)
+			result = registry->first_draw_time[i];
+	LWLockRelease(registry->lock);
+	return result;
+}
+
+/* Highest position in a closed partition, cached: it cannot change any more. */
+static int64
+closed_partition_max(Oid relid)
+{
+	ClosedPartition *entry;
+	bool		found;
+
+	if (closed_partitions == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(ClosedPartition);
+		ctl.hcxt = CacheMemoryContext;
+		closed_partitions = hash_create("event_store closed partitions", 64, &ctl,
+										HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	entry = hash_search(closed_partitions, &relid, HASH_ENTER, &found);
+	if (!found)
+	{
+		char	   *sql;
+		bool		isnull;
+		int			rc;
+
+		entry->max_position = 0;
+		sql = psprintf("SELECT max(global_position) FROM ONLY %s",
+					   quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+												  get_rel_name(relid)));
+		SPI_connect();
+		rc = SPI_execute(sql, true, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		{
+			hash_search(closed_partitions, &relid, HASH_REMOVE, NULL);
+			elog(ERROR, "reading the highest position of a partition failed: %s",
+				 SPI_result_code_string(rc));
+		}
+		{
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			entry->max_position = isnull ? 0 : DatumGetInt64(d);
+		}
+		SPI_finish();
+	}
+	return entry->max_position;
+}
+
+/*
+ * A recorded_at lower bound for a feed read of positions > after: every
+ * partition that can hold such a position starts at or after it;
+ * DT_NOEND when none can; DT_NOBEGIN (no pruning) without the registry.
+ */
+TimestampTz
+es_feed_scan_bound(int64 after)
+{
+	TimestampTz bound = DT_NOEND;
+	TimestampTz closed;
+	Relation	parent;
+	PartitionDesc pd;
+	PartitionBoundInfo bi;
+
+	if (registry == NULL)
+		return DT_NOBEGIN;
+	if (!closed_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(closed_partitions_invalidate, (Datum) 0);
+		closed_callback_registered = true;
+	}
+
+	closed = closed_before();
+	parent = table_open(es_events_relid(false), AccessShareLock);
+	pd = RelationGetPartitionDesc(parent, true);
+	bi = pd->boundinfo;
+	if (bi != NULL)
+	{
+		/* indexes[i] is the partition whose upper bound is datums[i] */
+		for (int i = 0; i <= bi->ndatums; i++)
+		{
+			int			part = bi->indexes[i];
+			TimestampTz lo;
+			TimestampTz hi;
+
+			if (part < 0)
+				continue;
+			lo = (i > 0 && bi->kind[i - 1][0] == PARTITION_RANGE_DATUM_VALUE) ?
+				DatumGetTimestampTz(bi->datums[i - 1][0]) : DT_NOBEGIN;
+			hi = (i < bi->ndatums && bi->kind[i][0] == PARTITION_RANGE_DATUM_VALUE) ?
+				DatumGetTimestampTz(bi->datums[i][0]) : DT_NOEND;
+			if (lo >= bound)
+				continue;		/* already covered by the bound */
+			if (hi > closed || closed_partition_max(pd->oids[part]) > after)
+				bound = lo;
+		}
+	}
+	table_close(parent, AccessShareLock);
+	return bound;
+}
+
+/* event_store._feed_scan_from(after_position bigint) RETURNS timestamptz */
+Datum
+es_feed_scan_from(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TIMESTAMPTZ(es_feed_scan_bound(PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0)));
 }

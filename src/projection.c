@@ -653,14 +653,16 @@ prepare_run_plans(void)
 		plan_horizon = keep_plan("SELECT event_store.feed_horizon()", 0, NULL);
 	if (plan_read_feed == NULL)
 	{
-		Oid			types[4] = {INT8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID};
+		Oid			types[5] = {INT8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
 
+		/* $5: recorded_at bound from the feed, so that run-time pruning skips old partitions */
 		plan_read_feed = keep_plan(
 								   "SELECT e, e.global_position FROM event_store.events e "
 								   "WHERE e.global_position > $1 AND e.global_position <= $2 "
 								   "AND ($3 IS NULL OR e.event_type = ANY ($3)) "
 								   "AND ($4 IS NULL OR split_part(e.stream_id, '-', 1) = ANY ($4)) "
-								   "ORDER BY e.global_position", 4, types);
+								   "AND e.recorded_at >= $5 "
+								   "ORDER BY e.global_position", 5, types);
 	}
 	if (plan_save_checkpoint == NULL)
 	{
@@ -729,12 +731,13 @@ static int64
 feed_handler(RunTarget *t, int64 upto, int64 max, int notice_every, int64 *last,
 			 MemoryContext event_cxt)
 {
-	Datum		args[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	Portal		portal;
 	int64		count = 0;
 	bool		done = false;
 
+	args[4] = TimestampTzGetDatum(es_feed_scan_bound(t->checkpoint));
 	args[0] = Int64GetDatum(t->checkpoint);
 	args[1] = Int64GetDatum(upto);
 	args[2] = t->types;
