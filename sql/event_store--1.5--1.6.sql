@@ -491,6 +491,9 @@ DECLARE
     lock_key constant bigint := 7236178623481234561;   -- 'event_store.run_maintenance'
     step text;
 BEGIN
+    -- Fails here, before the session lock is taken, when called inside a
+    -- transaction block (a lock taken first would outlive the error).
+    COMMIT;
     IF NOT pg_catalog.pg_try_advisory_lock(lock_key) THEN
         RAISE NOTICE 'event_store maintenance is already running in another session: skipped';
         RETURN;
