@@ -167,6 +167,18 @@ is($sb->safe_psql('postgres', qq{SELECT event_store.state_as_of('order-1', '$as_
 is($sb->safe_psql('postgres', q{SELECT event_store.state_as_of('order-1')->>'round'}), '3',
     'state_as_of now sees round 3');
 
+# Partitions made on B after the trigger (the subscriber premakes its own)
+# fire it for the apply worker as well: the clone keeps ENABLE ALWAYS.
+ok($sb->safe_psql('postgres',
+        q{SELECT event_store.ensure_partitions(now() + interval '3 months', now() + interval '5 months')}) >= 1,
+    'B: more partitions made after the trigger');
+is($sb->safe_psql('postgres', q{
+        SELECT count(*) FILTER (WHERE t.tgenabled IS DISTINCT FROM 'A') || ' of ' || count(*)
+          FROM event_store.partition_ranges() r
+          LEFT JOIN pg_trigger t ON t.tgrelid = r.partition AND t.tgname = 'rm_apply'}),
+   '0 of ' . $sb->safe_psql('postgres', 'SELECT count(*) FROM event_store.partition_ranges()'),
+   'B: every partition has the read-model trigger, ENABLE ALWAYS');
+
 # Append-only on B too.
 my ($ret, $out, $err) = $sb->psql('postgres', 'DELETE FROM event_store.events');
 like($err, qr/append-only/, 'B: DELETE refused');
@@ -227,6 +239,8 @@ is($sc->safe_psql('postgres', $read_streams), $pa->safe_psql('postgres', $read_s
     'C: read_stream equals A for every stream');
 is($sc->safe_psql('postgres', $q{events}), $pa->safe_psql('postgres', $q{events}), 'C: events equal A');
 is($sc->safe_psql('postgres', $q{feed}), $pa->safe_psql('postgres', $q{feed}), 'C: read_all(0) equals A');
+is($sc->safe_psql('postgres', 'SELECT mode, horizon IS NULL, appends_in_flight FROM event_store.feed_status'),
+   'registry|t|0', 'C: feed_status answers on the standby');
 # A fold on the standby inside an explicit read-only transaction too.
 is($sc->safe_psql('postgres', q{
         BEGIN TRANSACTION READ ONLY;
