@@ -1,0 +1,94 @@
+# Shared helpers of the benchmark scripts (sourced, not run).
+#
+#   bench_cluster_start NAME   -> a throw-away cluster owned by the postgres OS
+#                                 user in a mktemp dir (unix socket only,
+#                                 shared_preload_libraries = 'event_store'),
+#                                 removed on exit; sets WORK, PGDATA_DIR, LOG,
+#                                 PORT and exports PGHOST/PGPORT/PGUSER
+#   bench_fetch_messagedb DIR  -> unpacks npm @eventide/message-db into
+#                                 DIR/package (returns 1 if npm fails)
+#   bench_median               -> median of the numbers on stdin
+#   bench_machine              -> one line: CPU model, cores, RAM
+#
+# Needs PGBIN set.  Extra postgresql.conf lines: BENCH_CONF (a string).
+
+bench_port_in_use() {
+    ss -Hltn "sport = :$1" 2>/dev/null | grep -q . ||
+        [[ -e /var/run/postgresql/.s.PGSQL.$1 || -e /tmp/.s.PGSQL.$1 ]]
+}
+
+bench_cleanup() {
+    local rc=$?
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        echo "BENCH_KEEP=1: cluster left running: PGHOST=$WORK PGPORT=$PORT psql -U postgres"
+        echo "  stop and remove: runuser -u postgres -- $PGBIN/pg_ctl -D $PGDATA_DIR stop && rm -rf $WORK"
+        exit $rc
+    fi
+    if [[ -n ${PGDATA_DIR:-} && -f $PGDATA_DIR/postmaster.pid ]]; then
+        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    [[ -n ${WORK:-} ]] && rm -rf "$WORK"
+    exit $rc
+}
+
+bench_cluster_start() {
+    local name=$1 p
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "run as root (the cluster is made and run as the postgres OS user)" >&2
+        exit 2
+    fi
+    for tool in initdb pg_ctl psql pgbench; do
+        [[ -x $PGBIN/$tool ]] || { echo "missing $PGBIN/$tool" >&2; exit 2; }
+    done
+    if [[ ! -f $($PGBIN/pg_config --pkglibdir)/event_store.so ]]; then
+        echo "event_store is not installed: make install" >&2
+        exit 2
+    fi
+    WORK=$(mktemp -d "/tmp/$name.XXXXXX")
+    chown postgres: "$WORK"
+    chmod 700 "$WORK"
+    PGDATA_DIR=$WORK/data
+    LOG=$WORK/server.log
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT TERM
+    PORT=
+    for _ in $(seq 1 100); do
+        p=$((20000 + RANDOM % 40000))
+        if ! bench_port_in_use "$p"; then PORT=$p; break; fi
+    done
+    [[ -n $PORT ]] || { echo "no free port found" >&2; exit 1; }
+    runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust \
+        --no-sync -E UTF8 --locale=C >"$WORK/initdb.log" 2>&1 ||
+        { cat "$WORK/initdb.log"; exit 1; }
+    cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
+# --- $name
+port = $PORT
+listen_addresses = ''
+unix_socket_directories = '$WORK'
+shared_preload_libraries = 'event_store'
+${BENCH_CONF:-}
+CONF
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$LOG" -w -t 60 start >/dev/null ||
+        { cat "$LOG"; exit 1; }
+    export PGHOST=$WORK PGPORT=$PORT PGUSER=postgres
+}
+
+bench_fetch_messagedb() {
+    local dir=$1
+    command -v npm >/dev/null || { echo "npm is not installed" >&2; return 1; }
+    mkdir -p "$dir"
+    (cd "$dir" && HOME="$dir" npm_config_cache="$dir/.npm" timeout 120 npm pack --silent @eventide/message-db) \
+        >"$dir/npm.log" 2>&1 || { tail -5 "$dir/npm.log" >&2; return 1; }
+    tar xzf "$dir"/eventide-message-db-*.tgz -C "$dir" || return 1
+    [[ -f $dir/package/database/install.sh ]]
+}
+
+bench_median() {
+    sort -g | awk '{ a[++n] = $1 } END { if (!n) exit; print (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2 }'
+}
+
+bench_machine() {
+    local cpu
+    cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
+    echo "${cpu:-unknown CPU}, $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB RAM"
+}
