@@ -525,7 +525,7 @@ if ((DOCS)); then
     echo "docs/benchmarks.md: section \"Side by side\" replaced"
     if command -v gnuplot >/dev/null; then
         gnuplot <<GP
-set terminal svg size 1100,560 dynamic font "sans,11" background "white"
+set terminal svg size 1100,560 dynamic noenhanced font "sans,11" background "white"
 set output "$ROOT/docs/benchmarks.svg"
 set title "event_store vs Message DB vs raw table — 1 client, synchronous_commit off, median per second ($DATE)"
 set style data histograms
@@ -533,13 +533,14 @@ set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set logscale y
 set ylabel "operations (or events) per second, log scale"
-set xtics rotate by -30 nomirror
+set xtics rotate by 30 right nomirror font "sans,10"
+set bmargin 6
 set grid ytics
-set key top right
+set key top right opaque
 set datafile separator "\t"
 set datafile missing "NaN"
 plot "$WORK/plot.dat" using 2:xtic(1) title "event_store" lc rgb "#1f77b4", \
-     "" using 3 title "peer (Message DB; rows 6-8: see table)" lc rgb "#ff7f0e", \
+     "" using 3 title "peer: Message DB (for state_as_of, 119p, inline proj: the second variant of the table row)" lc rgb "#ff7f0e", \
      "" using 4 title "raw table" lc rgb "#7f7f7f"
 GP
         echo "docs/benchmarks.svg: drawn"
