@@ -106,3 +106,48 @@ COMMENT ON FUNCTION event_store.poll(text, int, int, int) IS
 -- Readers call it through read_all/read_category/poll with their own privileges.
 REVOKE ALL ON FUNCTION event_store._feed_scan_from(bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store._feed_scan_from(bigint) TO event_store_reader;
+
+------------------------------------------------------------------------------
+-- Stream reads read only the page asked for.  Versions are contiguous, so
+-- the page from version v of n events is exactly versions [v, v + n): the
+-- upper bound keeps a generic plan (PL/pgSQL, prepared statements) from
+-- scanning and sorting the whole rest of the stream for every page.
+------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION event_store.read_stream(
+    stream_id text, from_version bigint DEFAULT 1, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.>=) $2
+       AND e.stream_version OPERATOR(pg_catalog.<)
+           (CASE WHEN $3 IS NULL
+                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1))
+                 THEN 9223372036854775807
+                 ELSE GREATEST($2, 1) OPERATOR(pg_catalog.+) $3 END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+     LIMIT $3
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_stream_backward(
+    stream_id text, from_version bigint DEFAULT NULL, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+       AND e.stream_version OPERATOR(pg_catalog.>)
+           (CASE WHEN $3 IS NULL THEN 0
+                 ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                      OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+     LIMIT $3
+$$;

@@ -66,3 +66,39 @@ SELECT * FROM pg_temp.plan_of($$SELECT * FROM event_store.read_stream_backward('
 SELECT p.proname, l.lanname, p.provolatile FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
  WHERE p.pronamespace = 'event_store'::regnamespace AND p.proname IN ('read_all', 'read_category', 'read_stream', 'read_stream_backward')
  ORDER BY 1;
+
+-- A page of a stream reads only that page, also with a generic plan (as
+-- PL/pgSQL and drivers' prepared statements use): versions are
+-- contiguous, so the page from v of n events is versions [v, v + n).
+SELECT event_store.append('paged-1', (SELECT array_agg(event_store.event('Tick', jsonb_build_object('i', i)))
+                                        FROM generate_series(1, 3000) i));
+CREATE FUNCTION pg_temp.rows_read(query text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    plan json;
+BEGIN
+    EXECUTE 'EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF, FORMAT JSON) ' || query INTO plan;
+    -- rows produced by the scans of event partitions
+    RETURN (SELECT coalesce(sum(m[1]::bigint), 0)
+              FROM regexp_matches(plan::text, '"Relation Name": "events_p[^"]*"[^}]*?"Actual Rows": ([0-9]+)', 'g') m);
+END
+$$;
+SET plan_cache_mode = force_generic_plan;
+PREPARE page(bigint, int) AS SELECT * FROM event_store.read_stream('paged-1', $1, $2);
+PREPARE page_back(bigint, int) AS SELECT * FROM event_store.read_stream_backward('paged-1', $1, $2);
+SELECT pg_temp.rows_read('EXECUTE page(1500, 100)') AS forward_rows,
+       pg_temp.rows_read('EXECUTE page_back(1500, 100)') AS backward_rows,
+       pg_temp.rows_read('EXECUTE page_back(NULL, 100)') AS backward_from_last_rows;
+SELECT min(stream_version), max(stream_version), count(*) FROM event_store.read_stream('paged-1', 1500, 100);
+SELECT min(stream_version), max(stream_version), count(*) FROM event_store.read_stream_backward('paged-1', 1500, 100);
+SELECT min(stream_version), max(stream_version), count(*) FROM event_store.read_stream_backward('paged-1', NULL, 100);
+RESET plan_cache_mode;
+-- the edges: before the first version, past the last, huge positions
+SELECT count(*) FROM event_store.read_stream('paged-1', -5, 10);
+SELECT count(*) FROM event_store.read_stream('paged-1', 2995, 100);
+SELECT count(*) FROM event_store.read_stream('paged-1', 9223372036854775807, 100);
+SELECT count(*) FROM event_store.read_stream_backward('paged-1', 9223372036854775807, 10);
+SELECT count(*) FROM event_store.read_stream_backward('paged-1', -9223372036854775807, 10);
+SELECT count(*) FROM event_store.read_stream_backward('paged-1', 3, 100);
+-- NULL max_count: no limit, as LIMIT NULL
+SELECT count(*) FROM event_store.read_stream('paged-1', 2001, NULL);
+SELECT count(*) FROM event_store.read_stream_backward('paged-1', 1000, NULL);
