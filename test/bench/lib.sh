@@ -77,7 +77,7 @@ bench_fetch_messagedb() {
     local dir=$1
     command -v npm >/dev/null || { echo "npm is not installed" >&2; return 1; }
     mkdir -p "$dir"
-    (cd "$dir" && HOME="$dir" npm_config_cache="$dir/.npm" timeout 120 npm pack --silent @eventide/message-db) \
+    (cd "$dir" && HOME="$dir" npm_config_cache="$dir/.npm" npm_config_fetch_retries=1 timeout 90 npm pack --silent @eventide/message-db) \
         >"$dir/npm.log" 2>&1 || { tail -5 "$dir/npm.log" >&2; return 1; }
     tar xzf "$dir"/eventide-message-db-*.tgz -C "$dir" || return 1
     [[ -f $dir/package/database/install.sh ]]
