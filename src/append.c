@@ -147,22 +147,6 @@ es_refuse_direct_write(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);	/* keep compiler quiet */
 }
 
-/*
- * Prepare and keep one statement.  Kept plans are re-planned by the plan
- * cache when the tables they use change.
- */
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 static void
 prepare_plans(void)
 {
@@ -170,7 +154,7 @@ prepare_plans(void)
 	{
 		Oid			types[1] = {TEXTOID};
 
-		plan_lock_stream = keep_plan(
+		plan_lock_stream = es_keep_plan(
 									 "SELECT version, updated_at, created_at FROM event_store.streams "
 									 "WHERE stream_id OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE", 1, types);
 	}
@@ -185,7 +169,7 @@ prepare_plans(void)
 		 * the last column says so; the caller draws new ones (it now holds
 		 * the lock) and sets last_position with plan_set_last_position.
 		 */
-		plan_bump_stream = keep_plan(
+		plan_bump_stream = es_keep_plan(
 									 "UPDATE event_store.streams SET version = version OPERATOR(pg_catalog.+) $2, "
 									 "updated_at = greatest(updated_at, $3), "
 									 "last_position = CASE WHEN last_position OPERATOR(pg_catalog.<) $5 THEN $4 ELSE last_position END "
@@ -198,7 +182,7 @@ prepare_plans(void)
 	{
 		Oid			types[2] = {TEXTOID, INT8OID};
 
-		plan_set_last_position = keep_plan(
+		plan_set_last_position = es_keep_plan(
 										   "UPDATE event_store.streams SET last_position = $2 "
 										   "WHERE stream_id OPERATOR(pg_catalog.=) $1",
 										   2, types);
@@ -207,7 +191,7 @@ prepare_plans(void)
 	{
 		Oid			types[5] = {TEXTOID, INT8OID, TIMESTAMPTZOID, INT8OID, INT8OID};
 
-		plan_create_stream = keep_plan(
+		plan_create_stream = es_keep_plan(
 									   "INSERT INTO event_store.streams (stream_id, category, version, "
 									   "created_at, updated_at, first_position, last_position) "
 									   "VALUES ($1, pg_catalog.split_part($1, '-', 1), $2, $3, $3, $4, $5) "
@@ -217,7 +201,7 @@ prepare_plans(void)
 	{
 		Oid			types[4] = {TEXTOID, UUIDARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 
-		plan_find_ids = keep_plan(
+		plan_find_ids = es_keep_plan(
 								  "SELECT event_id, stream_version, event_type, data FROM event_store.events "
 								  "WHERE stream_id OPERATOR(pg_catalog.=) $1 AND event_id OPERATOR(pg_catalog.=) ANY ($2) "
 								  "AND recorded_at OPERATOR(pg_catalog.>=) $3 AND recorded_at OPERATOR(pg_catalog.<=) $4", 4, types);
@@ -227,7 +211,7 @@ prepare_plans(void)
 		Oid			types[11] = {INT8OID, TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID,
 		UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, XID8OID, TEXTARRAYOID};
 
-		plan_insert_one_tagged = keep_plan(
+		plan_insert_one_tagged = es_keep_plan(
 										   "INSERT INTO event_store.events (global_position, stream_id, "
 										   "stream_version, event_type, data, metadata, event_id, recorded_at, "
 										   "occurred_at, transaction_id, tags) "
@@ -240,7 +224,7 @@ prepare_plans(void)
 		UUIDARRAYOID, get_array_type(TIMESTAMPTZOID), TEXTARRAYOID};
 
 		/* tags travel as array literals: unnest cannot carry ragged text[][] */
-		plan_insert_many_tagged = keep_plan(
+		plan_insert_many_tagged = es_keep_plan(
 											"INSERT INTO event_store.events (global_position, stream_id, "
 											"stream_version, event_type, data, metadata, event_id, recorded_at, "
 											"occurred_at, transaction_id, tags) "
@@ -253,7 +237,7 @@ prepare_plans(void)
 		Oid			types[10] = {INT8OID, TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID,
 		UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, XID8OID};
 
-		plan_insert_one = keep_plan(
+		plan_insert_one = es_keep_plan(
 									"INSERT INTO event_store.events (global_position, stream_id, "
 									"stream_version, event_type, data, metadata, event_id, recorded_at, "
 									"occurred_at, transaction_id) "
@@ -265,7 +249,7 @@ prepare_plans(void)
 		TEXTARRAYOID, get_array_type(JSONBOID), get_array_type(JSONBOID),
 		UUIDARRAYOID, get_array_type(TIMESTAMPTZOID)};
 
-		plan_insert_many = keep_plan(
+		plan_insert_many = es_keep_plan(
 									 "INSERT INTO event_store.events (global_position, stream_id, "
 									 "stream_version, event_type, data, metadata, event_id, recorded_at, "
 									 "occurred_at, transaction_id) "

@@ -10,6 +10,7 @@
  */
 #include "postgres.h"
 
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/guc.h"
 
@@ -44,4 +45,21 @@ _PG_init(void)
 	es_install_utility_hook();
 	es_feed_init();
 	es_projection_init();
+}
+
+/*
+ * Prepare a statement once and keep it for the backend's life (SPI_keepplan);
+ * the plan cache re-plans it when the tables it uses change.  Used by every
+ * module that runs SQL from C.
+ */
+SPIPlanPtr
+es_keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	SPI_keepplan(plan);
+	return plan;
 }

@@ -32,6 +32,10 @@
 #define ES_EVENTS_TABLE				"events"
 #define ES_LOG_AM_NAME				"event_store_log"
 
+/* src/event_store.c: a kept SPI plan (the header of executor/spi.h types it) */
+typedef struct _SPI_plan *SPIPlanPtr;
+extern SPIPlanPtr es_keep_plan(const char *sql, int nargs, Oid *argtypes);
+
 /* GUCs (src/event_store.c) */
 extern int	es_max_batch_size;
 

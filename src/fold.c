@@ -151,18 +151,6 @@ static SPIPlanPtr plan_stream = NULL;
 static SPIPlanPtr plan_snapshot = NULL;
 static SPIPlanPtr plan_save = NULL;
 
-static SPIPlanPtr
-fold_keep_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 /* Attribute number of a column of a tuple descriptor, by name. */
 static AttrNumber
 attnum_of(TupleDesc desc, const char *name)
@@ -383,7 +371,7 @@ save_snapshot(FoldState *fs)
 	{
 		Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID};
 
-		plan_save = fold_keep_plan(
+		plan_save = es_keep_plan(
 								   "INSERT INTO event_store.snapshots "
 								   "(stream_id, reducer, revision, initial_digest, version, recorded_at, state) "
 								   "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING", 7, types);
@@ -791,7 +779,7 @@ lookup_stream(text *stream_id, const char *reducer_key,
 	{
 		Oid			types[2] = {TEXTOID, TEXTOID};
 
-		plan_stream = fold_keep_plan(
+		plan_stream = es_keep_plan(
 									 "SELECT s.created_at, s.updated_at, r.snapshot_every, r.revision_tag "
 									 "FROM (SELECT) d "
 									 "LEFT JOIN event_store.streams s ON s.stream_id OPERATOR(pg_catalog.=) $1 "
@@ -847,7 +835,7 @@ restore_snapshot(FoldState *fs)
 	{
 		Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
 
-		plan_snapshot = fold_keep_plan(
+		plan_snapshot = es_keep_plan(
 									   "SELECT version, recorded_at, state FROM event_store.snapshots "
 									   "WHERE stream_id OPERATOR(pg_catalog.=) $1 AND reducer OPERATOR(pg_catalog.=) $2 "
 									   "AND revision OPERATOR(pg_catalog.=) $3 AND initial_digest OPERATOR(pg_catalog.=) $4 "

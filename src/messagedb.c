@@ -134,19 +134,6 @@ es_mdb_consumer_group_member(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(h % size);
 }
 
-/* Prepare and keep one statement. */
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 static void
 prepare_plans(void)
 {
@@ -154,7 +141,7 @@ prepare_plans(void)
 	{
 		Oid			types[1] = {TEXTOID};
 
-		plan_lock_version = keep_plan("SELECT version FROM event_store.streams "
+		plan_lock_version = es_keep_plan("SELECT version FROM event_store.streams "
 									  "WHERE stream_id = $1 FOR NO KEY UPDATE",
 									  1, types);
 	}
@@ -162,11 +149,11 @@ prepare_plans(void)
 	{
 		Oid			types[1] = {UUIDOID};
 
-		plan_id_exists = keep_plan("SELECT 1 FROM event_store.events WHERE event_id = $1 LIMIT 1",
+		plan_id_exists = es_keep_plan("SELECT 1 FROM event_store.events WHERE event_id = $1 LIMIT 1",
 								   1, types);
 	}
 	if (plan_burn_position == NULL)
-		plan_burn_position = keep_plan("SELECT pg_catalog.nextval('event_store.global_position_seq'::pg_catalog.regclass)",
+		plan_burn_position = es_keep_plan("SELECT pg_catalog.nextval('event_store.global_position_seq'::pg_catalog.regclass)",
 									   0, NULL);
 	/* Look it up again when it was replaced (ALTER EXTENSION event_store UPDATE). */
 	if (append_nargs > 0 &&
@@ -198,7 +185,7 @@ prepare_plans(void)
 	{
 		Oid			types[6] = {TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID, UUIDOID};
 
-		plan_append = keep_plan("SELECT event_store.append_event(stream_id => $1, event_type => $2, "
+		plan_append = es_keep_plan("SELECT event_store.append_event(stream_id => $1, event_type => $2, "
 								"data => $3, metadata => $4, expected_version => $5, event_id => $6)",
 								6, types);
 	}

@@ -105,19 +105,6 @@ typedef struct HandlerContext
 	int64		position;
 } HandlerContext;
 
-/* Prepare and keep one statement. */
-static SPIPlanPtr
-keep_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	SPI_keepplan(plan);
-	return plan;
-}
-
 /* The registry table's OID (InvalidOid before 1.4 is installed). */
 static Oid
 get_registry_relid(void)
@@ -240,7 +227,7 @@ load_inline_cache(void)
 	int			rc;
 
 	if (plan_load_inline == NULL)
-		plan_load_inline = keep_plan(
+		plan_load_inline = es_keep_plan(
 									 "SELECT name, to_regprocedure(handler)::oid, handler, event_types, categories "
 									 "FROM event_store.projection_registry WHERE mode = 'inline' ORDER BY name",
 									 0, NULL);
@@ -640,7 +627,7 @@ prepare_run_plans(void)
 	{
 		Oid			types[1] = {TEXTOID};
 
-		plan_lock_projection = keep_plan(
+		plan_lock_projection = es_keep_plan(
 										 "SELECT r.mode, to_regprocedure(r.handler)::oid, r.handler, "
 										 "r.event_types, r.categories, c.position "
 										 "FROM event_store.projection_registry r "
@@ -648,15 +635,15 @@ prepare_run_plans(void)
 										 "WHERE r.name = $1 FOR NO KEY UPDATE OF c", 1, types);
 	}
 	if (plan_last_drawn == NULL)
-		plan_last_drawn = keep_plan("SELECT event_store._last_drawn_position()", 0, NULL);
+		plan_last_drawn = es_keep_plan("SELECT event_store._last_drawn_position()", 0, NULL);
 	if (plan_horizon == NULL)
-		plan_horizon = keep_plan("SELECT event_store.feed_horizon()", 0, NULL);
+		plan_horizon = es_keep_plan("SELECT event_store.feed_horizon()", 0, NULL);
 	if (plan_read_feed == NULL)
 	{
 		Oid			types[5] = {INT8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
 
 		/* $5: recorded_at bound from the feed, so that run-time pruning skips old partitions */
-		plan_read_feed = keep_plan(
+		plan_read_feed = es_keep_plan(
 								   "SELECT e, e.global_position FROM event_store.events e "
 								   "WHERE e.global_position > $1 AND e.global_position <= $2 "
 								   "AND ($3 IS NULL OR e.event_type = ANY ($3)) "
@@ -668,7 +655,7 @@ prepare_run_plans(void)
 	{
 		Oid			types[3] = {TEXTOID, INT8OID, INT8OID};
 
-		plan_save_checkpoint = keep_plan(
+		plan_save_checkpoint = es_keep_plan(
 										 "UPDATE event_store.projection_checkpoints "
 										 "SET position = greatest(position, $2), events_processed = events_processed + $3, "
 										 "updated_at = now() WHERE name = $1", 3, types);
