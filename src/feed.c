@@ -12,9 +12,11 @@
  *	  recorded under one LWLock, so that no reader can see a drawn position
  *	  that is not yet recorded — and clears the slot in its commit/abort
  *	  callback, which runs once the commit is visible to new snapshots.
- *	  The feed horizon is then "one below the lowest recorded position"
- *	  (or unbounded when no append is in flight): every position at or
- *	  below it is committed or will never appear.  Only transactions that
+ *	  The feed horizon is then "one below the lowest recorded position",
+ *	  or, when no append is in flight, the highest position drawn so far
+ *	  (read while new first draws are excluded): every position at or below
+ *	  it is committed or will never appear, and positions drawn after the
+ *	  reader computed it are above it.  Only transactions that
  *	  actually append hold the feed back; long reports, idle sessions and
  *	  other databases do not.
  *
@@ -37,13 +39,17 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/table.h"
 #include "access/twophase.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "commands/sequence.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
@@ -220,12 +226,57 @@ es_feed_draw_positions(Oid seq, int n, int64 *positions)
 		positions[i] = nextval_internal(seq, true);
 }
 
-/* Lowest recorded in-flight position (0 when none) and how many are in flight. */
+/*
+ * The highest position drawn so far, read from the sequence's tuple without
+ * drawing (and without the privilege check of pg_sequence_last_value():
+ * feed readers need not hold privileges on the sequence).  The caller holds
+ * the relation open.
+ */
 static int64
-lowest_in_flight(int *count)
+last_drawn_position(Relation seqrel)
+{
+	Buffer		buf = ReadBuffer(seqrel, 0);
+	Page		page;
+	ItemId		lp;
+	HeapTupleHeader tuple;
+	Form_pg_sequence_data seq;
+	int64		result;
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buf);
+	lp = PageGetItemId(page, FirstOffsetNumber);
+	tuple = (HeapTupleHeader) PageGetItem(page, lp);
+	seq = (Form_pg_sequence_data) ((char *) tuple + tuple->t_hoff);
+	result = seq->is_called ? seq->last_value : seq->last_value - 1;
+	UnlockReleaseBuffer(buf);
+	return result;
+}
+
+/*
+ * Lowest recorded in-flight position and how many are in flight.  When none
+ * is in flight, *settled is the highest position drawn so far: every drawn
+ * position belongs to a finished transaction, and a new draw needs the
+ * exclusive lock we exclude while reading it.  A later draw is higher, so a
+ * reader using this as its horizon never delivers a position drawn after
+ * it computed the horizon (that position's transaction may commit after a
+ * higher one that the reader's snapshot already sees).
+ */
+static int64
+lowest_in_flight(int *count, int64 *settled)
 {
 	int64		lowest = 0;
 	int			n = 0;
+	Relation	seqrel = NULL;
+
+	if (settled)
+	{
+		Oid			nsp = get_namespace_oid(ES_SCHEMA, false);
+		Oid			seq = get_relname_relid("global_position_seq", nsp);
+
+		if (!OidIsValid(seq))
+			elog(ERROR, "sequence event_store.global_position_seq does not exist");
+		seqrel = relation_open(seq, AccessShareLock);
+	}
 
 	LWLockAcquire(registry->lock, LW_SHARED);
 	for (int i = 0; i < registry->nslots; i++)
@@ -238,7 +289,12 @@ lowest_in_flight(int *count)
 		if (lowest == 0 || p < lowest)
 			lowest = p;
 	}
+	if (settled)
+		*settled = lowest == 0 ? last_drawn_position(seqrel) : lowest - 1;
 	LWLockRelease(registry->lock);
+
+	if (seqrel)
+		relation_close(seqrel, AccessShareLock);
 	if (count)
 		*count = n;
 	return lowest;
@@ -251,12 +307,12 @@ lowest_in_flight(int *count)
 Datum
 es_feed_horizon(PG_FUNCTION_ARGS)
 {
-	int64		lowest;
+	int64		horizon;
 
 	if (registry == NULL)
 		PG_RETURN_INT64(PG_INT64_MAX);
-	lowest = lowest_in_flight(NULL);
-	PG_RETURN_INT64(lowest == 0 ? PG_INT64_MAX : lowest - 1);
+	(void) lowest_in_flight(NULL, &horizon);
+	PG_RETURN_INT64(horizon);
 }
 
 /* event_store.feed_mode(): 'registry' (gap-free) or 'unprotected'. */
@@ -279,7 +335,7 @@ es_feed_in_flight(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	if (registry != NULL)
-		lowest = lowest_in_flight(&count);
+		lowest = lowest_in_flight(&count, NULL);
 	values[0] = Int32GetDatum(count);
 	values[1] = Int64GetDatum(lowest);
 	nulls[1] = (lowest == 0);
