@@ -90,6 +90,8 @@ typedef struct ClosedPartition
 static HTAB *closed_partitions = NULL;
 static bool closed_callback_registered = false;
 
+static int64 log_max_position(void);
+
 static FeedRegistry *registry = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -308,10 +310,20 @@ Datum
 es_feed_horizon(PG_FUNCTION_ARGS)
 {
 	int64		horizon;
+	int64		logged;
 
 	if (registry == NULL)
 		PG_RETURN_INT64(PG_INT64_MAX);
-	(void) lowest_in_flight(NULL, &horizon);
+
+	/*
+	 * Rows that were not drawn here (applied by logical replication on a
+	 * subscriber, restored) do not move the local sequence: take the highest
+	 * position in the log too, read BEFORE the sequence, so that it only
+	 * counts rows drawn before the draws the horizon excludes.
+	 */
+	logged = log_max_position();
+	if (lowest_in_flight(NULL, &horizon) == 0)
+		horizon = Max(horizon, logged);
 	PG_RETURN_INT64(horizon);
 }
 
@@ -414,6 +426,71 @@ closed_partition_max(Oid relid)
 		SPI_finish();
 	}
 	return entry->max_position;
+}
+
+/* Highest position in an open partition (it may still grow: not cached). */
+static int64
+open_partition_max(Oid relid)
+{
+	char	   *sql;
+	bool		isnull;
+	int64		result = 0;
+	Datum		d;
+
+	sql = psprintf("SELECT max(global_position) FROM ONLY %s",
+				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+											  get_rel_name(relid)));
+	SPI_connect();
+	if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "reading the highest position of a partition failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		result = DatumGetInt64(d);
+	SPI_finish();
+	return result;
+}
+
+/*
+ * The highest position in the log: final partitions from the cache, open
+ * ones probed (one index probe each).
+ */
+static int64
+log_max_position(void)
+{
+	int64		result = 0;
+	TimestampTz closed;
+	Relation	parent;
+	PartitionDesc pd;
+	PartitionBoundInfo bi;
+
+	if (!closed_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(closed_partitions_invalidate, (Datum) 0);
+		closed_callback_registered = true;
+	}
+	closed = closed_before();
+	parent = table_open(es_events_relid(false), AccessShareLock);
+	pd = RelationGetPartitionDesc(parent, true);
+	bi = pd->boundinfo;
+	if (bi != NULL)
+	{
+		for (int i = 0; i <= bi->ndatums; i++)
+		{
+			int			part = bi->indexes[i];
+			TimestampTz hi;
+			int64		m;
+
+			if (part < 0)
+				continue;
+			hi = (i < bi->ndatums && bi->kind[i][0] == PARTITION_RANGE_DATUM_VALUE) ?
+				DatumGetTimestampTz(bi->datums[i][0]) : DT_NOEND;
+			m = hi > closed ? open_partition_max(pd->oids[part]) : closed_partition_max(pd->oids[part]);
+			if (m > result)
+				result = m;
+		}
+	}
+	table_close(parent, AccessShareLock);
+	return result;
 }
 
 /*
