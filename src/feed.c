@@ -59,6 +59,8 @@
 #include "partitioning/partdesc.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/syscache.h"
+#include "catalog/pg_class.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -79,6 +81,54 @@ typedef struct FeedRegistry
 	TimestampTz *first_draw_time;
 	int64		first_position[FLEXIBLE_ARRAY_MEMBER];	/* 0 = idle */
 } FeedRegistry;
+
+/*
+ * max(global_position) of one partition.  Run as the owner of the log: feed
+ * readers hold privileges on event_store.events, not on its partitions
+ * (as referential-integrity checks do, with a restricted security context);
+ * everything in the statement is schema-qualified.
+ */
+static int64
+partition_max_position(Oid relid)
+{
+	char	   *sql;
+	bool		isnull;
+	volatile int64 result = 0;
+	Datum		d;
+	Oid			save_userid;
+	int			save_sec_context;
+	Oid			owner;
+	HeapTuple	tup;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+
+	sql = psprintf("SELECT pg_catalog.max(global_position) FROM ONLY %s",
+				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+											  get_rel_name(relid)));
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		SPI_connect();
+		if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "reading the highest position of a partition failed");
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+			result = DatumGetInt64(d);
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+	return result;
+}
 
 /* Highest position of a closed partition (final), cached per backend. */
 typedef struct ClosedPartition
@@ -402,28 +452,16 @@ closed_partition_max(Oid relid)
 	entry = hash_search(closed_partitions, &relid, HASH_ENTER, &found);
 	if (!found)
 	{
-		char	   *sql;
-		bool		isnull;
-		int			rc;
-
-		entry->max_position = 0;
-		sql = psprintf("SELECT max(global_position) FROM ONLY %s",
-					   quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-												  get_rel_name(relid)));
-		SPI_connect();
-		rc = SPI_execute(sql, true, 1);
-		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		PG_TRY();
+		{
+			entry->max_position = partition_max_position(relid);
+		}
+		PG_CATCH();
 		{
 			hash_search(closed_partitions, &relid, HASH_REMOVE, NULL);
-			elog(ERROR, "reading the highest position of a partition failed: %s",
-				 SPI_result_code_string(rc));
+			PG_RE_THROW();
 		}
-		{
-			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-			entry->max_position = isnull ? 0 : DatumGetInt64(d);
-		}
-		SPI_finish();
+		PG_END_TRY();
 	}
 	return entry->max_position;
 }
@@ -432,22 +470,7 @@ closed_partition_max(Oid relid)
 static int64
 open_partition_max(Oid relid)
 {
-	char	   *sql;
-	bool		isnull;
-	int64		result = 0;
-	Datum		d;
-
-	sql = psprintf("SELECT max(global_position) FROM ONLY %s",
-				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-											  get_rel_name(relid)));
-	SPI_connect();
-	if (SPI_execute(sql, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "reading the highest position of a partition failed");
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (!isnull)
-		result = DatumGetInt64(d);
-	SPI_finish();
-	return result;
+	return partition_max_position(relid);
 }
 
 /*
