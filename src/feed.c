@@ -58,6 +58,7 @@
 #include "partitioning/partbounds.h"
 #include "partitioning/partdesc.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/syscache.h"
 #include "catalog/pg_class.h"
@@ -72,6 +73,7 @@ PG_FUNCTION_INFO_V1(es_feed_horizon);
 PG_FUNCTION_INFO_V1(es_feed_mode);
 PG_FUNCTION_INFO_V1(es_feed_in_flight);
 PG_FUNCTION_INFO_V1(es_feed_scan_from);
+PG_FUNCTION_INFO_V1(es_feed_choose_plan_mode);
 
 /* One slot per backend; first_draw_time[] follows first_position[]. */
 typedef struct FeedRegistry
@@ -572,4 +574,34 @@ Datum
 es_feed_scan_from(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TIMESTAMPTZ(es_feed_scan_bound(PG_ARGISNULL(0) ? 0 : PG_GETARG_INT64(0)));
+}
+
+/*
+ * Above this many partitions a feed read is planned for its actual values
+ * on every call.  A generic plan of a feed read covers every partition of
+ * the log; with each empty one estimated at a row or so and the positions
+ * unknown, the planner sorts a position-range scan of the whole live
+ * partition instead of merging its category index in order (measured: 10x
+ * slower with 120 partitions).  With few partitions the generic plan is
+ * the right one and saves the ~0.3 ms of planning.
+ */
+#define ES_FEED_GENERIC_PLAN_MAX_PARTITIONS 4
+
+/*
+ * event_store._feed_choose_plan_mode() RETURNS void: for the feed read
+ * functions, which carry their own SET plan_cache_mode (so the change ends
+ * with the call): force custom plans when the log has many partitions.
+ */
+Datum
+es_feed_choose_plan_mode(PG_FUNCTION_ARGS)
+{
+	Relation	parent = table_open(es_events_relid(false), AccessShareLock);
+	int			nparts = RelationGetPartitionDesc(parent, true)->nparts;
+
+	table_close(parent, AccessShareLock);
+	if (nparts > ES_FEED_GENERIC_PLAN_MAX_PARTITIONS)
+		(void) set_config_option("plan_cache_mode", "force_custom_plan",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+	PG_RETURN_VOID();
 }

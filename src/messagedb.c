@@ -2,8 +2,9 @@
  *
  * messagedb.c
  *	  The C parts of the Message DB compatible API (extension
- *	  event_store_messagedb, schema message_store): hash_64, the consumer
- *	  group member of a stream, and write_message.
+ *	  event_store_messagedb, schema message_store): write_message.  Its
+ *	  hash_64 and consumer group member live in consumer_group.c, shared
+ *	  with event_store's subscriptions.
  *
  *	  write_message keeps Message DB 1.3's contract -- 0-based positions,
  *	  version -1 for "no stream", its error texts and SQLSTATEs, message ids
@@ -22,7 +23,6 @@
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
-#include "common/md5.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "nodes/makefuncs.h"
@@ -35,8 +35,6 @@
 
 #include "event_store.h"
 
-PG_FUNCTION_INFO_V1(es_mdb_hash_64);
-PG_FUNCTION_INFO_V1(es_mdb_consumer_group_member);
 PG_FUNCTION_INFO_V1(es_mdb_write_message);
 
 /* Class id of the advisory lock taken while a new stream is checked. */
@@ -57,82 +55,6 @@ static FmgrInfo append_finfo;
 static int	append_nargs = -1;		/* -1: not looked up; 0: use plan_append */
 
 #define APPEND_KNOWN_ARGS 7
-
-/*
- * Message DB's hash_64: the first 64 bits of the md5 of the value, read as
- * a signed bigint (left('x' || md5(value), 17)::bit(64)::bigint).
- */
-static int64
-mdb_hash_64(const char *data, size_t len)
-{
-	char		hex[33];
-	const char *errstr = NULL;
-	uint64		h = 0;
-
-	if (!pg_md5_hash(data, len, hex, &errstr))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not compute MD5 hash: %s", errstr)));
-	for (int i = 0; i < 16; i++)
-	{
-		char		c = hex[i];
-
-		h = (h << 4) | (uint64) (c <= '9' ? c - '0' : c - 'a' + 10);
-	}
-	return (int64) h;
-}
-
-/*
- * message_store.hash_64(value varchar) RETURNS bigint
- */
-Datum
-es_mdb_hash_64(PG_FUNCTION_ARGS)
-{
-	text	   *value = PG_GETARG_TEXT_PP(0);
-
-	PG_RETURN_INT64(mdb_hash_64(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)));
-}
-
-/*
- * message_store._consumer_group_member(stream_name text, group_size bigint)
- * RETURNS bigint: the member of a group of group_size that Message DB gives
- * the stream, mod(@hash_64(cardinal_id(stream_name)), group_size); NULL for
- * a stream name without an id (Message DB delivers those to no member).
- */
-Datum
-es_mdb_consumer_group_member(PG_FUNCTION_ARGS)
-{
-	text	   *stream_name = PG_GETARG_TEXT_PP(0);
-	int64		size = PG_GETARG_INT64(1);
-	const char *s = VARDATA_ANY(stream_name);
-	int			len = VARSIZE_ANY_EXHDR(stream_name);
-	const char *dash = memchr(s, '-', len);
-	const char *id;
-	const char *plus;
-	int64		h;
-
-	if (dash == NULL)
-		PG_RETURN_NULL();
-	id = dash + 1;
-	len -= id - s;
-	/* cardinal id: the id up to its first '+' */
-	plus = memchr(id, '+', len);
-	if (plus != NULL)
-		len = plus - id;
-
-	h = mdb_hash_64(id, len);
-	if (h == PG_INT64_MIN)
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("bigint out of range")));
-	if (h < 0)
-		h = -h;
-	if (size <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("consumer group size must be positive")));
-	PG_RETURN_INT64(h % size);
-}
 
 static void
 prepare_plans(void)
