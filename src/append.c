@@ -700,8 +700,9 @@ es_append_batch(AppendRequest *req)
 		/*
 		 * Caller-supplied ids: lock the stream row first, so that the retry
 		 * check and the version check see a stream no one else is changing.
+		 * Ids the caller proved new cannot make a retry: no lookup.
 		 */
-		if (req->ids_given)
+		if (req->ids_given && !req->ids_known_new)
 		{
 			args[0] = PointerGetDatum(req->stream_id);
 			rc = SPI_execute_plan(plan_lock_stream, args, NULL, false, 1);
@@ -975,4 +976,38 @@ es_append_event(PG_FUNCTION_ARGS)
 	req.nevents = 1;
 
 	PG_RETURN_INT64(append_single(&req));
+}
+
+/*
+ * One event whose id the caller has already looked for in the whole log
+ * (message_store.write_message: Message DB's ids are unique across the
+ * store, so it probes for the id anyway and raises Message DB's error).  The
+ * append skips what only serves idempotent retries -- the separate stream
+ * lock and the lookup of the ids in the stream -- and is otherwise
+ * append_event: the same validation, version check and write.
+ */
+int64
+es_append_new_event(text *stream_id, Datum event_type,
+					bool data_null, Datum data,
+					bool metadata_null, Datum metadata,
+					bool has_expected, int64 expected,
+					pg_uuid_t *event_id)
+{
+	AppendRequest req = {0};
+	NewEvent	ev = {0};
+
+	es_validate_stream_id(stream_id);
+	req.stream_id = stream_id;
+	if (has_expected)
+	{
+		es_validate_expected_version(expected);
+		req.has_expected = true;
+		req.expected = expected;
+	}
+	validate_event(1, false, event_type, data_null, data, metadata_null, metadata,
+				   false, UUIDPGetDatum(event_id), true, (Datum) 0, &ev);
+	req.events = &ev;
+	req.nevents = 1;
+	req.ids_known_new = true;
+	return append_single(&req);
 }

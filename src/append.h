@@ -39,6 +39,7 @@ typedef struct AppendRequest
 	bool		has_expected;
 	int64		expected;
 	bool		ids_given;		/* did the caller supply any event_id? */
+	bool		ids_known_new;	/* the caller proved its ids are in no stream */
 	HTAB	   *id_index;		/* event_id -> batch index, when ids_given */
 } AppendRequest;
 
@@ -46,6 +47,13 @@ extern void es_validate_stream_id(text *stream_id);
 extern void es_validate_expected_version(int64 expected);
 extern void es_parse_event_array(ArrayType *arr, AppendRequest *req, int *total_events);
 extern int64 es_append_batch(AppendRequest *req);
+
+/* messagedb.c: one message whose id write_message proved new */
+extern int64 es_append_new_event(text *stream_id, Datum event_type,
+								 bool data_null, Datum data,
+								 bool metadata_null, Datum metadata,
+								 bool has_expected, int64 expected,
+								 pg_uuid_t *event_id);
 
 /* consistency.c: tag locks */
 extern void es_validate_tags(ArrayType *tags, const char *what);

@@ -19,21 +19,17 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
-#include "nodes/makefuncs.h"
-#include "parser/parse_func.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/memutils.h"
-#include "utils/syscache.h"
 #include "utils/uuid.h"
 
 #include "event_store.h"
+#include "append.h"
 
 PG_FUNCTION_INFO_V1(es_mdb_write_message);
 
@@ -44,17 +40,6 @@ PG_FUNCTION_INFO_V1(es_mdb_write_message);
 static SPIPlanPtr plan_lock_version = NULL;
 static SPIPlanPtr plan_id_exists = NULL;
 static SPIPlanPtr plan_burn_position = NULL;
-
-/*
- * event_store.append_event.  Called directly through fmgr when its first
- * seven parameters are the known ones (any later ones get NULL); otherwise
- * through SQL with named arguments, so that the parser applies defaults.
- */
-static SPIPlanPtr plan_append = NULL;
-static FmgrInfo append_finfo;
-static int	append_nargs = -1;		/* -1: not looked up; 0: use plan_append */
-
-#define APPEND_KNOWN_ARGS 7
 
 static void
 prepare_plans(void)
@@ -77,40 +62,6 @@ prepare_plans(void)
 	if (plan_burn_position == NULL)
 		plan_burn_position = es_keep_plan("SELECT pg_catalog.nextval('event_store.global_position_seq'::pg_catalog.regclass)",
 									   0, NULL);
-	/* Look it up again when it was replaced (ALTER EXTENSION event_store UPDATE). */
-	if (append_nargs > 0 &&
-		!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(append_finfo.fn_oid)))
-		append_nargs = -1;
-	if (append_nargs < 0)
-	{
-		Oid			known[APPEND_KNOWN_ARGS] = {TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID, UUIDOID, TIMESTAMPTZOID};
-		List	   *name = list_make2(makeString("event_store"), makeString("append_event"));
-		Oid			fn = LookupFuncName(name, -1, NULL, true);
-		HeapTuple	tup = OidIsValid(fn) ? SearchSysCache1(PROCOID, ObjectIdGetDatum(fn)) : NULL;
-		int			nargs = 0;
-
-		if (HeapTupleIsValid(tup))
-		{
-			Form_pg_proc proc = (Form_pg_proc) GETSTRUCT(tup);
-
-			if (proc->pronargs >= APPEND_KNOWN_ARGS && proc->pronargs <= FUNC_MAX_ARGS &&
-				!proc->proretset && proc->prorettype == INT8OID &&
-				memcmp(proc->proargtypes.values, known, sizeof(known)) == 0)
-				nargs = proc->pronargs;
-			ReleaseSysCache(tup);
-		}
-		if (nargs > 0)
-			fmgr_info_cxt(fn, &append_finfo, TopMemoryContext);
-		append_nargs = nargs;
-	}
-	if (append_nargs == 0 && plan_append == NULL)
-	{
-		Oid			types[6] = {TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID, UUIDOID};
-
-		plan_append = es_keep_plan("SELECT event_store.append_event(stream_id => $1, event_type => $2, "
-								"data => $3, metadata => $4, expected_version => $5, event_id => $6)",
-								6, types);
-	}
 }
 
 /*
@@ -202,8 +153,6 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 	pg_uuid_t  *id = NULL;
 	int64		version;
 	MemoryContext oldcxt;
-	Datum		args[6];
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 
 	SPI_connect();
 	oldcxt = CurrentMemoryContext;
@@ -246,44 +195,17 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 					 errhint("Every message needs a new id.")));
 		}
 	}
-	/* Our expected versions: 0 = no stream, N > 0 = exactly N. */
-	args[0] = PointerGetDatum(stream_name);
-	args[1] = PG_GETARG_DATUM(2);
-	args[2] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
-	args[3] = PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4);
-	args[4] = Int64GetDatum(expected + 1);
-	args[5] = UUIDPGetDatum(id);
-	nulls[2] = PG_ARGISNULL(3) ? 'n' : ' ';
-	nulls[3] = PG_ARGISNULL(4) ? 'n' : ' ';
-	nulls[4] = has_expected ? ' ' : 'n';
-
+	/*
+	 * The id is new (looked up above): write without the lookups that only
+	 * serve idempotent retries.  Our expected versions: 0 = no stream,
+	 * N > 0 = exactly N.
+	 */
 	PG_TRY();
 	{
-		if (append_nargs > 0)
-		{
-			LOCAL_FCINFO(fc, FUNC_MAX_ARGS);
-
-			InitFunctionCallInfoData(*fc, &append_finfo, append_nargs, InvalidOid, NULL, NULL);
-			for (int i = 0; i < append_nargs; i++)
-			{
-				fc->args[i].value = i < 6 ? args[i] : (Datum) 0;
-				fc->args[i].isnull = i < 6 ? nulls[i] == 'n' : true;
-			}
-			version = DatumGetInt64(FunctionCallInvoke(fc));
-			if (fc->isnull)
-				elog(ERROR, "event_store.append_event returned NULL");
-		}
-		else
-		{
-			int			rc = SPI_execute_plan(plan_append, args, nulls, false, 1);
-			bool		isnull;
-
-			if (rc != SPI_OK_SELECT || SPI_processed != 1)
-				elog(ERROR, "event_store.append_event failed: %s", SPI_result_code_string(rc));
-			version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			if (isnull)
-				elog(ERROR, "event_store.append_event returned NULL");
-		}
+		version = es_append_new_event(stream_name, PG_GETARG_DATUM(2),
+									  PG_ARGISNULL(3), PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3),
+									  PG_ARGISNULL(4), PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4),
+									  has_expected, expected + 1, id);
 	}
 	PG_CATCH();
 	{
