@@ -57,6 +57,7 @@ typedef struct IdIndexEntry
 /* Statements, prepared once per backend. */
 static SPIPlanPtr plan_lock_stream = NULL;
 static SPIPlanPtr plan_bump_stream = NULL;
+static SPIPlanPtr plan_bump_and_insert = NULL;
 static SPIPlanPtr plan_set_last_position = NULL;
 static SPIPlanPtr plan_create_stream = NULL;
 static SPIPlanPtr plan_find_ids = NULL;
@@ -84,32 +85,42 @@ events_have_tags(void)
  * user triggers never run as the extension's owner).  A statement-level
  * BEFORE trigger on both tables (es_refuse_direct_write) lets through only
  * the statements of the append path: each is run by exec_write(), which
- * sets this flag; the trigger clears it at once, so nothing that runs
- * later in the statement (row triggers, projection handlers) can use it.
+ * sets this count to the number of tables the statement writes (2 for the
+ * one-event append that updates the stream and inserts the event); each
+ * firing of the trigger takes one, so nothing that runs later in the
+ * statement (row triggers, projection handlers) can use it.
  * All statements of the append path are schema-qualified down to their
  * operators, so no function of the caller's search_path runs (not even
  * at plan time) while the flag is set.  (A multi-argument unnest() in FROM
  * is the one exception in the text: the parser always expands it to
  * ROWS FROM (pg_catalog.unnest(...), ...).)
  */
-static bool internal_write_pending = false;
+static int	internal_writes_pending = 0;
 
 static int
-exec_write(SPIPlanPtr plan, Datum *args, const char *nulls, long tcount)
+exec_write_tables(SPIPlanPtr plan, Datum *args, const char *nulls, long tcount,
+				  int tables)
 {
 	volatile int rc = 0;
 
-	internal_write_pending = true;
+	internal_writes_pending = tables;
 	PG_TRY();
 	{
 		rc = SPI_execute_plan(plan, args, nulls, false, tcount);
 	}
 	PG_FINALLY();
 	{
-		internal_write_pending = false;
+		internal_writes_pending = 0;
 	}
 	PG_END_TRY();
 	return rc;
+}
+
+/* A statement of the append path that writes one table. */
+static int
+exec_write(SPIPlanPtr plan, Datum *args, const char *nulls, long tcount)
+{
+	return exec_write_tables(plan, args, nulls, tcount, 1);
 }
 
 /*
@@ -130,9 +141,9 @@ es_refuse_direct_write(PG_FUNCTION_ARGS)
 		elog(ERROR, "es_refuse_direct_write must be fired BEFORE ... FOR EACH STATEMENT");
 	rel = trigdata->tg_relation;
 
-	if (internal_write_pending)
+	if (internal_writes_pending > 0)
 	{
-		internal_write_pending = false;
+		internal_writes_pending--;
 		return PointerGetDatum(NULL);
 	}
 	if (pg_class_ownercheck(RelationGetRelid(rel), GetUserId()))
@@ -177,6 +188,41 @@ prepare_plans(void)
 									 "RETURNING version OPERATOR(pg_catalog.-) $2, updated_at, created_at, "
 									 "last_position OPERATOR(pg_catalog.=) $4",
 									 5, types);
+	}
+	if (plan_bump_and_insert == NULL)
+	{
+		Oid			types[11] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID,
+		INT8OID, UUIDOID, TIMESTAMPTZOID, XID8OID, TIMESTAMPTZOID};
+
+		/*
+		 * The one-event append to an existing stream, in one statement: the
+		 * stream row update of plan_bump_stream and, when its positions are
+		 * fresh, the version is the expected one and the row's recorded_at
+		 * falls before $11 (the end of the partition ensured for now), the
+		 * event insert of plan_insert_one -- one executor start-up instead
+		 * of two.  The last column says whether the event was inserted;
+		 * when not, the caller finds out why from the others and finishes
+		 * (or fails) the append the slower way, holding the row lock.
+		 */
+		plan_bump_and_insert = es_keep_plan(
+										 "WITH s AS ("
+										 "UPDATE event_store.streams SET version = version OPERATOR(pg_catalog.+) 1, "
+										 "updated_at = greatest(updated_at, $3), "
+										 "last_position = CASE WHEN last_position OPERATOR(pg_catalog.<) $2 THEN $2 ELSE last_position END "
+										 "WHERE stream_id OPERATOR(pg_catalog.=) $1 "
+										 "RETURNING version OPERATOR(pg_catalog.-) 1 AS prior, updated_at, "
+										 "last_position OPERATOR(pg_catalog.=) $2 AS fresh), "
+										 "i AS ("
+										 "INSERT INTO event_store.events (global_position, stream_id, "
+										 "stream_version, event_type, data, metadata, event_id, recorded_at, "
+										 "occurred_at, transaction_id) "
+										 "SELECT $2, $1, s.prior OPERATOR(pg_catalog.+) 1, $4, $5, $6, $8, s.updated_at, "
+										 "coalesce($9, s.updated_at), $10 FROM s "
+										 "WHERE s.fresh AND s.updated_at OPERATOR(pg_catalog.<) $11 "
+										 "AND ($7 IS NULL OR $7 OPERATOR(pg_catalog.=) -1 OR s.prior OPERATOR(pg_catalog.=) $7) "
+										 "RETURNING 1) "
+										 "SELECT s.prior, s.updated_at, s.fresh, EXISTS (SELECT 1 FROM i) FROM s",
+										 11, types);
 	}
 	if (plan_set_last_position == NULL)
 	{
@@ -731,7 +777,71 @@ es_append_batch(AppendRequest *req)
 
 		positions = draw_positions(n);
 
-		if (exists)
+		if (exists && n == 1 && req->events[0].tags == NULL)
+		{
+			/* One event: stream update and insert in one statement. */
+			NewEvent   *ev = &req->events[0];
+			TimestampTz now = GetCurrentTimestamp();
+			TimestampTz partition_end = es_ensure_partition_for(now);
+			Datum		fargs[11];
+			char		fnulls[11];
+
+			memset(fnulls, ' ', sizeof(fnulls));
+			fargs[0] = PointerGetDatum(req->stream_id);
+			fargs[1] = Int64GetDatum(positions[0]);
+			fargs[2] = TimestampTzGetDatum(now);
+			fargs[3] = ev->event_type;
+			fargs[4] = ev->data;
+			fargs[5] = ev->metadata;
+			fnulls[5] = ev->metadata_null ? 'n' : ' ';
+			fargs[6] = Int64GetDatum(req->expected);
+			fnulls[6] = req->has_expected ? ' ' : 'n';
+			fargs[7] = UUIDPGetDatum(&ev->event_id);
+			fargs[8] = TimestampTzGetDatum(ev->occurred_at);
+			fnulls[8] = ev->occurred_at_given ? ' ' : 'n';
+			fargs[9] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+			fargs[10] = TimestampTzGetDatum(partition_end);
+			rc = exec_write_tables(plan_bump_and_insert, fargs, fnulls, 1, 2);
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
+			exists = SPI_processed > 0;
+			if (exists)
+			{
+				bool		isnull;
+				TupleDesc	td = SPI_tuptable->tupdesc;
+				HeapTuple	tup = SPI_tuptable->vals[0];
+				bool		positions_fresh;
+				bool		inserted;
+
+				current = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+				recorded_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull));
+				positions_fresh = DatumGetBool(SPI_getbinval(tup, td, 3, &isnull));
+				inserted = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
+				/* An error here rolls the update back with everything else. */
+				check_expected_version(req, current);
+				if (inserted)
+				{
+					result_version = current + 1;
+					break;
+				}
+				if (!positions_fresh)
+				{
+					/* as below: holding the lock, draw again */
+					positions = draw_positions(n);
+					args[0] = PointerGetDatum(req->stream_id);
+					args[1] = Int64GetDatum(positions[0]);
+					rc = exec_write(plan_set_last_position, args, NULL, 0);
+					if (rc != SPI_OK_UPDATE)
+						elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
+				}
+				/* stale positions or a later partition: insert on its own */
+				es_ensure_partition_for(recorded_at);
+				insert_events(req, current + 1, positions, recorded_at);
+				result_version = current + 1;
+				break;
+			}
+		}
+		else if (exists)
 		{
 			/* Lock (or keep locked) and advance the stream row in one statement. */
 			args[0] = PointerGetDatum(req->stream_id);

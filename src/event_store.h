@@ -40,7 +40,7 @@ extern SPIPlanPtr es_keep_plan(const char *sql, int nargs, Oid *argtypes);
 extern int	es_max_batch_size;
 
 /* src/partition.c */
-extern void es_ensure_partition_for(TimestampTz ts);
+extern TimestampTz es_ensure_partition_for(TimestampTz ts);
 extern Oid	es_events_relid(bool missing_ok);
 
 /* src/guard.c */

@@ -120,9 +120,11 @@ find_covering_range(Relation parent, TimestampTz ts, TimestampTz *lo, TimestampT
 /*
  * Make sure a partition of event_store.events accepts rows recorded at ts,
  * creating it (event_store._create_partition_for) when none does, so that
- * an append never fails for want of a partition.
+ * an append never fails for want of a partition.  Returns the end of that
+ * partition's range: rows recorded before it (and at or after ts) need no
+ * other partition.
  */
-void
+TimestampTz
 es_ensure_partition_for(TimestampTz ts)
 {
 	Oid			parent_oid;
@@ -139,7 +141,7 @@ es_ensure_partition_for(TimestampTz ts)
 
 	parent_oid = es_events_relid(false);
 	if (parent_oid == cached_parent && ts >= cached_lo && ts < cached_hi)
-		return;
+		return cached_hi;
 
 	parent = table_open(parent_oid, AccessShareLock);
 	covered = find_covering_range(parent, ts, &lo, &hi);
@@ -179,6 +181,7 @@ es_ensure_partition_for(TimestampTz ts)
 	cached_parent = parent_oid;
 	cached_lo = lo;
 	cached_hi = hi;
+	return hi;
 }
 
 /*
