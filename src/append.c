@@ -58,6 +58,7 @@ typedef struct IdIndexEntry
 static SPIPlanPtr plan_lock_stream = NULL;
 static SPIPlanPtr plan_bump_stream = NULL;
 static SPIPlanPtr plan_bump_and_insert = NULL;
+static SPIPlanPtr plan_create_and_insert = NULL;
 static SPIPlanPtr plan_set_last_position = NULL;
 static SPIPlanPtr plan_create_stream = NULL;
 static SPIPlanPtr plan_find_ids = NULL;
@@ -223,6 +224,31 @@ prepare_plans(void)
 										 "RETURNING 1) "
 										 "SELECT s.prior, s.updated_at, s.fresh, EXISTS (SELECT 1 FROM i) FROM s",
 										 11, types);
+	}
+	if (plan_create_and_insert == NULL)
+	{
+		Oid			types[9] = {TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID,
+		UUIDOID, TIMESTAMPTZOID, XID8OID};
+
+		/*
+		 * The one-event append that creates its stream, in one statement:
+		 * plan_create_stream and, when the stream row went in, the event.
+		 * false: the stream was created concurrently, nothing was written.
+		 */
+		plan_create_and_insert = es_keep_plan(
+										   "WITH s AS ("
+										   "INSERT INTO event_store.streams (stream_id, category, version, "
+										   "created_at, updated_at, first_position, last_position) "
+										   "VALUES ($1, pg_catalog.split_part($1, '-', 1), 1, $3, $3, $2, $2) "
+										   "ON CONFLICT (stream_id) DO NOTHING RETURNING 1), "
+										   "i AS ("
+										   "INSERT INTO event_store.events (global_position, stream_id, "
+										   "stream_version, event_type, data, metadata, event_id, recorded_at, "
+										   "occurred_at, transaction_id) "
+										   "SELECT $2, $1, 1, $4, $5, $6, $7, $3, coalesce($8, $3), $9 FROM s "
+										   "RETURNING 1) "
+										   "SELECT EXISTS (SELECT 1 FROM s), EXISTS (SELECT 1 FROM i)",
+										   9, types);
 	}
 	if (plan_set_last_position == NULL)
 	{
@@ -878,6 +904,41 @@ es_append_batch(AppendRequest *req)
 			}
 		}
 
+		if (!exists && n == 1 && req->events[0].tags == NULL)
+		{
+			/* One event on a new stream: stream row and event in one statement. */
+			NewEvent   *ev = &req->events[0];
+			Datum		fargs[9];
+			char		fnulls[9];
+			bool		isnull;
+			bool		created;
+
+			check_expected_version(req, 0);
+			recorded_at = GetCurrentTimestamp();
+			es_ensure_partition_for(recorded_at);
+			memset(fnulls, ' ', sizeof(fnulls));
+			fargs[0] = PointerGetDatum(req->stream_id);
+			fargs[1] = Int64GetDatum(positions[0]);
+			fargs[2] = TimestampTzGetDatum(recorded_at);
+			fargs[3] = ev->event_type;
+			fargs[4] = ev->data;
+			fargs[5] = ev->metadata;
+			fnulls[5] = ev->metadata_null ? 'n' : ' ';
+			fargs[6] = UUIDPGetDatum(&ev->event_id);
+			fargs[7] = TimestampTzGetDatum(ev->occurred_at);
+			fnulls[7] = ev->occurred_at_given ? ' ' : 'n';
+			fargs[8] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+			rc = exec_write_tables(plan_create_and_insert, fargs, fnulls, 1, 2);
+			if (rc != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "stream insert failed: %s", SPI_result_code_string(rc));
+			created = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			if (!created)
+				continue;		/* created concurrently: start over, locked */
+			if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+				elog(ERROR, "event insert failed");
+			result_version = 1;
+			break;
+		}
 		if (!exists)
 		{
 			check_expected_version(req, 0);
