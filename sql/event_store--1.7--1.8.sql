@@ -172,3 +172,11 @@ BEGIN
          LIMIT max_count;
 END
 $$;
+
+------------------------------------------------------------------------------
+-- The feed is gap-free without preloading too ("locks" mode, src/feed.c):
+-- the registry's protocol on the lock manager.  Nothing to create here; the
+-- description of feed_mode() changes.
+------------------------------------------------------------------------------
+COMMENT ON FUNCTION event_store.feed_mode() IS
+  '''registry'' when event_store is in shared_preload_libraries, else ''locks'' (the same protocol on advisory locks); both gap-free.';

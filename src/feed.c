@@ -23,8 +23,15 @@
  *	  A reader must compute the horizon before it takes the snapshot it
  *	  reads with (in READ COMMITTED: in an earlier statement).
  *
- *	  Without preloading there is no registry: the feed is "unprotected"
- *	  (ordered, not gap-free), and feed_mode() says so.
+ *	  Without preloading there is no shared memory of our own; the same
+ *	  protocol then runs on the lock manager ("locks" mode, feed_mode()):
+ *	  an appending transaction holds an advisory lock whose key is the
+ *	  first position it drew (taken while holding a shared "draw gate"
+ *	  lock around the draw, released at transaction end, after the commit
+ *	  is visible), and the horizon is one below the lowest such key, read
+ *	  from the lock table while holding the gate exclusively (so no draw is
+ *	  half done).  It costs a lock table scan per horizon, and the partition
+ *	  pruning below needs the registry's first-draw times.
  *
  *	  Partitions are by recorded_at while the feed reads by position, so a
  *	  feed read cannot prune partitions on its own.  _feed_scan_from()
@@ -51,6 +58,7 @@
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
 #include "storage/ipc.h"
+#include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
@@ -143,6 +151,7 @@ static HTAB *closed_partitions = NULL;
 static bool closed_callback_registered = false;
 
 static int64 log_max_position(void);
+static int64 last_drawn_position(Relation seqrel);
 
 static FeedRegistry *registry = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -257,6 +266,141 @@ es_feed_registry_active(void)
 }
 
 /*
+ * "locks" mode (not preloaded).  Advisory lock tags in the database, told
+ * apart from SQL-level advisory locks (objsubid 1 and 2) by objsubid.
+ */
+#define ES_FEED_LOCK_KEY		0x45534644	/* 'ESFD' */
+#define ES_FEED_GATE_SUBID		3
+#define ES_FEED_POSITION_SUBID	4
+
+static bool my_position_locked = false;
+static SubTransactionId my_position_subxid = InvalidSubTransactionId;
+static bool lock_callbacks_registered = false;
+
+static void
+set_gate_tag(LOCKTAG *tag)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, ES_FEED_LOCK_KEY, 0, ES_FEED_GATE_SUBID);
+}
+
+/* Transaction end: the position lock went with the transaction. */
+static void
+lock_mode_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			my_position_locked = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * A subtransaction that rolls back releases the locks it took: if it took
+ * the position lock, the next draw of the transaction must take one again.
+ */
+static void
+lock_mode_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && my_position_locked &&
+		my_position_subxid == mySubid)
+		my_position_locked = false;
+	else if (event == SUBXACT_EVENT_COMMIT_SUB && my_position_locked &&
+			 my_position_subxid == mySubid)
+		my_position_subxid = parentSubid;	/* the parent owns it now */
+}
+
+/*
+ * First draw of a transaction in "locks" mode: draw under the shared gate
+ * and lock the position before letting go of the gate, so that a reader
+ * holding the gate exclusively sees every drawn position that may still
+ * commit.  Appenders share the gate: they do not wait for one another.
+ */
+static int64
+draw_first_position_locked(Oid seq)
+{
+	LOCKTAG		gate;
+	LOCKTAG		mine;
+	int64		position;
+
+	if (!lock_callbacks_registered)
+	{
+		RegisterXactCallback(lock_mode_xact_callback, NULL);
+		RegisterSubXactCallback(lock_mode_subxact_callback, NULL);
+		lock_callbacks_registered = true;
+	}
+	set_gate_tag(&gate);
+	(void) LockAcquire(&gate, ShareLock, false, false);
+	position = nextval_internal(seq, true);
+	SET_LOCKTAG_ADVISORY(mine, MyDatabaseId, (uint32) ((uint64) position >> 32),
+						 (uint32) position, ES_FEED_POSITION_SUBID);
+	(void) LockAcquire(&mine, ExclusiveLock, false, false);
+	my_position_locked = true;
+	my_position_subxid = GetCurrentSubTransactionId();
+	LockRelease(&gate, ShareLock, false);
+	return position;
+}
+
+/*
+ * "locks" mode: the lowest first position held by an appending transaction
+ * of this database (0: none) and how many there are, from the lock table.
+ * With settled, as lowest_in_flight(): read under the gate, exclusively.
+ */
+static int64
+lowest_locked_position(int *count, int64 *settled)
+{
+	LOCKTAG		gate;
+	LockData   *locks;
+	int64		lowest = 0;
+	int			n = 0;
+	Relation	seqrel = NULL;
+
+	if (settled)
+	{
+		Oid			nsp = get_namespace_oid(ES_SCHEMA, false);
+		Oid			seq = get_relname_relid("global_position_seq", nsp);
+
+		if (!OidIsValid(seq))
+			elog(ERROR, "sequence event_store.global_position_seq does not exist");
+		seqrel = relation_open(seq, AccessShareLock);
+	}
+	set_gate_tag(&gate);
+	(void) LockAcquire(&gate, ExclusiveLock, false, false);
+	locks = GetLockStatusData();
+	for (int i = 0; i < locks->nelements; i++)
+	{
+		LockInstanceData *l = &locks->locks[i];
+		int64		p;
+
+		if (l->locktag.locktag_type != LOCKTAG_ADVISORY ||
+			l->locktag.locktag_lockmethodid != USER_LOCKMETHOD ||
+			l->locktag.locktag_field1 != MyDatabaseId ||
+			l->locktag.locktag_field4 != ES_FEED_POSITION_SUBID ||
+			l->holdMask == 0)
+			continue;
+		p = (int64) (((uint64) l->locktag.locktag_field2 << 32) | l->locktag.locktag_field3);
+		n++;
+		if (lowest == 0 || p < lowest)
+			lowest = p;
+	}
+	if (settled)
+		*settled = lowest == 0 ? last_drawn_position(seqrel) : lowest - 1;
+	LockRelease(&gate, ExclusiveLock, false);
+	if (seqrel)
+		relation_close(seqrel, AccessShareLock);
+	if (count)
+		*count = n;
+	return lowest;
+}
+
+/*
  * Draw n positions from the sequence.  The first draw of a transaction is
  * made and recorded under the registry lock; later ones are higher than the
  * recorded one and need no lock.
@@ -266,7 +410,12 @@ es_feed_draw_positions(Oid seq, int n, int64 *positions)
 {
 	int			i = 0;
 
-	if (registry != NULL && !my_slot_set)
+	if (registry == NULL && !my_position_locked && n > 0)
+	{
+		positions[0] = draw_first_position_locked(seq);
+		i = 1;
+	}
+	else if (registry != NULL && !my_slot_set)
 	{
 		LWLockAcquire(registry->lock, LW_EXCLUSIVE);
 		registry->first_draw_time[MyProc->pgprocno] = GetCurrentTimestamp();
@@ -364,9 +513,6 @@ es_feed_horizon(PG_FUNCTION_ARGS)
 	int64		horizon;
 	int64		logged;
 
-	if (registry == NULL)
-		PG_RETURN_INT64(PG_INT64_MAX);
-
 	/*
 	 * Rows that were not drawn here (applied by logical replication on a
 	 * subscriber, restored) do not move the local sequence: take the highest
@@ -374,16 +520,20 @@ es_feed_horizon(PG_FUNCTION_ARGS)
 	 * counts rows drawn before the draws the horizon excludes.
 	 */
 	logged = log_max_position();
-	if (lowest_in_flight(NULL, &horizon) == 0)
+	if (registry != NULL ? lowest_in_flight(NULL, &horizon) == 0
+		: lowest_locked_position(NULL, &horizon) == 0)
 		horizon = Max(horizon, logged);
 	PG_RETURN_INT64(horizon);
 }
 
-/* event_store.feed_mode(): 'registry' (gap-free) or 'unprotected'. */
+/*
+ * event_store.feed_mode(): 'registry' (preloaded) or 'locks' (not
+ * preloaded: the same protocol on the lock manager); both gap-free.
+ */
 Datum
 es_feed_mode(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_TEXT_P(cstring_to_text(registry != NULL ? "registry" : "unprotected"));
+	PG_RETURN_TEXT_P(cstring_to_text(registry != NULL ? "registry" : "locks"));
 }
 
 /* event_store._feed_in_flight(): appending transactions in flight and the lowest position they hold. */
@@ -400,6 +550,8 @@ es_feed_in_flight(PG_FUNCTION_ARGS)
 		elog(ERROR, "return type must be a row type");
 	if (registry != NULL)
 		lowest = lowest_in_flight(&count, NULL);
+	else
+		lowest = lowest_locked_position(&count, NULL);
 	values[0] = Int32GetDatum(count);
 	values[1] = Int64GetDatum(lowest);
 	nulls[1] = (lowest == 0);
@@ -426,6 +578,9 @@ closed_before(void)
 {
 	TimestampTz result = GetCurrentTimestamp();
 
+	/* "locks" mode keeps no draw times: no partition is known closed */
+	if (registry == NULL)
+		return DT_NOBEGIN;
 	LWLockAcquire(registry->lock, LW_SHARED);
 	for (int i = 0; i < registry->nslots; i++)
 		if (registry->first_position[i] != 0 && registry->first_draw_time[i] < result)
