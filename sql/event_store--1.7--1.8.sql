@@ -29,6 +29,7 @@ SUPPORT event_store._in_consumer_group_support;
 COMMENT ON FUNCTION event_store._in_consumer_group(text, int, int) IS
   'consumer_group_member(stream_id, consumer_group_size) = consumer_group_member, with a selectivity the planner can use (1 / size).';
 REVOKE ALL ON FUNCTION event_store._in_consumer_group(text, int, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store._in_consumer_group_support(internal) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store._in_consumer_group(text, int, int) TO event_store_reader;
 
 ------------------------------------------------------------------------------
@@ -108,6 +109,7 @@ DECLARE
     after_position bigint;
     horizon        bigint;
     scan_from      timestamptz;
+    categories     text[];
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
@@ -137,11 +139,13 @@ BEGIN
              LIMIT max_count;
         RETURN;
     END IF;
-    IF pg_catalog.cardinality(s.categories) = 1 THEN
+    -- each category once, subscripts from 1 (whatever the stored array's bounds)
+    categories := ARRAY(SELECT DISTINCT c FROM pg_catalog.unnest(s.categories) AS c);
+    IF pg_catalog.cardinality(categories) = 1 THEN
         RETURN QUERY
             SELECT e.*
               FROM event_store.events e
-             WHERE pg_catalog.split_part(e.stream_id, '-', 1) = s.categories[1]
+             WHERE pg_catalog.split_part(e.stream_id, '-', 1) = categories[1]
                AND e.global_position > after_position
                AND e.global_position <= horizon
                AND e.recorded_at >= scan_from
@@ -156,7 +160,7 @@ BEGIN
     -- collecting and sorting the category's whole rest of the log.
     RETURN QUERY
         SELECT x.*
-          FROM pg_catalog.unnest(s.categories) AS c(category)
+          FROM pg_catalog.unnest(categories) AS c(category)
          CROSS JOIN LATERAL (
                SELECT e.*
                  FROM event_store.events e

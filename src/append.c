@@ -55,6 +55,11 @@ typedef struct IdIndexEntry
 } IdIndexEntry;
 
 /* Statements, prepared once per backend. */
+/* The start of every INSERT of the append path: the log's columns but tags. */
+#define ES_INSERT_EVENTS_COLUMNS \
+	"INSERT INTO event_store.events (global_position, stream_id, stream_version, " \
+	"event_type, data, metadata, event_id, recorded_at, occurred_at, transaction_id"
+
 static SPIPlanPtr plan_lock_stream = NULL;
 static SPIPlanPtr plan_bump_stream = NULL;
 static SPIPlanPtr plan_bump_and_insert = NULL;
@@ -214,9 +219,7 @@ prepare_plans(void)
 										 "RETURNING version OPERATOR(pg_catalog.-) 1 AS prior, updated_at, "
 										 "last_position OPERATOR(pg_catalog.=) $2 AS fresh), "
 										 "i AS ("
-										 "INSERT INTO event_store.events (global_position, stream_id, "
-										 "stream_version, event_type, data, metadata, event_id, recorded_at, "
-										 "occurred_at, transaction_id) "
+										 ES_INSERT_EVENTS_COLUMNS ") "
 										 "SELECT $2, $1, s.prior OPERATOR(pg_catalog.+) 1, $4, $5, $6, $8, s.updated_at, "
 										 "coalesce($9, s.updated_at), $10 FROM s "
 										 "WHERE s.fresh AND s.updated_at OPERATOR(pg_catalog.<) $11 "
@@ -242,9 +245,7 @@ prepare_plans(void)
 										   "VALUES ($1, pg_catalog.split_part($1, '-', 1), 1, $3, $3, $2, $2) "
 										   "ON CONFLICT (stream_id) DO NOTHING RETURNING 1), "
 										   "i AS ("
-										   "INSERT INTO event_store.events (global_position, stream_id, "
-										   "stream_version, event_type, data, metadata, event_id, recorded_at, "
-										   "occurred_at, transaction_id) "
+										   ES_INSERT_EVENTS_COLUMNS ") "
 										   "SELECT $2, $1, 1, $4, $5, $6, $7, $3, coalesce($8, $3), $9 FROM s "
 										   "RETURNING 1) "
 										   "SELECT EXISTS (SELECT 1 FROM s), EXISTS (SELECT 1 FROM i)",
@@ -284,9 +285,7 @@ prepare_plans(void)
 		UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, XID8OID, TEXTARRAYOID};
 
 		plan_insert_one_tagged = es_keep_plan(
-										   "INSERT INTO event_store.events (global_position, stream_id, "
-										   "stream_version, event_type, data, metadata, event_id, recorded_at, "
-										   "occurred_at, transaction_id, tags) "
+										   ES_INSERT_EVENTS_COLUMNS ", tags) "
 										   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", 11, types);
 	}
 	if (plan_insert_many_tagged == NULL && events_have_tags())
@@ -297,9 +296,7 @@ prepare_plans(void)
 
 		/* tags travel as array literals: unnest cannot carry ragged text[][] */
 		plan_insert_many_tagged = es_keep_plan(
-											"INSERT INTO event_store.events (global_position, stream_id, "
-											"stream_version, event_type, data, metadata, event_id, recorded_at, "
-											"occurred_at, transaction_id, tags) "
+											ES_INSERT_EVENTS_COLUMNS ", tags) "
 											"SELECT u.p, $1, u.v, u.t, u.d, u.m, u.i, $2, u.o, $3, u.g::text[] "
 											"FROM unnest($4, $5, $6, $7, $8, $9, $10, $11) AS u(p, v, t, d, m, i, o, g)",
 											11, types);
@@ -310,9 +307,7 @@ prepare_plans(void)
 		UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, XID8OID};
 
 		plan_insert_one = es_keep_plan(
-									"INSERT INTO event_store.events (global_position, stream_id, "
-									"stream_version, event_type, data, metadata, event_id, recorded_at, "
-									"occurred_at, transaction_id) "
+									ES_INSERT_EVENTS_COLUMNS ") "
 									"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", 10, types);
 	}
 	if (plan_insert_many == NULL)
@@ -322,9 +317,7 @@ prepare_plans(void)
 		UUIDARRAYOID, get_array_type(TIMESTAMPTZOID)};
 
 		plan_insert_many = es_keep_plan(
-									 "INSERT INTO event_store.events (global_position, stream_id, "
-									 "stream_version, event_type, data, metadata, event_id, recorded_at, "
-									 "occurred_at, transaction_id) "
+									 ES_INSERT_EVENTS_COLUMNS ") "
 									 "SELECT u.p, $1, u.v, u.t, u.d, u.m, u.i, $2, u.o, $3 "
 									 "FROM unnest($4, $5, $6, $7, $8, $9, $10) AS u(p, v, t, d, m, i, o)",
 									 10, types);

@@ -56,20 +56,20 @@ mdb_hash_64(const char *data, size_t len)
 
 /*
  * The member of a group of group_size that receives a stream whose cardinal
- * id is [id, id + len): abs(hash_64) % size, with Message DB's "bigint out
- * of range" for the one hash abs() cannot negate.
+ * id is [id, id + len) -- up to its first '+' when cut_at_plus --:
+ * abs(hash_64) % size, with Message DB's "bigint out of range" for the one
+ * hash abs() cannot negate.
  */
 static int64
-group_member_of(const char *id, int len, int64 size)
+group_member_of(const char *id, int len, bool cut_at_plus, int64 size)
 {
-	const char *plus = memchr(id, '+', len);
+	const char *plus = cut_at_plus ? memchr(id, '+', len) : NULL;
 	int64		h;
 
 	if (size < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("consumer_group_size must be at least 1, got " INT64_FORMAT, size)));
-	/* cardinal id: the id up to its first '+' */
 	if (plus != NULL)
 		len = plus - id;
 	h = mdb_hash_64(id, len);
@@ -108,26 +108,35 @@ es_mdb_consumer_group_member(PG_FUNCTION_ARGS)
 
 	if (dash == NULL)
 		PG_RETURN_NULL();
-	PG_RETURN_INT64(group_member_of(dash + 1, len - (dash + 1 - s), PG_GETARG_INT64(1)));
+	PG_RETURN_INT64(group_member_of(dash + 1, len - (dash + 1 - s), true, PG_GETARG_INT64(1)));
 }
 
 /*
- * event_store.consumer_group_member(stream_id text, consumer_group_size int)
- * RETURNS int: as Message DB for a stream id with a category; a stream id
- * without '-' is its own cardinal id (event_store.cardinal_id), so such
- * streams are spread over the group too instead of reaching no member.
+ * event_store's member for a stream id: as Message DB for an id with a
+ * category; an id without '-' is its own cardinal id, whole, '+' and all
+ * (event_store.cardinal_id), so such streams are spread over the group too
+ * instead of reaching no member.
  */
-Datum
-es_consumer_group_member(PG_FUNCTION_ARGS)
+static int32
+stream_member(text *stream_id, int32 size)
 {
-	text	   *stream_id = PG_GETARG_TEXT_PP(0);
 	const char *s = VARDATA_ANY(stream_id);
 	int			len = VARSIZE_ANY_EXHDR(stream_id);
 	const char *dash = memchr(s, '-', len);
 
 	if (dash == NULL)
-		PG_RETURN_INT32((int32) group_member_of(s, len, PG_GETARG_INT32(1)));
-	PG_RETURN_INT32((int32) group_member_of(dash + 1, len - (dash + 1 - s), PG_GETARG_INT32(1)));
+		return (int32) group_member_of(s, len, false, size);
+	return (int32) group_member_of(dash + 1, len - (dash + 1 - s), true, size);
+}
+
+/*
+ * event_store.consumer_group_member(stream_id text, consumer_group_size int)
+ * RETURNS int
+ */
+Datum
+es_consumer_group_member(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT32(stream_member(PG_GETARG_TEXT_PP(0), PG_GETARG_INT32(1)));
 }
 
 /*
@@ -137,16 +146,7 @@ es_consumer_group_member(PG_FUNCTION_ARGS)
 Datum
 es_in_consumer_group(PG_FUNCTION_ARGS)
 {
-	text	   *stream_id = PG_GETARG_TEXT_PP(0);
-	int32		member = PG_GETARG_INT32(1);
-	int32		size = PG_GETARG_INT32(2);
-	const char *s = VARDATA_ANY(stream_id);
-	int			len = VARSIZE_ANY_EXHDR(stream_id);
-	const char *dash = memchr(s, '-', len);
-
-	if (dash == NULL)
-		PG_RETURN_BOOL(group_member_of(s, len, size) == member);
-	PG_RETURN_BOOL(group_member_of(dash + 1, len - (dash + 1 - s), size) == member);
+	PG_RETURN_BOOL(stream_member(PG_GETARG_TEXT_PP(0), PG_GETARG_INT32(2)) == PG_GETARG_INT32(1));
 }
 
 /*
@@ -168,12 +168,16 @@ es_in_consumer_group_support(PG_FUNCTION_ARGS)
 	req = (SupportRequestSelectivity *) rawreq;
 	if (list_length(req->args) != 3)
 		PG_RETURN_POINTER(NULL);
-	size_arg = estimate_expression_value(req->root, (Node *) lthird(req->args));
+	size_arg = (Node *) lthird(req->args);
+	if (req->root != NULL)
+		size_arg = estimate_expression_value(req->root, size_arg);
 	if (IsA(size_arg, Const) && !((Const *) size_arg)->constisnull)
 	{
 		int32		size = DatumGetInt32(((Const *) size_arg)->constvalue);
 
-		selectivity = size >= 1 ? 1.0 / size : 0.0;
+		/* a size below 1 fails at run time; any estimate will do */
+		if (size >= 1)
+			selectivity = 1.0 / size;
 	}
 	req->selectivity = selectivity;
 	PG_RETURN_POINTER(req);

@@ -265,13 +265,28 @@ es_feed_registry_active(void)
 	return registry != NULL;
 }
 
+/* event_store.global_position_seq, opened for last_drawn_position(). */
+static Relation
+open_position_sequence(void)
+{
+	Oid			nsp = get_namespace_oid(ES_SCHEMA, false);
+	Oid			seq = get_relname_relid("global_position_seq", nsp);
+
+	if (!OidIsValid(seq))
+		elog(ERROR, "sequence event_store.global_position_seq does not exist");
+	return relation_open(seq, AccessShareLock);
+}
+
 /*
- * "locks" mode (not preloaded).  Advisory lock tags in the database, told
- * apart from SQL-level advisory locks (objsubid 1 and 2) by objsubid.
+ * "locks" mode (not preloaded).  Advisory lock tags in the database, with
+ * an objsubid of their own (SQL-level advisory locks use 1 and 2, other
+ * extensions small numbers) and a marker in field2 besides: the gate is
+ * (ESFG, 0); a position p < 2^48 is (ES marker << 16 | p >> 32, low 32 bits).
  */
-#define ES_FEED_LOCK_KEY		0x45534644	/* 'ESFD' */
-#define ES_FEED_GATE_SUBID		3
-#define ES_FEED_POSITION_SUBID	4
+#define ES_FEED_LOCK_SUBID		0x4553	/* 'ES' */
+#define ES_FEED_GATE_KEY		0x45534647	/* 'ESFG' */
+#define ES_FEED_POSITION_MARK	0x4550	/* 'EP', the high half of field2 */
+#define ES_FEED_MAX_LOCKED_POSITION	((INT64CONST(1) << 48) - 1)
 
 static bool my_position_locked = false;
 static SubTransactionId my_position_subxid = InvalidSubTransactionId;
@@ -280,7 +295,7 @@ static bool lock_callbacks_registered = false;
 static void
 set_gate_tag(LOCKTAG *tag)
 {
-	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, ES_FEED_LOCK_KEY, 0, ES_FEED_GATE_SUBID);
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, ES_FEED_GATE_KEY, 0, ES_FEED_LOCK_SUBID);
 }
 
 /* Transaction end: the position lock went with the transaction. */
@@ -318,10 +333,12 @@ lock_mode_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 /*
- * First draw of a transaction in "locks" mode: draw under the shared gate
- * and lock the position before letting go of the gate, so that a reader
- * holding the gate exclusively sees every drawn position that may still
- * commit.  Appenders share the gate: they do not wait for one another.
+ * First draw of a transaction in "locks" mode: draw holding the gate and
+ * lock the position before letting go of it, so that a reader holding the
+ * gate sees every drawn position that may still commit.  Appenders take
+ * the gate in RowExclusiveLock and readers in ShareLock: those conflict
+ * with each other, never with themselves, so neither appenders nor readers
+ * wait for their own kind.
  */
 static int64
 draw_first_position_locked(Oid seq)
@@ -337,14 +354,20 @@ draw_first_position_locked(Oid seq)
 		lock_callbacks_registered = true;
 	}
 	set_gate_tag(&gate);
-	(void) LockAcquire(&gate, ShareLock, false, false);
+	(void) LockAcquire(&gate, RowExclusiveLock, false, false);
 	position = nextval_internal(seq, true);
-	SET_LOCKTAG_ADVISORY(mine, MyDatabaseId, (uint32) ((uint64) position >> 32),
-						 (uint32) position, ES_FEED_POSITION_SUBID);
+	if (position < 1 || position > ES_FEED_MAX_LOCKED_POSITION)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("global_position " INT64_FORMAT " is out of the range the feed can track without preloading", position),
+				 errhint("Add event_store to shared_preload_libraries.")));
+	SET_LOCKTAG_ADVISORY(mine, MyDatabaseId,
+						 ((uint32) ES_FEED_POSITION_MARK << 16) | (uint32) ((uint64) position >> 32),
+						 (uint32) position, ES_FEED_LOCK_SUBID);
 	(void) LockAcquire(&mine, ExclusiveLock, false, false);
 	my_position_locked = true;
 	my_position_subxid = GetCurrentSubTransactionId();
-	LockRelease(&gate, ShareLock, false);
+	LockRelease(&gate, RowExclusiveLock, false);
 	return position;
 }
 
@@ -363,16 +386,9 @@ lowest_locked_position(int *count, int64 *settled)
 	Relation	seqrel = NULL;
 
 	if (settled)
-	{
-		Oid			nsp = get_namespace_oid(ES_SCHEMA, false);
-		Oid			seq = get_relname_relid("global_position_seq", nsp);
-
-		if (!OidIsValid(seq))
-			elog(ERROR, "sequence event_store.global_position_seq does not exist");
-		seqrel = relation_open(seq, AccessShareLock);
-	}
+		seqrel = open_position_sequence();
 	set_gate_tag(&gate);
-	(void) LockAcquire(&gate, ExclusiveLock, false, false);
+	(void) LockAcquire(&gate, ShareLock, false, false);
 	locks = GetLockStatusData();
 	for (int i = 0; i < locks->nelements; i++)
 	{
@@ -382,17 +398,20 @@ lowest_locked_position(int *count, int64 *settled)
 		if (l->locktag.locktag_type != LOCKTAG_ADVISORY ||
 			l->locktag.locktag_lockmethodid != USER_LOCKMETHOD ||
 			l->locktag.locktag_field1 != MyDatabaseId ||
-			l->locktag.locktag_field4 != ES_FEED_POSITION_SUBID ||
+			l->locktag.locktag_field4 != ES_FEED_LOCK_SUBID ||
+			(l->locktag.locktag_field2 >> 16) != ES_FEED_POSITION_MARK ||
 			l->holdMask == 0)
 			continue;
-		p = (int64) (((uint64) l->locktag.locktag_field2 << 32) | l->locktag.locktag_field3);
+		p = (int64) ((((uint64) l->locktag.locktag_field2 & 0xFFFF) << 32) | l->locktag.locktag_field3);
 		n++;
 		if (lowest == 0 || p < lowest)
 			lowest = p;
 	}
 	if (settled)
 		*settled = lowest == 0 ? last_drawn_position(seqrel) : lowest - 1;
-	LockRelease(&gate, ExclusiveLock, false);
+	LockRelease(&gate, ShareLock, false);
+	pfree(locks->locks);
+	pfree(locks);
 	if (seqrel)
 		relation_close(seqrel, AccessShareLock);
 	if (count)
@@ -472,14 +491,7 @@ lowest_in_flight(int *count, int64 *settled)
 	Relation	seqrel = NULL;
 
 	if (settled)
-	{
-		Oid			nsp = get_namespace_oid(ES_SCHEMA, false);
-		Oid			seq = get_relname_relid("global_position_seq", nsp);
-
-		if (!OidIsValid(seq))
-			elog(ERROR, "sequence event_store.global_position_seq does not exist");
-		seqrel = relation_open(seq, AccessShareLock);
-	}
+		seqrel = open_position_sequence();
 
 	LWLockAcquire(registry->lock, LW_SHARED);
 	for (int i = 0; i < registry->nslots; i++)
@@ -504,6 +516,32 @@ lowest_in_flight(int *count, int64 *settled)
 }
 
 /*
+ * The highest position in the log, by one kept plan over the parent (the
+ * reader's own privileges on event_store.events): "locks" mode, where no
+ * partition is known to be closed.
+ */
+static int64
+log_max_position_any(void)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		result = 0;
+	bool		isnull;
+	Datum		d;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (plan == NULL)
+		plan = es_keep_plan("SELECT pg_catalog.max(global_position) FROM event_store.events", 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "reading the highest position failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		result = DatumGetInt64(d);
+	SPI_finish();
+	return result;
+}
+
+/*
  * event_store.feed_horizon(): the highest position safe to deliver.  Call it
  * before taking the snapshot that reads (an earlier statement).
  */
@@ -519,9 +557,23 @@ es_feed_horizon(PG_FUNCTION_ARGS)
 	 * position in the log too, read BEFORE the sequence, so that it only
 	 * counts rows drawn before the draws the horizon excludes.
 	 */
+	if (registry == NULL)
+	{
+		/*
+		 * "locks" mode: the log's maximum matters only with nothing in
+		 * flight; read it then (one plan over the parent: no partition is
+		 * known closed here), and the lock table and sequence once more.
+		 */
+		if (lowest_locked_position(NULL, &horizon) == 0)
+		{
+			logged = log_max_position_any();
+			if (lowest_locked_position(NULL, &horizon) == 0)
+				horizon = Max(horizon, logged);
+		}
+		PG_RETURN_INT64(horizon);
+	}
 	logged = log_max_position();
-	if (registry != NULL ? lowest_in_flight(NULL, &horizon) == 0
-		: lowest_locked_position(NULL, &horizon) == 0)
+	if (lowest_in_flight(NULL, &horizon) == 0)
 		horizon = Max(horizon, logged);
 	PG_RETURN_INT64(horizon);
 }

@@ -35,6 +35,8 @@ PG_FUNCTION_INFO_V1(es_mdb_write_message);
 
 /* Class id of the advisory lock taken while a new stream is checked. */
 #define MDB_NEW_STREAM_LOCK_CLASS	0x4D444257	/* 'MDBW' */
+/* Class id of the advisory lock on a message id while it is checked and written. */
+#define MDB_MESSAGE_ID_LOCK_CLASS	0x4D444249	/* 'MDBI' */
 
 /* Statements, prepared once per backend. */
 static SPIPlanPtr plan_lock_version = NULL;
@@ -157,6 +159,24 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 	SPI_connect();
 	oldcxt = CurrentMemoryContext;
 	prepare_plans();
+
+	/*
+	 * Message ids are unique store-wide, checked by a lookup (the log has
+	 * no unique index across partitions).  Two writers of one id would both
+	 * pass the lookup: the first to lock the id wins, and the other, in its
+	 * next statement, sees what the first committed.  Keyed by the id's
+	 * text as given (clients send canonical ids), and taken before any
+	 * stream lock, so that the order of locks is the same for every writer.
+	 */
+	if (!PG_ARGISNULL(0))
+	{
+		text	   *id_text = PG_GETARG_TEXT_PP(0);
+
+		DirectFunctionCall2(pg_advisory_xact_lock_int4,
+							Int32GetDatum(MDB_MESSAGE_ID_LOCK_CLASS),
+							Int32GetDatum((int32) hash_bytes((const unsigned char *) VARDATA_ANY(id_text),
+															 VARSIZE_ANY_EXHDR(id_text))));
+	}
 
 	if (has_expected)
 	{

@@ -370,6 +370,7 @@ choose_handler_path(Projection *p, MemoryContext cxt)
 {
 	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(p->handler));
 	Form_pg_proc proc;
+	SPIPlanPtr	plan;
 	bool		isnull;
 	Datum		src;
 
@@ -380,7 +381,12 @@ choose_handler_path(Projection *p, MemoryContext cxt)
 	}
 	proc = (Form_pg_proc) GETSTRUCT(tup);
 	src = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &isnull);
-	if (proc->prolang == SQLlanguageId && !proc->prosecdef && !proc->proretset &&
+	/*
+	 * fmgr_info routes the call through fmgr_security_definer when SECURITY
+	 * DEFINER, SET clauses or an fmgr hook (e.g. sepgsql) need it: keep fmgr
+	 */
+	if (p->flinfo.fn_addr == fmgr_sql &&
+		proc->prolang == SQLlanguageId && !proc->prosecdef && !proc->proretset &&
 		proc->prokind == PROKIND_FUNCTION && proc->pronargs == 1 &&
 		heap_attisnull(tup, Anum_pg_proc_proconfig, NULL) &&
 		heap_attisnull(tup, Anum_pg_proc_prosqlbody, NULL) && !isnull)
@@ -394,16 +400,17 @@ choose_handler_path(Projection *p, MemoryContext cxt)
 		MemoryContextSwitchTo(oldcxt);
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		p->sql_plan = SPI_prepare_params(body, (ParserSetupHook) sql_fn_parser_setup, pinfo, 0);
-		if (p->sql_plan == NULL)
+		plan = SPI_prepare_params(body, (ParserSetupHook) sql_fn_parser_setup, pinfo, 0);
+		if (plan == NULL)
 			elog(ERROR, "SPI_prepare_params failed for handler of projection \"%s\": %s",
 				 p->name, SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(p->sql_plan) != 0)
+		if (SPI_keepplan(plan) != 0)
 			elog(ERROR, "SPI_keepplan failed");
+		p->sql_plan = plan;
 		SPI_finish();
 		if (list_length(SPI_plan_get_plan_sources(p->sql_plan)) != 1)
 		{
-			/* several statements: functions.c parses each after the last ran */
+			/* several statements: kept simple, through fmgr */
 			SPI_freeplan(p->sql_plan);
 			p->sql_plan = NULL;
 			p->path = HANDLER_FMGR;

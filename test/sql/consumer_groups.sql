@@ -18,7 +18,8 @@ SELECT id FROM (
     UNION ALL SELECT 'account-' || i || '+position' FROM generate_series(1, 50) i
     UNION ALL SELECT 'account:command-' || md5(i::text) FROM generate_series(1, 50) i
     UNION ALL SELECT 'noid' || i FROM generate_series(1, 20) i
-    UNION ALL VALUES ('cat-'), ('-x'), ('-'), ('a-b-c'), ('a-+b'), ('a-b+c+d'), ('kontø-bjørn'), ('流-水'), ('')
+    UNION ALL VALUES ('cat-'), ('-x'), ('-'), ('a-b-c'), ('a-+b'), ('a-b+c+d'), ('kontø-bjørn'), ('流-水'), (''),
+                     ('noid+x'), ('+'), ('+x'), ('noid+x+y')
 ) s;
 SELECT count(*) AS ids,
        count(*) FILTER (WHERE event_store.consumer_group_member(id, size)
@@ -38,7 +39,7 @@ SELECT count(*) AS streams_not_in_exactly_one_member
 -- known values: Message DB's hash_64 of the cardinal id, written out
 SELECT id, ('x' || left(md5(event_store.cardinal_id(id)), 16))::bit(64)::bigint AS hash_64,
        event_store.consumer_group_member(id, 4) AS of_4, event_store.consumer_group_member(id, 3) AS of_3
-  FROM (VALUES ('account-1'), ('account-123'), ('account-123+x'), ('withdrawal-123'), ('account-789'), ('noid')) v(id);
+  FROM (VALUES ('account-1'), ('account-123'), ('account-123+x'), ('withdrawal-123'), ('account-789'), ('noid'), ('noid+x')) v(id);
 
 -- 2. Bad group sizes: a clear error (22023), as in 1.7
 \set VERBOSITY sqlstate
@@ -79,6 +80,9 @@ SELECT count(event_store.append_event(c || '-' || s, CASE WHEN r % 2 = 0 THEN 'E
 SELECT event_store.subscribe('one_category', ARRAY['account']);
 SELECT event_store.subscribe('two_categories', ARRAY['account', 'order']);
 SELECT event_store.subscribe('all_even', NULL, ARRAY['Even']);
+-- a category named twice, and an array whose subscripts start at 0
+SELECT event_store.subscribe('dup_categories', ARRAY['account', 'order', 'account']);
+SELECT event_store.subscribe('zero_based', '[0:0]={account}'::text[]);
 CREATE TEMP TABLE delivered (mode text, sub text, member int, n int, global_position bigint, stream_id text, event_type text);
 CREATE FUNCTION pg_temp.drain(mode text, sub text, size int) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
@@ -105,14 +109,16 @@ END
 $$;
 SELECT pg_temp.drain(mode, sub, 3)
   FROM (VALUES ('force_generic_plan'), ('force_custom_plan'), ('auto')) m(mode),
-       (VALUES ('one_category'), ('two_categories'), ('all_even')) s(sub);
+       (VALUES ('one_category'), ('two_categories'), ('all_even'), ('dup_categories'), ('zero_based')) s(sub);
 -- the expected sets
 CREATE TEMP TABLE wanted AS
 SELECT s.sub, e.global_position, e.stream_id
   FROM event_store.events e,
        (VALUES ('one_category', ARRAY['account'], NULL::text[]),
                ('two_categories', ARRAY['account', 'order'], NULL),
-               ('all_even', NULL, ARRAY['Even'])) s(sub, cats, types)
+               ('all_even', NULL, ARRAY['Even']),
+               ('dup_categories', ARRAY['account', 'order'], NULL),
+               ('zero_based', ARRAY['account'], NULL)) s(sub, cats, types)
  WHERE (s.cats IS NULL OR split_part(e.stream_id, '-', 1) = ANY (s.cats))
    AND (s.types IS NULL OR e.event_type = ANY (s.types));
 SELECT w.sub, m.mode, count(*) AS wanted,

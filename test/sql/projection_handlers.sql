@@ -18,7 +18,7 @@ $$;
 CREATE FUNCTION h_sql_positional(event_store.events) RETURNS void LANGUAGE sql AS $$
     INSERT INTO seen VALUES ('sql_positional', ($1).global_position, ($1).stream_id, (($1).data->>'amount')::int)
 $$;
--- two statements (through fmgr: each parsed after the one before ran)
+-- two statements (through fmgr)
 CREATE FUNCTION h_sql_two(e event_store.events) RETURNS void LANGUAGE sql AS $$
     INSERT INTO seen VALUES ('sql_two_a', e.global_position, e.stream_id, 0);
     INSERT INTO seen VALUES ('sql_two_b', e.global_position, e.stream_id, 0)
@@ -131,6 +131,24 @@ SELECT * FROM private_log;
 SELECT count(*) FILTER (WHERE n = -1) AS set_path_rows FROM b.tally;
 SELECT event_store.drop_projection('definer');
 SELECT event_store.drop_projection('set_path');
+
+-- A kept plain handler made SECURITY DEFINER afterwards runs as its owner
+-- from then on (the cache is rebuilt and the handler goes through fmgr).
+CREATE FUNCTION h_switch(e event_store.events) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO public.private_log VALUES (current_user, e.stream_id)
+$$;
+GRANT EXECUTE ON FUNCTION h_switch(event_store.events) TO es_handler_writer;
+GRANT INSERT ON private_log TO es_handler_writer;
+SELECT event_store.create_projection('switch', 'h_switch(event_store.events)');
+SET ROLE es_handler_writer;
+SELECT event_store.append_event('acct-7', 'Deposited', '{"amount": 1}');
+RESET ROLE;
+ALTER FUNCTION h_switch(event_store.events) SECURITY DEFINER;
+SET ROLE es_handler_writer;
+SELECT event_store.append_event('acct-7', 'Deposited', '{"amount": 2}');
+RESET ROLE;
+SELECT who, what FROM private_log WHERE what = 'acct-7' ORDER BY ctid;
+SELECT event_store.drop_projection('switch');
 
 \c :orig_db
 DROP DATABASE es_projection_handlers_test;

@@ -77,7 +77,7 @@ is(feed(), 'lk-1,lk-2,lk-4,lk-6,lk-7,lk-8,lk-9,lk-10,lk-11', 'after COMMIT PREPA
 $s1->query_safe("BEGIN; SELECT event_store.append_event('lk-12', 'E', '{}');");
 is($node->safe_psql('postgres', "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid IN (1, 2)"),
    '0', 'no SQL-level advisory lock taken');
-is($node->safe_psql('postgres', "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 4"),
+is($node->safe_psql('postgres', "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 17747"),
    '1', 'one position lock held by the open append');
 $s1->query_safe("COMMIT;");
 is($node->safe_psql('postgres', 'SELECT in_flight FROM event_store._feed_in_flight()'),
