@@ -41,6 +41,16 @@ GRANT EXECUTE ON FUNCTION event_store._in_consumer_group(text, int, int) TO even
 -- custom plans above a few partitions; the functions' own SET clause ends
 -- that setting with the call.  With few partitions the generic plan stays.
 ------------------------------------------------------------------------------
+-- ... and partitions premade for the future, empty, are left out too:
+-- _feed_scan_to(horizon) is the end of the latest partition with any block
+-- (computed after the horizon; see src/feed.c).
+CREATE FUNCTION event_store._feed_scan_to(horizon bigint) RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'es_feed_scan_to' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_store._feed_scan_to(bigint) IS
+  'Upper bound (exclusive) on recorded_at of events with global_position <= horizon: the end of the latest partition that has any block. Call after feed_horizon().';
+REVOKE ALL ON FUNCTION event_store._feed_scan_to(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._feed_scan_to(bigint) TO event_store_reader;
+
 CREATE FUNCTION event_store._feed_choose_plan_mode() RETURNS void
 AS 'MODULE_PATHNAME', 'es_feed_choose_plan_mode' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_store._feed_choose_plan_mode() IS
@@ -57,6 +67,7 @@ AS $$
 DECLARE
     horizon bigint := event_store.feed_horizon();
     scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     RETURN QUERY
@@ -65,6 +76,7 @@ BEGIN
          WHERE e.global_position > after_position
            AND e.global_position <= horizon
            AND e.recorded_at >= scan_from
+           AND e.recorded_at < scan_to
          ORDER BY e.global_position
          LIMIT max_count;
 END
@@ -80,6 +92,7 @@ AS $$
 DECLARE
     horizon bigint := event_store.feed_horizon();
     scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     RETURN QUERY
@@ -89,6 +102,7 @@ BEGIN
            AND e.global_position > after_position
            AND e.global_position <= horizon
            AND e.recorded_at >= scan_from
+           AND e.recorded_at < scan_to
          ORDER BY e.global_position
          LIMIT max_count;
 END
@@ -109,6 +123,7 @@ DECLARE
     after_position bigint;
     horizon        bigint;
     scan_from      timestamptz;
+    scan_to        timestamptz;
     categories     text[];
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
@@ -126,6 +141,7 @@ BEGIN
     -- The horizon first; the next statement reads with a newer snapshot.
     horizon := event_store.feed_horizon();
     scan_from := event_store._feed_scan_from(after_position);
+    scan_to := event_store._feed_scan_to(horizon);
     IF s.categories IS NULL THEN
         RETURN QUERY
             SELECT e.*
@@ -133,6 +149,7 @@ BEGIN
              WHERE e.global_position > after_position
                AND e.global_position <= horizon
                AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
                AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
                AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
              ORDER BY e.global_position
@@ -149,6 +166,7 @@ BEGIN
                AND e.global_position > after_position
                AND e.global_position <= horizon
                AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
                AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
                AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
              ORDER BY e.global_position
@@ -168,6 +186,7 @@ BEGIN
                   AND e.global_position > after_position
                   AND e.global_position <= horizon
                   AND e.recorded_at >= scan_from
+                  AND e.recorded_at < scan_to
                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
                 ORDER BY e.global_position

@@ -82,6 +82,7 @@ PG_FUNCTION_INFO_V1(es_feed_mode);
 PG_FUNCTION_INFO_V1(es_feed_in_flight);
 PG_FUNCTION_INFO_V1(es_feed_scan_from);
 PG_FUNCTION_INFO_V1(es_feed_choose_plan_mode);
+PG_FUNCTION_INFO_V1(es_feed_scan_to);
 
 /* One slot per backend; first_draw_time[] follows first_position[]. */
 typedef struct FeedRegistry
@@ -675,10 +676,19 @@ closed_partition_max(Oid relid)
 	return entry->max_position;
 }
 
-/* Highest position in an open partition (it may still grow: not cached). */
+/*
+ * Highest position in an open partition (it may still grow: not cached).
+ * A partition without a block (premade for the future) has none: no query.
+ */
 static int64
 open_partition_max(Oid relid)
 {
+	Relation	rel = table_open(relid, AccessShareLock);
+	BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
+
+	table_close(rel, AccessShareLock);
+	if (nblocks == 0)
+		return 0;
 	return partition_max_position(relid);
 }
 
@@ -811,4 +821,51 @@ es_feed_choose_plan_mode(PG_FUNCTION_ARGS)
 								 PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
 	PG_RETURN_VOID();
+}
+
+/*
+ * event_store._feed_scan_to(horizon bigint) RETURNS timestamptz: an upper
+ * bound on recorded_at of events with global_position <= horizon, for the
+ * feed reads to prune partitions premade for the future.  Every position
+ * at or below the horizon was committed (or is gone) before the horizon was
+ * computed, so, read in a later statement, a partition with no heap block
+ * cannot hold one and never will.  Walking down from the latest range, the
+ * first partition with a block ends the bound.  (A block count is one
+ * lseek; an emptied partition with blocks is simply kept.)  Call it after
+ * feed_horizon().
+ */
+Datum
+es_feed_scan_to(PG_FUNCTION_ARGS)
+{
+	TimestampTz bound = DT_NOBEGIN;
+	Relation	parent = table_open(es_events_relid(false), AccessShareLock);
+	PartitionDesc pd = RelationGetPartitionDesc(parent, true);
+	PartitionBoundInfo bi = pd->boundinfo;
+
+	if (bi == NULL)
+	{
+		table_close(parent, AccessShareLock);
+		PG_RETURN_TIMESTAMPTZ(DT_NOBEGIN);
+	}
+	/* indexes[i] is the partition whose upper bound is datums[i] */
+	for (int i = bi->ndatums; i >= 0; i--)
+	{
+		int			part = bi->indexes[i];
+		Relation	rel;
+		BlockNumber nblocks;
+
+		if (part < 0)
+			continue;
+		rel = table_open(pd->oids[part], AccessShareLock);
+		nblocks = RelationGetNumberOfBlocks(rel);
+		table_close(rel, AccessShareLock);
+		if (nblocks > 0)
+		{
+			bound = (i < bi->ndatums && bi->kind[i][0] == PARTITION_RANGE_DATUM_VALUE) ?
+				DatumGetTimestampTz(bi->datums[i][0]) : DT_NOEND;
+			break;
+		}
+	}
+	table_close(parent, AccessShareLock);
+	PG_RETURN_TIMESTAMPTZ(bound);
 }

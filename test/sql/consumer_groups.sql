@@ -145,5 +145,17 @@ SHOW plan_cache_mode;
 RESET plan_cache_mode;
 SHOW plan_cache_mode;
 
+-- 6. Partitions premade for the future hold no position at or below the
+--    horizon: feed reads end at the latest partition that has any block.
+SELECT count(event_store._create_partition_for(now() + make_interval(days => 40 + d))) AS made_ahead
+  FROM generate_series(1, 5) d;
+SELECT event_store._feed_scan_to(event_store.feed_horizon())
+       = (SELECT p.range_end FROM event_store.partition_info p
+           WHERE (SELECT max(recorded_at) FROM event_store.events) >= p.range_start
+             AND (SELECT max(recorded_at) FROM event_store.events) < p.range_end) AS bound_is_end_of_latest_written;
+SELECT (SELECT count(*) FROM event_store.read_all(0, 100000)) = (SELECT count(*) FROM event_store.events) AS read_all_complete,
+       (SELECT count(*) FROM event_store.read_category('order', 0, 100000))
+       = (SELECT count(*) FROM event_store.events WHERE stream_id LIKE 'order-%') AS read_category_complete;
+
 \c :orig_db
 DROP DATABASE es_consumer_groups_test;

@@ -68,7 +68,11 @@ BEGIN
     RETURN (SELECT count(*) FROM regexp_matches(plan::text, '"Relation Name": "events_p[^"]*"[^}]*?"Actual Loops": [1-9]', 'g'));
 END
 $$;
-SELECT count(*) AS partitions FROM event_store.partition_info;
+-- one partition per second that got an append (how many seconds that is
+-- depends on where the second boundaries fell)
+SELECT count(*) = (SELECT count(DISTINCT tableoid) FROM event_store.events) AS one_partition_per_second_used,
+       count(*) BETWEEN 5 AND 6 AS five_or_six
+  FROM event_store.partition_info;
 SELECT count(DISTINCT tableoid) AS stream_partitions FROM event_store.events WHERE stream_id = 'timeline-3';
 SELECT pg_temp.scanned_partitions($$SELECT * FROM event_store.read_stream('timeline-3')$$) AS scanned;
 
