@@ -52,6 +52,7 @@ extern void es_feed_init(void);
 extern bool es_feed_registry_active(void);
 extern void es_feed_draw_positions(Oid seq, int n, int64 *positions);
 extern TimestampTz es_feed_scan_bound(int64 after);
+extern TimestampTz es_feed_scan_end(void);
 
 /* src/projection.c (projections, subscriptions' push, 1.4) */
 extern void es_projection_init(void);

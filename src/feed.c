@@ -824,18 +824,19 @@ es_feed_choose_plan_mode(PG_FUNCTION_ARGS)
 }
 
 /*
- * event_store._feed_scan_to(horizon bigint) RETURNS timestamptz: an upper
- * bound on recorded_at of events with global_position <= horizon, for the
+ * An upper bound (exclusive) on recorded_at of events with global_position
+ * at or below a horizon read before the call (_feed_scan_to(horizon) in
+ * SQL, run_projection in C), for the
  * feed reads to prune partitions premade for the future.  Every position
  * at or below the horizon was committed (or is gone) before the horizon was
  * computed, so, read in a later statement, a partition with no heap block
  * cannot hold one and never will.  Walking down from the latest range, the
  * first partition with a block ends the bound.  (A block count is one
  * lseek; an emptied partition with blocks is simply kept.)  Call it after
- * feed_horizon().
+ * the horizon was read.
  */
-Datum
-es_feed_scan_to(PG_FUNCTION_ARGS)
+TimestampTz
+es_feed_scan_end(void)
 {
 	TimestampTz bound = DT_NOBEGIN;
 	Relation	parent = table_open(es_events_relid(false), AccessShareLock);
@@ -845,7 +846,7 @@ es_feed_scan_to(PG_FUNCTION_ARGS)
 	if (bi == NULL)
 	{
 		table_close(parent, AccessShareLock);
-		PG_RETURN_TIMESTAMPTZ(DT_NOBEGIN);
+		return DT_NOBEGIN;
 	}
 	/* indexes[i] is the partition whose upper bound is datums[i] */
 	for (int i = bi->ndatums; i >= 0; i--)
@@ -867,5 +868,12 @@ es_feed_scan_to(PG_FUNCTION_ARGS)
 		}
 	}
 	table_close(parent, AccessShareLock);
-	PG_RETURN_TIMESTAMPTZ(bound);
+	return bound;
+}
+
+/* event_store._feed_scan_to(horizon bigint) RETURNS timestamptz */
+Datum
+es_feed_scan_to(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TIMESTAMPTZ(es_feed_scan_end());
 }

@@ -765,16 +765,19 @@ prepare_run_plans(void)
 		plan_horizon = es_keep_plan("SELECT event_store.feed_horizon()", 0, NULL);
 	if (plan_read_feed == NULL)
 	{
-		Oid			types[5] = {INT8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
+		Oid			types[6] = {INT8OID, INT8OID, TEXTARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 
-		/* $5: recorded_at bound from the feed, so that run-time pruning skips old partitions */
+		/*
+		 * $5, $6: recorded_at bounds from the feed, so that run-time pruning
+		 * skips old partitions and those premade for the future
+		 */
 		plan_read_feed = es_keep_plan(
 								   "SELECT e, e.global_position FROM event_store.events e "
 								   "WHERE e.global_position > $1 AND e.global_position <= $2 "
 								   "AND ($3 IS NULL OR e.event_type = ANY ($3)) "
 								   "AND ($4 IS NULL OR split_part(e.stream_id, '-', 1) = ANY ($4)) "
-								   "AND e.recorded_at >= $5 "
-								   "ORDER BY e.global_position", 5, types);
+								   "AND e.recorded_at >= $5 AND e.recorded_at < $6 "
+								   "ORDER BY e.global_position", 6, types);
 	}
 	if (plan_save_checkpoint == NULL)
 	{
@@ -843,13 +846,15 @@ static int64
 feed_handler(RunTarget *t, int64 upto, int64 max, int notice_every, int64 *last,
 			 MemoryContext event_cxt)
 {
-	Datum		args[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	Portal		portal;
 	int64		count = 0;
 	bool		done = false;
 
 	args[4] = TimestampTzGetDatum(es_feed_scan_bound(t->checkpoint));
+	/* after the horizon (upto) was read, as the bound requires */
+	args[5] = TimestampTzGetDatum(es_feed_scan_end());
 	args[0] = Int64GetDatum(t->checkpoint);
 	args[1] = Int64GetDatum(upto);
 	args[2] = t->types;

@@ -157,5 +157,13 @@ SELECT (SELECT count(*) FROM event_store.read_all(0, 100000)) = (SELECT count(*)
        (SELECT count(*) FROM event_store.read_category('order', 0, 100000))
        = (SELECT count(*) FROM event_store.events WHERE stream_id LIKE 'order-%') AS read_category_complete;
 
+-- run_projection reads the feed with the same bounds: all of it
+CREATE TABLE counted (global_position bigint PRIMARY KEY);
+CREATE FUNCTION count_event(e event_store.events) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO counted VALUES (e.global_position)
+$$;
+SELECT event_store.create_projection('counter', 'count_event(event_store.events)', mode => 'async');
+SELECT event_store.run_projection('counter', 100000) = (SELECT count(*) FROM event_store.events) AS run_projection_complete;
+
 \c :orig_db
 DROP DATABASE es_consumer_groups_test;
