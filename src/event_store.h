@@ -40,6 +40,13 @@ extern SPIPlanPtr es_keep_plan(const char *sql, int nargs, Oid *argtypes);
 extern int	es_max_batch_size;
 
 /* src/partition.c */
+typedef struct EsPartitionRange
+{
+	Oid			relid;
+	TimestampTz lo;				/* inclusive; DT_NOBEGIN for MINVALUE */
+	TimestampTz hi;				/* exclusive; DT_NOEND for MAXVALUE */
+} EsPartitionRange;
+extern int	es_collect_partition_ranges(Relation parent, EsPartitionRange **ranges);
 extern TimestampTz es_ensure_partition_for(TimestampTz ts);
 extern Oid	es_events_relid(bool missing_ok);
 

@@ -702,8 +702,8 @@ log_max_position(void)
 	int64		result = 0;
 	TimestampTz closed;
 	Relation	parent;
-	PartitionDesc pd;
-	PartitionBoundInfo bi;
+	EsPartitionRange *ranges;
+	int			n;
 
 	if (!closed_callback_registered)
 	{
@@ -712,26 +712,17 @@ log_max_position(void)
 	}
 	closed = closed_before();
 	parent = table_open(es_events_relid(false), AccessShareLock);
-	pd = RelationGetPartitionDesc(parent, true);
-	bi = pd->boundinfo;
-	if (bi != NULL)
+	n = es_collect_partition_ranges(parent, &ranges);
+	for (int i = 0; i < n; i++)
 	{
-		for (int i = 0; i <= bi->ndatums; i++)
-		{
-			int			part = bi->indexes[i];
-			TimestampTz hi;
-			int64		m;
+		int64		m = ranges[i].hi > closed ? open_partition_max(ranges[i].relid)
+			: closed_partition_max(ranges[i].relid);
 
-			if (part < 0)
-				continue;
-			hi = (i < bi->ndatums && bi->kind[i][0] == PARTITION_RANGE_DATUM_VALUE) ?
-				DatumGetTimestampTz(bi->datums[i][0]) : DT_NOEND;
-			m = hi > closed ? open_partition_max(pd->oids[part]) : closed_partition_max(pd->oids[part]);
-			if (m > result)
-				result = m;
-		}
+		if (m > result)
+			result = m;
 	}
 	table_close(parent, AccessShareLock);
+	pfree(ranges);
 	return result;
 }
 
@@ -746,8 +737,8 @@ es_feed_scan_bound(int64 after)
 	TimestampTz bound = DT_NOEND;
 	TimestampTz closed;
 	Relation	parent;
-	PartitionDesc pd;
-	PartitionBoundInfo bi;
+	EsPartitionRange *ranges;
+	int			n;
 
 	if (registry == NULL)
 		return DT_NOBEGIN;
@@ -759,30 +750,18 @@ es_feed_scan_bound(int64 after)
 
 	closed = closed_before();
 	parent = table_open(es_events_relid(false), AccessShareLock);
-	pd = RelationGetPartitionDesc(parent, true);
-	bi = pd->boundinfo;
-	if (bi != NULL)
+	n = es_collect_partition_ranges(parent, &ranges);
+	/* the first partition, in range order, that may hold a position > after */
+	for (int i = 0; i < n; i++)
 	{
-		/* indexes[i] is the partition whose upper bound is datums[i] */
-		for (int i = 0; i <= bi->ndatums; i++)
+		if (ranges[i].hi > closed || closed_partition_max(ranges[i].relid) > after)
 		{
-			int			part = bi->indexes[i];
-			TimestampTz lo;
-			TimestampTz hi;
-
-			if (part < 0)
-				continue;
-			lo = (i > 0 && bi->kind[i - 1][0] == PARTITION_RANGE_DATUM_VALUE) ?
-				DatumGetTimestampTz(bi->datums[i - 1][0]) : DT_NOBEGIN;
-			hi = (i < bi->ndatums && bi->kind[i][0] == PARTITION_RANGE_DATUM_VALUE) ?
-				DatumGetTimestampTz(bi->datums[i][0]) : DT_NOEND;
-			if (lo >= bound)
-				continue;		/* already covered by the bound */
-			if (hi > closed || closed_partition_max(pd->oids[part]) > after)
-				bound = lo;
+			bound = ranges[i].lo;
+			break;
 		}
 	}
 	table_close(parent, AccessShareLock);
+	pfree(ranges);
 	return bound;
 }
 
@@ -840,34 +819,24 @@ es_feed_scan_end(void)
 {
 	TimestampTz bound = DT_NOBEGIN;
 	Relation	parent = table_open(es_events_relid(false), AccessShareLock);
-	PartitionDesc pd = RelationGetPartitionDesc(parent, true);
-	PartitionBoundInfo bi = pd->boundinfo;
+	EsPartitionRange *ranges;
+	int			n = es_collect_partition_ranges(parent, &ranges);
 
-	if (bi == NULL)
+	/* walking down from the latest range */
+	for (int i = n - 1; i >= 0; i--)
 	{
-		table_close(parent, AccessShareLock);
-		return DT_NOBEGIN;
-	}
-	/* indexes[i] is the partition whose upper bound is datums[i] */
-	for (int i = bi->ndatums; i >= 0; i--)
-	{
-		int			part = bi->indexes[i];
-		Relation	rel;
-		BlockNumber nblocks;
+		Relation	rel = table_open(ranges[i].relid, AccessShareLock);
+		BlockNumber nblocks = RelationGetNumberOfBlocks(rel);
 
-		if (part < 0)
-			continue;
-		rel = table_open(pd->oids[part], AccessShareLock);
-		nblocks = RelationGetNumberOfBlocks(rel);
 		table_close(rel, AccessShareLock);
 		if (nblocks > 0)
 		{
-			bound = (i < bi->ndatums && bi->kind[i][0] == PARTITION_RANGE_DATUM_VALUE) ?
-				DatumGetTimestampTz(bi->datums[i][0]) : DT_NOEND;
+			bound = ranges[i].hi;
 			break;
 		}
 	}
 	table_close(parent, AccessShareLock);
+	pfree(ranges);
 	return bound;
 }
 

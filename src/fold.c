@@ -524,34 +524,14 @@ may_read_snapshots(void)
 static List *
 partitions_between(Relation parent, TimestampTz lo, TimestampTz hi)
 {
-	PartitionDesc pd = RelationGetPartitionDesc(parent, true);
-	PartitionBoundInfo bi = pd->boundinfo;
+	EsPartitionRange *ranges;
+	int			n = es_collect_partition_ranges(parent, &ranges);
 	List	   *result = NIL;
 
-	if (bi == NULL)
-		return NIL;
-	/* indexes[i] names the partition whose upper bound is datums[i]. */
-	for (int i = 0; i <= bi->ndatums; i++)
-	{
-		int			part = bi->indexes[i];
-		TimestampTz start,
-					end;
-
-		if (part < 0)
-			continue;
-		start = DT_NOBEGIN;
-		end = DT_NOEND;
-		if (i > 0 && bi->kind[i - 1][0] == PARTITION_RANGE_DATUM_VALUE)
-			start = DatumGetTimestampTz(bi->datums[i - 1][0]);
-		else if (i > 0 && bi->kind[i - 1][0] == PARTITION_RANGE_DATUM_MAXVALUE)
-			start = DT_NOEND;
-		if (i < bi->ndatums && bi->kind[i][0] == PARTITION_RANGE_DATUM_VALUE)
-			end = DatumGetTimestampTz(bi->datums[i][0]);
-		else if (i < bi->ndatums && bi->kind[i][0] == PARTITION_RANGE_DATUM_MINVALUE)
-			end = DT_NOBEGIN;
-		if (start <= hi && end > lo)
-			result = lappend_oid(result, pd->oids[part]);
-	}
+	for (int i = 0; i < n; i++)
+		if (ranges[i].lo <= hi && ranges[i].hi > lo)
+			result = lappend_oid(result, ranges[i].relid);
+	pfree(ranges);
 	return result;
 }
 

@@ -91,6 +91,38 @@ bound_value(PartitionBoundInfo bi, int i)
 }
 
 /*
+ * The partitions of a range-partitioned parent with their ranges [lo, hi),
+ * in ascending range order, read from the partition descriptor (MINVALUE
+ * and MAXVALUE become -infinity and +infinity).  Returns how many; the
+ * array is palloc'd in the current memory context.  One walk of the bound
+ * info for every module that needs partitions by time.
+ */
+int
+es_collect_partition_ranges(Relation parent, EsPartitionRange **ranges)
+{
+	PartitionDesc pd = RelationGetPartitionDesc(parent, true);
+	PartitionBoundInfo bi = pd->boundinfo;
+	int			n = 0;
+
+	*ranges = palloc(sizeof(EsPartitionRange) * Max(pd->nparts, 1));
+	if (bi == NULL)
+		return 0;
+	/* indexes[i] names the partition whose upper bound is datums[i]. */
+	for (int i = 0; i <= bi->ndatums; i++)
+	{
+		int			part = bi->indexes[i];
+
+		if (part < 0)
+			continue;
+		(*ranges)[n].relid = pd->oids[part];
+		(*ranges)[n].lo = i > 0 ? bound_value(bi, i - 1) : DT_NOBEGIN;
+		(*ranges)[n].hi = i < bi->ndatums ? bound_value(bi, i) : DT_NOEND;
+		n++;
+	}
+	return n;
+}
+
+/*
  * Look for the partition of parent that holds ts.  On success, return true
  * and set *lo and *hi to its range.
  */
@@ -193,8 +225,8 @@ emit_partition_ranges(FunctionCallInfo fcinfo, Oid parent_oid)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Relation	parent;
-	PartitionDesc pd;
-	PartitionBoundInfo bi;
+	EsPartitionRange *ranges;
+	int			nranges;
 
 	InitMaterializedSRF(fcinfo, 0);
 
@@ -205,25 +237,16 @@ emit_partition_ranges(FunctionCallInfo fcinfo, Oid parent_oid)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("\"%s\" is not a range-partitioned table",
 						RelationGetRelationName(parent))));
-	pd = RelationGetPartitionDesc(parent, true);
-	bi = pd->boundinfo;
-
-	if (bi != NULL)
+	nranges = es_collect_partition_ranges(parent, &ranges);
+	for (int i = 0; i < nranges; i++)
 	{
-		/* indexes[i] names the partition whose upper bound is datums[i]. */
-		for (int i = 0; i <= bi->ndatums; i++)
-		{
-			int			part = bi->indexes[i];
-			Datum		values[3];
-			bool		nulls[3] = {false, false, false};
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
 
-			if (part < 0)
-				continue;
-			values[0] = ObjectIdGetDatum(pd->oids[part]);
-			values[1] = TimestampTzGetDatum(i > 0 ? bound_value(bi, i - 1) : DT_NOBEGIN);
-			values[2] = TimestampTzGetDatum(i < bi->ndatums ? bound_value(bi, i) : DT_NOEND);
-			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-		}
+		values[0] = ObjectIdGetDatum(ranges[i].relid);
+		values[1] = TimestampTzGetDatum(ranges[i].lo);
+		values[2] = TimestampTzGetDatum(ranges[i].hi);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	table_close(parent, AccessShareLock);
 }
