@@ -46,75 +46,14 @@ BATCH=${BENCH_BATCH:-100}
 PROFILE_SECONDS=${BENCH_PROFILE_SECONDS:-5}
 OUTDIR=${BENCH_OUT:-$HERE/results}
 
-if [[ $(id -u) -ne 0 ]]; then
-    echo "run as root (the cluster is made and run as the postgres OS user)" >&2
-    exit 2
-fi
-for tool in initdb pg_ctl psql pgbench; do
-    [[ -x $PGBIN/$tool ]] || { echo "missing $PGBIN/$tool" >&2; exit 2; }
-done
-if [[ ! -f $($PGBIN/pg_config --pkglibdir)/event_store.so ]]; then
-    echo "event_store is not installed: cd $ROOT && make install" >&2
-    exit 2
-fi
-
 # ---------------------------------------------------------------------------
-# Throw-away cluster
+# Throw-away cluster (test/bench/lib.sh)
 # ---------------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/es_bench.XXXXXX)
-chown postgres: "$WORK"
-chmod 700 "$WORK"
-PGDATA_DIR=$WORK/data
-LOG=$WORK/server.log
-
-cleanup() {
-    local rc=$?
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-        echo "BENCH_KEEP=1: cluster left running: PGHOST=$WORK PGPORT=$PORT psql -U postgres bench"
-        echo "  stop and remove: runuser -u postgres -- $PGBIN/pg_ctl -D $PGDATA_DIR stop && rm -rf $WORK"
-        exit $rc
-    fi
-    if [[ -f $PGDATA_DIR/postmaster.pid ]]; then
-        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    rm -rf "$WORK"
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A port no one listens on (TCP or unix socket in the usual directories).
-port_in_use() {
-    ss -Hltn "sport = :$1" 2>/dev/null | grep -q . ||
-        [[ -e /var/run/postgresql/.s.PGSQL.$1 || -e /tmp/.s.PGSQL.$1 ]]
-}
-PORT=
-for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 40000))
-    if ! port_in_use "$p"; then PORT=$p; break; fi
-done
-[[ -n $PORT ]] || { echo "no free port found" >&2; exit 1; }
-
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+BENCH_CONF=$'shared_buffers = 1GB\nmax_wal_size = 4GB\ncheckpoint_timeout = 30min\nmax_connections = 20\nlog_min_messages = warning\n# vacuum runs between pgbench runs instead, never in the middle of one\nautovacuum = off'
+bench_cluster_start es_bench
 echo "== cluster in $WORK (port $PORT, unix socket only)"
-runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust \
-    --no-sync -E UTF8 --locale=C >"$WORK/initdb.log" 2>&1 ||
-    { cat "$WORK/initdb.log"; exit 1; }
-cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
-# --- append_bench.sh
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$WORK'
-shared_preload_libraries = 'event_store'
-shared_buffers = 1GB
-max_wal_size = 4GB
-checkpoint_timeout = 30min
-max_connections = 20
-log_min_messages = warning
-# vacuum runs between pgbench runs instead, never in the middle of one
-autovacuum = off
-CONF
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$LOG" -w -t 60 start >/dev/null ||
-    { cat "$LOG"; exit 1; }
 # Keep a copy of the library exactly as the server mapped it (preloaded by the
 # postmaster, inherited by every backend): the report names its build id, and
 # the profile can name its functions even if the installed file is replaced

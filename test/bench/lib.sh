@@ -11,6 +11,8 @@
 #   bench_machine              -> one line: CPU model, cores, RAM
 #
 # Needs PGBIN set.  Extra postgresql.conf lines: BENCH_CONF (a string).
+# BENCH_CLEANUP_HOOK: a command run first at exit (e.g. to stop a sampler).
+# Also sourced by test/long/long_stream.sh and test/soak/soak.sh.
 
 bench_port_in_use() {
     ss -Hltn "sport = :$1" 2>/dev/null | grep -q . ||
@@ -19,6 +21,7 @@ bench_port_in_use() {
 
 bench_cleanup() {
     local rc=$?
+    if [[ -n ${BENCH_CLEANUP_HOOK:-} ]]; then eval "$BENCH_CLEANUP_HOOK" || true; fi
     if [[ ${BENCH_KEEP:-0} == 1 ]]; then
         echo "BENCH_KEEP=1: cluster left running: PGHOST=$WORK PGPORT=$PORT psql -U postgres"
         echo "  stop and remove: runuser -u postgres -- $PGBIN/pg_ctl -D $PGDATA_DIR stop && rm -rf $WORK"

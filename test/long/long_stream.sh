@@ -35,58 +35,12 @@ N=${LONG_EVENTS:-1000000}
 PAD=${LONG_PAD:-3}
 MEM_BOUND=${LONG_MEM_BOUND:-67108864}
 
-if [[ $(id -u) -ne 0 ]]; then
-    echo "run as root (the cluster is made and run as the postgres OS user)" >&2
-    exit 2
-fi
-if [[ ! -f $($PGBIN/pg_config --pkglibdir)/event_store.so ]]; then
-    echo "event_store is not installed: make install" >&2
-    exit 2
-fi
-
-WORK=$(mktemp -d /tmp/es_long.XXXXXX)
-chown postgres: "$WORK"
-chmod 700 "$WORK"
-PGDATA_DIR=$WORK/data
-cleanup() {
-    local rc=$?
-    if [[ ${LONG_KEEP:-0} == 1 ]]; then
-        echo "LONG_KEEP=1: cluster left running: psql -h $WORK -p $PORT -U postgres long"
-        echo "  stop and remove: runuser -u postgres -- $PGBIN/pg_ctl -D $PGDATA_DIR stop && rm -rf $WORK"
-        exit $rc
-    fi
-    if [[ -f $PGDATA_DIR/postmaster.pid ]]; then
-        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    rm -rf "$WORK"
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-PORT=
-for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 40000))
-    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q . && [[ ! -e /tmp/.s.PGSQL.$p && ! -e /var/run/postgresql/.s.PGSQL.$p ]]; then
-        PORT=$p; break
-    fi
-done
-[[ -n $PORT ]] || { echo "no free port found" >&2; exit 1; }
-
+# shellcheck source=../bench/lib.sh
+. "$HERE/../bench/lib.sh"
+BENCH_KEEP=${LONG_KEEP:-0}
+BENCH_CONF=$'shared_buffers = 16MB\nmax_wal_size = 4GB'
+bench_cluster_start es_long
 echo "== cluster in $WORK (unix socket only)"
-runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust --no-sync -E UTF8 --locale=C \
-    >"$WORK/initdb.log" 2>&1 || { cat "$WORK/initdb.log"; exit 1; }
-cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$WORK'
-shared_preload_libraries = 'event_store'
-shared_buffers = 16MB
-max_wal_size = 4GB
-CONF
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$WORK/server.log" -w -t 60 start >/dev/null ||
-    { cat "$WORK/server.log"; exit 1; }
-export PGHOST=$WORK PGPORT=$PORT PGUSER=postgres
 "$PGBIN/createdb" long
 "$PGBIN/psql" -X -q -d long -c 'CREATE EXTENSION event_store'
 

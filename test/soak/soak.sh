@@ -51,64 +51,14 @@ SAMPLE=${SOAK_SAMPLE:-10}
 MEM_BOUND_KB=${SOAK_MEM_BOUND_KB:-65536}
 
 [[ $DURATION =~ ^[0-9]+$ ]] && ((DURATION >= 10)) || { echo "usage: $0 [DURATION_SECONDS >= 10]" >&2; exit 2; }
-if [[ $(id -u) -ne 0 ]]; then
-    echo "run as root (the cluster is made and run as the postgres OS user)" >&2
-    exit 2
-fi
-for tool in initdb pg_ctl psql pgbench; do
-    [[ -x $PGBIN/$tool ]] || { echo "missing $PGBIN/$tool" >&2; exit 2; }
-done
-if [[ ! -f $($PGBIN/pg_config --pkglibdir)/event_store.so ]]; then
-    echo "event_store is not installed: make install" >&2
-    exit 2
-fi
-
-WORK=$(mktemp -d /tmp/es_soak.XXXXXX)
-chown postgres: "$WORK"
-chmod 700 "$WORK"
-PGDATA_DIR=$WORK/data
+# shellcheck source=../bench/lib.sh
+. "$HERE/../bench/lib.sh"
 SAMPLER=
-cleanup() {
-    local rc=$?
-    [[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null
-    if [[ ${SOAK_KEEP:-0} == 1 ]]; then
-        echo "SOAK_KEEP=1: cluster left running: psql -h $WORK -p $PORT -U postgres soak"
-        echo "  stop and remove: runuser -u postgres -- $PGBIN/pg_ctl -D $PGDATA_DIR stop && rm -rf $WORK"
-        exit $rc
-    fi
-    if [[ -f $PGDATA_DIR/postmaster.pid ]]; then
-        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -m immediate -w stop >/dev/null 2>&1 || true
-    fi
-    rm -rf "$WORK"
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-PORT=
-for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 40000))
-    if ! ss -Hltn "sport = :$p" 2>/dev/null | grep -q . && [[ ! -e /tmp/.s.PGSQL.$p && ! -e /var/run/postgresql/.s.PGSQL.$p ]]; then
-        PORT=$p; break
-    fi
-done
-[[ -n $PORT ]] || { echo "no free port found" >&2; exit 1; }
-
+BENCH_CLEANUP_HOOK='if [[ -n $SAMPLER ]]; then kill "$SAMPLER" 2>/dev/null || true; fi'
+BENCH_KEEP=${SOAK_KEEP:-0}
+BENCH_CONF=$'shared_buffers = 128MB\nmax_wal_size = 4GB\nlog_min_messages = warning\nlog_min_error_statement = error'
+bench_cluster_start es_soak
 echo "== cluster in $WORK (unix socket only)"
-runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust --no-sync -E UTF8 --locale=C \
-    >"$WORK/initdb.log" 2>&1 || { cat "$WORK/initdb.log"; exit 1; }
-cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
-port = $PORT
-listen_addresses = ''
-unix_socket_directories = '$WORK'
-shared_preload_libraries = 'event_store'
-shared_buffers = 128MB
-max_wal_size = 4GB
-log_min_messages = warning
-log_min_error_statement = error
-CONF
-runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -l "$WORK/server.log" -w -t 60 start >/dev/null ||
-    { cat "$WORK/server.log"; exit 1; }
 export PGHOST=$WORK PGPORT=$PORT PGUSER=postgres
 PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -d soak)
 "$PGBIN/createdb" soak
