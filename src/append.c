@@ -760,6 +760,7 @@ es_append_batch(AppendRequest *req)
 		TimestampTz recorded_at;
 		TimestampTz created_at;
 		bool		exists = true;
+		TimestampTz now = 0;	/* the append's time, once taken */
 		int			rc;
 
 		/*
@@ -800,10 +801,12 @@ es_append_batch(AppendRequest *req)
 		{
 			/* One event: stream update and insert in one statement. */
 			NewEvent   *ev = &req->events[0];
-			TimestampTz now = GetCurrentTimestamp();
-			TimestampTz partition_end = es_ensure_partition_for(now);
+			TimestampTz partition_end;
 			Datum		fargs[11];
 			char		fnulls[11];
+
+			now = GetCurrentTimestamp();
+			partition_end = es_ensure_partition_for(now);
 
 			memset(fnulls, ' ', sizeof(fnulls));
 			fargs[0] = PointerGetDatum(req->stream_id);
@@ -907,7 +910,8 @@ es_append_batch(AppendRequest *req)
 			bool		created;
 
 			check_expected_version(req, 0);
-			recorded_at = GetCurrentTimestamp();
+			/* a stream found missing above keeps the time (and partition) taken there */
+			recorded_at = now != 0 ? now : GetCurrentTimestamp();
 			es_ensure_partition_for(recorded_at);
 			memset(fnulls, ' ', sizeof(fnulls));
 			fargs[0] = PointerGetDatum(req->stream_id);
@@ -936,7 +940,8 @@ es_append_batch(AppendRequest *req)
 		{
 			check_expected_version(req, 0);
 			current = 0;
-			recorded_at = GetCurrentTimestamp();
+			/* a stream found missing above keeps the time (and partition) taken there */
+			recorded_at = now != 0 ? now : GetCurrentTimestamp();
 			args[0] = PointerGetDatum(req->stream_id);
 			args[1] = Int64GetDatum((int64) n);
 			args[2] = TimestampTzGetDatum(recorded_at);
