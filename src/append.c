@@ -761,6 +761,8 @@ es_append_batch(AppendRequest *req)
 		TimestampTz created_at;
 		bool		exists = true;
 		TimestampTz now = 0;	/* the append's time, once taken */
+		bool		positions_fresh = true;
+		bool		inserted = false;	/* the one-statement append wrote the event */
 		int			rc;
 
 		/*
@@ -832,35 +834,11 @@ es_append_batch(AppendRequest *req)
 				bool		isnull;
 				TupleDesc	td = SPI_tuptable->tupdesc;
 				HeapTuple	tup = SPI_tuptable->vals[0];
-				bool		positions_fresh;
-				bool		inserted;
 
 				current = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
 				recorded_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull));
 				positions_fresh = DatumGetBool(SPI_getbinval(tup, td, 3, &isnull));
 				inserted = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
-				/* An error here rolls the update back with everything else. */
-				check_expected_version(req, current);
-				if (inserted)
-				{
-					result_version = current + 1;
-					break;
-				}
-				if (!positions_fresh)
-				{
-					/* as below: holding the lock, draw again */
-					positions = draw_positions(n);
-					args[0] = PointerGetDatum(req->stream_id);
-					args[1] = Int64GetDatum(positions[0]);
-					rc = exec_write(plan_set_last_position, args, NULL, 0);
-					if (rc != SPI_OK_UPDATE)
-						elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
-				}
-				/* stale positions or a later partition: insert on its own */
-				es_ensure_partition_for(recorded_at);
-				insert_events(req, current + 1, positions, recorded_at);
-				result_version = current + 1;
-				break;
 			}
 		}
 		else if (exists)
@@ -880,68 +858,71 @@ es_append_batch(AppendRequest *req)
 				bool		isnull;
 				TupleDesc	td = SPI_tuptable->tupdesc;
 				HeapTuple	tup = SPI_tuptable->vals[0];
-				bool		positions_fresh;
 
 				current = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
 				recorded_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull));
 				positions_fresh = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
-				/* An error here rolls the update back with everything else. */
-				check_expected_version(req, current);
-
-				if (!positions_fresh)
-				{
-					/* Holding the lock now: later draws follow the stream's events. */
-					positions = draw_positions(n);
-					args[1] = Int64GetDatum(positions[n - 1]);
-					rc = exec_write(plan_set_last_position, args, NULL, 0);
-					if (rc != SPI_OK_UPDATE)
-						elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
-				}
 			}
 		}
 
-		if (!exists && n == 1 && req->events[0].tags == NULL)
+		if (exists)
 		{
-			/* One event on a new stream: stream row and event in one statement. */
-			NewEvent   *ev = &req->events[0];
-			Datum		fargs[9];
-			char		fnulls[9];
-			bool		isnull;
-			bool		created;
-
-			check_expected_version(req, 0);
-			/* a stream found missing above keeps the time (and partition) taken there */
-			recorded_at = now != 0 ? now : GetCurrentTimestamp();
-			es_ensure_partition_for(recorded_at);
-			memset(fnulls, ' ', sizeof(fnulls));
-			fargs[0] = PointerGetDatum(req->stream_id);
-			fargs[1] = Int64GetDatum(positions[0]);
-			fargs[2] = TimestampTzGetDatum(recorded_at);
-			fargs[3] = ev->event_type;
-			fargs[4] = ev->data;
-			fargs[5] = ev->metadata;
-			fnulls[5] = ev->metadata_null ? 'n' : ' ';
-			fargs[6] = UUIDPGetDatum(&ev->event_id);
-			fargs[7] = TimestampTzGetDatum(ev->occurred_at);
-			fnulls[7] = ev->occurred_at_given ? ' ' : 'n';
-			fargs[8] = FullTransactionIdGetDatum(GetTopFullTransactionId());
-			rc = exec_write_tables(plan_create_and_insert, fargs, fnulls, 1, 2);
-			if (rc != SPI_OK_SELECT || SPI_processed != 1)
-				elog(ERROR, "stream insert failed: %s", SPI_result_code_string(rc));
-			created = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-			if (!created)
-				continue;		/* created concurrently: start over, locked */
-			if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
-				elog(ERROR, "event insert failed");
-			result_version = 1;
-			break;
+			/* An error here rolls the update back with everything else. */
+			check_expected_version(req, current);
+			if (inserted)
+			{
+				result_version = current + 1;
+				break;
+			}
+			if (!positions_fresh)
+			{
+				/* Holding the lock now: later draws follow the stream's events. */
+				positions = draw_positions(n);
+				args[0] = PointerGetDatum(req->stream_id);
+				args[1] = Int64GetDatum(positions[n - 1]);
+				rc = exec_write(plan_set_last_position, args, NULL, 0);
+				if (rc != SPI_OK_UPDATE)
+					elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
+			}
+			/* (one event not inserted above: stale positions or a later partition) */
 		}
-		if (!exists)
+		else
 		{
 			check_expected_version(req, 0);
 			current = 0;
 			/* a stream found missing above keeps the time (and partition) taken there */
 			recorded_at = now != 0 ? now : GetCurrentTimestamp();
+			if (n == 1 && req->events[0].tags == NULL)
+			{
+				/* One event on a new stream: stream row and event in one statement. */
+				NewEvent   *ev = &req->events[0];
+				Datum		fargs[9];
+				char		fnulls[9];
+				bool		isnull;
+
+				es_ensure_partition_for(recorded_at);
+				memset(fnulls, ' ', sizeof(fnulls));
+				fargs[0] = PointerGetDatum(req->stream_id);
+				fargs[1] = Int64GetDatum(positions[0]);
+				fargs[2] = TimestampTzGetDatum(recorded_at);
+				fargs[3] = ev->event_type;
+				fargs[4] = ev->data;
+				fargs[5] = ev->metadata;
+				fnulls[5] = ev->metadata_null ? 'n' : ' ';
+				fargs[6] = UUIDPGetDatum(&ev->event_id);
+				fargs[7] = TimestampTzGetDatum(ev->occurred_at);
+				fnulls[7] = ev->occurred_at_given ? ' ' : 'n';
+				fargs[8] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+				rc = exec_write_tables(plan_create_and_insert, fargs, fnulls, 1, 2);
+				if (rc != SPI_OK_SELECT || SPI_processed != 1)
+					elog(ERROR, "stream insert failed: %s", SPI_result_code_string(rc));
+				if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+					continue;	/* created concurrently: start over, locked */
+				if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+					elog(ERROR, "event insert failed");
+				result_version = 1;
+				break;
+			}
 			args[0] = PointerGetDatum(req->stream_id);
 			args[1] = Int64GetDatum((int64) n);
 			args[2] = TimestampTzGetDatum(recorded_at);
