@@ -83,6 +83,14 @@ $s1->query_safe("COMMIT;");
 is($node->safe_psql('postgres', 'SELECT in_flight FROM event_store._feed_in_flight()'),
    '0', 'nothing in flight after commit');
 
+# Positions above 2^48 do not fit the lock key: a clear error, nothing written.
+$node->safe_psql('postgres', "SELECT setval('event_store.global_position_seq', 281474976710655)");
+my ($rc, $out, $err) = $node->psql('postgres', "SELECT event_store.append_event('lk-13', 'E', '{}')");
+like($err, qr/global_position 281474976710656 is out of the range the feed can track without preloading/,
+     'a position above 2^48 is refused in locks mode');
+is($node->safe_psql('postgres', "SELECT count(*) FROM event_store.events WHERE stream_id = 'lk-13'"),
+   '0', 'nothing written');
+
 $s3->query_safe("ROLLBACK;");
 $_->quit for ($s1, $s2, $s3);
 $node->stop;
