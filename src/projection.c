@@ -404,23 +404,19 @@ choose_handler_path(Projection *p, MemoryContext cxt)
 		if (plan == NULL)
 			elog(ERROR, "SPI_prepare_params failed for handler of projection \"%s\": %s",
 				 p->name, SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		p->sql_plan = plan;
-		SPI_finish();
-		if (list_length(SPI_plan_get_plan_sources(p->sql_plan)) != 1)
+		/* several statements: kept simple, through fmgr (SPI_finish frees the plan) */
+		if (list_length(SPI_plan_get_plan_sources(plan)) == 1)
 		{
-			/* several statements: kept simple, through fmgr */
-			SPI_freeplan(p->sql_plan);
-			p->sql_plan = NULL;
-			p->path = HANDLER_FMGR;
-		}
-		else
-		{
+			if (SPI_keepplan(plan) != 0)
+				elog(ERROR, "SPI_keepplan failed");
+			p->sql_plan = plan;
 			p->sql_argtype = proc->proargtypes.values[0];
 			p->sql_read_only = proc->provolatile != PROVOLATILE_VOLATILE;
 			p->path = HANDLER_SQL_PLAN;
 		}
+		else
+			p->path = HANDLER_FMGR;
+		SPI_finish();
 	}
 	else
 		p->path = HANDLER_FMGR;
