@@ -825,11 +825,13 @@ es_append_batch(AppendRequest *req)
 			fnulls[8] = ev->occurred_at_given ? ' ' : 'n';
 			fargs[9] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 			fargs[10] = TimestampTzGetDatum(partition_end);
-			rc = exec_write_tables(plan_bump_and_insert, fargs, fnulls, 1, 2);
-			if (rc != SPI_OK_SELECT)
+			if (es_direct_bump_and_insert(req->stream_id, positions[0], now, partition_end, ev,
+										  req->has_expected, req->expected, &exists, &current,
+										  &recorded_at, &positions_fresh, &inserted))
+				;				/* done without the executor (append_direct.c) */
+			else if ((rc = exec_write_tables(plan_bump_and_insert, fargs, fnulls, 1, 2)) != SPI_OK_SELECT)
 				elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
-			exists = SPI_processed > 0;
-			if (exists)
+			else if ((exists = SPI_processed > 0))
 			{
 				bool		isnull;
 				TupleDesc	td = SPI_tuptable->tupdesc;

@@ -48,6 +48,13 @@ extern void es_validate_expected_version(int64 expected);
 extern void es_parse_event_array(ArrayType *arr, AppendRequest *req, int *total_events);
 extern int64 es_append_batch(AppendRequest *req);
 
+/* append_direct.c: the one-event append to an existing stream without SPI */
+extern bool es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
+									  TimestampTz partition_end, NewEvent *ev,
+									  bool has_expected, int64 expected,
+									  bool *exists, int64 *prior, TimestampTz *recorded_at,
+									  bool *fresh, bool *inserted);
+
 /* messagedb.c: one message whose id write_message proved new */
 extern int64 es_append_new_event(text *stream_id, Datum event_type,
 								 bool data_null, Datum data,

@@ -48,6 +48,7 @@ typedef struct EsPartitionRange
 } EsPartitionRange;
 extern int	es_collect_partition_ranges(Relation parent, EsPartitionRange **ranges);
 extern TimestampTz es_ensure_partition_for(TimestampTz ts);
+extern Oid	es_known_partition_for(Oid parent_oid, TimestampTz ts);
 extern Oid	es_events_relid(bool missing_ok);
 
 /* src/guard.c */
@@ -63,6 +64,8 @@ extern TimestampTz es_feed_scan_end(void);
 
 /* src/projection.c (projections, subscriptions' push, 1.4) */
 extern void es_projection_init(void);
+extern bool es_inline_projections_exist(void);
+extern void es_projection_note_append(int64 position);
 
 /* src/log_am.c */
 extern bool es_relation_is_event_log(Oid relid);

@@ -40,6 +40,7 @@ PG_FUNCTION_INFO_V1(es_partition_ranges_of);
 static Oid	cached_parent = InvalidOid;
 static TimestampTz cached_lo;
 static TimestampTz cached_hi;
+static Oid	cached_partition = InvalidOid;	/* the partition of that range */
 static bool cache_callback_registered = false;
 
 static SPIPlanPtr create_partition_plan = NULL;
@@ -124,10 +125,11 @@ es_collect_partition_ranges(Relation parent, EsPartitionRange **ranges)
 
 /*
  * Look for the partition of parent that holds ts.  On success, return true
- * and set *lo and *hi to its range.
+ * and set *lo and *hi to its range and *relid to the partition.
  */
 static bool
-find_covering_range(Relation parent, TimestampTz ts, TimestampTz *lo, TimestampTz *hi)
+find_covering_range(Relation parent, TimestampTz ts, TimestampTz *lo, TimestampTz *hi,
+					Oid *relid)
 {
 	PartitionKey key = RelationGetPartitionKey(parent);
 	PartitionDesc pd = RelationGetPartitionDesc(parent, true);
@@ -144,6 +146,7 @@ find_covering_range(Relation parent, TimestampTz ts, TimestampTz *lo, TimestampT
 	if (bi->indexes[offset + 1] < 0)
 		return false;
 
+	*relid = pd->oids[bi->indexes[offset + 1]];
 	*lo = offset >= 0 ? bound_value(bi, offset) : DT_NOBEGIN;
 	*hi = offset + 1 < bi->ndatums ? bound_value(bi, offset + 1) : DT_NOEND;
 	return true;
@@ -163,6 +166,7 @@ es_ensure_partition_for(TimestampTz ts)
 	Relation	parent;
 	TimestampTz lo,
 				hi;
+	Oid			relid;
 	bool		covered;
 
 	if (!cache_callback_registered)
@@ -176,7 +180,7 @@ es_ensure_partition_for(TimestampTz ts)
 		return cached_hi;
 
 	parent = table_open(parent_oid, AccessShareLock);
-	covered = find_covering_range(parent, ts, &lo, &hi);
+	covered = find_covering_range(parent, ts, &lo, &hi, &relid);
 	table_close(parent, AccessShareLock);
 
 	if (!covered)
@@ -201,7 +205,7 @@ es_ensure_partition_for(TimestampTz ts)
 
 		/* The new partition invalidated the parent: look again. */
 		parent = table_open(parent_oid, AccessShareLock);
-		covered = find_covering_range(parent, ts, &lo, &hi);
+		covered = find_covering_range(parent, ts, &lo, &hi, &relid);
 		table_close(parent, AccessShareLock);
 		if (!covered)
 			ereport(ERROR,
@@ -213,7 +217,23 @@ es_ensure_partition_for(TimestampTz ts)
 	cached_parent = parent_oid;
 	cached_lo = lo;
 	cached_hi = hi;
+	cached_partition = relid;
 	return hi;
+}
+
+/*
+ * The partition that es_ensure_partition_for() last found, when it covers
+ * ts and nothing invalidated it since; InvalidOid otherwise.  Lets the
+ * direct append path (append_direct.c) insert into the partition without
+ * the executor's tuple routing.
+ */
+Oid
+es_known_partition_for(Oid parent_oid, TimestampTz ts)
+{
+	if (OidIsValid(parent_oid) && parent_oid == cached_parent &&
+		ts >= cached_lo && ts < cached_hi)
+		return cached_partition;
+	return InvalidOid;
 }
 
 /*

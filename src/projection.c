@@ -563,6 +563,31 @@ note_appended(int64 position)
 }
 
 /*
+ * Whether any inline projection is registered, read from the cache the
+ * dispatch trigger uses.  The direct append path (append_direct.c) writes
+ * without the executor, so without this trigger: it is taken only when the
+ * trigger would have dispatched nothing.  The caller holds a lock on
+ * event_store.events, which a registry change waits for.
+ */
+bool
+es_inline_projections_exist(void)
+{
+	ProjectionCache *cache = acquire_inline_cache();
+	bool		any = cache->nprojections > 0;
+
+	release_cache(cache);
+	return any;
+}
+
+/* What the dispatch trigger does for an append without projections: the commit NOTIFY. */
+void
+es_projection_note_append(int64 position)
+{
+	if (es_notify)
+		note_appended(position);
+}
+
+/*
  * event_store._dispatch_projections(): the statement-level AFTER INSERT
  * trigger on event_store.events.  Reads the statement's new rows (the
  * transition table) once to learn their order and highest position, then

@@ -1,0 +1,503 @@
+/*-------------------------------------------------------------------------
+ *
+ * append_direct.c
+ *	  The one-event append to an existing stream without SPI: the stream
+ *	  row is found through its primary key and updated with
+ *	  table_tuple_update(), the event goes straight into the partition that
+ *	  covers its recorded_at with table_tuple_insert() and its index entries
+ *	  with ExecInsertIndexTuples(), as COPY does.  Planning-free, it skips the
+ *	  executor start-up and shutdown, tuple routing and the statement
+ *	  triggers that a one-event append spent most of its time in.
+ *
+ *	  It is taken only where it writes exactly what the SPI statement
+ *	  (append.c, plan_bump_and_insert) would write and fires nothing the
+ *	  statement would have fired: the log and the streams table carry only
+ *	  event_store's own triggers, no inline projection is registered (the
+ *	  dispatch trigger would then only have queued the commit NOTIFY, done
+ *	  here), no row-level security, no stored generated or unknown columns,
+ *	  table-level privileges for the caller, not SERIALIZABLE (predicate
+ *	  locks stay the executor's), session_replication_role not replica.
+ *	  Anything else, and any concurrent change of the stream row, returns
+ *	  "not applied" with nothing written, and the caller runs the statement.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "access/attmap.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/execnodes.h"
+#include "storage/lmgr.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/xid8.h"
+
+#include "append.h"
+#include "event_store.h"
+
+/* Columns of event_store.events the append writes, in this order. */
+enum
+{
+	EV_GLOBAL_POSITION,
+	EV_STREAM_ID,
+	EV_STREAM_VERSION,
+	EV_EVENT_TYPE,
+	EV_DATA,
+	EV_METADATA,
+	EV_EVENT_ID,
+	EV_RECORDED_AT,
+	EV_OCCURRED_AT,
+	EV_TRANSACTION_ID,
+	EV_TAGS,
+	EV_NCOLUMNS
+};
+
+static const char *const event_column_names[EV_NCOLUMNS] = {
+	"global_position", "stream_id", "stream_version", "event_type", "data", "metadata",
+	"event_id", "recorded_at", "occurred_at", "transaction_id", "tags"
+};
+
+/*
+ * What the direct path learned about the log and streams tables, valid
+ * until a relcache invalidation of either (a trigger, policy, column or
+ * index change invalidates the table's relcache entry).
+ */
+typedef struct DirectAppendTables
+{
+	bool		valid;
+	bool		usable;			/* the tables carry nothing the path skips */
+	bool		dispatches;		/* events has the projection dispatch trigger (1.4+) */
+	Oid			events_relid;
+	Oid			streams_relid;
+	Oid			streams_pkey;
+	AttrNumber	events_attnum[EV_NCOLUMNS]; /* attnums in events' tuple descriptor */
+	AttrNumber	stream_version;
+	AttrNumber	stream_updated_at;
+	AttrNumber	stream_last_position;
+} DirectAppendTables;
+
+static DirectAppendTables tables;
+static bool callback_registered = false;
+
+/* The partition last checked for the log's column layout, and the answer. */
+static Oid	checked_partition = InvalidOid;
+static bool checked_partition_same = false;
+
+/* Forget what we know when either table (or the mapped partition) changes. */
+static void
+direct_tables_invalidate(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == tables.events_relid || relid == tables.streams_relid)
+		tables.valid = false;
+	if (relid == InvalidOid || relid == checked_partition)
+		checked_partition = InvalidOid;
+}
+
+/* Is this trigger function event_store's own function of that name? */
+static bool
+is_own_function(Oid funcid, Oid nsp, const char *name)
+{
+	char	   *fname;
+	bool		same;
+
+	if (get_func_namespace(funcid) != nsp)
+		return false;
+	fname = get_func_name(funcid);
+	same = fname != NULL && strcmp(fname, name) == 0;
+	if (fname)
+		pfree(fname);
+	return same;
+}
+
+/*
+ * Does a table carry only event_store's own triggers (those the direct path
+ * stands in for: the direct-write guard, the append-only refusal of
+ * UPDATE/DELETE/TRUNCATE and the projection dispatch)?
+ */
+static bool
+only_own_triggers(Relation rel, Oid nsp, bool *dispatches)
+{
+	TriggerDesc *td = rel->trigdesc;
+
+	*dispatches = false;
+	if (td == NULL)
+		return true;
+	for (int i = 0; i < td->numtriggers; i++)
+	{
+		Trigger    *t = &td->triggers[i];
+
+		if (t->tgenabled == TRIGGER_DISABLED)
+			continue;
+		if (is_own_function(t->tgfoid, nsp, "_dispatch_projections"))
+			*dispatches = true;
+		else if (!is_own_function(t->tgfoid, nsp, "_refuse_direct_write") &&
+				 !is_own_function(t->tgfoid, nsp, "_refuse_modification"))
+			return false;
+	}
+	return true;
+}
+
+/* Does a table have a stored generated column or a column default we would skip? */
+static bool
+has_generated_columns(Relation rel)
+{
+	TupleConstr *constr = RelationGetDescr(rel)->constr;
+
+	return constr != NULL && constr->has_generated_stored;
+}
+
+/*
+ * (Re)learn the tables.  Leaves tables.usable false when anything is there
+ * that only the executor would honour.
+ */
+static void
+load_tables(Oid events_relid)
+{
+	Oid			nsp = get_namespace_oid(ES_SCHEMA, false);
+	Relation	events;
+	Relation	streams;
+	TupleDesc	desc;
+	int			known = 0;
+	bool		streams_dispatch;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(direct_tables_invalidate, (Datum) 0);
+		callback_registered = true;
+	}
+
+	memset(&tables, 0, sizeof(tables));
+	tables.events_relid = events_relid;
+	tables.streams_relid = get_relname_relid("streams", nsp);
+	tables.valid = true;		/* an invalidation while loading clears it */
+	if (!OidIsValid(tables.streams_relid))
+		return;
+
+	events = table_open(events_relid, AccessShareLock);
+	streams = table_open(tables.streams_relid, AccessShareLock);
+
+	tables.usable = events->rd_rel->relkind == RELKIND_PARTITIONED_TABLE &&
+		streams->rd_rel->relkind == RELKIND_RELATION &&
+		!events->rd_rel->relrowsecurity && !streams->rd_rel->relrowsecurity &&
+		only_own_triggers(events, nsp, &tables.dispatches) &&
+		only_own_triggers(streams, nsp, &streams_dispatch) && !streams_dispatch &&
+		!has_generated_columns(events) && !has_generated_columns(streams);
+
+	/* events: exactly the columns the append writes, nothing with a default of its own */
+	desc = RelationGetDescr(events);
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		int			c;
+
+		if (att->attisdropped)
+			continue;
+		for (c = 0; c < EV_NCOLUMNS; c++)
+			if (strcmp(NameStr(att->attname), event_column_names[c]) == 0)
+				break;
+		if (c == EV_NCOLUMNS)
+			tables.usable = false;
+		else
+		{
+			tables.events_attnum[c] = att->attnum;
+			known++;
+		}
+	}
+	if (known != EV_NCOLUMNS)
+		tables.usable = false;
+
+	list_free(RelationGetIndexList(streams));	/* fills rd_pkindex */
+	tables.streams_pkey = streams->rd_pkindex;
+	tables.stream_version = get_attnum(tables.streams_relid, "version");
+	tables.stream_updated_at = get_attnum(tables.streams_relid, "updated_at");
+	tables.stream_last_position = get_attnum(tables.streams_relid, "last_position");
+	if (!OidIsValid(tables.streams_pkey) ||
+		tables.stream_version == InvalidAttrNumber ||
+		tables.stream_updated_at == InvalidAttrNumber ||
+		tables.stream_last_position == InvalidAttrNumber)
+		tables.usable = false;
+
+	table_close(streams, AccessShareLock);
+	table_close(events, AccessShareLock);
+}
+
+/*
+ * A partition that may take the row directly: a plain table with no insert
+ * triggers of its own (the parent's row triggers are cloned onto it, and
+ * the log's only row trigger refuses UPDATE and DELETE).
+ */
+static bool
+partition_usable(Relation part)
+{
+	TriggerDesc *td = part->trigdesc;
+
+	if (part->rd_rel->relkind != RELKIND_RELATION || has_generated_columns(part))
+		return false;
+	if (td != NULL &&
+		(td->trig_insert_before_row || td->trig_insert_after_row ||
+		 td->trig_insert_instead_row || td->trig_insert_before_statement ||
+		 td->trig_insert_after_statement || td->trig_insert_new_table))
+		return false;
+	return true;
+}
+
+/*
+ * Does the partition lay out its columns as the log does?  Partitions made
+ * by event_store always do; one attached with another column order (or
+ * after a column was dropped from the log) takes the statement's tuple
+ * routing instead.
+ */
+static bool
+same_layout_as_log(Relation events, Relation part)
+{
+	if (checked_partition != RelationGetRelid(part))
+	{
+		AttrMap    *map = build_attrmap_by_name_if_req(RelationGetDescr(events),
+													   RelationGetDescr(part));
+
+		checked_partition_same = map == NULL;
+		if (map != NULL)
+			free_attrmap(map);
+		checked_partition = RelationGetRelid(part);
+	}
+	return checked_partition_same;
+}
+
+/*
+ * Can the caller's append go the direct way at all?  Cheap checks first;
+ * the lock on the log (taken here, as the statement would) orders us
+ * after any projection registry change, which waits for it.
+ */
+static bool
+direct_path_allowed(Oid events_relid)
+{
+	Oid			user = GetUserId();
+
+	/* the statement gives these their errors or their predicate locks */
+	if (XactReadOnly || IsInParallelMode() || IsolationIsSerializable() ||
+		SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+		return false;
+
+	LockRelationOid(events_relid, RowExclusiveLock);
+	if (!tables.valid || tables.events_relid != events_relid)
+		load_tables(events_relid);
+	if (!tables.usable)
+		return false;
+	/* (pg_class_aclcheck accepts any one of several modes: all are needed) */
+	if (pg_class_aclcheck(events_relid, user, ACL_INSERT) != ACLCHECK_OK ||
+		pg_class_aclmask(tables.streams_relid, user, ACL_SELECT | ACL_UPDATE, ACLMASK_ALL) !=
+		(ACL_SELECT | ACL_UPDATE))
+		return false;
+	return !tables.dispatches || !es_inline_projections_exist();
+}
+
+/*
+ * Insert the event into the partition of recorded_at, with its index
+ * entries and the partition's constraints checked.  false: the partition
+ * is not known or not plain (the caller inserts the slow way).
+ */
+static bool
+insert_event_directly(Relation events, EState *estate, Datum *values, bool *nulls,
+					  TimestampTz recorded_at)
+{
+	Oid			part_oid = es_known_partition_for(RelationGetRelid(events), recorded_at);
+	Relation	part;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	List	   *recheck;
+
+	if (!OidIsValid(part_oid))
+		return false;
+	part = table_open(part_oid, RowExclusiveLock);
+	if (!partition_usable(part) || !same_layout_as_log(events, part))
+	{
+		table_close(part, RowExclusiveLock);
+		return false;
+	}
+
+	slot = table_slot_create(part, NULL);
+	ExecClearTuple(slot);
+	memcpy(slot->tts_values, values, sizeof(Datum) * slot->tts_tupleDescriptor->natts);
+	memcpy(slot->tts_isnull, nulls, sizeof(bool) * slot->tts_tupleDescriptor->natts);
+	ExecStoreVirtualTuple(slot);
+
+	/* range table index 0: error details check privileges on the table itself */
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, part, 0, NULL, 0);
+	ExecOpenIndices(rri, false);
+	if (part->rd_att->constr != NULL)
+		ExecConstraints(rri, slot, estate);
+
+	table_tuple_insert(part, slot, GetCurrentCommandId(true), 0, NULL);
+	recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+	if (recheck != NIL)			/* a deferred unique index: the statement would queue a recheck */
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("deferrable unique indexes on the partitions of event_store.events are not supported")));
+
+	ExecCloseIndices(rri);
+	ExecDropSingleTupleTableSlot(slot);
+	table_close(part, NoLock);	/* locks are kept until the end of the transaction */
+	return true;
+}
+
+/*
+ * The one-event append to an existing stream, done directly.  Returns
+ * false when the path does not apply (nothing was written, the caller runs
+ * its statement).  Otherwise *exists tells whether the stream row was
+ * there; when it was, the row was advanced as plan_bump_and_insert does
+ * and *prior, *recorded_at, *fresh and *inserted carry that statement's
+ * results (the event was inserted only when its positions are fresh, the
+ * expected version matches and recorded_at falls before partition_end).
+ */
+bool
+es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
+						  TimestampTz partition_end, NewEvent *ev,
+						  bool has_expected, int64 expected,
+						  bool *exists, int64 *prior, TimestampTz *recorded_at,
+						  bool *fresh, bool *inserted)
+{
+	Oid			events_relid = es_events_relid(false);
+	Relation	events;
+	Relation	streams;
+	Relation	pkey;
+	Snapshot	snapshot;
+	IndexScanDesc scan;
+	ScanKeyData key;
+	TupleTableSlot *oldslot;
+	TupleTableSlot *newslot;
+	TM_FailureData tmfd;
+	TM_Result	result;
+	LockTupleMode lockmode;
+	bool		update_indexes;
+	bool		found;
+	bool		isnull;
+	int64		version;
+	int64		last_position;
+	TimestampTz updated_at;
+	EState	   *estate;
+	int			natts;
+
+	if (!direct_path_allowed(events_relid))
+		return false;
+
+	events = table_open(events_relid, NoLock);	/* locked above */
+	streams = table_open(tables.streams_relid, RowExclusiveLock);
+	pkey = index_open(tables.streams_pkey, RowExclusiveLock);
+
+	/* As a statement would: see this transaction's own earlier appends. */
+	CommandCounterIncrement();
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	PushActiveSnapshot(snapshot);
+
+	oldslot = table_slot_create(streams, NULL);
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   pkey->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(stream_id));
+	scan = index_beginscan(streams, pkey, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, oldslot);
+	index_endscan(scan);
+
+	*exists = found;
+	if (!found)
+	{
+		ExecDropSingleTupleTableSlot(oldslot);
+		PopActiveSnapshot();
+		UnregisterSnapshot(snapshot);
+		index_close(pkey, NoLock);
+		table_close(streams, NoLock);
+		table_close(events, NoLock);
+		return true;
+	}
+
+	/* The new row: version + 1, updated_at at least now, last_position moved up. */
+	slot_getallattrs(oldslot);
+	version = DatumGetInt64(slot_getattr(oldslot, tables.stream_version, &isnull));
+	updated_at = DatumGetTimestampTz(slot_getattr(oldslot, tables.stream_updated_at, &isnull));
+	last_position = DatumGetInt64(slot_getattr(oldslot, tables.stream_last_position, &isnull));
+
+	natts = RelationGetDescr(streams)->natts;
+	newslot = table_slot_create(streams, NULL);
+	ExecClearTuple(newslot);
+	memcpy(newslot->tts_values, oldslot->tts_values, sizeof(Datum) * natts);
+	memcpy(newslot->tts_isnull, oldslot->tts_isnull, sizeof(bool) * natts);
+	*prior = version;
+	*recorded_at = Max(updated_at, now);
+	*fresh = last_position < position;
+	newslot->tts_values[tables.stream_version - 1] = Int64GetDatum(version + 1);
+	newslot->tts_values[tables.stream_updated_at - 1] = TimestampTzGetDatum(*recorded_at);
+	if (*fresh)
+		newslot->tts_values[tables.stream_last_position - 1] = Int64GetDatum(position);
+	ExecStoreVirtualTuple(newslot);
+
+	CheckCmdReplicaIdentity(streams, CMD_UPDATE);
+	result = table_tuple_update(streams, &oldslot->tts_tid, newslot,
+								GetCurrentCommandId(true), snapshot, InvalidSnapshot,
+								true, &tmfd, &lockmode, &update_indexes);
+
+	estate = CreateExecutorState();
+	if (result == TM_Ok && update_indexes)
+	{
+		ResultRelInfo *rri = makeNode(ResultRelInfo);
+
+		InitResultRelInfo(rri, streams, 0, NULL, 0);
+		ExecOpenIndices(rri, false);
+		(void) ExecInsertIndexTuples(rri, newslot, estate, true, false, NULL, NIL);
+		ExecCloseIndices(rri);
+	}
+
+	*inserted = false;
+	if (result == TM_Ok && *fresh && *recorded_at < partition_end &&
+		(!has_expected || expected == -1 || version == expected))
+	{
+		int			ncols = RelationGetDescr(events)->natts;
+		Datum	   *values = palloc0(sizeof(Datum) * ncols);
+		bool	   *nulls = palloc(sizeof(bool) * ncols);
+		AttrNumber *a = tables.events_attnum;
+
+		memset(nulls, true, sizeof(bool) * ncols); /* dropped columns */
+#define SET_COLUMN(c, v) (values[a[c] - 1] = (v), nulls[a[c] - 1] = false)
+		SET_COLUMN(EV_GLOBAL_POSITION, Int64GetDatum(position));
+		SET_COLUMN(EV_STREAM_ID, PointerGetDatum(stream_id));
+		SET_COLUMN(EV_STREAM_VERSION, Int64GetDatum(version + 1));
+		SET_COLUMN(EV_EVENT_TYPE, ev->event_type);
+		SET_COLUMN(EV_DATA, ev->data);
+		if (!ev->metadata_null)
+			SET_COLUMN(EV_METADATA, ev->metadata);
+		SET_COLUMN(EV_EVENT_ID, UUIDPGetDatum(&ev->event_id));
+		SET_COLUMN(EV_RECORDED_AT, TimestampTzGetDatum(*recorded_at));
+		SET_COLUMN(EV_OCCURRED_AT, TimestampTzGetDatum(ev->occurred_at_given ? ev->occurred_at : *recorded_at));
+		SET_COLUMN(EV_TRANSACTION_ID, FullTransactionIdGetDatum(GetTopFullTransactionId()));
+#undef SET_COLUMN
+		*inserted = insert_event_directly(events, estate, values, nulls, *recorded_at);
+		if (*inserted && tables.dispatches)
+			es_projection_note_append(position);
+	}
+
+	FreeExecutorState(estate);
+	ExecDropSingleTupleTableSlot(newslot);
+	ExecDropSingleTupleTableSlot(oldslot);
+	PopActiveSnapshot();
+	UnregisterSnapshot(snapshot);
+	index_close(pkey, NoLock);
+	table_close(streams, NoLock);
+	table_close(events, NoLock);
+
+	/* A concurrent change of the row: nothing written, the statement redoes it properly. */
+	return result == TM_Ok;
+}

@@ -1,0 +1,204 @@
+-- The direct one-event append (1.8, src/append_direct.c): an append of one
+-- event to an existing stream updates the stream row and inserts the event
+-- without the executor, but only where that writes exactly what the
+-- statement would.  Every condition that sends an append back to the
+-- statement is tried here, and the rows both ways are compared.
+SELECT current_database() AS orig_db \gset
+CREATE DATABASE es_append_direct_test;
+\c es_append_direct_test
+SET client_min_messages = warning;
+CREATE EXTENSION event_store;
+RESET client_min_messages;
+
+-- What one append wrote, as a row of facts that must hold either way.
+CREATE FUNCTION facts(s text) RETURNS TABLE (
+    stream_version bigint, positions_rise boolean, recorded_is_updated boolean,
+    occurred_default boolean, stream_version_matches boolean,
+    last_position_matches boolean, metadata jsonb, tags text[])
+LANGUAGE sql AS $$
+    SELECT e.stream_version,
+           e.global_position > coalesce((SELECT max(p.global_position) FROM event_store.events p
+                                         WHERE p.stream_id = s AND p.stream_version < e.stream_version), 0),
+           e.recorded_at = st.updated_at,
+           e.occurred_at = e.recorded_at,
+           st.version = e.stream_version,
+           st.last_position = e.global_position,
+           e.metadata, e.tags
+      FROM event_store.events e JOIN event_store.streams st USING (stream_id)
+     WHERE e.stream_id = s
+     ORDER BY e.stream_version DESC LIMIT 1
+$$;
+
+-- 1. The direct path: existing stream, no trigger of the user's.
+SELECT event_store.append_event('direct-1', 'Opened', '{"n": 1}');
+BEGIN;
+SELECT event_store.append_event('direct-1', 'Noted', '{"n": 2}', '{"who": "ada"}');
+SELECT * FROM facts('direct-1');
+SELECT transaction_id = pg_current_xact_id() AS this_transaction
+  FROM event_store.events WHERE stream_id = 'direct-1' AND stream_version = 2;
+COMMIT;
+BEGIN;
+SELECT event_store.append_event('direct-1', 'Noted', '{"n": 3}');
+SELECT * FROM facts('direct-1');
+COMMIT;
+-- an expected version: right, -1 (any), wrong (nothing written)
+SELECT event_store.append_event('direct-1', 'Noted', '{"n": 4}', NULL, 3);
+SELECT event_store.append_event('direct-1', 'Noted', '{"n": 5}', NULL, -1);
+SELECT event_store.append_event('direct-1', 'Noted', '{"n": 6}', NULL, 2);
+SELECT version FROM event_store.streams WHERE stream_id = 'direct-1';
+-- an event id and an occurred_at given by the caller
+SELECT event_store.append_event('direct-1', 'Noted', '{"n": 7}', NULL, NULL,
+       'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2020-01-01 00:00:00+00');
+SELECT event_id, occurred_at, stream_version FROM event_store.events
+ WHERE stream_id = 'direct-1' ORDER BY stream_version DESC LIMIT 1;
+-- several appends to one stream in one statement see each other
+SELECT array_agg(v ORDER BY i) FROM (
+    SELECT i, event_store.append_event('direct-1', 'Tick', jsonb_build_object('i', i)) AS v
+      FROM generate_series(1, 5) i) x;
+SELECT count(*), count(DISTINCT global_position), max(stream_version)
+  FROM event_store.events WHERE stream_id = 'direct-1';
+-- the event is where the indexes find it: by stream, by id, by category
+SET enable_seqscan = off;
+SELECT count(*) FROM event_store.events WHERE stream_id = 'direct-1';
+SELECT stream_version FROM event_store.events WHERE event_id = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11';
+SELECT count(*) FROM event_store.read_category('direct', 0, 100);
+RESET enable_seqscan;
+-- a savepoint rolled back takes the direct append with it
+BEGIN;
+SAVEPOINT a;
+SELECT event_store.append_event('direct-1', 'Lost', '{}');
+ROLLBACK TO SAVEPOINT a;
+SELECT event_store.append_event('direct-1', 'Kept', '{}');
+COMMIT;
+SELECT stream_version, event_type FROM event_store.events
+ WHERE stream_id = 'direct-1' ORDER BY stream_version DESC LIMIT 2;
+-- SERIALIZABLE and REPEATABLE READ appends (the former always by statement)
+BEGIN ISOLATION LEVEL SERIALIZABLE;
+SELECT event_store.append_event('direct-1', 'Serial', '{}');
+COMMIT;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT event_store.append_event('direct-1', 'Repeatable', '{}');
+COMMIT;
+-- a read-only transaction gets PostgreSQL's error, nothing written
+BEGIN READ ONLY;
+SELECT event_store.append_event('direct-1', 'ReadOnly', '{}');
+ROLLBACK;
+SELECT count(*) FROM event_store.events WHERE event_type = 'ReadOnly';
+
+-- 2. A CHECK constraint of the user's holds on the direct path too.
+-- (the error names the partition and shows the row: only its SQLSTATE and constraint here)
+ALTER TABLE event_store.events ADD CONSTRAINT no_forbidden CHECK (event_type <> 'Forbidden');
+DO $$
+DECLARE c text;
+BEGIN
+    PERFORM event_store.append_event('direct-1', 'Forbidden', '{}');
+EXCEPTION WHEN check_violation THEN
+    GET STACKED DIAGNOSTICS c = CONSTRAINT_NAME;
+    RAISE NOTICE 'check_violation (23514) on constraint %', c;
+END $$;
+SELECT count(*) FROM event_store.events WHERE event_type = 'Forbidden';
+SELECT version FROM event_store.streams WHERE stream_id = 'direct-1';
+ALTER TABLE event_store.events DROP CONSTRAINT no_forbidden;
+
+-- 3. A column the user added (with a default) sends appends to the statement.
+ALTER TABLE event_store.events ADD COLUMN source text DEFAULT 'app';
+SELECT event_store.append_event('direct-1', 'WithSource', '{}');
+SELECT source FROM event_store.events WHERE event_type = 'WithSource';
+SELECT * FROM facts('direct-1');
+ALTER TABLE event_store.events DROP COLUMN source;
+-- (the log now has a dropped column: partitions made before and after both take appends)
+SELECT event_store.append_event('direct-1', 'AfterDrop', '{}');
+SELECT * FROM facts('direct-1');
+
+-- 4. A trigger of the user's fires: the append goes through the statement.
+CREATE TABLE audit (stream_id text, stream_version bigint);
+CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO audit VALUES (NEW.stream_id, NEW.stream_version);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER audit_events AFTER INSERT ON event_store.events
+    FOR EACH ROW EXECUTE FUNCTION audit_row();
+SELECT event_store.append_event('direct-1', 'Audited', '{}');
+SELECT * FROM audit;
+DROP TRIGGER audit_events ON event_store.events;
+-- and on the streams table
+CREATE FUNCTION audit_stream() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO audit VALUES (NEW.stream_id, NEW.version);
+    RETURN NEW;
+END $$;
+CREATE TRIGGER audit_streams BEFORE UPDATE ON event_store.streams
+    FOR EACH ROW EXECUTE FUNCTION audit_stream();
+SELECT event_store.append_event('direct-1', 'AuditedStream', '{}');
+SELECT * FROM audit ORDER BY stream_version;
+DROP TRIGGER audit_streams ON event_store.streams;
+-- a disabled trigger of the user's does not stop the direct path (nor fire)
+CREATE TRIGGER audit_events AFTER INSERT ON event_store.events
+    FOR EACH ROW EXECUTE FUNCTION audit_row();
+ALTER TABLE event_store.events DISABLE TRIGGER audit_events;
+SELECT event_store.append_event('direct-1', 'Unaudited', '{}');
+SELECT count(*) FROM audit;
+DROP TRIGGER audit_events ON event_store.events;
+
+-- 5. An inline projection: dispatched on every append, as before.
+CREATE TABLE tally (stream_id text PRIMARY KEY, n int NOT NULL);
+CREATE FUNCTION count_it(e event_store.events) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO tally VALUES (e.stream_id, 1)
+    ON CONFLICT (stream_id) DO UPDATE SET n = tally.n + 1
+$$;
+SELECT event_store.create_projection('tally', 'count_it(event_store.events)');
+SELECT event_store.append_event('direct-1', 'Counted', '{}');
+SELECT event_store.append_event('direct-1', 'Counted', '{}');
+SELECT * FROM tally;
+SELECT event_store.drop_projection('tally');
+SELECT event_store.append_event('direct-1', 'NotCounted', '{}');
+SELECT * FROM tally;
+
+-- 6. Privileges: a member of event_store_writer takes the direct path; a
+-- role without UPDATE on the streams table gets the statement's
+-- permission error, nothing written.
+CREATE ROLE es_direct_writer IN ROLE event_store_writer;
+SET ROLE es_direct_writer;
+SELECT event_store.append_event('direct-1', 'ByWriter', '{}');
+RESET ROLE;
+CREATE ROLE es_direct_nostreams;
+GRANT USAGE ON SCHEMA event_store TO es_direct_nostreams;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA event_store TO es_direct_nostreams;
+GRANT USAGE ON SEQUENCE event_store.global_position_seq TO es_direct_nostreams;
+GRANT SELECT, INSERT ON event_store.events TO es_direct_nostreams;
+GRANT SELECT ON event_store.streams TO es_direct_nostreams;
+SET ROLE es_direct_nostreams;
+\set VERBOSITY terse
+SELECT event_store.append_event('direct-1', 'Refused', '{}');
+\set VERBOSITY default
+RESET ROLE;
+SELECT count(*) FROM event_store.events WHERE event_type = 'Refused';
+
+-- 7. Row-level security on the streams table: the statement applies it.
+-- The policy shows the writer only streams named direct-*: other-1 looks
+-- missing to it, and creating it again breaks the policy.
+SELECT event_store.append_event('other-1', 'Opened', '{}');
+ALTER TABLE event_store.streams ENABLE ROW LEVEL SECURITY;
+CREATE POLICY only_direct ON event_store.streams USING (stream_id LIKE 'direct-%');
+SET ROLE es_direct_writer;
+SELECT event_store.append_event('direct-1', 'UnderPolicy', '{}');
+\set VERBOSITY terse
+SELECT event_store.append_event('other-1', 'Hidden', '{}');
+\set VERBOSITY default
+RESET ROLE;
+SELECT count(*) FROM event_store.events WHERE event_type = 'Hidden';
+DROP POLICY only_direct ON event_store.streams;
+ALTER TABLE event_store.streams DISABLE ROW LEVEL SECURITY;
+
+-- Everything above: one event per version, positions unique, no gaps in versions.
+SELECT count(*) = max(stream_version) AS versions_dense,
+       count(DISTINCT global_position) = count(*) AS positions_unique
+  FROM event_store.events WHERE stream_id = 'direct-1';
+SELECT version = (SELECT max(stream_version) FROM event_store.events WHERE stream_id = 'direct-1') AS stream_row_agrees
+  FROM event_store.streams WHERE stream_id = 'direct-1';
+
+\c :orig_db
+DROP DATABASE es_append_direct_test;
+DROP ROLE es_direct_writer;
+DROP ROLE es_direct_nostreams;
