@@ -32,6 +32,8 @@
 #include "access/xact.h"
 #include "access/attmap.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -45,6 +47,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/xid8.h"
 
 #include "append.h"
@@ -500,4 +503,159 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 
 	/* A concurrent change of the row: nothing written, the statement redoes it properly. */
 	return result == TM_Ok;
+}
+
+/* Partition -> its btree index on (event_id), cached until a relcache invalidation. */
+typedef struct EventIdIndex
+{
+	Oid			partition;		/* hash key */
+	Oid			index;			/* InvalidOid: it has none we can use */
+} EventIdIndex;
+
+static HTAB *event_id_indexes = NULL;
+
+/* Forget the partitions' event_id indexes when any relation changes. */
+static void
+event_id_indexes_invalidate(Datum arg, Oid relid)
+{
+	if (event_id_indexes != NULL)
+	{
+		hash_destroy(event_id_indexes);
+		event_id_indexes = NULL;
+	}
+}
+
+/* The access method of a relation (lsyscache has no such lookup in 15). */
+static Oid
+relation_am(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			am = InvalidOid;
+
+	if (HeapTupleIsValid(tup))
+	{
+		am = ((Form_pg_class) GETSTRUCT(tup))->relam;
+		ReleaseSysCache(tup);
+	}
+	return am;
+}
+
+/*
+ * The valid, plain btree index on (event_id) alone of a partition -- the
+ * one each partition gets from the log's partitioned index -- or
+ * InvalidOid.
+ */
+static Oid
+event_id_index_of(Relation part)
+{
+	EventIdIndex *entry;
+	bool		found;
+	AttrNumber	attnum;
+	List	   *indexes;
+	ListCell   *lc;
+
+	if (event_id_indexes == NULL)
+	{
+		HASHCTL		ctl;
+		static bool registered = false;
+
+		if (!registered)
+		{
+			CacheRegisterRelcacheCallback(event_id_indexes_invalidate, (Datum) 0);
+			registered = true;
+		}
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(EventIdIndex);
+		ctl.hcxt = CacheMemoryContext;
+		event_id_indexes = hash_create("event_store event_id indexes", 64, &ctl,
+									   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	entry = hash_search(event_id_indexes, &RelationGetRelid(part), HASH_ENTER, &found);
+	if (found)
+		return entry->index;
+
+	entry->index = InvalidOid;
+	attnum = get_attnum(RelationGetRelid(part), "event_id");
+	indexes = RelationGetIndexList(part);
+	foreach(lc, indexes)
+	{
+		Oid			indexoid = lfirst_oid(lc);
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexoid));
+		Form_pg_index index;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		index = (Form_pg_index) GETSTRUCT(tup);
+		if (index->indisvalid && index->indnatts == 1 && index->indkey.values[0] == attnum &&
+			heap_attisnull(tup, Anum_pg_index_indexprs, NULL) &&
+			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
+			relation_am(indexoid) == BTREE_AM_OID)
+			entry->index = indexoid;
+		ReleaseSysCache(tup);
+		if (OidIsValid(entry->index))
+			break;
+	}
+	list_free(indexes);
+	return entry->index;
+}
+
+/*
+ * Is an event with this id anywhere in the log?  Probes each partition's
+ * event_id index directly, with a fresh snapshot as a statement would take
+ * (the log has no unique index across partitions).  Returns false when
+ * the direct probe does not apply (row-level security, no SELECT
+ * privilege, SERIALIZABLE, a partition without the index): the caller
+ * then runs its query.
+ */
+bool
+es_direct_event_id_exists(pg_uuid_t *id, bool *exists)
+{
+	Oid			events_relid = es_events_relid(false);
+	Relation	events;
+	EsPartitionRange *ranges;
+	int			nranges;
+	Snapshot	snapshot;
+	bool		applied = true;
+
+	if (IsolationIsSerializable())
+		return false;
+	LockRelationOid(events_relid, AccessShareLock);
+	if (!tables.valid || tables.events_relid != events_relid)
+		load_tables(events_relid);
+	if (!tables.usable || pg_class_aclcheck(events_relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+		return false;
+
+	events = table_open(events_relid, NoLock);
+	nranges = es_collect_partition_ranges(events, &ranges);
+	CommandCounterIncrement();
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	*exists = false;
+	for (int i = 0; i < nranges && applied && !*exists; i++)
+	{
+		Relation	part = table_open(ranges[i].relid, AccessShareLock);
+		Oid			indexoid = part->rd_rel->relkind == RELKIND_RELATION ? event_id_index_of(part) : InvalidOid;
+
+		if (!OidIsValid(indexoid))
+			applied = false;
+		else
+		{
+			Relation	index = index_open(indexoid, AccessShareLock);
+			TupleTableSlot *slot = table_slot_create(part, NULL);
+			IndexScanDesc scan;
+			ScanKeyData key;
+
+			ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+								   index->rd_indcollation[0], F_UUID_EQ, UUIDPGetDatum(id));
+			scan = index_beginscan(part, index, snapshot, 1, 0);
+			index_rescan(scan, &key, 1, NULL, 0);
+			*exists = index_getnext_slot(scan, ForwardScanDirection, slot);
+			index_endscan(scan);
+			ExecDropSingleTupleTableSlot(slot);
+			index_close(index, NoLock);
+		}
+		table_close(part, NoLock);
+	}
+	UnregisterSnapshot(snapshot);
+	table_close(events, NoLock);
+	return applied;
 }

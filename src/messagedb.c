@@ -200,11 +200,18 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 
 	{
 		Datum		args[1] = {UUIDPGetDatum(id)};
-		int			rc = SPI_execute_plan(plan_id_exists, args, NULL, false, 1);
+		bool		exists;
 
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "message id lookup failed: %s", SPI_result_code_string(rc));
-		if (SPI_processed > 0)
+		/* each partition's index probed directly (append_direct.c), or the query */
+		if (!es_direct_event_id_exists(id, &exists))
+		{
+			int			rc = SPI_execute_plan(plan_id_exists, args, NULL, false, 1);
+
+			if (rc != SPI_OK_SELECT)
+				elog(ERROR, "message id lookup failed: %s", SPI_result_code_string(rc));
+			exists = SPI_processed > 0;
+		}
+		if (exists)
 		{
 			burn_position();
 			ereport(ERROR,

@@ -198,7 +198,49 @@ SELECT count(*) = max(stream_version) AS versions_dense,
 SELECT version = (SELECT max(stream_version) FROM event_store.events WHERE stream_id = 'direct-1') AS stream_row_agrees
   FROM event_store.streams WHERE stream_id = 'direct-1';
 
+-- 8. write_message's id probe (each partition's event_id index directly):
+-- an id written in an earlier partition is found from a later one.  In a
+-- database of its own, with one-second partitions.
 \c :orig_db
 DROP DATABASE es_append_direct_test;
+CREATE DATABASE es_append_direct_mdb;
+\c es_append_direct_mdb
+SET client_min_messages = warning;
+CREATE EXTENSION event_store_messagedb CASCADE;
+RESET client_min_messages;
+SELECT event_store.set_partition_interval('1 second');
+SELECT event_store.set_premake_partitions(0);
+DO $$
+DECLARE
+    part regclass;
+BEGIN
+    FOR part IN SELECT partition FROM event_store.partition_info LOOP
+        EXECUTE format('DROP TABLE %s', part);
+    END LOOP;
+END
+$$;
+SELECT message_store.write_message('30000000-0000-4000-8000-000000000001', 'mdbdirect-1', 'Written', '{}');
+SELECT pg_sleep(1.05);
+SELECT message_store.write_message('30000000-0000-4000-8000-000000000002', 'mdbdirect-1', 'Written', '{}');
+SELECT count(DISTINCT tableoid) AS partitions FROM event_store.events WHERE stream_id = 'mdbdirect-1';
+SELECT message_store.write_message('30000000-0000-4000-8000-000000000001', 'mdbdirect-2', 'Again', '{}');
+SELECT message_store.write_message('30000000-0000-4000-8000-000000000002', 'mdbdirect-1', 'Again', '{}');
+SELECT count(*) FROM event_store.events WHERE event_type = 'Again';
+-- a caller without SELECT on the log: the query's permission error, nothing written
+CREATE ROLE es_direct_mdb_writer;
+GRANT USAGE ON SCHEMA event_store, message_store TO es_direct_mdb_writer;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA event_store, message_store TO es_direct_mdb_writer;
+GRANT USAGE ON SEQUENCE event_store.global_position_seq TO es_direct_mdb_writer;
+GRANT INSERT ON event_store.events TO es_direct_mdb_writer;
+GRANT SELECT, INSERT, UPDATE ON event_store.streams TO es_direct_mdb_writer;
+SET ROLE es_direct_mdb_writer;
+\set VERBOSITY terse
+SELECT message_store.write_message('30000000-0000-4000-8000-000000000003', 'mdbdirect-1', 'NoSelect', '{}');
+\set VERBOSITY default
+RESET ROLE;
+SELECT count(*) FROM event_store.events WHERE event_type = 'NoSelect';
+\c :orig_db
+DROP DATABASE es_append_direct_mdb;
+DROP ROLE es_direct_mdb_writer;
 DROP ROLE es_direct_writer;
 DROP ROLE es_direct_nostreams;
