@@ -890,51 +890,73 @@ es_append_batch(AppendRequest *req)
 		}
 		else
 		{
+			bool		created = false;	/* the stream row is in, the event not yet */
+
 			check_expected_version(req, 0);
 			current = 0;
 			/* a stream found missing above keeps the time (and partition) taken there */
 			recorded_at = now != 0 ? now : GetCurrentTimestamp();
 			if (n == 1 && req->events[0].tags == NULL)
 			{
-				/* One event on a new stream: stream row and event in one statement. */
+				/* One event on a new stream: stream row and event together. */
 				NewEvent   *ev = &req->events[0];
-				Datum		fargs[9];
-				char		fnulls[9];
-				bool		isnull;
+				bool		event_inserted;
 
 				es_ensure_partition_for(recorded_at);
-				memset(fnulls, ' ', sizeof(fnulls));
-				fargs[0] = PointerGetDatum(req->stream_id);
-				fargs[1] = Int64GetDatum(positions[0]);
-				fargs[2] = TimestampTzGetDatum(recorded_at);
-				fargs[3] = ev->event_type;
-				fargs[4] = ev->data;
-				fargs[5] = ev->metadata;
-				fnulls[5] = ev->metadata_null ? 'n' : ' ';
-				fargs[6] = UUIDPGetDatum(&ev->event_id);
-				fargs[7] = TimestampTzGetDatum(ev->occurred_at);
-				fnulls[7] = ev->occurred_at_given ? ' ' : 'n';
-				fargs[8] = FullTransactionIdGetDatum(GetTopFullTransactionId());
-				rc = exec_write_tables(plan_create_and_insert, fargs, fnulls, 1, 2);
-				if (rc != SPI_OK_SELECT || SPI_processed != 1)
-					elog(ERROR, "stream insert failed: %s", SPI_result_code_string(rc));
-				if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
-					continue;	/* created concurrently: start over, locked */
-				if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
-					elog(ERROR, "event insert failed");
-				result_version = 1;
-				break;
+				if (es_direct_create_and_insert(req->stream_id, positions[0], recorded_at, ev,
+												&created, &event_inserted))
+				{
+					/* done without the executor (append_direct.c) */
+					if (!created)
+						continue;	/* created concurrently: start over, locked */
+				}
+				else
+				{
+					Datum		fargs[9];
+					char		fnulls[9];
+					bool		isnull;
+
+					memset(fnulls, ' ', sizeof(fnulls));
+					fargs[0] = PointerGetDatum(req->stream_id);
+					fargs[1] = Int64GetDatum(positions[0]);
+					fargs[2] = TimestampTzGetDatum(recorded_at);
+					fargs[3] = ev->event_type;
+					fargs[4] = ev->data;
+					fargs[5] = ev->metadata;
+					fnulls[5] = ev->metadata_null ? 'n' : ' ';
+					fargs[6] = UUIDPGetDatum(&ev->event_id);
+					fargs[7] = TimestampTzGetDatum(ev->occurred_at);
+					fnulls[7] = ev->occurred_at_given ? ' ' : 'n';
+					fargs[8] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+					rc = exec_write_tables(plan_create_and_insert, fargs, fnulls, 1, 2);
+					if (rc != SPI_OK_SELECT || SPI_processed != 1)
+						elog(ERROR, "stream insert failed: %s", SPI_result_code_string(rc));
+					if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+						continue;	/* created concurrently: start over, locked */
+					event_inserted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+					if (!event_inserted)
+						elog(ERROR, "event insert failed");
+				}
+				if (event_inserted)
+				{
+					result_version = 1;
+					break;
+				}
+				/* (the direct path could not insert into the partition: below) */
 			}
-			args[0] = PointerGetDatum(req->stream_id);
-			args[1] = Int64GetDatum((int64) n);
-			args[2] = TimestampTzGetDatum(recorded_at);
-			args[3] = Int64GetDatum(positions[0]);
-			args[4] = Int64GetDatum(positions[n - 1]);
-			rc = exec_write(plan_create_stream, args, NULL, 0);
-			if (rc != SPI_OK_INSERT)
-				elog(ERROR, "stream insert failed: %s", SPI_result_code_string(rc));
-			if (SPI_processed == 0)
-				continue;		/* created concurrently: start over, locked */
+			if (!created)
+			{
+				args[0] = PointerGetDatum(req->stream_id);
+				args[1] = Int64GetDatum((int64) n);
+				args[2] = TimestampTzGetDatum(recorded_at);
+				args[3] = Int64GetDatum(positions[0]);
+				args[4] = Int64GetDatum(positions[n - 1]);
+				rc = exec_write(plan_create_stream, args, NULL, 0);
+				if (rc != SPI_OK_INSERT)
+					elog(ERROR, "stream insert failed: %s", SPI_result_code_string(rc));
+				if (SPI_processed == 0)
+					continue;	/* created concurrently: start over, locked */
+			}
 		}
 
 		es_ensure_partition_for(recorded_at);

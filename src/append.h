@@ -54,6 +54,8 @@ extern bool es_direct_bump_and_insert(text *stream_id, int64 position, Timestamp
 									  bool has_expected, int64 expected,
 									  bool *exists, int64 *prior, TimestampTz *recorded_at,
 									  bool *fresh, bool *inserted);
+extern bool es_direct_create_and_insert(text *stream_id, int64 position, TimestampTz recorded_at,
+										NewEvent *ev, bool *created, bool *inserted);
 extern bool es_direct_event_id_exists(pg_uuid_t *id, bool *exists);
 
 /* messagedb.c: one message whose id write_message proved new */

@@ -75,6 +75,55 @@ static const char *const event_column_names[EV_NCOLUMNS] = {
 	"event_id", "recorded_at", "occurred_at", "transaction_id", "tags"
 };
 
+/* Columns of event_store.streams a new stream's row sets, in this order. */
+enum
+{
+	ST_STREAM_ID,
+	ST_CATEGORY,
+	ST_VERSION,
+	ST_CREATED_AT,
+	ST_UPDATED_AT,
+	ST_FIRST_POSITION,
+	ST_LAST_POSITION,
+	ST_NCOLUMNS
+};
+
+static const char *const stream_column_names[ST_NCOLUMNS] = {
+	"stream_id", "category", "version", "created_at", "updated_at", "first_position", "last_position"
+};
+
+/*
+ * Match a table's columns against the names the direct path writes: set
+ * attnums[] and return whether every name is there and nothing else is
+ * (a column of the user's may have a default only the executor fills in).
+ */
+static bool
+match_columns(TupleDesc desc, const char *const *names, int nnames, AttrNumber *attnums)
+{
+	int			known = 0;
+	bool		exact = true;
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		int			c;
+
+		if (att->attisdropped)
+			continue;
+		for (c = 0; c < nnames; c++)
+			if (strcmp(NameStr(att->attname), names[c]) == 0)
+				break;
+		if (c == nnames)
+			exact = false;
+		else
+		{
+			attnums[c] = att->attnum;
+			known++;
+		}
+	}
+	return exact && known == nnames;
+}
+
 /*
  * What the direct path learned about the log and streams tables, valid
  * until a relcache invalidation of either (a trigger, policy, column or
@@ -92,6 +141,8 @@ typedef struct DirectAppendTables
 	AttrNumber	stream_version;
 	AttrNumber	stream_updated_at;
 	AttrNumber	stream_last_position;
+	bool		creatable;		/* streams has exactly the columns a new stream's row sets */
+	AttrNumber	stream_attnum[ST_NCOLUMNS]; /* attnums in streams' tuple descriptor */
 } DirectAppendTables;
 
 static DirectAppendTables tables;
@@ -174,8 +225,6 @@ load_tables(Oid events_relid)
 	Oid			nsp = get_namespace_oid(ES_SCHEMA, false);
 	Relation	events;
 	Relation	streams;
-	TupleDesc	desc;
-	int			known = 0;
 	bool		streams_dispatch;
 
 	if (!callback_registered)
@@ -202,27 +251,11 @@ load_tables(Oid events_relid)
 		!has_generated_columns(events) && !has_generated_columns(streams);
 
 	/* events: exactly the columns the append writes, nothing with a default of its own */
-	desc = RelationGetDescr(events);
-	for (int i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-		int			c;
-
-		if (att->attisdropped)
-			continue;
-		for (c = 0; c < EV_NCOLUMNS; c++)
-			if (strcmp(NameStr(att->attname), event_column_names[c]) == 0)
-				break;
-		if (c == EV_NCOLUMNS)
-			tables.usable = false;
-		else
-		{
-			tables.events_attnum[c] = att->attnum;
-			known++;
-		}
-	}
-	if (known != EV_NCOLUMNS)
+	if (!match_columns(RelationGetDescr(events), event_column_names, EV_NCOLUMNS,
+					   tables.events_attnum))
 		tables.usable = false;
+	tables.creatable = match_columns(RelationGetDescr(streams), stream_column_names,
+									 ST_NCOLUMNS, tables.stream_attnum);
 
 	list_free(RelationGetIndexList(streams));	/* fills rd_pkindex */
 	tables.streams_pkey = streams->rd_pkindex;
@@ -360,6 +393,43 @@ insert_event_directly(Relation events, EState *estate, Datum *values, bool *null
 }
 
 /*
+ * The event's row in the log's column order, inserted directly; the
+ * commit NOTIFY the dispatch trigger would have queued.  false: not
+ * inserted (the caller inserts it the slow way).
+ */
+static bool
+insert_new_event(Relation events, EState *estate, text *stream_id, int64 position,
+				 int64 version, TimestampTz recorded_at, NewEvent *ev)
+{
+	int			ncols = RelationGetDescr(events)->natts;
+	Datum	   *values = palloc0(sizeof(Datum) * ncols);
+	bool	   *nulls = palloc(sizeof(bool) * ncols);
+	AttrNumber *a = tables.events_attnum;
+	bool		inserted;
+
+	memset(nulls, true, sizeof(bool) * ncols); /* dropped columns */
+#define SET_COLUMN(c, v) (values[a[c] - 1] = (v), nulls[a[c] - 1] = false)
+	SET_COLUMN(EV_GLOBAL_POSITION, Int64GetDatum(position));
+	SET_COLUMN(EV_STREAM_ID, PointerGetDatum(stream_id));
+	SET_COLUMN(EV_STREAM_VERSION, Int64GetDatum(version));
+	SET_COLUMN(EV_EVENT_TYPE, ev->event_type);
+	SET_COLUMN(EV_DATA, ev->data);
+	if (!ev->metadata_null)
+		SET_COLUMN(EV_METADATA, ev->metadata);
+	SET_COLUMN(EV_EVENT_ID, UUIDPGetDatum(&ev->event_id));
+	SET_COLUMN(EV_RECORDED_AT, TimestampTzGetDatum(recorded_at));
+	SET_COLUMN(EV_OCCURRED_AT, TimestampTzGetDatum(ev->occurred_at_given ? ev->occurred_at : recorded_at));
+	SET_COLUMN(EV_TRANSACTION_ID, FullTransactionIdGetDatum(GetTopFullTransactionId()));
+#undef SET_COLUMN
+	inserted = insert_event_directly(events, estate, values, nulls, recorded_at);
+	if (inserted && tables.dispatches)
+		es_projection_note_append(position);
+	pfree(values);
+	pfree(nulls);
+	return inserted;
+}
+
+/*
  * The one-event append to an existing stream, done directly.  Returns
  * false when the path does not apply (nothing was written, the caller runs
  * its statement).  Otherwise *exists tells whether the stream row was
@@ -467,30 +537,8 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 	*inserted = false;
 	if (result == TM_Ok && *fresh && *recorded_at < partition_end &&
 		(!has_expected || expected == -1 || version == expected))
-	{
-		int			ncols = RelationGetDescr(events)->natts;
-		Datum	   *values = palloc0(sizeof(Datum) * ncols);
-		bool	   *nulls = palloc(sizeof(bool) * ncols);
-		AttrNumber *a = tables.events_attnum;
-
-		memset(nulls, true, sizeof(bool) * ncols); /* dropped columns */
-#define SET_COLUMN(c, v) (values[a[c] - 1] = (v), nulls[a[c] - 1] = false)
-		SET_COLUMN(EV_GLOBAL_POSITION, Int64GetDatum(position));
-		SET_COLUMN(EV_STREAM_ID, PointerGetDatum(stream_id));
-		SET_COLUMN(EV_STREAM_VERSION, Int64GetDatum(version + 1));
-		SET_COLUMN(EV_EVENT_TYPE, ev->event_type);
-		SET_COLUMN(EV_DATA, ev->data);
-		if (!ev->metadata_null)
-			SET_COLUMN(EV_METADATA, ev->metadata);
-		SET_COLUMN(EV_EVENT_ID, UUIDPGetDatum(&ev->event_id));
-		SET_COLUMN(EV_RECORDED_AT, TimestampTzGetDatum(*recorded_at));
-		SET_COLUMN(EV_OCCURRED_AT, TimestampTzGetDatum(ev->occurred_at_given ? ev->occurred_at : *recorded_at));
-		SET_COLUMN(EV_TRANSACTION_ID, FullTransactionIdGetDatum(GetTopFullTransactionId()));
-#undef SET_COLUMN
-		*inserted = insert_event_directly(events, estate, values, nulls, *recorded_at);
-		if (*inserted && tables.dispatches)
-			es_projection_note_append(position);
-	}
+		*inserted = insert_new_event(events, estate, stream_id, position, version + 1,
+									 *recorded_at, ev);
 
 	FreeExecutorState(estate);
 	ExecDropSingleTupleTableSlot(newslot);
@@ -503,6 +551,104 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 
 	/* A concurrent change of the row: nothing written, the statement redoes it properly. */
 	return result == TM_Ok;
+}
+
+/*
+ * The one-event append that creates its stream, done directly: the stream
+ * row by speculative insertion (as INSERT ... ON CONFLICT (stream_id) DO
+ * NOTHING inserts it: a concurrent creator is waited for, and the row
+ * goes in only if no one else's is there), then the event.  Returns false
+ * when the path does not apply (nothing written).  Otherwise *created
+ * tells whether the stream row went in (false: another transaction
+ * created the stream, nothing was written) and *inserted whether the
+ * event did (false: the caller inserts it the slow way).
+ */
+bool
+es_direct_create_and_insert(text *stream_id, int64 position, TimestampTz recorded_at,
+							NewEvent *ev, bool *created, bool *inserted)
+{
+	Oid			events_relid = es_events_relid(false);
+	Relation	events;
+	Relation	streams;
+	ResultRelInfo *rri;
+	EState	   *estate;
+	TupleTableSlot *slot;
+	List	   *arbiters;
+	ItemPointerData conflict_tid;
+	AttrNumber *a = tables.stream_attnum;
+	const char *id = VARDATA_ANY(stream_id);
+	const char *dash = memchr(id, '-', VARSIZE_ANY_EXHDR(stream_id));
+	int			natts;
+
+	/*
+	 * Under a transaction snapshot, a conflicting row the snapshot cannot
+	 * see is a serialization failure: the executor's check, not ours.
+	 */
+	if (IsolationUsesXactSnapshot() || !direct_path_allowed(events_relid))
+		return false;
+	if (!tables.creatable ||
+		pg_class_aclcheck(tables.streams_relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
+		return false;
+
+	events = table_open(events_relid, NoLock);	/* locked by direct_path_allowed */
+	streams = table_open(tables.streams_relid, RowExclusiveLock);
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	estate = CreateExecutorState();
+
+	/* stream_id, its category (split_part(stream_id, '-', 1)), version 1, the times, the position */
+	natts = RelationGetDescr(streams)->natts;
+	slot = table_slot_create(streams, NULL);
+	ExecClearTuple(slot);
+	for (int i = 0; i < natts; i++)
+	{
+		slot->tts_values[i] = (Datum) 0;
+		slot->tts_isnull[i] = true; /* dropped columns */
+	}
+#define SET_COLUMN(c, v) (slot->tts_values[a[c] - 1] = (v), slot->tts_isnull[a[c] - 1] = false)
+	SET_COLUMN(ST_STREAM_ID, PointerGetDatum(stream_id));
+	SET_COLUMN(ST_CATEGORY, PointerGetDatum(cstring_to_text_with_len(id, dash ? dash - id : VARSIZE_ANY_EXHDR(stream_id))));
+	SET_COLUMN(ST_VERSION, Int64GetDatum(1));
+	SET_COLUMN(ST_CREATED_AT, TimestampTzGetDatum(recorded_at));
+	SET_COLUMN(ST_UPDATED_AT, TimestampTzGetDatum(recorded_at));
+	SET_COLUMN(ST_FIRST_POSITION, Int64GetDatum(position));
+	SET_COLUMN(ST_LAST_POSITION, Int64GetDatum(position));
+#undef SET_COLUMN
+	ExecStoreVirtualTuple(slot);
+
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, streams, 0, NULL, 0);
+	ExecOpenIndices(rri, true);
+	if (streams->rd_att->constr != NULL)
+		ExecConstraints(rri, slot, estate);
+
+	/* ON CONFLICT (stream_id): the primary key is the arbiter */
+	arbiters = list_make1_oid(tables.streams_pkey);
+	if (!ExecCheckIndexConstraints(rri, slot, estate, &conflict_tid, arbiters))
+		*created = false;
+	else
+	{
+		TransactionId xid = GetCurrentTransactionId();
+		uint32		token = SpeculativeInsertionLockAcquire(xid);
+		bool		conflict = false;
+
+		table_tuple_insert_speculative(streams, slot, GetCurrentCommandId(true), 0, NULL, token);
+		list_free(ExecInsertIndexTuples(rri, slot, estate, false, true, &conflict, arbiters));
+		table_tuple_complete_speculative(streams, slot, token, !conflict);
+		SpeculativeInsertionLockRelease(xid);
+		*created = !conflict;
+	}
+	ExecCloseIndices(rri);
+
+	*inserted = *created &&
+		insert_new_event(events, estate, stream_id, position, 1, recorded_at, ev);
+
+	FreeExecutorState(estate);
+	ExecDropSingleTupleTableSlot(slot);
+	PopActiveSnapshot();
+	table_close(streams, NoLock);
+	table_close(events, NoLock);
+	return true;
 }
 
 /* Partition -> its btree index on (event_id), cached until a relcache invalidation. */

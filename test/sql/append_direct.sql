@@ -85,6 +85,37 @@ SELECT event_store.append_event('direct-1', 'ReadOnly', '{}');
 ROLLBACK;
 SELECT count(*) FROM event_store.events WHERE event_type = 'ReadOnly';
 
+-- 1b. New streams (the stream row by speculative insertion): the category
+-- is split_part(stream_id, '-', 1), the times and positions the event's.
+SELECT event_store.append_event(s, 'Created', '{}')
+  FROM unnest(ARRAY['new-a', 'new-b-c', 'nodash', '-lead', 'trail-', 'üñï-1']) s;
+SELECT s.stream_id, s.category, s.version, s.created_at = e.recorded_at AS created_is_recorded,
+       s.updated_at = e.recorded_at AS updated_is_recorded,
+       s.first_position = e.global_position AND s.last_position = e.global_position AS positions,
+       e.stream_version, e.occurred_at = e.recorded_at AS occurred_default
+  FROM event_store.streams s JOIN event_store.events e USING (stream_id)
+ WHERE s.stream_id IN ('new-a', 'new-b-c', 'nodash', '-lead', 'trail-', 'üñï-1')
+ ORDER BY s.stream_id;
+SELECT category, count(*) FROM event_store.streams GROUP BY category ORDER BY category;
+-- expected version 0 on a new stream, then again (ES001, nothing written)
+SELECT event_store.append_event('new-d', 'Created', '{}', NULL, 0);
+SELECT event_store.append_event('new-d', 'Created', '{}', NULL, 0);
+SELECT count(*) FROM event_store.events WHERE stream_id = 'new-d';
+-- a new stream in a transaction that rolls back leaves nothing
+BEGIN;
+SELECT event_store.append_event('new-e', 'Created', '{}');
+ROLLBACK;
+SELECT count(*) FROM event_store.streams WHERE stream_id = 'new-e';
+SELECT event_store.append_event('new-e', 'Created', '{}');
+-- a column of the user's on the streams table: new streams by statement (its default)
+ALTER TABLE event_store.streams ADD COLUMN owner text DEFAULT 'ops';
+SELECT event_store.append_event('new-f', 'Created', '{}');
+SELECT event_store.append_event('new-f', 'Again', '{}');
+SELECT stream_id, version, owner FROM event_store.streams WHERE stream_id = 'new-f';
+ALTER TABLE event_store.streams DROP COLUMN owner;
+SELECT event_store.append_event('new-g', 'Created', '{}');
+SELECT stream_id, category, version FROM event_store.streams WHERE stream_id = 'new-g';
+
 -- 2. A CHECK constraint of the user's holds on the direct path too.
 -- (the error names the partition and shows the row: only its SQLSTATE and constraint here)
 ALTER TABLE event_store.events ADD CONSTRAINT no_forbidden CHECK (event_type <> 'Forbidden');
