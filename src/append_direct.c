@@ -343,6 +343,24 @@ direct_path_allowed(Oid events_relid)
 }
 
 /*
+ * A table as the target of a direct insert: its indexes opened (for a
+ * speculative insertion, with what its unique checks need) and its NOT
+ * NULL and CHECK constraints checked against the new row.  Range table
+ * index 0: an error's row detail checks privileges on the table itself.
+ */
+static ResultRelInfo *
+open_target(Relation rel, TupleTableSlot *slot, EState *estate, bool speculative)
+{
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+
+	InitResultRelInfo(rri, rel, 0, NULL, 0);
+	ExecOpenIndices(rri, speculative);
+	if (rel->rd_att->constr != NULL)
+		ExecConstraints(rri, slot, estate);
+	return rri;
+}
+
+/*
  * Insert the event into the partition of recorded_at, with its index
  * entries and the partition's constraints checked.  false: the partition
  * is not known or not plain (the caller inserts the slow way).
@@ -372,12 +390,7 @@ insert_event_directly(Relation events, EState *estate, Datum *values, bool *null
 	memcpy(slot->tts_isnull, nulls, sizeof(bool) * slot->tts_tupleDescriptor->natts);
 	ExecStoreVirtualTuple(slot);
 
-	/* range table index 0: error details check privileges on the table itself */
-	rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(rri, part, 0, NULL, 0);
-	ExecOpenIndices(rri, false);
-	if (part->rd_att->constr != NULL)
-		ExecConstraints(rri, slot, estate);
+	rri = open_target(part, slot, estate, false);
 
 	table_tuple_insert(part, slot, GetCurrentCommandId(true), 0, NULL);
 	recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
@@ -616,11 +629,7 @@ es_direct_create_and_insert(text *stream_id, int64 position, TimestampTz recorde
 #undef SET_COLUMN
 	ExecStoreVirtualTuple(slot);
 
-	rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(rri, streams, 0, NULL, 0);
-	ExecOpenIndices(rri, true);
-	if (streams->rd_att->constr != NULL)
-		ExecConstraints(rri, slot, estate);
+	rri = open_target(streams, slot, estate, true);
 
 	/* ON CONFLICT (stream_id): the primary key is the arbiter */
 	arbiters = list_make1_oid(tables.streams_pkey);

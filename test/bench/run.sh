@@ -261,6 +261,8 @@ variant single_es es1 "\\set s random(1, $NSTREAMS)
 SELECT event_store.append_event('bench-' || :s, 'BenchEvent', '$DATA', '$META');"
 variant single_mdb mdb "\\set s random(1, $NSTREAMS)
 SELECT write_message(gen_random_uuid()::varchar, ('bench-' || :s)::varchar, $MDBQ);"
+variant single_msapi es1 "\\set s random(1, $NSTREAMS)
+SELECT message_store.write_message(gen_random_uuid()::varchar, ('bench-' || :s)::varchar, $MDBQ);"
 variant single_raw raw "\\set s random(1, $NSTREAMS)
 INSERT INTO bench_raw.messages (global_position, $RAWCOLS)
 VALUES (nextval('bench_raw.messages_global_position_seq'), currval('bench_raw.messages_global_position_seq'),
@@ -289,6 +291,7 @@ variant proj_inline esproj "\\set s random(1, 1000)
 SELECT event_store.append_event('acct-' || :s, 'Deposited', '{\"amount\": 1}');"
 # (4) a 1,000-event stream, every row to the client
 variant rs_es es1 "SELECT * FROM event_store.read_stream('reader-1', 1, 1000);"
+variant rs_msapi es1 "SELECT * FROM message_store.get_stream_messages('reader-1', 0, 1000);"
 variant rs_mdb mdb "SELECT * FROM get_stream_messages('reader-1', 0, 1000);"
 variant rs_raw raw "SELECT * FROM bench_raw.messages WHERE stream_name = 'reader-1' ORDER BY position LIMIT 1000;"
 # (5) category reads: batches of 100, consumer group of 4 (random member, random start)
@@ -325,9 +328,9 @@ chmod -R a+rX "$S"
 
 GROUP_NAMES=(${BENCH_ONLY:-single hot batch proj rs cat fold part})
 declare -A G_VARIANTS=(
-    [single]="single_es single_mdb single_raw" [hot]="hot_es hot_mdb hot_raw"
+    [single]="single_es single_msapi single_mdb single_raw" [hot]="hot_es hot_mdb hot_raw"
     [batch]="batch_es batch_mdb batch_raw" [proj]="proj_plain proj_inline"
-    [rs]="rs_es rs_mdb rs_raw" [cat]="cat_poll cat_msapi cat_mdbg cat_rc cat_mdb cat_raw"
+    [rs]="rs_es rs_msapi rs_mdb rs_raw" [cat]="cat_poll cat_msapi cat_mdbg cat_rc cat_mdb cat_raw"
     [fold]="fold_sa fold_plpgsql fold_read" [part]="rs_es_p cat_poll_p cat_rc_p fold_sa_p")
 declare -A G_WRITE=([single]=1 [hot]=1 [batch]=1 [proj]=1)
 
@@ -413,9 +416,11 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 ROWS=$WORK/rows.tsv
 cat >"$ROWS" <<ROWS
 (1) single-event append (appends/s): append_event · write_message · INSERT	append	single	single_es	single_mdb	single_raw	1	1.3	0.85
+(1b) the same: our message_store.write_message · Message DB's · INSERT	mdb-api append	single	single_msapi	single_mdb	single_raw	1	1.3	-
 (2) hot stream, expected version (successful appends/s, conflicts): append_event · write_message · INSERT on unique (stream, position)	hot stream	hot	hot_es	hot_mdb	hot_raw	1	-	-
 (3) 100-event batch (events/s): append · 100 write_message in one statement · INSERT … SELECT	batch (ev/s)	batch	batch_es	batch_mdb	batch_raw	$BATCH	-	0.8
 (4) read a 1,000-event stream (reads/s): read_stream · get_stream_messages · SELECT	stream read	rs	rs_es	rs_mdb	rs_raw	1	1.5	-
+(4b) the same: our message_store.get_stream_messages · Message DB's · SELECT	mdb-api read	rs	rs_msapi	rs_mdb	rs_raw	1	1.5	-
 (5a) category, group of 4, batch 100 (batches/s): poll · get_category_messages · SELECT (no group)	poll group	cat	cat_poll	cat_mdbg	cat_raw	1	2	-
 (5b) the same: our message_store.get_category_messages · Message DB's · SELECT	mdb-api group	cat	cat_msapi	cat_mdbg	cat_raw	1	2	-
 (5c) category, no group (batches/s): read_category · get_category_messages · SELECT	category	cat	cat_rc	cat_mdb	cat_raw	1	-	-
