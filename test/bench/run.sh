@@ -263,6 +263,9 @@ variant single_mdb mdb "\\set s random(1, $NSTREAMS)
 SELECT write_message(gen_random_uuid()::varchar, ('bench-' || :s)::varchar, $MDBQ);"
 variant single_msapi es1 "\\set s random(1, $NSTREAMS)
 SELECT message_store.write_message(gen_random_uuid()::varchar, ('bench-' || :s)::varchar, $MDBQ);"
+# the physical limit of a one-transaction append: a transaction that writes
+# nothing but its commit record (same client round trip, xid and commit)
+variant single_floor raw "SELECT txid_current();"
 variant single_raw raw "\\set s random(1, $NSTREAMS)
 INSERT INTO bench_raw.messages (global_position, $RAWCOLS)
 VALUES (nextval('bench_raw.messages_global_position_seq'), currval('bench_raw.messages_global_position_seq'),
@@ -328,7 +331,7 @@ chmod -R a+rX "$S"
 
 GROUP_NAMES=(${BENCH_ONLY:-single hot batch proj rs cat fold part})
 declare -A G_VARIANTS=(
-    [single]="single_es single_msapi single_mdb single_raw" [hot]="hot_es hot_mdb hot_raw"
+    [single]="single_es single_msapi single_mdb single_raw single_floor" [hot]="hot_es hot_mdb hot_raw"
     [batch]="batch_es batch_mdb batch_raw" [proj]="proj_plain proj_inline"
     [rs]="rs_es rs_msapi rs_mdb rs_raw" [cat]="cat_poll cat_msapi cat_mdbg cat_rc cat_mdb cat_raw"
     [fold]="fold_sa fold_plpgsql fold_read" [part]="rs_es_p cat_poll_p cat_rc_p fold_sa_p")
@@ -417,6 +420,7 @@ ROWS=$WORK/rows.tsv
 cat >"$ROWS" <<ROWS
 (1) single-event append (appends/s): append_event · write_message · INSERT	append	single	single_es	single_mdb	single_raw	1	1.3	0.85
 (1b) the same: our message_store.write_message · Message DB's · INSERT	mdb-api append	single	single_msapi	single_mdb	single_raw	1	1.3	-
+(1c) the limit: a transaction that only commits (txid_current()) · write_message · INSERT	commit floor	single	single_floor	single_mdb	single_raw	1	-	-
 (2) hot stream, expected version (successful appends/s, conflicts): append_event · write_message · INSERT on unique (stream, position)	hot stream	hot	hot_es	hot_mdb	hot_raw	1	-	-
 (3) 100-event batch (events/s): append · 100 write_message in one statement · INSERT … SELECT	batch (ev/s)	batch	batch_es	batch_mdb	batch_raw	$BATCH	-	0.8
 (4) read a 1,000-event stream (reads/s): read_stream · get_stream_messages · SELECT	stream read	rs	rs_es	rs_mdb	rs_raw	1	1.5	-
