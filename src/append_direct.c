@@ -12,9 +12,9 @@
  *	  It is taken only where it writes exactly what the SPI statement
  *	  (append.c, plan_bump_and_insert) would write and fires nothing the
  *	  statement would have fired: the log and the streams table carry only
- *	  event_store's own triggers, no inline projection is registered (the
- *	  dispatch trigger would then only have queued the commit NOTIFY, done
- *	  here), no row-level security, no stored generated or unknown columns,
+ *	  event_store's own triggers (the work of the projection dispatch
+ *	  trigger -- inline handlers, the commit NOTIFY -- is done here for the
+ *	  one event), no row-level security, no stored generated or unknown columns,
  *	  table-level privileges for the caller, not SERIALIZABLE (predicate
  *	  locks stay the executor's), session_replication_role not replica.
  *	  Anything else, and any concurrent change of the stream row, returns
@@ -339,7 +339,7 @@ direct_path_allowed(Oid events_relid)
 		pg_class_aclmask(tables.streams_relid, user, ACL_SELECT | ACL_UPDATE, ACLMASK_ALL) !=
 		(ACL_SELECT | ACL_UPDATE))
 		return false;
-	return !tables.dispatches || !es_inline_projections_exist();
+	return true;
 }
 
 /*
@@ -436,7 +436,20 @@ insert_new_event(Relation events, EState *estate, text *stream_id, int64 positio
 #undef SET_COLUMN
 	inserted = insert_event_directly(events, estate, values, nulls, recorded_at);
 	if (inserted && tables.dispatches)
-		es_projection_note_append(position);
+	{
+		/* what the AFTER STATEMENT trigger would do, with the event visible to the handlers */
+		TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(events), &TTSOpsVirtual);
+
+		memcpy(slot->tts_values, values, sizeof(Datum) * ncols);
+		memcpy(slot->tts_isnull, nulls, sizeof(bool) * ncols);
+		ExecStoreVirtualTuple(slot);
+		CommandCounterIncrement();
+		PushCopiedSnapshot(GetActiveSnapshot());
+		UpdateActiveSnapshotCommandId();
+		es_dispatch_direct_append(slot);
+		PopActiveSnapshot();
+		ExecDropSingleTupleTableSlot(slot);
+	}
 	pfree(values);
 	pfree(nulls);
 	return inserted;

@@ -64,8 +64,8 @@ extern TimestampTz es_feed_scan_end(void);
 
 /* src/projection.c (projections, subscriptions' push, 1.4) */
 extern void es_projection_init(void);
-extern bool es_inline_projections_exist(void);
-extern void es_projection_note_append(int64 position);
+struct TupleTableSlot;
+extern void es_dispatch_direct_append(struct TupleTableSlot *slot);
 
 /* src/log_am.c */
 extern bool es_relation_is_event_log(Oid relid);

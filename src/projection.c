@@ -563,28 +563,46 @@ note_appended(int64 position)
 }
 
 /*
- * Whether any inline projection is registered, read from the cache the
- * dispatch trigger uses.  The direct append path (append_direct.c) writes
- * without the executor, so without this trigger: it is taken only when the
- * trigger would have dispatched nothing.  The caller holds a lock on
- * event_store.events, which a registry change waits for.
+ * The dispatch trigger's work for one event that the direct append path
+ * (append_direct.c) wrote without the executor, and so without the
+ * trigger: the commit NOTIFY, then the matching inline handlers.  slot
+ * holds the event as a row of event_store.events.  The caller holds a lock
+ * on event_store.events, which a registry change waits for, and has made
+ * the event visible to the handlers' queries.
  */
-bool
-es_inline_projections_exist(void)
-{
-	ProjectionCache *cache = acquire_inline_cache();
-	bool		any = cache->nprojections > 0;
-
-	release_cache(cache);
-	return any;
-}
-
-/* What the dispatch trigger does for an append without projections: the commit NOTIFY. */
 void
-es_projection_note_append(int64 position)
+es_dispatch_direct_append(TupleTableSlot *slot)
 {
+	EventColumns cols;
+	ProjectionCache *cache;
+	bool		isnull;
+
+	find_event_columns(slot->tts_tupleDescriptor, &cols);
 	if (es_notify)
-		note_appended(position);
+		note_appended(DatumGetInt64(slot_getattr(slot, cols.position, &isnull)));
+
+	cache = acquire_inline_cache();
+	PG_TRY();
+	{
+		if (cache->nprojections > 0)
+		{
+			MemoryContext event_cxt = AllocSetContextCreate(CurrentMemoryContext,
+															"event_store dispatch event",
+															ALLOCSET_DEFAULT_SIZES);
+			MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
+
+			for (int i = 0; i < cache->nprojections; i++)
+				cache->projections[i].acl_checked = false;
+			dispatch_event(cache, slot, &cols);
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextDelete(event_cxt);
+		}
+	}
+	PG_FINALLY();
+	{
+		release_cache(cache);
+	}
+	PG_END_TRY();
 }
 
 /*

@@ -172,7 +172,8 @@ SELECT event_store.append_event('direct-1', 'Unaudited', '{}');
 SELECT count(*) FROM audit;
 DROP TRIGGER audit_events ON event_store.events;
 
--- 5. An inline projection: dispatched on every append, as before.
+-- 5. Inline projections: the direct path dispatches the event to them as
+-- the statement's trigger does.
 CREATE TABLE tally (stream_id text PRIMARY KEY, n int NOT NULL);
 CREATE FUNCTION count_it(e event_store.events) RETURNS void LANGUAGE sql AS $$
     INSERT INTO tally VALUES (e.stream_id, 1)
@@ -182,6 +183,19 @@ SELECT event_store.create_projection('tally', 'count_it(event_store.events)');
 SELECT event_store.append_event('direct-1', 'Counted', '{}');
 SELECT event_store.append_event('direct-1', 'Counted', '{}');
 SELECT * FROM tally;
+-- a handler that reads the log sees the event it is called for (and the
+-- stream row), also a STABLE one (it reads with the active snapshot)
+CREATE FUNCTION look(e event_store.events) RETURNS void LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RAISE NOTICE 'version % of %: % events in the log, stream row at version %',
+        e.stream_version, e.stream_id,
+        (SELECT count(*) FROM event_store.events x WHERE x.stream_id = e.stream_id),
+        (SELECT s.version FROM event_store.streams s WHERE s.stream_id = e.stream_id);
+END $$;
+SELECT event_store.create_projection('look', 'look(event_store.events)');
+SELECT event_store.append_event('look-1', 'Looked', '{}');
+SELECT event_store.append_event('look-1', 'Looked', '{}');
+SELECT event_store.drop_projection('look');
 SELECT event_store.drop_projection('tally');
 SELECT event_store.append_event('direct-1', 'NotCounted', '{}');
 SELECT * FROM tally;
