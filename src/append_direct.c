@@ -513,61 +513,53 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 	index_endscan(scan);
 
 	*exists = found;
-	if (!found)
+	result = TM_Ok;
+	if (found)
 	{
-		ExecDropSingleTupleTableSlot(oldslot);
-		PopActiveSnapshot();
-		UnregisterSnapshot(snapshot);
-		index_close(pkey, NoLock);
-		table_close(streams, NoLock);
-		table_close(events, NoLock);
-		return true;
+		/* The new row: version + 1, updated_at at least now, last_position moved up. */
+		slot_getallattrs(oldslot);
+		version = DatumGetInt64(slot_getattr(oldslot, tables.stream_version, &isnull));
+		updated_at = DatumGetTimestampTz(slot_getattr(oldslot, tables.stream_updated_at, &isnull));
+		last_position = DatumGetInt64(slot_getattr(oldslot, tables.stream_last_position, &isnull));
+
+		natts = RelationGetDescr(streams)->natts;
+		newslot = table_slot_create(streams, NULL);
+		ExecClearTuple(newslot);
+		memcpy(newslot->tts_values, oldslot->tts_values, sizeof(Datum) * natts);
+		memcpy(newslot->tts_isnull, oldslot->tts_isnull, sizeof(bool) * natts);
+		*prior = version;
+		*recorded_at = Max(updated_at, now);
+		*fresh = last_position < position;
+		newslot->tts_values[tables.stream_version - 1] = Int64GetDatum(version + 1);
+		newslot->tts_values[tables.stream_updated_at - 1] = TimestampTzGetDatum(*recorded_at);
+		if (*fresh)
+			newslot->tts_values[tables.stream_last_position - 1] = Int64GetDatum(position);
+		ExecStoreVirtualTuple(newslot);
+
+		CheckCmdReplicaIdentity(streams, CMD_UPDATE);
+		result = table_tuple_update(streams, &oldslot->tts_tid, newslot,
+									GetCurrentCommandId(true), snapshot, InvalidSnapshot,
+									true, &tmfd, &lockmode, &update_indexes);
+
+		estate = CreateExecutorState();
+		if (result == TM_Ok && update_indexes)
+		{
+			ResultRelInfo *rri = makeNode(ResultRelInfo);
+
+			InitResultRelInfo(rri, streams, 0, NULL, 0);
+			ExecOpenIndices(rri, false);
+			(void) ExecInsertIndexTuples(rri, newslot, estate, true, false, NULL, NIL);
+			ExecCloseIndices(rri);
+		}
+
+		*inserted = false;
+		if (result == TM_Ok && *fresh && *recorded_at < partition_end &&
+			(!has_expected || expected == -1 || version == expected))
+			*inserted = insert_new_event(events, estate, stream_id, position, version + 1,
+										 *recorded_at, ev);
+		FreeExecutorState(estate);
+		ExecDropSingleTupleTableSlot(newslot);
 	}
-
-	/* The new row: version + 1, updated_at at least now, last_position moved up. */
-	slot_getallattrs(oldslot);
-	version = DatumGetInt64(slot_getattr(oldslot, tables.stream_version, &isnull));
-	updated_at = DatumGetTimestampTz(slot_getattr(oldslot, tables.stream_updated_at, &isnull));
-	last_position = DatumGetInt64(slot_getattr(oldslot, tables.stream_last_position, &isnull));
-
-	natts = RelationGetDescr(streams)->natts;
-	newslot = table_slot_create(streams, NULL);
-	ExecClearTuple(newslot);
-	memcpy(newslot->tts_values, oldslot->tts_values, sizeof(Datum) * natts);
-	memcpy(newslot->tts_isnull, oldslot->tts_isnull, sizeof(bool) * natts);
-	*prior = version;
-	*recorded_at = Max(updated_at, now);
-	*fresh = last_position < position;
-	newslot->tts_values[tables.stream_version - 1] = Int64GetDatum(version + 1);
-	newslot->tts_values[tables.stream_updated_at - 1] = TimestampTzGetDatum(*recorded_at);
-	if (*fresh)
-		newslot->tts_values[tables.stream_last_position - 1] = Int64GetDatum(position);
-	ExecStoreVirtualTuple(newslot);
-
-	CheckCmdReplicaIdentity(streams, CMD_UPDATE);
-	result = table_tuple_update(streams, &oldslot->tts_tid, newslot,
-								GetCurrentCommandId(true), snapshot, InvalidSnapshot,
-								true, &tmfd, &lockmode, &update_indexes);
-
-	estate = CreateExecutorState();
-	if (result == TM_Ok && update_indexes)
-	{
-		ResultRelInfo *rri = makeNode(ResultRelInfo);
-
-		InitResultRelInfo(rri, streams, 0, NULL, 0);
-		ExecOpenIndices(rri, false);
-		(void) ExecInsertIndexTuples(rri, newslot, estate, true, false, NULL, NIL);
-		ExecCloseIndices(rri);
-	}
-
-	*inserted = false;
-	if (result == TM_Ok && *fresh && *recorded_at < partition_end &&
-		(!has_expected || expected == -1 || version == expected))
-		*inserted = insert_new_event(events, estate, stream_id, position, version + 1,
-									 *recorded_at, ev);
-
-	FreeExecutorState(estate);
-	ExecDropSingleTupleTableSlot(newslot);
 	ExecDropSingleTupleTableSlot(oldslot);
 	PopActiveSnapshot();
 	UnregisterSnapshot(snapshot);
