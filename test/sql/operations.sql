@@ -39,6 +39,9 @@ $$;
 SELECT count(*) AS partitions_left FROM event_store.partition_info;
 
 -- Two events in one second, the next one in a later second.
+-- (start early in a second: the first append also creates the partition,
+-- and both events must still fall into that second)
+DO $$ BEGIN PERFORM pg_sleep(1.05 - extract(epoch FROM clock_timestamp())::numeric % 1); END $$;
 BEGIN;
 SELECT event_store.append_event('account-1', 'Opened', '{"owner": "Ann", "email": "ann@example.com", "plan": "gold"}');
 SELECT event_store.append_event('account-1', 'Deposited', '{"amount": 10}');
