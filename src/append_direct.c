@@ -113,8 +113,8 @@ match_columns(TupleDesc desc, const char *const *names, int nnames, AttrNumber *
 		for (c = 0; c < nnames; c++)
 			if (strcmp(NameStr(att->attname), names[c]) == 0)
 				break;
-		if (c == nnames)
-			exact = false;
+		if (c == nnames || att->atthasdef || att->attidentity)
+			exact = false;	/* a default or identity only the executor fills in */
 		else
 		{
 			attnums[c] = att->attnum;
@@ -248,7 +248,9 @@ load_tables(Oid events_relid)
 		!events->rd_rel->relrowsecurity && !streams->rd_rel->relrowsecurity &&
 		only_own_triggers(events, nsp, &tables.dispatches) &&
 		only_own_triggers(streams, nsp, &streams_dispatch) && !streams_dispatch &&
-		!has_generated_columns(events) && !has_generated_columns(streams);
+		!has_generated_columns(events) && !has_generated_columns(streams) &&
+		(RelationGetDescr(streams)->constr == NULL ||
+		 RelationGetDescr(streams)->constr->num_check == 0);	/* the update checks none */
 
 	/* events: exactly the columns the append writes, nothing with a default of its own */
 	if (!match_columns(RelationGetDescr(events), event_column_names, EV_NCOLUMNS,
@@ -333,6 +335,10 @@ direct_path_allowed(Oid events_relid)
 	if (!tables.valid || tables.events_relid != events_relid)
 		load_tables(events_relid);
 	if (!tables.usable)
+		return false;
+	/* lock streams too, then trust only what is still valid after its invalidations */
+	LockRelationOid(tables.streams_relid, RowExclusiveLock);
+	if (!tables.valid)
 		return false;
 	/* (pg_class_aclcheck accepts any one of several modes: all are needed) */
 	if (pg_class_aclcheck(events_relid, user, ACL_INSERT) != ACLCHECK_OK ||
@@ -527,12 +533,15 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 		ExecClearTuple(newslot);
 		memcpy(newslot->tts_values, oldslot->tts_values, sizeof(Datum) * natts);
 		memcpy(newslot->tts_isnull, oldslot->tts_isnull, sizeof(bool) * natts);
+		for (int i = 0; i < natts; i++)
+			if (TupleDescAttr(RelationGetDescr(streams), i)->attisdropped)
+				newslot->tts_isnull[i] = true;	/* as the executor's UPDATE writes them */
 		*prior = version;
 		*recorded_at = Max(updated_at, now);
-		*fresh = last_position < position;
+		*fresh = last_position <= position;	/* the statement's last_position = $2 */
 		newslot->tts_values[tables.stream_version - 1] = Int64GetDatum(version + 1);
 		newslot->tts_values[tables.stream_updated_at - 1] = TimestampTzGetDatum(*recorded_at);
-		if (*fresh)
+		if (last_position < position)
 			newslot->tts_values[tables.stream_last_position - 1] = Int64GetDatum(position);
 		ExecStoreVirtualTuple(newslot);
 
