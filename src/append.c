@@ -801,46 +801,51 @@ es_append_batch(AppendRequest *req)
 
 		if (exists && n == 1 && req->events[0].tags == NULL)
 		{
-			/* One event: stream update and insert in one statement. */
+			/* One event: stream update and insert together. */
 			NewEvent   *ev = &req->events[0];
 			TimestampTz partition_end;
-			Datum		fargs[11];
-			char		fnulls[11];
 
 			now = GetCurrentTimestamp();
 			partition_end = es_ensure_partition_for(now);
 
-			memset(fnulls, ' ', sizeof(fnulls));
-			fargs[0] = PointerGetDatum(req->stream_id);
-			fargs[1] = Int64GetDatum(positions[0]);
-			fargs[2] = TimestampTzGetDatum(now);
-			fargs[3] = ev->event_type;
-			fargs[4] = ev->data;
-			fargs[5] = ev->metadata;
-			fnulls[5] = ev->metadata_null ? 'n' : ' ';
-			fargs[6] = Int64GetDatum(req->expected);
-			fnulls[6] = req->has_expected ? ' ' : 'n';
-			fargs[7] = UUIDPGetDatum(&ev->event_id);
-			fargs[8] = TimestampTzGetDatum(ev->occurred_at);
-			fnulls[8] = ev->occurred_at_given ? ' ' : 'n';
-			fargs[9] = FullTransactionIdGetDatum(GetTopFullTransactionId());
-			fargs[10] = TimestampTzGetDatum(partition_end);
-			if (es_direct_bump_and_insert(req->stream_id, positions[0], now, partition_end, ev,
-										  req->has_expected, req->expected, &exists, &current,
-										  &recorded_at, &positions_fresh, &inserted))
-				;				/* done without the executor (append_direct.c) */
-			else if ((rc = exec_write_tables(plan_bump_and_insert, fargs, fnulls, 1, 2)) != SPI_OK_SELECT)
-				elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
-			else if ((exists = SPI_processed > 0))
+			/* without the executor (append_direct.c) where it can, else one statement */
+			if (!es_direct_bump_and_insert(req->stream_id, positions[0], now, partition_end, ev,
+										   req->has_expected, req->expected, &exists, &current,
+										   &recorded_at, &positions_fresh, &inserted))
 			{
-				bool		isnull;
-				TupleDesc	td = SPI_tuptable->tupdesc;
-				HeapTuple	tup = SPI_tuptable->vals[0];
+				Datum		fargs[11];
+				char		fnulls[11];
 
-				current = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
-				recorded_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull));
-				positions_fresh = DatumGetBool(SPI_getbinval(tup, td, 3, &isnull));
-				inserted = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
+				memset(fnulls, ' ', sizeof(fnulls));
+				fargs[0] = PointerGetDatum(req->stream_id);
+				fargs[1] = Int64GetDatum(positions[0]);
+				fargs[2] = TimestampTzGetDatum(now);
+				fargs[3] = ev->event_type;
+				fargs[4] = ev->data;
+				fargs[5] = ev->metadata;
+				fnulls[5] = ev->metadata_null ? 'n' : ' ';
+				fargs[6] = Int64GetDatum(req->expected);
+				fnulls[6] = req->has_expected ? ' ' : 'n';
+				fargs[7] = UUIDPGetDatum(&ev->event_id);
+				fargs[8] = TimestampTzGetDatum(ev->occurred_at);
+				fnulls[8] = ev->occurred_at_given ? ' ' : 'n';
+				fargs[9] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+				fargs[10] = TimestampTzGetDatum(partition_end);
+				rc = exec_write_tables(plan_bump_and_insert, fargs, fnulls, 1, 2);
+				if (rc != SPI_OK_SELECT)
+					elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
+				exists = SPI_processed > 0;
+				if (exists)
+				{
+					bool		isnull;
+					TupleDesc	td = SPI_tuptable->tupdesc;
+					HeapTuple	tup = SPI_tuptable->vals[0];
+
+					current = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+					recorded_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull));
+					positions_fresh = DatumGetBool(SPI_getbinval(tup, td, 3, &isnull));
+					inserted = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
+				}
 			}
 		}
 		else if (exists)
@@ -902,11 +907,11 @@ es_append_batch(AppendRequest *req)
 				NewEvent   *ev = &req->events[0];
 				bool		event_inserted;
 
+				/* without the executor (append_direct.c) where it can, else one statement */
 				es_ensure_partition_for(recorded_at);
 				if (es_direct_create_and_insert(req->stream_id, positions[0], recorded_at, ev,
 												&created, &event_inserted))
 				{
-					/* done without the executor (append_direct.c) */
 					if (!created)
 						continue;	/* created concurrently: start over, locked */
 				}
