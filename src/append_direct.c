@@ -148,9 +148,9 @@ typedef struct DirectAppendTables
 static DirectAppendTables tables;
 static bool callback_registered = false;
 
-/* The partition last checked for the log's column layout, and the answer. */
+/* The partition last checked by partition_takes_row_directly(), and the answer. */
 static Oid	checked_partition = InvalidOid;
-static bool checked_partition_same = false;
+static bool checked_partition_ok = false;
 
 /* Forget what we know when either table (or the mapped partition) changes. */
 static void
@@ -295,25 +295,41 @@ partition_usable(Relation part)
 }
 
 /*
- * Does the partition lay out its columns as the log does?  Partitions made
- * by event_store always do; one attached with another column order (or
- * after a column was dropped from the log) takes the statement's tuple
- * routing instead.
+ * Can the partition take the row as the log would route it?  Partitions
+ * made by event_store always can.  One attached with another column order
+ * (or after a column was dropped from the log), or with a deferrable
+ * unique index (whose check the statement queues until commit), takes the
+ * statement's tuple routing instead.  Cached per partition until its
+ * relcache entry is invalidated.
  */
 static bool
-same_layout_as_log(Relation events, Relation part)
+partition_takes_row_directly(Relation events, Relation part)
 {
 	if (checked_partition != RelationGetRelid(part))
 	{
 		AttrMap    *map = build_attrmap_by_name_if_req(RelationGetDescr(events),
 													   RelationGetDescr(part));
+		List	   *indexes = RelationGetIndexList(part);
+		ListCell   *lc;
 
-		checked_partition_same = map == NULL;
+		checked_partition_ok = map == NULL;
 		if (map != NULL)
 			free_attrmap(map);
+		foreach(lc, indexes)
+		{
+			HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+
+			if (HeapTupleIsValid(tup))
+			{
+				if (!((Form_pg_index) GETSTRUCT(tup))->indimmediate)
+					checked_partition_ok = false;
+				ReleaseSysCache(tup);
+			}
+		}
+		list_free(indexes);
 		checked_partition = RelationGetRelid(part);
 	}
-	return checked_partition_same;
+	return checked_partition_ok;
 }
 
 /*
@@ -379,12 +395,11 @@ insert_event_directly(Relation events, EState *estate, Datum *values, bool *null
 	Relation	part;
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
-	List	   *recheck;
 
 	if (!OidIsValid(part_oid))
 		return false;
 	part = table_open(part_oid, RowExclusiveLock);
-	if (!partition_usable(part) || !same_layout_as_log(events, part))
+	if (!partition_usable(part) || !partition_takes_row_directly(events, part))
 	{
 		table_close(part, RowExclusiveLock);
 		return false;
@@ -399,11 +414,8 @@ insert_event_directly(Relation events, EState *estate, Datum *values, bool *null
 	rri = open_target(part, slot, estate, false);
 
 	table_tuple_insert(part, slot, GetCurrentCommandId(true), 0, NULL);
-	recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
-	if (recheck != NIL)			/* a deferred unique index: the statement would queue a recheck */
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("deferrable unique indexes on the partitions of event_store.events are not supported")));
+	/* (no deferrable unique index here: nothing to recheck at commit) */
+	list_free(ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL));
 
 	ExecCloseIndices(rri);
 	ExecDropSingleTupleTableSlot(slot);
@@ -412,9 +424,9 @@ insert_event_directly(Relation events, EState *estate, Datum *values, bool *null
 }
 
 /*
- * The event's row in the log's column order, inserted directly; the
- * commit NOTIFY the dispatch trigger would have queued.  false: not
- * inserted (the caller inserts it the slow way).
+ * The event's row in the log's column order, inserted directly, then the
+ * dispatch trigger's work for it (inline projections, the commit NOTIFY).
+ * false: not inserted (the caller inserts it the slow way).
  */
 static bool
 insert_new_event(Relation events, EState *estate, text *stream_id, int64 position,

@@ -131,6 +131,32 @@ SELECT count(*) FROM event_store.events WHERE event_type = 'Forbidden';
 SELECT version FROM event_store.streams WHERE stream_id = 'direct-1';
 ALTER TABLE event_store.events DROP CONSTRAINT no_forbidden;
 
+-- A deferrable unique constraint on a partition: appends go through the
+-- statement, which checks it at commit (a duplicate event id in another
+-- stream fails there; nothing of that transaction is kept).
+DO $$
+DECLARE part regclass;
+BEGIN
+    FOR part IN SELECT partition FROM event_store.partition_info WHERE NOT archived LOOP
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I UNIQUE (event_id) DEFERRABLE INITIALLY DEFERRED',
+                       part, (SELECT relname FROM pg_class WHERE oid = part) || '_one_id');
+    END LOOP;
+END $$;
+SELECT event_store.append_event('direct-1', 'Deferred', '{}', NULL, NULL, 'b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11');
+BEGIN;
+SELECT event_store.append_event('direct-2', 'Deferred', '{}', NULL, NULL, 'b0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11');
+\set VERBOSITY sqlstate
+COMMIT;
+\set VERBOSITY default
+SELECT count(*) AS deferred_events FROM event_store.events WHERE event_type = 'Deferred';
+DO $$
+DECLARE part regclass;
+BEGIN
+    FOR part IN SELECT partition FROM event_store.partition_info WHERE NOT archived LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', part, (SELECT relname FROM pg_class WHERE oid = part) || '_one_id');
+    END LOOP;
+END $$;
+
 -- 3. A column the user added (with a default) sends appends to the statement.
 ALTER TABLE event_store.events ADD COLUMN source text DEFAULT 'app';
 SELECT event_store.append_event('direct-1', 'WithSource', '{}');
