@@ -383,13 +383,130 @@ open_target(Relation rel, TupleTableSlot *slot, EState *estate, bool speculative
 }
 
 /*
+ * What inserting into a partition needs beyond its locks, kept from one
+ * append to the next: a ResultRelInfo whose IndexInfos carry their
+ * compiled expressions and predicates and whose CHECK constraints are
+ * compiled, in an EState of its own.  Building that per append (the
+ * constraint parsed from its catalog text, every IndexInfo rebuilt, the
+ * category expression recompiled) cost more than the index inserts of
+ * some of the indexes.  Dropped when the partition or one of its indexes
+ * is invalidated (a new index, constraint or column invalidates the
+ * partition), or when any function or type changes (a CHECK may inline a
+ * SQL function, as the planner would again for the next statement).
+ */
+typedef struct PartitionTarget
+{
+	Oid			relid;			/* InvalidOid: nothing valid kept */
+	MemoryContext cxt;			/* holds all of the below */
+	EState	   *estate;			/* prepares the expressions; per-row memory reset per append */
+	ResultRelInfo *rri;			/* ri_RelationDesc and index relations set per append */
+	Oid		   *index_oids;
+} PartitionTarget;
+
+static PartitionTarget target;
+
+/* Forget the kept target when its partition or one of its indexes changes. */
+static void
+partition_target_invalidate(Datum arg, Oid relid)
+{
+	if (!OidIsValid(target.relid))
+		return;
+	if (relid == InvalidOid || relid == target.relid)
+		target.relid = InvalidOid;
+	else
+		for (int i = 0; i < target.rri->ri_NumIndices; i++)
+			if (target.index_oids[i] == relid)
+				target.relid = InvalidOid;
+}
+
+/* Any function or type change: the compiled expressions may be stale. */
+static void
+partition_target_syscache_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	target.relid = InvalidOid;
+}
+
+/*
+ * The partition as the target of a direct insert, its indexes opened:
+ * the kept ResultRelInfo, or a new one built (and kept) when the kept one
+ * is for another partition or was invalidated, possibly by the locks
+ * taken here.  Close it with partition_target_close().
+ */
+static ResultRelInfo *
+partition_target_open(Relation part)
+{
+	Oid			relid = RelationGetRelid(part);
+	ResultRelInfo *rri;
+	MemoryContext old;
+
+	if (target.relid == relid)
+	{
+		rri = target.rri;
+		for (int i = 0; i < rri->ri_NumIndices; i++)
+			rri->ri_IndexRelationDescs[i] = index_open(target.index_oids[i], RowExclusiveLock);
+		if (target.relid == relid)	/* not invalidated by those locks */
+		{
+			rri->ri_RelationDesc = part;
+			for (int i = 0; i < rri->ri_NumIndices; i++)
+			{
+				/* an access method's own per-insert cache lives with the call */
+				rri->ri_IndexRelationInfo[i]->ii_AmCache = NULL;
+				rri->ri_IndexRelationInfo[i]->ii_Context = CurrentMemoryContext;
+			}
+			ResetPerTupleExprContext(target.estate);
+			return rri;
+		}
+		for (int i = 0; i < rri->ri_NumIndices; i++)
+			index_close(rri->ri_IndexRelationDescs[i], NoLock);
+	}
+
+	if (target.cxt == NULL)
+	{
+		CacheRegisterRelcacheCallback(partition_target_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, partition_target_syscache_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, partition_target_syscache_invalidate, (Datum) 0);
+	}
+	else
+	{
+		MemoryContextDelete(target.cxt);
+		target.cxt = NULL;
+	}
+	target.relid = InvalidOid;
+	target.cxt = AllocSetContextCreate(TopMemoryContext, "event_store direct append target",
+									   ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(target.cxt);
+	target.estate = CreateExecutorState();
+	rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(rri, part, 0, NULL, 0);
+	ExecOpenIndices(rri, false);
+	target.index_oids = palloc(sizeof(Oid) * Max(rri->ri_NumIndices, 1));
+	for (int i = 0; i < rri->ri_NumIndices; i++)
+	{
+		target.index_oids[i] = RelationGetRelid(rri->ri_IndexRelationDescs[i]);
+		rri->ri_IndexRelationInfo[i]->ii_Context = old;
+	}
+	MemoryContextSwitchTo(old);
+	target.rri = rri;
+	target.relid = relid;		/* an invalidation from here on clears it */
+	return rri;
+}
+
+/* Close the target's indexes (their locks stay until the end of the transaction, as the table's). */
+static void
+partition_target_close(ResultRelInfo *rri)
+{
+	for (int i = 0; i < rri->ri_NumIndices; i++)
+		index_close(rri->ri_IndexRelationDescs[i], NoLock);
+	ResetPerTupleExprContext(target.estate);
+}
+
+/*
  * Insert the event into the partition of recorded_at, with its index
  * entries and the partition's constraints checked.  false: the partition
  * is not known or not plain (the caller inserts the slow way).
  */
 static bool
-insert_event_directly(Relation events, EState *estate, Datum *values, bool *nulls,
-					  TimestampTz recorded_at)
+insert_event_directly(Relation events, Datum *values, bool *nulls, TimestampTz recorded_at)
 {
 	Oid			part_oid = es_known_partition_for(RelationGetRelid(events), recorded_at);
 	Relation	part;
@@ -411,13 +528,15 @@ insert_event_directly(Relation events, EState *estate, Datum *values, bool *null
 	memcpy(slot->tts_isnull, nulls, sizeof(bool) * slot->tts_tupleDescriptor->natts);
 	ExecStoreVirtualTuple(slot);
 
-	rri = open_target(part, slot, estate, false);
+	rri = partition_target_open(part);
+	if (part->rd_att->constr != NULL)
+		ExecConstraints(rri, slot, target.estate);
 
 	table_tuple_insert(part, slot, GetCurrentCommandId(true), 0, NULL);
 	/* (no deferrable unique index here: nothing to recheck at commit) */
-	list_free(ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL));
+	list_free(ExecInsertIndexTuples(rri, slot, target.estate, false, false, NULL, NIL));
 
-	ExecCloseIndices(rri);
+	partition_target_close(rri);
 	ExecDropSingleTupleTableSlot(slot);
 	table_close(part, NoLock);	/* locks are kept until the end of the transaction */
 	return true;
@@ -429,7 +548,7 @@ insert_event_directly(Relation events, EState *estate, Datum *values, bool *null
  * false: not inserted (the caller inserts it the slow way).
  */
 static bool
-insert_new_event(Relation events, EState *estate, text *stream_id, int64 position,
+insert_new_event(Relation events, text *stream_id, int64 position,
 				 int64 version, TimestampTz recorded_at, NewEvent *ev)
 {
 	int			ncols = RelationGetDescr(events)->natts;
@@ -452,7 +571,7 @@ insert_new_event(Relation events, EState *estate, text *stream_id, int64 positio
 	SET_COLUMN(EV_OCCURRED_AT, TimestampTzGetDatum(ev->occurred_at_given ? ev->occurred_at : recorded_at));
 	SET_COLUMN(EV_TRANSACTION_ID, FullTransactionIdGetDatum(GetTopFullTransactionId()));
 #undef SET_COLUMN
-	inserted = insert_event_directly(events, estate, values, nulls, recorded_at);
+	inserted = insert_event_directly(events, values, nulls, recorded_at);
 	if (inserted && tables.dispatches)
 	{
 		/* what the AFTER STATEMENT trigger would do, with the event visible to the handlers */
@@ -558,9 +677,12 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 		ExecStoreVirtualTuple(newslot);
 
 		CheckCmdReplicaIdentity(streams, CMD_UPDATE);
-		result = table_tuple_update(streams, &oldslot->tts_tid, newslot,
-									GetCurrentCommandId(true), snapshot, InvalidSnapshot,
-									true, &tmfd, &lockmode, &update_indexes);
+		if (version == PG_INT64_MAX)
+			result = TM_Invisible;	/* the statement's version + 1 raises "bigint out of range" */
+		else
+			result = table_tuple_update(streams, &oldslot->tts_tid, newslot,
+										GetCurrentCommandId(true), snapshot, InvalidSnapshot,
+										true, &tmfd, &lockmode, &update_indexes);
 
 		estate = CreateExecutorState();
 		if (result == TM_Ok && update_indexes)
@@ -576,7 +698,7 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 		*inserted = false;
 		if (result == TM_Ok && *fresh && *recorded_at < partition_end &&
 			(!has_expected || expected == -1 || version == expected))
-			*inserted = insert_new_event(events, estate, stream_id, position, version + 1,
+			*inserted = insert_new_event(events, stream_id, position, version + 1,
 										 *recorded_at, ev);
 		FreeExecutorState(estate);
 		ExecDropSingleTupleTableSlot(newslot);
@@ -676,7 +798,7 @@ es_direct_create_and_insert(text *stream_id, int64 position, TimestampTz recorde
 	ExecCloseIndices(rri);
 
 	*inserted = *created &&
-		insert_new_event(events, estate, stream_id, position, 1, recorded_at, ev);
+		insert_new_event(events, stream_id, position, 1, recorded_at, ev);
 
 	FreeExecutorState(estate);
 	ExecDropSingleTupleTableSlot(slot);
