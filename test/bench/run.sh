@@ -65,7 +65,7 @@ checkpoint_timeout = 30min
 max_connections = 30
 log_min_messages = warning
 autovacuum = off"
-SETTINGS="shared_buffers 512MB, max_wal_size 4GB, checkpoint_timeout 30min, autovacuum off (VACUUM + CHECKPOINT before every write run), fsync on"
+SETTINGS="shared_buffers 512MB, max_wal_size 4GB, checkpoint_timeout 30min, autovacuum off (VACUUM + CHECKPOINT before every write run; VACUUM ANALYZE of every store before the first read group after writes), fsync on"
 
 bench_cluster_start es_side_by_side
 echo "== cluster in $WORK (port $PORT, unix socket only)"
@@ -391,8 +391,23 @@ for g in "${GROUP_NAMES[@]}"; do
     done
 done
 
+# Reads are measured on settled tables: after the write groups have added
+# their rows, every store is vacuumed and analyzed (and a checkpoint taken)
+# before the next read group, so that no store's reads share the machine
+# with its own autovacuum.
+settle_stores() {
+    local db
+    for db in es1 es120 raw $( ((MDB)) && echo mdb); do
+        "${PSQL[@]}" -d "$db" -c 'VACUUM ANALYZE' >/dev/null
+    done
+    "${PSQL[@]}" -d postgres -c 'CHECKPOINT' >/dev/null
+}
+written=0
 for pass in $(seq 1 "$PASSES"); do
     for g in "${GROUP_NAMES[@]}"; do
+        if [[ -n ${G_WRITE[$g]:-} ]]; then written=1
+        elif ((written)); then settle_stores; written=0
+        fi
         vs=()
         for v in ${G_VARIANTS[$g]}; do [[ $v == *mdb* ]] && ((MDB == 0)) && continue; vs+=("$v"); done
         if ((pass % 2 == 0)); then
