@@ -405,10 +405,14 @@ typedef struct PartitionTarget
 
 static PartitionTarget target;
 
+/* Invalidations seen so far: one arriving while a target is built makes it not kept. */
+static uint64 target_invalidations = 0;
+
 /* Forget the kept target when its partition or one of its indexes changes. */
 static void
 partition_target_invalidate(Datum arg, Oid relid)
 {
+	target_invalidations++;
 	if (!OidIsValid(target.relid))
 		return;
 	if (relid == InvalidOid || relid == target.relid)
@@ -423,6 +427,7 @@ partition_target_invalidate(Datum arg, Oid relid)
 static void
 partition_target_syscache_invalidate(Datum arg, int cacheid, uint32 hashvalue)
 {
+	target_invalidations++;
 	target.relid = InvalidOid;
 }
 
@@ -438,6 +443,7 @@ partition_target_open(Relation part)
 	Oid			relid = RelationGetRelid(part);
 	ResultRelInfo *rri;
 	MemoryContext old;
+	uint64		invalidations_before;
 
 	if (target.relid == relid)
 	{
@@ -472,6 +478,7 @@ partition_target_open(Relation part)
 		target.cxt = NULL;
 	}
 	target.relid = InvalidOid;
+	invalidations_before = target_invalidations;
 	target.cxt = AllocSetContextCreate(TopMemoryContext, "event_store direct append target",
 									   ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(target.cxt);
@@ -487,7 +494,15 @@ partition_target_open(Relation part)
 	}
 	MemoryContextSwitchTo(old);
 	target.rri = rri;
-	target.relid = relid;		/* an invalidation from here on clears it */
+
+	/*
+	 * Kept only if nothing was invalidated while the index locks were taken
+	 * (an index list read before a concurrent CREATE INDEX CONCURRENTLY
+	 * committed its catalog entry must not outlive this append); this
+	 * append uses it either way, as a statement would.
+	 */
+	if (target_invalidations == invalidations_before)
+		target.relid = relid;
 	return rri;
 }
 
