@@ -65,7 +65,7 @@ checkpoint_timeout = 30min
 max_connections = 30
 log_min_messages = warning
 autovacuum = off"
-SETTINGS="shared_buffers 512MB, max_wal_size 4GB, checkpoint_timeout 30min, autovacuum off (VACUUM + CHECKPOINT before every write run; VACUUM ANALYZE of every store before the first read group after writes), fsync on"
+SETTINGS="shared_buffers 512MB, max_wal_size 4GB, checkpoint_timeout 30min, autovacuum off (VACUUM + CHECKPOINT before every write run; writes go to copies of the loaded databases, reads never see them), fsync on"
 
 bench_cluster_start es_side_by_side
 echo "== cluster in $WORK (port $PORT, unix socket only)"
@@ -246,6 +246,16 @@ PARTS1=$("${PSQL[@]}" -d es1 -Atc "SELECT count(*) FROM event_store.partition_in
 PARTSN=$("${PSQL[@]}" -d es120 -Atc "SELECT count(*) FROM event_store.partition_info")
 echo "   es1: $PARTS1 partition(s); es120: $PARTSN partitions"
 
+# Writes go to copies of the loaded databases (es1_w, mdb_w, raw_w), reads
+# to the loaded ones: the reads measure the same data in every run, however
+# many rows the write groups of that run managed to add (with the writes in
+# the same databases, the read tables had grown a hundredfold by the second
+# pass, and their plans followed the statistics, stale or fresh).
+for db in es1 raw $( ((MDB)) && echo mdb); do
+    "${PSQL[@]}" -d postgres -c "CREATE DATABASE ${db}_w TEMPLATE $db" >/dev/null
+done
+((MDB)) && "${PSQL[@]}" -d postgres -c "ALTER DATABASE mdb_w SET search_path = message_store, public" >/dev/null
+
 # ---------------------------------------------------------------------------
 # pgbench scripts and variants: name -> database, script, group
 # ---------------------------------------------------------------------------
@@ -259,39 +269,39 @@ variant() {   # name db script-body [count-query for the hot stream]
 MDBQ="'BenchEvent'::varchar, '$DATA'::jsonb, '$META'::jsonb"
 RAWCOLS="position, stream_name, type, data, metadata"
 # (1) one event to a random one of NSTREAMS streams
-variant single_es es1 "\\set s random(1, $NSTREAMS)
+variant single_es es1_w "\\set s random(1, $NSTREAMS)
 SELECT event_store.append_event('bench-' || :s, 'BenchEvent', '$DATA', '$META');"
-variant single_mdb mdb "\\set s random(1, $NSTREAMS)
+variant single_mdb mdb_w "\\set s random(1, $NSTREAMS)
 SELECT write_message(gen_random_uuid()::varchar, ('bench-' || :s)::varchar, $MDBQ);"
-variant single_msapi es1 "\\set s random(1, $NSTREAMS)
+variant single_msapi es1_w "\\set s random(1, $NSTREAMS)
 SELECT message_store.write_message(gen_random_uuid()::varchar, ('bench-' || :s)::varchar, $MDBQ);"
 # the physical limit of a one-transaction append: a transaction that writes
 # one small row to a table without indexes (client round trip, one WAL
 # record, commit and -- with synchronous_commit on -- its flush)
-variant single_floor raw "INSERT INTO bench_floor VALUES (1);"
-variant single_raw raw "\\set s random(1, $NSTREAMS)
+variant single_floor raw_w "INSERT INTO bench_floor VALUES (1);"
+variant single_raw raw_w "\\set s random(1, $NSTREAMS)
 INSERT INTO bench_raw.messages (global_position, $RAWCOLS)
 VALUES (nextval('bench_raw.messages_global_position_seq'), currval('bench_raw.messages_global_position_seq'),
         'bench-' || :s, 'BenchEvent', '$DATA', '$META');"
 # (2) one hot stream: read the version, append with it (a conflict returns 0)
-variant hot_es es1 "SELECT event_store.stream_version('hot-1') AS v \\gset
+variant hot_es es1_w "SELECT event_store.stream_version('hot-1') AS v \\gset
 SELECT bench_try_append('hot-1', :v);" "SELECT event_store.stream_version('hot-1')"
-variant hot_mdb mdb "SELECT stream_version('hot-1') AS v \\gset
+variant hot_mdb mdb_w "SELECT stream_version('hot-1') AS v \\gset
 SELECT bench_try_write('hot-1', :v);" "SELECT stream_version('hot-1')"
-variant hot_raw raw "SELECT max(position) AS v FROM bench_raw.messages WHERE stream_name = 'hot-1' \\gset
+variant hot_raw raw_w "SELECT max(position) AS v FROM bench_raw.messages WHERE stream_name = 'hot-1' \\gset
 SELECT bench_try_insert('hot-1', :v);" "SELECT max(position) FROM bench_raw.messages WHERE stream_name = 'hot-1'"
 # (3) 100 events to one stream in one statement
-variant batch_es es1 "\\set s random(1, $NSTREAMS)
+variant batch_es es1_w "\\set s random(1, $NSTREAMS)
 SELECT event_store.append('bench-' || :s,
        ARRAY(SELECT event_store.event('BenchEvent', '$DATA', '$META') FROM generate_series(1, $BATCH)));"
-variant batch_mdb mdb "\\set s random(1, $NSTREAMS)
+variant batch_mdb mdb_w "\\set s random(1, $NSTREAMS)
 SELECT count(write_message(gen_random_uuid()::varchar, ('bench-' || :s)::varchar, $MDBQ)) FROM generate_series(1, $BATCH);"
-variant batch_raw raw "\\set s random(1, $NSTREAMS)
+variant batch_raw raw_w "\\set s random(1, $NSTREAMS)
 INSERT INTO bench_raw.messages (global_position, $RAWCOLS)
 SELECT g.p, g.p, 'bench-' || :s, 'BenchEvent', '$DATA', '$META'
   FROM (SELECT nextval('bench_raw.messages_global_position_seq') AS p FROM generate_series(1, $BATCH)) g;"
 # (8) inline projection: the same append with and without an inline upsert projection
-variant proj_plain es1 "\\set s random(1, 1000)
+variant proj_plain es1_w "\\set s random(1, 1000)
 SELECT event_store.append_event('acct-' || :s, 'Deposited', '{\"amount\": 1}');"
 variant proj_inline esproj "\\set s random(1, 1000)
 SELECT event_store.append_event('acct-' || :s, 'Deposited', '{\"amount\": 1}');"
@@ -391,23 +401,8 @@ for g in "${GROUP_NAMES[@]}"; do
     done
 done
 
-# Reads are measured on settled tables: after the write groups have added
-# their rows, every store is vacuumed and analyzed (and a checkpoint taken)
-# before the next read group, so that no store's reads share the machine
-# with its own autovacuum.
-settle_stores() {
-    local db
-    for db in es1 es120 raw $( ((MDB)) && echo mdb); do
-        "${PSQL[@]}" -d "$db" -c 'VACUUM ANALYZE' >/dev/null
-    done
-    "${PSQL[@]}" -d postgres -c 'CHECKPOINT' >/dev/null
-}
-written=0
 for pass in $(seq 1 "$PASSES"); do
     for g in "${GROUP_NAMES[@]}"; do
-        if [[ -n ${G_WRITE[$g]:-} ]]; then written=1
-        elif ((written)); then settle_stores; written=0
-        fi
         vs=()
         for v in ${G_VARIANTS[$g]}; do [[ $v == *mdb* ]] && ((MDB == 0)) && continue; vs+=("$v"); done
         if ((pass % 2 == 0)); then
@@ -424,8 +419,8 @@ for pass in $(seq 1 "$PASSES"); do
     done
 done
 
-check=$("${PSQL[@]}" -d es1 -Atc "SELECT (SELECT sum(version) FROM event_store.streams) = (SELECT count(*) FROM event_store.events)")
-[[ $check == t ]] || { echo "es1: stream versions do not add up to the events written" >&2; exit 1; }
+check=$("${PSQL[@]}" -d es1_w -Atc "SELECT (SELECT sum(version) FROM event_store.streams) = (SELECT count(*) FROM event_store.events)")
+[[ $check == t ]] || { echo "es1_w: stream versions do not add up to the events written" >&2; exit 1; }
 check=$("${PSQL[@]}" -d esproj -Atc "SELECT coalesce((SELECT sum(events) FROM balances), 0) = (SELECT count(*) FROM event_store.events)")
 [[ $check == t ]] || { echo "esproj: the read model does not match the log" >&2; exit 1; }
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
