@@ -129,6 +129,15 @@ exec_write(SPIPlanPtr plan, Datum *args, const char *nulls, long tcount)
 	return exec_write_tables(plan, args, nulls, tcount, 1);
 }
 
+/* Column attno of the one row the last stream statement returned (never NULL there). */
+static Datum
+stream_result(int attno)
+{
+	bool		isnull;
+
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, attno, &isnull);
+}
+
 /*
  * BEFORE INSERT OR UPDATE OR DELETE ... FOR EACH STATEMENT on
  * event_store.events and event_store.streams: refuse writes that do not
@@ -779,15 +788,12 @@ es_append_batch(AppendRequest *req)
 			exists = SPI_processed > 0;
 			if (exists)
 			{
-				bool		isnull;
-				TupleDesc	td = SPI_tuptable->tupdesc;
-				HeapTuple	tup = SPI_tuptable->vals[0];
 				TimestampTz updated_at;
 				int64		retry_version;
 
-				current = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
-				updated_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull));
-				created_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 3, &isnull));
+				current = DatumGetInt64(stream_result(1));
+				updated_at = DatumGetTimestampTz(stream_result(2));
+				created_at = DatumGetTimestampTz(stream_result(3));
 				if (is_idempotent_retry(req, created_at, updated_at, &retry_version))
 				{
 					result_version = retry_version;
@@ -837,14 +843,10 @@ es_append_batch(AppendRequest *req)
 				exists = SPI_processed > 0;
 				if (exists)
 				{
-					bool		isnull;
-					TupleDesc	td = SPI_tuptable->tupdesc;
-					HeapTuple	tup = SPI_tuptable->vals[0];
-
-					current = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
-					recorded_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull));
-					positions_fresh = DatumGetBool(SPI_getbinval(tup, td, 3, &isnull));
-					inserted = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
+					current = DatumGetInt64(stream_result(1));
+					recorded_at = DatumGetTimestampTz(stream_result(2));
+					positions_fresh = DatumGetBool(stream_result(3));
+					inserted = DatumGetBool(stream_result(4));
 				}
 			}
 		}
@@ -862,13 +864,9 @@ es_append_batch(AppendRequest *req)
 			exists = SPI_processed > 0;
 			if (exists)
 			{
-				bool		isnull;
-				TupleDesc	td = SPI_tuptable->tupdesc;
-				HeapTuple	tup = SPI_tuptable->vals[0];
-
-				current = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
-				recorded_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 2, &isnull));
-				positions_fresh = DatumGetBool(SPI_getbinval(tup, td, 4, &isnull));
+				current = DatumGetInt64(stream_result(1));
+				recorded_at = DatumGetTimestampTz(stream_result(2));
+				positions_fresh = DatumGetBool(stream_result(4));
 			}
 		}
 
