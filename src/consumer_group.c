@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "common/md5.h"
 #include "fmgr.h"
 #include "nodes/supportnodes.h"
@@ -26,6 +27,7 @@
 
 PG_FUNCTION_INFO_V1(es_mdb_hash_64);
 PG_FUNCTION_INFO_V1(es_mdb_consumer_group_member);
+PG_FUNCTION_INFO_V1(es_mdb_in_consumer_group);
 PG_FUNCTION_INFO_V1(es_consumer_group_member);
 PG_FUNCTION_INFO_V1(es_in_consumer_group);
 PG_FUNCTION_INFO_V1(es_in_consumer_group_support);
@@ -112,6 +114,26 @@ es_mdb_consumer_group_member(PG_FUNCTION_ARGS)
 }
 
 /*
+ * message_store._in_consumer_group(stream_name text, member bigint,
+ * size bigint) RETURNS boolean: _consumer_group_member(stream_name, size)
+ * = member, false where that is NULL (a name without an id), as the
+ * category read's filter, with the planner support below.
+ */
+Datum
+es_mdb_in_consumer_group(PG_FUNCTION_ARGS)
+{
+	text	   *stream_name = PG_GETARG_TEXT_PP(0);
+	const char *s = VARDATA_ANY(stream_name);
+	int			len = VARSIZE_ANY_EXHDR(stream_name);
+	const char *dash = memchr(s, '-', len);
+
+	if (dash == NULL)
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(group_member_of(dash + 1, len - (dash + 1 - s), true, PG_GETARG_INT64(2)) ==
+				   PG_GETARG_INT64(1));
+}
+
+/*
  * event_store's member for a stream id: as Message DB for an id with a
  * category; an id without '-' is its own cardinal id, whole, '+' and all
  * (event_store.cardinal_id), so such streams are spread over the group too
@@ -150,10 +172,11 @@ es_in_consumer_group(PG_FUNCTION_ARGS)
 }
 
 /*
- * Planner support for _in_consumer_group: a stream hash spreads the rows
- * evenly, so 1/size of them pass (1/4 when the size is not known at plan
- * time, a typical group).  Without it the planner assumes 1 row in 200 and
- * plans a poll as if it could never stop early.
+ * Planner support for event_store._in_consumer_group and
+ * message_store._in_consumer_group (size an int or a bigint): a stream
+ * hash spreads the rows evenly, so 1/size of them pass (1/4 when the size
+ * is not known at plan time, a typical group).  Without it the planner
+ * assumes 1 row in 200 and plans a read as if it could never stop early.
  */
 Datum
 es_in_consumer_group_support(PG_FUNCTION_ARGS)
@@ -173,11 +196,13 @@ es_in_consumer_group_support(PG_FUNCTION_ARGS)
 		size_arg = estimate_expression_value(req->root, size_arg);
 	if (IsA(size_arg, Const) && !((Const *) size_arg)->constisnull)
 	{
-		int32		size = DatumGetInt32(((Const *) size_arg)->constvalue);
+		Const	   *c = (Const *) size_arg;
+		int64		size = c->consttype == INT8OID ? DatumGetInt64(c->constvalue) :
+			c->consttype == INT2OID ? DatumGetInt16(c->constvalue) : DatumGetInt32(c->constvalue);
 
 		/* a size below 1 fails at run time; any estimate will do */
 		if (size >= 1)
-			selectivity = 1.0 / size;
+			selectivity = 1.0 / (double) size;
 	}
 	req->selectivity = selectivity;
 	PG_RETURN_POINTER(req);
