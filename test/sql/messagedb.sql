@@ -136,6 +136,62 @@ SELECT stream_name, mod(abs(hash_64(cardinal_id(stream_name))), 3) AS member_of_
  ORDER BY 1;
 SELECT count(*) FROM get_category_messages('mdbAccount', 1, 2, NULL, 0, 1);
 
+-- The consumer group filter (1.1): the member _consumer_group_member gives,
+-- none for a name without an id, and 1/size of the rows for the planner
+-- (it guessed 1 in 200 of "member function = member").
+SELECT name, size, member, message_store._in_consumer_group(name, member, size) AS in_group,
+       message_store._in_consumer_group(name, member, size) =
+       coalesce(message_store._consumer_group_member(name, size) = member, false) AS agrees
+  FROM (VALUES ('mdbAccount-1'), ('mdbAccount-2+x'), ('mdbAccount'), ('a-b-c')) n(name),
+       generate_series(1, 2) size, generate_series(0, size - 1) member
+ ORDER BY 1, 2, 3;
+CREATE FUNCTION pg_temp.estimated_rows(q text) RETURNS int LANGUAGE plpgsql AS $f$
+DECLARE
+    plan json;
+BEGIN
+    EXECUTE 'EXPLAIN (FORMAT JSON) ' || q INTO plan;
+    RETURN (plan->0->'Plan'->>'Plan Rows')::int;
+END
+$f$;
+SELECT pg_temp.estimated_rows($$SELECT 1 FROM generate_series(1, 1000) g
+                                WHERE message_store._in_consumer_group('s-' || g, 0, 4)$$) AS of_1000_in_4,
+       pg_temp.estimated_rows($$SELECT 1 FROM generate_series(1, 1000) g
+                                WHERE message_store._in_consumer_group('s-' || g, 1, 10)$$) AS of_1000_in_10;
+
+-- A read at the end of a quiet category, after many messages of another
+-- one, reads the category's index only: never the global_position index
+-- (which, filtering on the category, would walk every later message).
+SELECT count(write_message(('2a000000-0000-4000-8000-' || lpad(i::text, 12, '0')), 'mdbQuiet-' || (i % 7), 'Q', '{}'))
+  FROM generate_series(1, 60) i;
+SELECT count(write_message(('3a000000-0000-4000-8000-' || lpad(i::text, 12, '0')), 'mdbBusy-' || (i % 50), 'B', '{}'))
+  FROM generate_series(1, 2000) i;
+ANALYZE event_store.events;
+SELECT max(global_position) - 5 AS quiet_tail FROM messages WHERE stream_name LIKE 'mdbQuiet-%' \gset
+-- (index entries read by this backend since its last statistics report;
+-- the planner may probe an index end or two for its estimates)
+CREATE FUNCTION pg_temp.index_entries_read(kind text) RETURNS bigint LANGUAGE sql AS $f$
+    SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(i.indexrelid)), 0)
+      FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+     WHERE i.indrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'event_store.events'::regclass)
+       AND c.relname LIKE '%\_' || kind || '\_idx'
+$f$;
+BEGIN;
+SELECT pg_temp.index_entries_read('category') AS category_before,
+       pg_temp.index_entries_read('position') AS position_before \gset
+SELECT count(*) AS member_0_of_2, sum((stream_name LIKE 'mdbQuiet-%')::int) AS all_quiet
+  FROM get_category_messages('mdbQuiet', :quiet_tail, 10, NULL, 0, 2);
+SELECT count(*) AS whole_tail FROM get_category_messages('mdbQuiet', :quiet_tail, 10);
+SELECT count(*) AS unlimited FROM get_category_messages('mdbQuiet', 1, -1);
+SELECT pg_temp.index_entries_read('category') - :category_before >= 60 AS category_index_read,
+       pg_temp.index_entries_read('position') - :position_before < 20 AS position_index_not_walked;
+COMMIT;
+-- the same rows as the log holds, in position order
+SELECT array_agg(global_position ORDER BY global_position) =
+       (SELECT array_agg(global_position) FROM get_category_messages('mdbQuiet', :quiet_tail - 20, 1000, NULL, 1, 2)) AS same_rows
+  FROM messages
+ WHERE stream_name LIKE 'mdbQuiet-%' AND global_position >= :quiet_tail - 20
+   AND mod(abs(hash_64(cardinal_id(stream_name))), 2) = 1;
+
 SELECT * FROM get_category_messages('mdbAccount-1');
 SELECT * FROM get_category_messages('mdbAccount', 1, 1000, 'mdbOrder-1');
 SELECT * FROM get_category_messages('mdbAccount', 1, 1000, NULL, 0);
@@ -215,3 +271,13 @@ DROP EXTENSION event_store_messagedb;
 SELECT count(*) AS role_kept FROM pg_roles WHERE rolname = 'message_store';
 CREATE EXTENSION event_store_messagedb;
 SELECT count(*) FROM message_store.get_stream_messages('mdbRole-1');
+
+-- The upgrade from 1.0: the same reads, now with the 1.1 plans.
+DROP EXTENSION event_store_messagedb;
+CREATE EXTENSION event_store_messagedb VERSION '1.0';
+SELECT extversion FROM pg_extension WHERE extname = 'event_store_messagedb';
+SELECT count(*) AS before_update FROM message_store.get_category_messages('mdbQuiet', 1, -1, NULL, 0, 2);
+ALTER EXTENSION event_store_messagedb UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'event_store_messagedb';
+SELECT count(*) AS after_update FROM message_store.get_category_messages('mdbQuiet', 1, -1, NULL, 0, 2);
+SELECT count(*) AS other_member FROM message_store.get_category_messages('mdbQuiet', 1, -1, NULL, 1, 2);
