@@ -96,41 +96,49 @@ es_mdb_hash_64(PG_FUNCTION_ARGS)
 }
 
 /*
- * message_store._consumer_group_member(stream_name text, group_size bigint)
- * RETURNS bigint: NULL for a stream name without an id (Message DB delivers
- * those to no member).
+ * Message DB's member for a stream name: false for a name without an id
+ * (Message DB delivers those to no member), else *member is set.
  */
-Datum
-es_mdb_consumer_group_member(PG_FUNCTION_ARGS)
+static bool
+mdb_stream_member(text *stream_name, int64 size, int64 *member)
 {
-	text	   *stream_name = PG_GETARG_TEXT_PP(0);
 	const char *s = VARDATA_ANY(stream_name);
 	int			len = VARSIZE_ANY_EXHDR(stream_name);
 	const char *dash = memchr(s, '-', len);
 
 	if (dash == NULL)
+		return false;
+	*member = group_member_of(dash + 1, len - (dash + 1 - s), true, size);
+	return true;
+}
+
+/*
+ * message_store._consumer_group_member(stream_name text, group_size bigint)
+ * RETURNS bigint: NULL for a stream name without an id.
+ */
+Datum
+es_mdb_consumer_group_member(PG_FUNCTION_ARGS)
+{
+	int64		member;
+
+	if (!mdb_stream_member(PG_GETARG_TEXT_PP(0), PG_GETARG_INT64(1), &member))
 		PG_RETURN_NULL();
-	PG_RETURN_INT64(group_member_of(dash + 1, len - (dash + 1 - s), true, PG_GETARG_INT64(1)));
+	PG_RETURN_INT64(member);
 }
 
 /*
  * message_store._in_consumer_group(stream_name text, member bigint,
  * size bigint) RETURNS boolean: _consumer_group_member(stream_name, size)
- * = member, false where that is NULL (a name without an id), as the
- * category read's filter, with the planner support below.
+ * = member, false where that is NULL, as the category read's filter, with
+ * the planner support below.
  */
 Datum
 es_mdb_in_consumer_group(PG_FUNCTION_ARGS)
 {
-	text	   *stream_name = PG_GETARG_TEXT_PP(0);
-	const char *s = VARDATA_ANY(stream_name);
-	int			len = VARSIZE_ANY_EXHDR(stream_name);
-	const char *dash = memchr(s, '-', len);
+	int64		member;
 
-	if (dash == NULL)
-		PG_RETURN_BOOL(false);
-	PG_RETURN_BOOL(group_member_of(dash + 1, len - (dash + 1 - s), true, PG_GETARG_INT64(2)) ==
-				   PG_GETARG_INT64(1));
+	PG_RETURN_BOOL(mdb_stream_member(PG_GETARG_TEXT_PP(0), PG_GETARG_INT64(2), &member) &&
+				   member == PG_GETARG_INT64(1));
 }
 
 /*
