@@ -16,40 +16,20 @@ use File::Temp qw(tempdir);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use MessageDBTest qw(fetch_message_db start_both);
 
 my $npm = `command -v npm 2>/dev/null`;
 chomp $npm;
 plan skip_all => 'npm is not installed' unless $npm;
 
 my $pkgdir = tempdir(CLEANUP => 1);
-my $pack = `cd '$pkgdir' && HOME='$pkgdir' npm_config_cache='$pkgdir/.npm' npm pack --silent \@eventide/message-db 2>&1`;
-my ($tarball) = glob("$pkgdir/eventide-message-db-*.tgz");
-plan skip_all => "could not fetch \@eventide/message-db from the npm registry: $pack"
-  unless $tarball;
-system("tar", "xzf", $tarball, "-C", $pkgdir) == 0 or die "cannot unpack $tarball";
-my $mdb_install = "$pkgdir/package/database/install.sh";
-die "no install.sh in $tarball" unless -f $mdb_install;
+my ($mdb_install, $why_not) = fetch_message_db($pkgdir);
+plan skip_all => $why_not unless $mdb_install;
 
-my $node = PostgreSQL::Test::Cluster->new('messagedb');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'event_store'\n");
-$node->start;
-
-# The real Message DB, with its own install script (creates the
-# message_store role and the database).
-{
-	local $ENV{PGHOST} = $node->host;
-	local $ENV{PGPORT} = $node->port;
-	local $ENV{DATABASE_NAME} = 'mdb';
-	my $out = `bash '$mdb_install' 2>&1`;
-	is($?, 0, 'Message DB installed from the npm package') or diag($out);
-}
+# The real Message DB in "mdb", ours in "ours" (the message_store role
+# Message DB's install created is reused).
+my $node = start_both('messagedb', $mdb_install);
 my $mdb_version = $node->safe_psql('mdb', 'SELECT message_store.message_store_version()');
-
-# Ours, in another database: the message_store role already exists and is
-# reused.
-$node->safe_psql('postgres', 'CREATE DATABASE ours');
-$node->safe_psql('ours', 'CREATE EXTENSION event_store_messagedb CASCADE');
 is($node->safe_psql('ours', 'SELECT message_store.message_store_version()'),
 	$mdb_version, "same message_store_version ($mdb_version)");
 

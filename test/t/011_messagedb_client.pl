@@ -24,6 +24,7 @@ use JSON::PP;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use MessageDBTest qw(npm_env npm_error fetch_message_db start_both);
 
 my $client_pkg = '@doughtnerd/message-store-connector@1.10.1';
 
@@ -35,25 +36,11 @@ for my $tool ('node', 'npm')
 }
 
 my $pkgdir = tempdir(CLEANUP => 1);
-my $npm_env = "HOME='$pkgdir' npm_config_cache='$pkgdir/.npm' npm_config_update_notifier=false";
-
-# npm's error lines, on one line (a skip reason is one line).
-sub npm_error
-{
-	my @lines = grep { /\S/ } split /\n/, shift;
-	my @errors = map { s/^npm (?:ERR!|error)\s*//r } grep { /^npm (?:ERR!|error)/ } @lines;
-	@errors = @lines unless @errors;
-	return join('; ', @errors[ 0 .. ($#errors < 3 ? $#errors : 3) ]);
-}
+my $npm_env = npm_env($pkgdir);
 
 # The real Message DB (database scripts only).
-my $pack = `cd '$pkgdir' && $npm_env npm pack --loglevel=error \@eventide/message-db 2>&1`;
-my ($tarball) = glob("$pkgdir/eventide-message-db-*.tgz");
-plan skip_all => "could not fetch \@eventide/message-db from the npm registry: " . npm_error($pack)
-  unless $tarball;
-system("tar", "xzf", $tarball, "-C", $pkgdir) == 0 or die "cannot unpack $tarball";
-my $mdb_install = "$pkgdir/package/database/install.sh";
-die "no install.sh in $tarball" unless -f $mdb_install;
+my ($mdb_install, $why_not) = fetch_message_db($pkgdir);
+plan skip_all => $why_not unless $mdb_install;
 
 # The client library, with its dependencies (pg, uuid, promise-poller).
 my $clientdir = "$pkgdir/client";
@@ -250,24 +237,8 @@ main().catch((e) => { console.error(e); process.exit(1); });
 JS
 close $fh;
 
-my $node = PostgreSQL::Test::Cluster->new('messagedb_client');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'event_store'\n");
-$node->start;
-
-# The real Message DB, with its own install script (creates the
-# message_store role and the database).
-{
-	local $ENV{PGHOST} = $node->host;
-	local $ENV{PGPORT} = $node->port;
-	local $ENV{DATABASE_NAME} = 'mdb';
-	my $out = `bash '$mdb_install' 2>&1`;
-	is($?, 0, 'Message DB installed from the npm package') or diag($out);
-}
-
-# Ours, in another database (the message_store role is reused).
-$node->safe_psql('postgres', 'CREATE DATABASE ours');
-$node->safe_psql('ours', 'CREATE EXTENSION event_store_messagedb CASCADE');
+# The real Message DB in "mdb", ours in "ours" (the role is reused).
+my $node = start_both('messagedb_client', $mdb_install);
 
 # Run the session in one database; return the steps in order and by name.
 sub session
