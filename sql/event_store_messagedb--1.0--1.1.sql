@@ -114,6 +114,10 @@ BEGIN
         RETURN;
     END IF;
 
+    -- Two statements, not "(_size IS NULL OR _in_consumer_group(...))":
+    -- in a generic plan the planner cannot fold the NULL test, would
+    -- underestimate the rows of a read without a group, and could then
+    -- collect and sort the category's whole rest instead of stopping.
     IF _size IS NULL THEN
         RETURN QUERY
         SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
