@@ -25,6 +25,7 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "access/table.h"
@@ -39,6 +40,7 @@
 #include "executor/executor.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
+#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -608,6 +610,57 @@ insert_new_event(Relation events, text *stream_id, int64 position,
 }
 
 /*
+ * The stream's row through the primary key scan, fetched as
+ * index_getnext_slot() would, except for when the page is pruned.  The
+ * heap's index fetch prunes a page on every visit once it is fuller than
+ * its fillfactor, and a page of streams rows is always there: every append
+ * then pruned the one dead version the previous append to that page left
+ * (CPU and a WAL record per append).  Here the page is pruned only when it
+ * could not take two more versions of this row, so that one prune clears
+ * the dozen or so versions left since the last one and the update still
+ * finds room on the page (a HOT update, no new index entries).
+ */
+static bool
+fetch_stream_row(IndexScanDesc scan, text *stream_id, TupleTableSlot *slot)
+{
+	Relation	streams = scan->heapRelation;
+	Size		row_room = 2 * (MAXALIGN(SizeofHeapTupleHeader + 2 * VARSIZE_ANY(stream_id) +
+										 6 * sizeof(int64)) + sizeof(ItemIdData));
+	ItemPointer tid;
+
+	while ((tid = index_getnext_tid(scan, ForwardScanDirection)) != NULL)
+	{
+		ItemPointerData htid = *tid;
+		Buffer		buffer = ReadBuffer(streams, ItemPointerGetBlockNumber(&htid));
+		HeapTupleData tuple;
+		bool		all_dead = false;
+		bool		found;
+
+		/* as heap_page_prune_opt() itself does, a look at the page without its lock */
+		if (PageGetHeapFreeSpace(BufferGetPage(buffer)) < row_room)
+			heap_page_prune_opt(streams, buffer);
+
+		LockBuffer(buffer, BUFFER_LOCK_SHARE);
+		found = heap_hot_search_buffer(&htid, streams, buffer, scan->xs_snapshot,
+									   &tuple, &all_dead, true);
+		LockBuffer(buffer, BUFFER_LOCK_UNLOCK);
+		if (found)
+		{
+			tuple.t_self = htid;
+			slot->tts_tableOid = RelationGetRelid(streams);
+			ExecStoreBufferHeapTuple(&tuple, slot, buffer);	/* pins the buffer itself */
+			ReleaseBuffer(buffer);
+			return true;
+		}
+		ReleaseBuffer(buffer);
+		/* a chain no one can see any more: let the index forget it, as index_getnext_slot() does */
+		if (!scan->xactStartedInRecovery)
+			scan->kill_prior_tuple = all_dead;
+	}
+	return false;
+}
+
+/*
  * The one-event append to an existing stream, done directly.  Returns
  * false when the path does not apply (nothing was written, the caller runs
  * its statement).  Otherwise *exists tells whether the stream row was
@@ -661,7 +714,10 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 						   pkey->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(stream_id));
 	scan = index_beginscan(streams, pkey, snapshot, 1, 0);
 	index_rescan(scan, &key, 1, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, oldslot);
+	if (streams->rd_tableam == GetHeapamTableAmRoutine() && TTS_IS_BUFFERTUPLE(oldslot))
+		found = fetch_stream_row(scan, stream_id, oldslot);
+	else
+		found = index_getnext_slot(scan, ForwardScanDirection, oldslot);
 	index_endscan(scan);
 
 	*exists = found;
