@@ -67,6 +67,8 @@ static SPIPlanPtr plan_create_and_insert = NULL;
 static SPIPlanPtr plan_set_last_position = NULL;
 static SPIPlanPtr plan_create_stream = NULL;
 static SPIPlanPtr plan_find_ids = NULL;
+static SPIPlanPtr plan_id_scope = NULL;
+static SPIPlanPtr plan_ids_elsewhere = NULL;
 static SPIPlanPtr plan_insert_one = NULL;
 static SPIPlanPtr plan_insert_many = NULL;
 static SPIPlanPtr plan_insert_one_tagged = NULL;
@@ -288,6 +290,18 @@ prepare_plans(void)
 								  "WHERE stream_id OPERATOR(pg_catalog.=) $1 AND event_id OPERATOR(pg_catalog.=) ANY ($2) "
 								  "AND recorded_at OPERATOR(pg_catalog.>=) $3 AND recorded_at OPERATOR(pg_catalog.<=) $4", 4, types);
 	}
+	if (plan_id_scope == NULL)
+		plan_id_scope = es_keep_plan("SELECT value FROM event_store.settings "
+									 "WHERE name OPERATOR(pg_catalog.=) 'event_id_scope'", 0, NULL);
+	if (plan_ids_elsewhere == NULL)
+	{
+		Oid			types[2] = {TEXTOID, UUIDARRAYOID};
+
+		plan_ids_elsewhere = es_keep_plan(
+									   "SELECT event_id, stream_id FROM event_store.events "
+									   "WHERE event_id OPERATOR(pg_catalog.=) ANY ($2) "
+									   "AND stream_id OPERATOR(pg_catalog.<>) $1 LIMIT 1", 2, types);
+	}
 	if (plan_insert_one_tagged == NULL && events_have_tags())
 	{
 		Oid			types[11] = {INT8OID, TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID,
@@ -468,7 +482,8 @@ index_given_ids(AppendRequest *req)
 	for (int i = 0; i < req->nevents; i++)
 		if (req->events[i].event_id_given)
 			req->ids_given = true;
-	if (!req->ids_given)
+	/* (ids the caller proved new are never looked up in it: no index) */
+	if (!req->ids_given || req->ids_known_new)
 		return;
 
 	ctl.keysize = sizeof(pg_uuid_t);
@@ -626,6 +641,48 @@ is_idempotent_retry(AppendRequest *req, TimestampTz created_at,
 	return false;				/* keep compiler quiet */
 }
 
+/*
+ * Under the event id scope 'store' (1.9), refuse caller-supplied ids that
+ * another stream has (those of this stream were judged by
+ * is_idempotent_retry).  Two such appends at once to one partition are
+ * stopped by its unique event_id index.
+ */
+static void
+refuse_ids_of_other_streams(AppendRequest *req)
+{
+	Datum	   *ids;
+	int			nids = 0;
+	Datum		args[2];
+	bool		isnull;
+	int			rc;
+
+	rc = SPI_execute_plan(plan_id_scope, NULL, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "event id scope lookup failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0 ||
+		strcmp(TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
+			   "store") != 0)
+		return;
+
+	ids = palloc(sizeof(Datum) * req->nevents);
+	for (int i = 0; i < req->nevents; i++)
+		if (req->events[i].event_id_given)
+			ids[nids++] = UUIDPGetDatum(&req->events[i].event_id);
+	args[0] = PointerGetDatum(req->stream_id);
+	args[1] = PointerGetDatum(construct_array(ids, nids, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	rc = SPI_execute_plan(plan_ids_elsewhere, args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "event id lookup failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_DUPLICATE_EVENT_ID),
+				 errmsg("event_id %s is already in stream \"%s\"",
+						uuid_to_cstring(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))),
+						TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull))),
+				 errdetail("Event ids are unique across the store (event_store.event_id_scope() is 'store')."),
+				 errhint("Give new events new event ids.")));
+}
+
 /* Insert the batch: one statement, one executor pass, whatever its size. */
 static void
 insert_events(AppendRequest *req, int64 first_version, int64 *positions,
@@ -745,13 +802,74 @@ draw_positions(int n)
 }
 
 /*
+ * Is the error a partition's unique event_id index (event id scope
+ * 'store') refusing an id?  Judged by the error's fields alone: no catalog
+ * access before the failed insert is rolled back.
+ */
+bool
+es_is_event_id_index_violation(ErrorData *edata)
+{
+	size_t		len;
+	const char *suffix = "_event_id_idx";
+
+	if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION || edata->schema_name == NULL ||
+		edata->constraint_name == NULL || strcmp(edata->schema_name, ES_SCHEMA) != 0)
+		return false;
+	len = strlen(edata->constraint_name);
+	return len > strlen(suffix) && strcmp(edata->constraint_name + len - strlen(suffix), suffix) == 0;
+}
+
+static int64 append_batch_once(AppendRequest *req);
+
+/*
  * The append itself, for one stream.  Returns the stream's version after
  * the batch.  Callers that append to several streams in one call lock the
  * streams in a fixed order by calling this in that order; tag locks are
  * the caller's (es_lock_request_tags), taken before any position is drawn.
+ *
+ * Under the event id scope 'store', an id that another transaction was
+ * appending to another stream at the same time passes the lookup and is
+ * refused by the partition's unique index once that transaction commits:
+ * that becomes ES004, as the lookup would have said.  (Callers that proved
+ * their ids new, message_store.write_message, give their own error.)
  */
 int64
 es_append_batch(AppendRequest *req)
+{
+	volatile int64 version = 0;
+	MemoryContext oldcxt = CurrentMemoryContext;
+
+	if (req->ids_known_new)
+		return append_batch_once(req);
+	PG_TRY();
+	{
+		version = append_batch_once(req);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		if (!es_is_event_id_index_violation(edata))
+		{
+			FreeErrorData(edata);
+			PG_RE_THROW();
+		}
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_DUPLICATE_EVENT_ID),
+				 errmsg("an event_id of the append is already in another stream"),
+				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+				 errhint("Event ids are unique across the store (event_store.event_id_scope() is 'store'): give new events new event ids.")));
+	}
+	PG_END_TRY();
+	return version;
+}
+
+/* es_append_batch() without the translation of the unique index's error. */
+static int64
+append_batch_once(AppendRequest *req)
 {
 	int64		result_version = 0;
 	int			n = req->nevents;
@@ -801,6 +919,7 @@ es_append_batch(AppendRequest *req)
 				}
 			}
 			check_expected_version(req, current);
+			refuse_ids_of_other_streams(req);
 		}
 
 		positions = draw_positions(n);
@@ -877,6 +996,7 @@ es_append_batch(AppendRequest *req)
 			if (inserted)
 			{
 				result_version = current + 1;
+				req->recorded_at = recorded_at;
 				break;
 			}
 			if (!positions_fresh)
@@ -943,6 +1063,7 @@ es_append_batch(AppendRequest *req)
 				if (event_inserted)
 				{
 					result_version = 1;
+					req->recorded_at = recorded_at;
 					break;
 				}
 				/* (the direct path could not insert into the partition: below) */
@@ -965,6 +1086,7 @@ es_append_batch(AppendRequest *req)
 		es_ensure_partition_for(recorded_at);
 		insert_events(req, current + 1, positions, recorded_at);
 		result_version = current + n;
+		req->recorded_at = recorded_at;
 		break;
 	}
 
@@ -1161,15 +1283,17 @@ es_append_event(PG_FUNCTION_ARGS)
  * store, so it probes for the id anyway and raises Message DB's error).  The
  * append skips what only serves idempotent retries -- the separate stream
  * lock and the lookup of the ids in the stream -- and is otherwise
- * append_event: the same validation, version check and write.
+ * append_event: the same validation, version check and write.  Sets
+ * *recorded_at to the time (and so the partition) the event went in at.
  */
 int64
 es_append_new_event(text *stream_id, Datum event_type,
 					bool data_null, Datum data,
 					bool metadata_null, Datum metadata,
 					bool has_expected, int64 expected,
-					pg_uuid_t *event_id)
+					pg_uuid_t *event_id, TimestampTz *recorded_at)
 {
+	int64		version;
 	AppendRequest req = {0};
 	NewEvent	ev = {0};
 
@@ -1186,5 +1310,7 @@ es_append_new_event(text *stream_id, Datum event_type,
 	req.events = &ev;
 	req.nevents = 1;
 	req.ids_known_new = true;
-	return append_single(&req);
+	version = append_single(&req);
+	*recorded_at = req.recorded_at;
+	return version;
 }

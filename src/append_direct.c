@@ -884,6 +884,7 @@ typedef struct EventIdIndex
 {
 	Oid			partition;		/* hash key */
 	Oid			index;			/* InvalidOid: it has none we can use */
+	bool		unique;			/* the index is UNIQUE (event id scope 'store', 1.9) */
 } EventIdIndex;
 
 static HTAB *event_id_indexes = NULL;
@@ -916,11 +917,11 @@ relation_am(Oid relid)
 
 /*
  * The valid, plain btree index on (event_id) alone of a partition -- the
- * one each partition gets from the log's partitioned index -- or
- * InvalidOid.
+ * one each partition gets when it is made -- or InvalidOid; *unique
+ * tells whether it is UNIQUE.
  */
 static Oid
-event_id_index_of(Relation part)
+event_id_index_of(Relation part, bool *unique)
 {
 	EventIdIndex *entry;
 	bool		found;
@@ -946,9 +947,13 @@ event_id_index_of(Relation part)
 	}
 	entry = hash_search(event_id_indexes, &RelationGetRelid(part), HASH_ENTER, &found);
 	if (found)
+	{
+		*unique = entry->unique;
 		return entry->index;
+	}
 
 	entry->index = InvalidOid;
+	entry->unique = false;
 	attnum = get_attnum(RelationGetRelid(part), "event_id");
 	indexes = RelationGetIndexList(part);
 	foreach(lc, indexes)
@@ -963,26 +968,84 @@ event_id_index_of(Relation part)
 		if (index->indisvalid && index->indnatts == 1 && index->indkey.values[0] == attnum &&
 			heap_attisnull(tup, Anum_pg_index_indexprs, NULL) &&
 			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
-			relation_am(indexoid) == BTREE_AM_OID)
+			relation_am(indexoid) == BTREE_AM_OID &&
+			(!OidIsValid(entry->index) || (index->indisunique && !entry->unique)))
+		{
+			/* a unique one first: it is the one whose check the insert makes */
 			entry->index = indexoid;
+			entry->unique = index->indisunique;
+		}
 		ReleaseSysCache(tup);
-		if (OidIsValid(entry->index))
+		if (entry->unique)
 			break;
 	}
 	list_free(indexes);
+	*unique = entry->unique;
 	return entry->index;
+}
+
+/*
+ * Look for the id in one partition through its event_id index, under the
+ * probe's snapshot.  false: the partition has no index the probe can use.
+ */
+static bool
+probe_partition(Oid relid, pg_uuid_t *id, Snapshot snapshot, bool *exists)
+{
+	Relation	part = table_open(relid, AccessShareLock);
+	bool		unique;
+	Oid			indexoid = part->rd_rel->relkind == RELKIND_RELATION ? event_id_index_of(part, &unique) : InvalidOid;
+
+	*exists = false;
+	if (OidIsValid(indexoid) && RelationGetNumberOfBlocks(part) == 0)
+		;						/* no rows at all (the partition made ahead): nothing to look up */
+	else if (OidIsValid(indexoid))
+	{
+		Relation	index = index_open(indexoid, AccessShareLock);
+		TupleTableSlot *slot = table_slot_create(part, NULL);
+		IndexScanDesc scan;
+		ScanKeyData key;
+
+		ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+							   index->rd_indcollation[0], F_UUID_EQ, UUIDPGetDatum(id));
+		scan = index_beginscan(part, index, snapshot, 1, 0);
+		index_rescan(scan, &key, 1, NULL, 0);
+		*exists = index_getnext_slot(scan, ForwardScanDirection, slot);
+		index_endscan(scan);
+		ExecDropSingleTupleTableSlot(slot);
+		index_close(index, NoLock);
+	}
+	table_close(part, NoLock);
+	return OidIsValid(indexoid);
+}
+
+/*
+ * May the caller probe the log directly?  Takes the log's lock, as the
+ * query would.  Not under SERIALIZABLE (the query's predicate locks),
+ * row-level security or without SELECT on the log.
+ */
+static bool
+event_id_probe_allowed(Oid events_relid)
+{
+	if (IsolationIsSerializable())
+		return false;
+	LockRelationOid(events_relid, AccessShareLock);
+	if (!tables.valid || tables.events_relid != events_relid)
+		load_tables(events_relid);
+	return tables.usable && pg_class_aclcheck(events_relid, GetUserId(), ACL_SELECT) == ACLCHECK_OK;
 }
 
 /*
  * Is an event with this id anywhere in the log?  Probes each partition's
  * event_id index directly, with a fresh snapshot as a statement would take
- * (the log has no unique index across partitions).  Returns false when
- * the direct probe does not apply (row-level security, no SELECT
- * privilege, SERIALIZABLE, a partition without the index): the caller
- * then runs its query.
+ * (the log has no unique index across partitions).  A partition named by
+ * skip_unique is left out when its index is UNIQUE: the insert into it
+ * that follows checks the id itself (es_event_id_unique_partition).
+ * Returns false when the direct probe does not apply (row-level security,
+ * no SELECT privilege, SERIALIZABLE, a partition without the index): the
+ * caller then runs its query.
  */
 bool
-es_direct_event_id_exists(pg_uuid_t *id, bool *exists)
+es_direct_event_id_exists(pg_uuid_t *id, Oid skip_unique, bool *exists)
 {
 	Oid			events_relid = es_events_relid(false);
 	Relation	events;
@@ -991,12 +1054,7 @@ es_direct_event_id_exists(pg_uuid_t *id, bool *exists)
 	Snapshot	snapshot;
 	bool		applied = true;
 
-	if (IsolationIsSerializable())
-		return false;
-	LockRelationOid(events_relid, AccessShareLock);
-	if (!tables.valid || tables.events_relid != events_relid)
-		load_tables(events_relid);
-	if (!tables.usable || pg_class_aclcheck(events_relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+	if (!event_id_probe_allowed(events_relid))
 		return false;
 
 	events = table_open(events_relid, NoLock);
@@ -1006,30 +1064,56 @@ es_direct_event_id_exists(pg_uuid_t *id, bool *exists)
 	*exists = false;
 	for (int i = 0; i < nranges && applied && !*exists; i++)
 	{
-		Relation	part = table_open(ranges[i].relid, AccessShareLock);
-		Oid			indexoid = part->rd_rel->relkind == RELKIND_RELATION ? event_id_index_of(part) : InvalidOid;
-
-		if (!OidIsValid(indexoid))
-			applied = false;
-		else
-		{
-			Relation	index = index_open(indexoid, AccessShareLock);
-			TupleTableSlot *slot = table_slot_create(part, NULL);
-			IndexScanDesc scan;
-			ScanKeyData key;
-
-			ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
-								   index->rd_indcollation[0], F_UUID_EQ, UUIDPGetDatum(id));
-			scan = index_beginscan(part, index, snapshot, 1, 0);
-			index_rescan(scan, &key, 1, NULL, 0);
-			*exists = index_getnext_slot(scan, ForwardScanDirection, slot);
-			index_endscan(scan);
-			ExecDropSingleTupleTableSlot(slot);
-			index_close(index, NoLock);
-		}
-		table_close(part, NoLock);
+		if (ranges[i].relid == skip_unique)
+			continue;			/* the caller made sure its index is unique */
+		applied = probe_partition(ranges[i].relid, id, snapshot, exists);
 	}
 	UnregisterSnapshot(snapshot);
 	table_close(events, NoLock);
 	return applied;
+}
+
+/*
+ * The partition that takes rows recorded at ts, when its event_id index is
+ * UNIQUE (event id scope 'store') and the direct probe applies: an insert
+ * there checks the id itself, so the probe may leave it out.  Else
+ * InvalidOid.
+ */
+Oid
+es_event_id_unique_partition(TimestampTz ts)
+{
+	Oid			events_relid = es_events_relid(false);
+	Oid			partoid;
+	Relation	part;
+	bool		unique = false;
+
+	if (!event_id_probe_allowed(events_relid))
+		return InvalidOid;
+	partoid = es_known_partition_for(events_relid, ts);
+	if (!OidIsValid(partoid))
+		return InvalidOid;
+	part = table_open(partoid, AccessShareLock);
+	if (part->rd_rel->relkind != RELKIND_RELATION ||
+		!OidIsValid(event_id_index_of(part, &unique)))
+		unique = false;
+	table_close(part, NoLock);
+	return unique ? partoid : InvalidOid;
+}
+
+/*
+ * Is an event with this id in the one partition named?  For a partition
+ * es_direct_event_id_exists() left out, when the event went elsewhere
+ * after all.  The probe applied there for this transaction already.
+ */
+void
+es_direct_event_id_in_partition(pg_uuid_t *id, Oid partition, bool *exists)
+{
+	Snapshot	snapshot;
+
+	CommandCounterIncrement();
+	snapshot = RegisterSnapshot(GetTransactionSnapshot());
+	*exists = false;
+	if (!probe_partition(partition, id, snapshot, exists))
+		elog(ERROR, "partition %u lost its event_id index", partition);
+	UnregisterSnapshot(snapshot);
 }

@@ -125,6 +125,18 @@ burn_position(void)
 }
 
 /* Message DB's NOT NULL violation on its messages table. */
+/* Message DB's error for a message id already in the store. */
+static void
+duplicate_message_id(pg_uuid_t *id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNIQUE_VIOLATION),
+			 errmsg("duplicate key value violates unique constraint \"messages_id\""),
+			 errdetail("Key (id)=(%s) already exists.",
+					   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)))),
+			 errhint("Every message needs a new id.")));
+}
+
 static void
 null_column(const char *column)
 {
@@ -154,6 +166,8 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 	int64		expected = has_expected ? PG_GETARG_INT64(5) : 0;
 	pg_uuid_t  *id = NULL;
 	int64		version;
+	TimestampTz recorded_at = 0;
+	Oid			unique_partition = InvalidOid;
 	MemoryContext oldcxt;
 
 	SPI_connect();
@@ -202,24 +216,26 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 		Datum		args[1] = {UUIDPGetDatum(id)};
 		bool		exists;
 
-		/* each partition's index probed directly (append_direct.c), or the query */
-		if (!es_direct_event_id_exists(id, &exists))
+		/*
+		 * Each partition's index probed directly (append_direct.c), or the
+		 * query.  Under the event id scope 'store' the partition the message
+		 * goes into has a unique event_id index, and the insert's own check
+		 * stands in for its probe.
+		 */
+		unique_partition = es_event_id_unique_partition(GetCurrentTimestamp());
+		if (!es_direct_event_id_exists(id, unique_partition, &exists))
 		{
 			int			rc = SPI_execute_plan(plan_id_exists, args, NULL, false, 1);
 
 			if (rc != SPI_OK_SELECT)
 				elog(ERROR, "message id lookup failed: %s", SPI_result_code_string(rc));
 			exists = SPI_processed > 0;
+			unique_partition = InvalidOid;	/* the query looked everywhere */
 		}
 		if (exists)
 		{
 			burn_position();
-			ereport(ERROR,
-					(errcode(ERRCODE_UNIQUE_VIOLATION),
-					 errmsg("duplicate key value violates unique constraint \"messages_id\""),
-					 errdetail("Key (id)=(%s) already exists.",
-							   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)))),
-					 errhint("Every message needs a new id.")));
+			duplicate_message_id(id);
 		}
 	}
 	/*
@@ -232,7 +248,7 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 		version = es_append_new_event(stream_name, PG_GETARG_DATUM(2),
 									  PG_ARGISNULL(3), PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3),
 									  PG_ARGISNULL(4), PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4),
-									  has_expected, expected + 1, id);
+									  has_expected, expected + 1, id, &recorded_at);
 	}
 	PG_CATCH();
 	{
@@ -240,6 +256,12 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 
 		MemoryContextSwitchTo(oldcxt);
 		edata = CopyErrorData();
+		if (es_is_event_id_index_violation(edata))
+		{
+			/* the unique event_id index of the partition (scope 'store') */
+			FlushErrorState();
+			duplicate_message_id(id);
+		}
 		if (edata->sqlerrcode != ERRCODE_ES_WRONG_EXPECTED_VERSION)
 		{
 			FreeErrorData(edata);
@@ -267,6 +289,17 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 		}
 	}
 	PG_END_TRY();
+
+	/* The message went into another partition than the one left out above: look there now. */
+	if (OidIsValid(unique_partition) &&
+		es_known_partition_for(es_events_relid(false), recorded_at) != unique_partition)
+	{
+		bool		exists;
+
+		es_direct_event_id_in_partition(id, unique_partition, &exists);
+		if (exists)
+			duplicate_message_id(id);
+	}
 	SPI_finish();
 
 	PG_RETURN_INT64(version - 1);

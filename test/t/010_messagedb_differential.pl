@@ -29,6 +29,12 @@ plan skip_all => $why_not unless $mdb_install;
 # The real Message DB in "mdb", ours in "ours" (the message_store role
 # Message DB's install created is reused).
 my $node = start_both('messagedb', $mdb_install);
+# Ours under an event id scope (1.9): 'stream' here, 'store' when run by
+# 012_messagedb_differential_store.pl (the duplicate ids then meet the
+# partitions' unique indexes).
+my $id_scope = $ENV{MESSAGEDB_DIFF_ID_SCOPE} // 'stream';
+$node->safe_psql('ours', "SELECT event_store.set_event_id_scope('$id_scope')");
+is($node->safe_psql('ours', 'SELECT event_store.event_id_scope()'), $id_scope, "event id scope $id_scope");
 my $mdb_version = $node->safe_psql('mdb', 'SELECT message_store.message_store_version()');
 is($node->safe_psql('ours', 'SELECT message_store.message_store_version()'),
 	$mdb_version, "same message_store_version ($mdb_version)");
