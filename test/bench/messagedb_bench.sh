@@ -116,6 +116,14 @@ cat >"$WORK/write.sql" <<SQL
 \set s random(1, 100000)
 SELECT write_message(gen_random_uuid()::varchar, ('writeBench-' || :s)::varchar, 'SomeType'::varchar, '{"attribute": "some value"}'::jsonb, '{"metaAttribute": "some meta value", "correlationStreamName": "someCorrelation-123"}'::jsonb);
 SQL
+cp "$WORK/write.sql" "$WORK/write_ceiling.sql"
+cat >"$WORK/write_ceiling_insert.sql" <<SQL
+\set s random(1, 100000)
+\set p random(0, 1000000000)
+INSERT INTO public.write_ceiling (id, stream_name, type, position, data, metadata) VALUES (gen_random_uuid(), 'writeBench-' || :s, 'SomeType', :p, '{"attribute": "some value"}', '{"metaAttribute": "some meta value", "correlationStreamName": "someCorrelation-123"}');
+SQL
+psql_pg -d mdb -c "'CREATE TABLE public.write_ceiling (LIKE message_store.messages INCLUDING ALL)'"
+psql_pg -d mdb -c "'GRANT INSERT ON public.write_ceiling TO message_store'"
 cat >"$WORK/category.sql" <<SQL
 \set pos random(1, $MAXPOS)
 \set member random(0, $((GROUP - 1)))
@@ -141,21 +149,30 @@ REPORT="$OUTDIR/messagedb_$(date -u +%Y%m%dT%H%M%SZ).txt"
     printf '%-52s %12s %12s %8s\n' workload "ours tps" "mdb tps" ratio
 } | tee "$REPORT"
 
+# row NAME SCRIPT CLIENTS TARGET [FIRST_DB FIRST_SCRIPT]: the first column
+# runs FIRST_SCRIPT (default SCRIPT) in FIRST_DB (default ours), the second
+# SCRIPT in mdb; TARGET "-" marks a reference row without a target.
 row() {
-    local name=$1 script=$2 clients=$3 target=$4
+    local name=$1 script=$2 clients=$3 target=$4 first_db=${5:-ours} first_script=${6:-$2}
     local t_mdb=0 t_ours=0
     # interleaved passes, so that background load hits both alike
     for ((p = 0; p < PASSES; p++)); do
         t_mdb=$(awk -v a="$t_mdb" -v b="$(tps mdb "$script" "$clients")" 'BEGIN {print a + b / '"$PASSES"'}')
-        t_ours=$(awk -v a="$t_ours" -v b="$(tps ours "$script" "$clients")" 'BEGIN {print a + b / '"$PASSES"'}')
+        t_ours=$(awk -v a="$t_ours" -v b="$(tps "$first_db" "$first_script" "$clients")" 'BEGIN {print a + b / '"$PASSES"'}')
     done
     awk -v n="$name" -v o="$t_ours" -v m="$t_mdb" -v t="$target" 'BEGIN {
-        r = o / m; printf "%-52s %12.1f %12.1f %7.2fx %s\n", n, o, m, r, (r >= t ? "(target " t "x: met)" : "(target " t "x: MISSED)") }' | tee -a "$REPORT"
+        r = o / m; printf "%-52s %12.1f %12.1f %7.2fx %s\n", n, o, m, r,
+            (t == "-" ? "(reference)" : r >= t ? "(target " t "x: met)" : "(target " t "x: MISSED)") }' | tee -a "$REPORT"
 }
 
 for c in $CLIENTS; do
     row "write_message, $c client(s), 100000 streams" write.sql "$c" 1.3
 done
+# What one client's transaction rate allows at all: the same message
+# inserted by a bare prepared INSERT (no function, no version lookup, no
+# id check) into a copy of Message DB's table with its four indexes, in the
+# first column, against Message DB's write_message.
+row "bare INSERT, MDB's own table (reference), 1 client" write_ceiling.sql 1 - mdb write_ceiling_insert.sql
 row "get_category_messages batch 100, group of $GROUP, 1 client" category.sql 1 2
 row "get_category_messages batch 100, group of $GROUP, 4 clients" category.sql 4 2
 
