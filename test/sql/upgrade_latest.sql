@@ -17,7 +17,7 @@ SELECT md5(string_agg((e.global_position, e.stream_id, e.stream_version, e.event
 SET client_min_messages = warning;
 ALTER EXTENSION event_store UPDATE;
 RESET client_min_messages;
-SELECT e.extversion = a.default_version AS at_latest, e.extversion >= '1.6' AS has_operations
+SELECT e.extversion = a.default_version AS at_latest, string_to_array(e.extversion, '.')::int[] >= '{1,6}' AS has_operations
   FROM pg_extension e JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extname = 'event_store';
 
 -- The log is intact (columns of 1.0; later versions added tags).
