@@ -93,6 +93,18 @@ typedef struct FeedRegistry
 	int64		first_position[FLEXIBLE_ARRAY_MEMBER];	/* 0 = idle */
 } FeedRegistry;
 
+/* A backend-lifetime hash table keyed by relation OID, in CacheMemoryContext. */
+static HTAB *
+oid_keyed_cache(const char *name, Size entrysize, long nelem)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = entrysize;
+	ctl.hcxt = CacheMemoryContext;
+	return hash_create(name, nelem, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
 /*
  * Kept plans of "max(global_position) FROM ONLY <partition>", per partition:
  * feed_horizon() reads the open partitions' maxima on every call, and
@@ -145,15 +157,8 @@ partition_max_plan(Oid relid)
 	qualified_name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
 												get_rel_name(relid));
 	if (partition_max_plans == NULL)
-	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(Oid);
-		ctl.entrysize = sizeof(PartitionMaxPlan);
-		ctl.hcxt = CacheMemoryContext;
-		partition_max_plans = hash_create("event_store partition max plans", 16, &ctl,
-										  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
+		partition_max_plans = oid_keyed_cache("event_store partition max plans",
+											  sizeof(PartitionMaxPlan), 16);
 	entry = hash_search(partition_max_plans, &relid, HASH_FIND, NULL);
 	if (entry != NULL && strcmp(entry->qualified_name, qualified_name) == 0)
 		return entry->plan;
@@ -723,15 +728,8 @@ closed_partition_max(Oid relid)
 	bool		found;
 
 	if (closed_partitions == NULL)
-	{
-		HASHCTL		ctl;
-
-		ctl.keysize = sizeof(Oid);
-		ctl.entrysize = sizeof(ClosedPartition);
-		ctl.hcxt = CacheMemoryContext;
-		closed_partitions = hash_create("event_store closed partitions", 64, &ctl,
-										HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
+		closed_partitions = oid_keyed_cache("event_store closed partitions",
+											sizeof(ClosedPartition), 64);
 	entry = hash_search(closed_partitions, &relid, HASH_ENTER, &found);
 	if (!found)
 	{
