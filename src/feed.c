@@ -168,9 +168,10 @@ partition_max_plan(Oid relid)
 	sql = psprintf("SELECT pg_catalog.max(global_position) FROM ONLY %s", qualified_name);
 	plan = es_keep_plan(sql, 0, NULL);
 	pfree(sql);
+	qualified_name = MemoryContextStrdup(CacheMemoryContext, qualified_name);
 	entry = hash_search(partition_max_plans, &relid, HASH_ENTER, &found);
 	entry->plan = plan;
-	entry->qualified_name = MemoryContextStrdup(CacheMemoryContext, qualified_name);
+	entry->qualified_name = qualified_name;
 	return plan;
 }
 
@@ -724,29 +725,27 @@ closed_before(void)
 static int64
 closed_partition_max(Oid relid)
 {
-	ClosedPartition *entry;
-	bool		found;
+	ClosedPartition *entry = NULL;
+	int64		max_position;
 
+	/*
+	 * Compute before entering: reading the partition takes locks, which
+	 * process invalidations, and any relcache invalidation destroys the
+	 * table (closed_partitions_invalidate).
+	 */
+	if (closed_partitions != NULL)
+		entry = hash_search(closed_partitions, &relid, HASH_FIND, NULL);
+	if (entry != NULL)
+		return entry->max_position;
+	max_position = partition_max_position(relid);
+	/* final now: its statement is not needed again */
+	forget_partition_max_plan(relid);
 	if (closed_partitions == NULL)
 		closed_partitions = oid_keyed_cache("event_store closed partitions",
 											sizeof(ClosedPartition), 64);
-	entry = hash_search(closed_partitions, &relid, HASH_ENTER, &found);
-	if (!found)
-	{
-		PG_TRY();
-		{
-			entry->max_position = partition_max_position(relid);
-			/* final now: its statement is not needed again */
-			forget_partition_max_plan(relid);
-		}
-		PG_CATCH();
-		{
-			hash_search(closed_partitions, &relid, HASH_REMOVE, NULL);
-			PG_RE_THROW();
-		}
-		PG_END_TRY();
-	}
-	return entry->max_position;
+	entry = hash_search(closed_partitions, &relid, HASH_ENTER, NULL);
+	entry->max_position = max_position;
+	return max_position;
 }
 
 /*
