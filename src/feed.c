@@ -176,7 +176,7 @@ partition_max_plan(Oid relid)
 }
 
 /*
- * max(global_position) of one partition.  Run as the owner of the log: feed
+ * max(global_position) of one partition.  Run as the partition's owner: feed
  * readers hold privileges on event_store.events, not on its partitions
  * (as referential-integrity checks do, with a restricted security context);
  * everything in the statement is schema-qualified.

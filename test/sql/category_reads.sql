@@ -95,10 +95,10 @@ SELECT pg_temp.index_entries_read('category') - :category_before >= 5 AS categor
        pg_temp.index_entries_read('position') - :position_before < 20 AS position_index_not_walked;
 COMMIT;
 
--- Also once the plans are cached (after five calls a function may keep a
--- generic plan, planned without the category or the positions): twelve
--- reads at the tail, where walking the position index would read 12,000
--- entries each.
+-- Also on repeated calls, where the functions run their generic plan
+-- (planned without the category or the positions: force_generic_plan):
+-- twelve reads at the tail, where walking the position index would read
+-- 12,000 entries each.
 BEGIN;
 SELECT pg_temp.index_entries_read('position') AS position_before \gset
 SELECT sum((SELECT count(*) FROM event_store.read_category('account', :tail + g - g, 100))) AS twelve_tail_reads,
