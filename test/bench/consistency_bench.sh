@@ -12,11 +12,9 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 PG_MAJOR=${PG_MAJOR:-15}
 PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
-SECS=${BENCH_SECONDS:-5}
-PASSES=${BENCH_PASSES:-3}
-if [[ ${1:-} == --quick ]]; then SECS=${BENCH_SECONDS:-2}; PASSES=${BENCH_PASSES:-1}; fi
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
+bench_run_length "$@"
 bench_cluster_start es_consistency_bench
 DB=bench
 "$PGBIN/createdb" "$DB"

@@ -9,6 +9,8 @@
 #                                 DIR/package (returns 1 if npm fails)
 #   bench_median               -> median of the numbers on stdin
 #   bench_machine              -> one line: CPU model, cores, RAM
+#   bench_run_length "$@"      -> SECS and PASSES: BENCH_SECONDS (5) and
+#                                 BENCH_PASSES (3), or 2 and 1 with --quick
 #
 # Needs PGBIN set.  Extra postgresql.conf lines: BENCH_CONF (a string).
 # BENCH_CLEANUP_HOOK: a command run first at exit (e.g. to stop a sampler).
@@ -94,4 +96,10 @@ bench_machine() {
     local cpu
     cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     echo "${cpu:-unknown CPU}, $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB RAM"
+}
+
+bench_run_length() {
+    SECS=${BENCH_SECONDS:-5}
+    PASSES=${BENCH_PASSES:-3}
+    if [[ ${1:-} == --quick ]]; then SECS=${BENCH_SECONDS:-2}; PASSES=${BENCH_PASSES:-1}; fi
 }

@@ -25,14 +25,12 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 PG_MAJOR=${PG_MAJOR:-15}
 PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
-SECS=${BENCH_SECONDS:-5}
-PASSES=${BENCH_PASSES:-3}
-[[ "${1:-}" == "--quick" ]] && SECS=${BENCH_SECONDS:-2} && PASSES=${BENCH_PASSES:-1}
 PAST=${BENCH_PAST:-23}
 ROWS=${BENCH_ROWS:-2000}
 
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
+bench_run_length "$@"
 BENCH_CONF="shared_buffers = 512MB
 max_wal_size = 4GB
 synchronous_commit = off
