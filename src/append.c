@@ -47,6 +47,7 @@
 PG_FUNCTION_INFO_V1(es_append);
 PG_FUNCTION_INFO_V1(es_append_event);
 PG_FUNCTION_INFO_V1(es_refuse_direct_write);
+PG_FUNCTION_INFO_V1(es_append_audit_event_sql);
 
 typedef struct IdIndexEntry
 {
@@ -365,6 +366,53 @@ uuid_to_cstring(pg_uuid_t *uuid)
 	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(uuid)));
 }
 
+/*
+ * Audit streams.  The streams of category '$audit' ('$audit-redactions',
+ * '$audit-retention', ...) record redactions and dropped partitions: a
+ * writer who could append to them could forge that record.  Every append
+ * path validates its stream ids through es_validate_stream_id(), which
+ * refuses these streams unless es_append_audit_event() sanctioned exactly
+ * this stream just before; the check consumes the sanction, so nothing that
+ * runs later in the append (row triggers, projection handlers, a nested
+ * append) can use it, and PG_FINALLY clears it on error.  Not a GUC:
+ * nothing a user can SET reaches it.
+ */
+static const char *audit_stream_sanctioned = NULL;
+
+/* Is this stream id of category '$audit'? */
+static bool
+is_audit_stream(const char *sid, int len)
+{
+	int			n = strlen(ES_AUDIT_CATEGORY);
+
+	return len >= n && memcmp(sid, ES_AUDIT_CATEGORY, n) == 0 &&
+		(len == n || sid[n] == '-');
+}
+
+/* Refuse an append to an audit stream that no sanctioned function makes. */
+static void
+check_audit_stream(text *stream_id)
+{
+	const char *sid = VARDATA_ANY(stream_id);
+	int			len = VARSIZE_ANY_EXHDR(stream_id);
+
+	if (!is_audit_stream(sid, len))
+		return;
+	if (audit_stream_sanctioned != NULL &&
+		strlen(audit_stream_sanctioned) == (size_t) len &&
+		memcmp(audit_stream_sanctioned, sid, len) == 0)
+	{
+		audit_stream_sanctioned = NULL;
+		return;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("stream \"%s\" is an audit stream", text_to_cstring(stream_id)),
+			 errdetail("Streams of category \"%s\" are written only by event_store.redact() and event_store.drop_archived_partition().",
+					   ES_AUDIT_CATEGORY),
+			 errhint("Append to a stream of another category.")));
+}
+
 void
 es_validate_stream_id(text *stream_id)
 {
@@ -380,6 +428,7 @@ es_validate_stream_id(text *stream_id)
 				 errmsg("stream_id is too long"),
 				 errdetail("The stream_id is %d bytes; the limit is %d bytes.",
 						   len, ES_MAX_STREAM_ID_BYTES)));
+	check_audit_stream(stream_id);
 }
 
 static const char *
@@ -1313,4 +1362,70 @@ es_append_new_event(text *stream_id, Datum event_type,
 	version = append_single(&req);
 	*recorded_at = req.recorded_at;
 	return version;
+}
+
+/*
+ * Append one audit event (data: a jsonb object) to stream_id, a stream of
+ * category '$audit': the one way into those streams, for redact() and the
+ * retention functions.  Returns the stream's version.
+ */
+int64
+es_append_audit_event(const char *stream_id, const char *event_type, Datum data)
+{
+	volatile int64 version = 0;
+
+	if (!is_audit_stream(stream_id, strlen(stream_id)))
+		elog(ERROR, "\"%s\" is not an audit stream", stream_id);
+	PG_TRY();
+	{
+		AppendRequest req = {0};
+		NewEvent	ev = {0};
+		text	   *sid = cstring_to_text(stream_id);
+
+		audit_stream_sanctioned = stream_id;
+		es_validate_stream_id(sid);
+		req.stream_id = sid;
+		validate_event(1, false, CStringGetTextDatum(event_type), false, data,
+					   true, (Datum) 0, true, (Datum) 0, true, (Datum) 0, &ev);
+		req.events = &ev;
+		req.nevents = 1;
+		version = append_single(&req);
+	}
+	PG_FINALLY();
+	{
+		audit_stream_sanctioned = NULL;
+	}
+	PG_END_TRY();
+	return version;
+}
+
+/*
+ * event_store._append_audit_event(stream_id text, event_type text, data
+ * jsonb) RETURNS bigint: es_append_audit_event() for the retention
+ * functions written in PL/pgSQL (drop_archived_partition).  EXECUTE is
+ * granted to no one, and the caller must also own the log: a role that
+ * holds neither cannot write an audit record, whatever is granted later.
+ */
+Datum
+es_append_audit_event_sql(PG_FUNCTION_ARGS)
+{
+	char	   *stream_id;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stream_id, event_type and data must not be null")));
+	stream_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (!is_audit_stream(stream_id, strlen(stream_id)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream \"%s\" is not an audit stream", stream_id),
+				 errhint("Audit streams are of category \"%s\".", ES_AUDIT_CATEGORY)));
+	if (!pg_class_ownercheck(es_events_relid(false), GetUserId()))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("only the owner of event_store.events may append audit events"),
+				 errdetail("Audit events are written by event_store.redact() and event_store.drop_archived_partition().")));
+	PG_RETURN_INT64(es_append_audit_event(stream_id, text_to_cstring(PG_GETARG_TEXT_PP(1)),
+										  PG_GETARG_DATUM(2)));
 }

@@ -82,6 +82,13 @@ extern Oid	es_archive_relid(bool missing_ok);
 extern bool es_relation_is_empty(Oid relid);
 
 /*
+ * src/append.c (1.11): streams of category '$audit' ('$audit' and
+ * '$audit-...') are written only by the sanctioned functions, through this.
+ */
+#define ES_AUDIT_CATEGORY			"$audit"
+extern int64 es_append_audit_event(const char *stream_id, const char *event_type, Datum data);
+
+/*
  * src/fold.c, src/reducers.c (temporal reducers, 1.1)
  */
 #define ERRCODE_ES_REDUCER_RETURNED_NULL	MAKE_SQLSTATE('E','S','0','1','0')

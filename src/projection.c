@@ -10,13 +10,25 @@
  *	  global_position order, through FmgrInfos cached per backend.  The
  *	  cache is dropped by a relcache callback when the registry table
  *	  changes (its statement trigger sends the invalidation) and by a
- *	  pg_proc syscache callback when functions change.  Handlers run with
- *	  the appender's privileges; an error in one rolls the append back.
+ *	  pg_proc syscache callback when functions change.  An error in a
+ *	  handler rolls the append back.
+ *
+ *	  Privileges (1.11): every handler (inline, async, replay, reset) runs
+ *	  as the role that registered its projection (projection_registry.
+ *	  registered_by), the way a SECURITY DEFINER function owned by that role
+ *	  would, never as the appender nor as whoever runs maintenance or
+ *	  redact(): see enter_handler_frame().  The frame is also a
+ *	  security-restricted operation with its own search_path, and every
+ *	  GUC the handler sets is undone when it returns, so that neither side
+ *	  can plant code for the other.  Handlers in temporary schemas are
+ *	  refused (create_projection and the registry's trigger) and ignored
+ *	  here.
  *
  *	  Async projections: run_projection() reads the next batch from the
  *	  gap-free feed (the horizon is read in a statement before the one that
  *	  reads the events), calls the handler for each event and advances the
- *	  checkpoint, all in the caller's transaction.
+ *	  checkpoint, all in the caller's transaction.  The statements run here
+ *	  with the caller's search_path are qualified down to their operators.
  *
  *	  Push: with event_store.notify on (the default), a transaction that
  *	  appended sends one NOTIFY on channel "event_store_events" when it
@@ -58,6 +70,14 @@ PG_FUNCTION_INFO_V1(es_dispatch_projections);
 PG_FUNCTION_INFO_V1(es_projection_registry_changed);
 PG_FUNCTION_INFO_V1(es_run_projection);
 PG_FUNCTION_INFO_V1(es_replay_inline);
+PG_FUNCTION_INFO_V1(es_call_projection_reset);
+
+/*
+ * The search_path handlers run with: the default path, with the temporary
+ * schema last, so that no object of the appender's search_path (or temporary
+ * schema) is reached by an unqualified name.  "$user" is the registrar.
+ */
+#define ES_HANDLER_SEARCH_PATH	"\"$user\", public, pg_temp"
 
 #define ES_NOTIFY_CHANNEL	"event_store_events"
 
@@ -91,11 +111,15 @@ typedef enum HandlerPath
 typedef struct Projection
 {
 	char	   *name;
+	char	   *handler_text;	/* as registered: regprocedure text */
+	char	   *registrar_name; /* registered_by; NULL before 1.11 */
+	bool		resolved;		/* handler, registrar and flinfo looked up */
+	Oid			registrar;		/* the role the handler runs as */
 	Oid			handler;
 	FmgrInfo	flinfo;
 	NameFilter	types;
 	NameFilter	categories;
-	bool		acl_checked;	/* per dispatch: EXECUTE checked for this user */
+	bool		acl_checked;	/* per dispatch: registrar's EXECUTE checked */
 	HandlerPath path;			/* how call_handler runs it */
 	SPIPlanPtr	sql_plan;		/* HANDLER_SQL_PLAN: the body, kept */
 	bool		sql_read_only;	/* the handler is not VOLATILE */
@@ -227,23 +251,165 @@ filter_matches(NameFilter *filter, const char *s, int len)
 }
 
 /*
- * The handler of a registry row: columns 2 (to_regprocedure(handler)::oid)
- * and 3 (the stored signature); a clear error when the function is gone.
+ * Is the registered handler text in a temporary schema?  Such a handler
+ * exists only for the session that made it, and naming its schema from
+ * another session fails with "permission denied for schema pg_temp_N":
+ * since 1.11 create_projection() refuses them; older registrations are
+ * skipped.  Names beginning with "pg_" are reserved for system schemas, so
+ * the prefix is exact (regprocedure output never quotes these names).
+ */
+static bool
+handler_in_temp_schema(const char *handler)
+{
+	return strncmp(handler, "pg_temp_", 8) == 0 ||
+		strncmp(handler, "pg_toast_temp_", 14) == 0;
+}
+
+/*
+ * Enter the frame a handler runs in: as role, like a SECURITY DEFINER
+ * function owned by it, inside a security-restricted operation (no
+ * temporary objects, no SET ROLE: nothing that outlives the call and could
+ * run later as the session's user), with ES_HANDLER_SEARCH_PATH.  The GUC
+ * nest level makes leave_handler_frame() undo every setting the handler
+ * changed, as VACUUM and REFRESH MATERIALIZED VIEW do for index expressions.
+ */
+typedef struct HandlerFrame
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+} HandlerFrame;
+
+static void
+enter_handler_frame(HandlerFrame *frame, Oid role)
+{
+	GetUserIdAndSecContext(&frame->save_userid, &frame->save_sec_context);
+	SetUserIdAndSecContext(role, frame->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
+	frame->save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", ES_HANDLER_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * Leave it after the handler returned.  On error only the user is restored
+ * (by the caller's PG_CATCH); the GUC level is popped by the (sub)transaction
+ * abort that handles the error, as fmgr_security_definer() leaves it.
+ */
+static void
+leave_handler_frame(HandlerFrame *frame)
+{
+	AtEOXact_GUC(false, frame->save_nestlevel);
+	SetUserIdAndSecContext(frame->save_userid, frame->save_sec_context);
+}
+
+/* to_regprocedure(text): InvalidOid when there is no such function. */
+static Oid
+lookup_handler(const char *handler)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = CStringGetTextDatum(handler);
+	fcinfo->args[0].isnull = false;
+	result = to_regprocedure(fcinfo);
+	return fcinfo->isnull ? InvalidOid : DatumGetObjectId(result);
+}
+
+/* The owner of a function (the registrar of registrations made before 1.11). */
+static Oid
+function_owner(Oid fn)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * The role a projection's handler runs as: its registrar, which must
+ * still exist.  A clear error (42704) otherwise: the append or run fails
+ * rather than run the handler as anyone else.
  */
 static Oid
-resolve_handler(const char *projection, HeapTuple tup, TupleDesc desc)
+registrar_oid(const char *projection, const char *registrar_name)
 {
-	bool		isnull;
-	Datum		oid = SPI_getbinval(tup, desc, 2, &isnull);
+	Oid			role = get_role_oid(registrar_name, true);
 
-	if (isnull || !OidIsValid(DatumGetObjectId(oid)))
+	if (!OidIsValid(role))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role \"%s\" that registered projection \"%s\" does not exist",
+						registrar_name, projection),
+				 errdetail("Projection handlers run as the role that registered them."),
+				 errhint("Register the projection again as a role that may run its handler: event_store.drop_projection('%s'), then event_store.create_projection(...).",
+						 projection)));
+	return role;
+}
+
+/*
+ * Look up a function named by a registry row, as the role that will run it
+ * (its schema must be usable by that role, not by the appender).  A clear
+ * error when it is gone.
+ */
+static Oid
+resolve_function_as(const char *projection, const char *fn_text, Oid role, const char *what)
+{
+	HandlerFrame frame;
+	Oid			fn;
+
+	if (handler_in_temp_schema(fn_text))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_SCHEMA_NAME),
+				 errmsg("%s %s of projection \"%s\" is in a temporary schema", what, fn_text, projection),
+				 errdetail("A temporary function exists only for the session that created it."),
+				 errhint("Drop the projection with event_store.drop_projection('%s') and register a function of a permanent schema.",
+						 projection)));
+	enter_handler_frame(&frame, role);
+	PG_TRY();
+	{
+		fn = lookup_handler(fn_text);
+	}
+	PG_CATCH();
+	{
+		SetUserIdAndSecContext(frame.save_userid, frame.save_sec_context);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	leave_handler_frame(&frame);
+	if (!OidIsValid(fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("handler %s of projection \"%s\" does not exist",
-						SPI_getvalue(tup, desc, 3), projection),
+				 errmsg("%s %s of projection \"%s\" does not exist", what, fn_text, projection),
 				 errhint("Recreate the function, or drop the projection with event_store.drop_projection('%s').",
 						 projection)));
-	return DatumGetObjectId(oid);
+	return fn;
+}
+
+/*
+ * Resolve a projection before its first call: the registrar, then the
+ * handler as the registrar sees it, then its FmgrInfo in cxt.  Before 1.11
+ * (no registered_by) the handler's owner stands in for the registrar, as
+ * the 1.10--1.11 update records for existing projections.  An error leaves
+ * the projection unresolved: the next call tries again.
+ */
+static void
+resolve_projection(Projection *p, MemoryContext cxt)
+{
+	Oid			role;
+
+	if (p->resolved)
+		return;
+	role = p->registrar_name != NULL ? registrar_oid(p->name, p->registrar_name) : GetUserId();
+	p->handler = resolve_function_as(p->name, p->handler_text, role, "handler");
+	p->registrar = p->registrar_name != NULL ? role : function_owner(p->handler);
+	fmgr_info_cxt(p->handler, &p->flinfo, cxt);
+	p->resolved = true;
 }
 
 /*
@@ -259,8 +425,11 @@ load_inline_cache(void)
 
 	if (plan_load_inline == NULL)
 		plan_load_inline = es_keep_plan(
-									 "SELECT name, to_regprocedure(handler)::oid, handler, event_types, categories "
-									 "FROM event_store.projection_registry WHERE mode = 'inline' ORDER BY name",
+									 "SELECT r.name, r.handler, r.event_types, r.categories, "
+		/* registered_by since 1.11; NULL from the SQL of older versions */
+									 "pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) 'registered_by' "
+									 "FROM event_store.projection_registry r "
+									 "WHERE r.mode OPERATOR(pg_catalog.=) 'inline' ORDER BY r.name",
 									 0, NULL);
 	rc = SPI_execute_plan(plan_load_inline, NULL, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
@@ -270,7 +439,7 @@ load_inline_cache(void)
 								ALLOCSET_SMALL_SIZES);
 	cache = MemoryContextAllocZero(cxt, sizeof(ProjectionCache));
 	cache->cxt = cxt;
-	cache->nprojections = SPI_processed;
+	cache->nprojections = 0;
 	cache->projections = MemoryContextAllocZero(cxt, sizeof(Projection) * Max(SPI_processed, 1));
 	PG_TRY();
 	{
@@ -278,17 +447,29 @@ load_inline_cache(void)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
 			TupleDesc	desc = SPI_tuptable->tupdesc;
-			Projection *p = &cache->projections[i];
+			Projection *p = &cache->projections[cache->nprojections];
+			char	   *registrar = SPI_getvalue(tup, desc, 5);
 			bool		isnull;
 			Datum		d;
 
 			p->name = MemoryContextStrdup(cxt, TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull)));
-			p->handler = resolve_handler(p->name, tup, desc);
-			fmgr_info_cxt(p->handler, &p->flinfo, cxt);
-			d = SPI_getbinval(tup, desc, 4, &isnull);
+			p->handler_text = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 2));
+			if (handler_in_temp_schema(p->handler_text))
+			{
+				/* made before 1.11 refused them: unusable outside its session */
+				ereport(WARNING,
+						(errcode(ERRCODE_INVALID_SCHEMA_NAME),
+						 errmsg("projection \"%s\" is ignored: its handler %s is in a temporary schema",
+								p->name, p->handler_text),
+						 errhint("Drop it with event_store.drop_projection('%s').", p->name)));
+				continue;
+			}
+			p->registrar_name = registrar ? MemoryContextStrdup(cxt, registrar) : NULL;
+			d = SPI_getbinval(tup, desc, 3, &isnull);
 			load_filter(&p->types, d, isnull, cxt);
-			d = SPI_getbinval(tup, desc, 5, &isnull);
+			d = SPI_getbinval(tup, desc, 4, &isnull);
 			load_filter(&p->categories, d, isnull, cxt);
+			cache->nprojections++;
 		}
 	}
 	PG_CATCH();
@@ -343,7 +524,11 @@ handler_error_context(void *arg)
 			   hc->projection, hc->position);
 }
 
-/* Check once per dispatch that the current user may execute the handler. */
+/*
+ * Check once per dispatch that the registrar may still execute the handler
+ * (a revoked EXECUTE stops the projection at once; the appender's own
+ * privileges do not matter).
+ */
 static void
 check_handler_acl(Projection *p)
 {
@@ -351,9 +536,14 @@ check_handler_acl(Projection *p)
 
 	if (p->acl_checked)
 		return;
-	aclresult = pg_proc_aclcheck(p->handler, GetUserId(), ACL_EXECUTE);
+	aclresult = pg_proc_aclcheck(p->handler, p->registrar, ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
-		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(p->handler));
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for function %s", p->handler_text),
+				 errdetail("Role \"%s\", which registered projection \"%s\", may not execute its handler; handlers run as the role that registered them.",
+						   GetUserNameFromId(p->registrar, false), p->name),
+				 errhint("GRANT EXECUTE on the handler to that role, or register the projection again.")));
 	p->acl_checked = true;
 }
 
@@ -442,14 +632,21 @@ run_sql_handler(Projection *p, Datum event)
 	SPI_finish();
 }
 
-/* Call a handler with one event; the result (void) is ignored. */
+/*
+ * Call a handler with one event, as its registrar (enter_handler_frame);
+ * the result (void) is ignored.  plan_cxt: where a cached projection keeps
+ * the prepared body of a plain SQL handler (NULL: always through fmgr).
+ * The body is parsed inside the frame, so that its names resolve as they
+ * will when it runs.
+ */
 static void
-call_handler(Projection *p, Datum event, int64 position)
+call_handler(Projection *p, Datum event, int64 position, MemoryContext plan_cxt)
 {
 	LOCAL_FCINFO(fcinfo, 1);
 	HandlerContext hc;
 	ErrorContextCallback errcallback;
 	PgStat_FunctionCallUsage fcusage;
+	HandlerFrame frame;
 
 	hc.projection = p->name;
 	hc.position = position;
@@ -458,16 +655,35 @@ call_handler(Projection *p, Datum event, int64 position)
 	errcallback.previous = error_context_stack;
 	error_context_stack = &errcallback;
 
-	InitFunctionCallInfoData(*fcinfo, &p->flinfo, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = event;
-	fcinfo->args[0].isnull = false;
-	/* counted in pg_stat_user_functions like any other call */
-	pgstat_init_function_usage(fcinfo, &fcusage);
-	if (p->path == HANDLER_SQL_PLAN)
-		run_sql_handler(p, event);
-	else
-		(void) FunctionCallInvoke(fcinfo);
-	pgstat_end_function_usage(&fcusage, true);
+	Assert(p->resolved);
+	enter_handler_frame(&frame, p->registrar);
+	PG_TRY();
+	{
+		if (p->path == HANDLER_UNDECIDED)
+		{
+			if (plan_cxt != NULL)
+				choose_handler_path(p, plan_cxt);
+			else
+				p->path = HANDLER_FMGR;
+		}
+		InitFunctionCallInfoData(*fcinfo, &p->flinfo, 1, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = event;
+		fcinfo->args[0].isnull = false;
+		/* counted in pg_stat_user_functions like any other call */
+		pgstat_init_function_usage(fcinfo, &fcusage);
+		if (p->path == HANDLER_SQL_PLAN)
+			run_sql_handler(p, event);
+		else
+			(void) FunctionCallInvoke(fcinfo);
+		pgstat_end_function_usage(&fcusage, true);
+	}
+	PG_CATCH();
+	{
+		SetUserIdAndSecContext(frame.save_userid, frame.save_sec_context);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	leave_handler_frame(&frame);
 
 	error_context_stack = errcallback.previous;
 }
@@ -527,12 +743,11 @@ dispatch_event(ProjectionCache *cache, TupleTableSlot *slot, EventColumns *cols)
 		if (!filter_matches(&p->types, VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type)) ||
 			!filter_matches(&p->categories, sid, cat_len))
 			continue;
+		resolve_projection(p, cache->cxt);
 		check_handler_acl(p);
 		if (event == (Datum) 0)
 			event = ExecFetchSlotHeapTupleDatum(slot);
-		if (p->path == HANDLER_UNDECIDED)
-			choose_handler_path(p, cache->cxt);
-		call_handler(p, event, position);
+		call_handler(p, event, position, cache->cxt);
 		called++;
 	}
 	return called;
@@ -792,11 +1007,12 @@ prepare_run_plans(void)
 		Oid			types[1] = {TEXTOID};
 
 		plan_lock_projection = es_keep_plan(
-										 "SELECT r.mode, to_regprocedure(r.handler)::oid, r.handler, "
+										 "SELECT r.mode, r.handler, "
+										 "pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) 'registered_by', "
 										 "r.event_types, r.categories, c.position "
 										 "FROM event_store.projection_registry r "
-										 "JOIN event_store.projection_checkpoints c ON c.name = r.name "
-										 "WHERE r.name = $1 FOR NO KEY UPDATE OF c", 1, types);
+										 "JOIN event_store.projection_checkpoints c ON c.name OPERATOR(pg_catalog.=) r.name "
+										 "WHERE r.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE OF c", 1, types);
 	}
 	if (plan_last_drawn == NULL)
 		plan_last_drawn = es_keep_plan("SELECT event_store._last_drawn_position()", 0, NULL);
@@ -812,10 +1028,13 @@ prepare_run_plans(void)
 		 */
 		plan_read_feed = es_keep_plan(
 								   "SELECT e, e.global_position FROM event_store.events e "
-								   "WHERE e.global_position > $1 AND e.global_position <= $2 "
-								   "AND ($3 IS NULL OR e.event_type = ANY ($3)) "
-								   "AND ($4 IS NULL OR split_part(e.stream_id, '-', 1) = ANY ($4)) "
-								   "AND e.recorded_at >= $5 AND e.recorded_at < $6 "
+								   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+								   "AND e.global_position OPERATOR(pg_catalog.<=) $2 "
+								   "AND ($3 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($3)) "
+								   "AND ($4 IS NULL OR pg_catalog.split_part(e.stream_id, '-', 1) "
+								   "     OPERATOR(pg_catalog.=) ANY ($4)) "
+								   "AND e.recorded_at OPERATOR(pg_catalog.>=) $5 "
+								   "AND e.recorded_at OPERATOR(pg_catalog.<) $6 "
 								   "ORDER BY e.global_position", 6, types);
 	}
 	if (plan_save_checkpoint == NULL)
@@ -824,8 +1043,9 @@ prepare_run_plans(void)
 
 		plan_save_checkpoint = es_keep_plan(
 										 "UPDATE event_store.projection_checkpoints "
-										 "SET position = greatest(position, $2), events_processed = events_processed + $3, "
-										 "updated_at = now() WHERE name = $1", 3, types);
+										 "SET position = greatest(position, $2), "
+										 "events_processed = events_processed OPERATOR(pg_catalog.+) $3, "
+										 "updated_at = pg_catalog.now() WHERE name OPERATOR(pg_catalog.=) $1", 3, types);
 	}
 }
 
@@ -865,15 +1085,18 @@ lock_projection(text *name, RunTarget *t, MemoryContext cxt)
 	old = MemoryContextSwitchTo(cxt);
 	t->proj.name = text_to_cstring(name);
 	t->is_inline = strcmp(TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull)), "inline") == 0;
-	t->proj.handler = resolve_handler(t->proj.name, tup, desc);
-	fmgr_info_cxt(t->proj.handler, &t->proj.flinfo, cxt);
+	t->proj.handler_text = SPI_getvalue(tup, desc, 2);
+	t->proj.registrar_name = SPI_getvalue(tup, desc, 3);
 	t->proj.acl_checked = false;
+	/* run through fmgr: nothing here outlives the call to keep a plan in */
+	t->proj.path = HANDLER_FMGR;
 	d = SPI_getbinval(tup, desc, 4, &t->types_null);
 	t->types = t->types_null ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
 	d = SPI_getbinval(tup, desc, 5, &t->categories_null);
 	t->categories = t->categories_null ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
 	t->checkpoint = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
 	MemoryContextSwitchTo(old);
+	resolve_projection(&t->proj, cxt);
 }
 
 /*
@@ -931,7 +1154,7 @@ feed_handler(RunTarget *t, int64 upto, int64 max, int notice_every, int64 *last,
 			MemoryContext old = MemoryContextSwitchTo(event_cxt);
 
 			check_handler_acl(&t->proj);
-			call_handler(&t->proj, event, position);
+			call_handler(&t->proj, event, position, NULL);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(event_cxt);
 			*last = position;
@@ -1051,6 +1274,78 @@ es_replay_inline(PG_FUNCTION_ARGS)
 	SPI_finish();
 	MemoryContextDelete(call_cxt);
 	PG_RETURN_INT64(count);
+}
+
+/*
+ * event_store._call_projection_reset(name text) RETURNS void: call the
+ * projection's reset function (if it has one) as its registrar, in the same
+ * frame as its handler.  Called by _rebuild_start(); before 1.11 that ran it
+ * as whoever rebuilt the projection, a superuser's maintenance included.
+ */
+Datum
+es_call_projection_reset(PG_FUNCTION_ARGS)
+{
+	text	   *name = PG_GETARG_TEXT_PP(0);
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1];
+	Projection	p;
+	char	   *reset_text;
+	Oid			reset;
+	AclResult	aclresult;
+	FmgrInfo	flinfo;
+	HandlerFrame frame;
+	int			rc;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	args[0] = PointerGetDatum(name);
+	rc = SPI_execute_with_args("SELECT r.handler, r.reset_handler, "
+							   "pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) 'registered_by' "
+							   "FROM event_store.projection_registry r WHERE r.name OPERATOR(pg_catalog.=) $1",
+							   1, types, args, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "reading the projection registry failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("projection \"%s\" does not exist", text_to_cstring(name)),
+				 errhint("See event_store.projections.")));
+	memset(&p, 0, sizeof(p));
+	p.name = text_to_cstring(name);
+	p.handler_text = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	reset_text = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	p.registrar_name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	if (reset_text != NULL)
+	{
+		resolve_projection(&p, CurrentMemoryContext);
+		reset = resolve_function_as(p.name, reset_text, p.registrar, "reset function");
+		aclresult = pg_proc_aclcheck(reset, p.registrar, ACL_EXECUTE);
+		if (aclresult != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied for function %s", reset_text),
+					 errdetail("Role \"%s\", which registered projection \"%s\", may not execute its reset function; it runs as the role that registered the projection.",
+							   GetUserNameFromId(p.registrar, false), p.name)));
+		fmgr_info(reset, &flinfo);
+		enter_handler_frame(&frame, p.registrar);
+		PG_TRY();
+		{
+			LOCAL_FCINFO(fcinfo, 0);
+
+			/* a void result may be NULL (LANGUAGE sql): ignored */
+			InitFunctionCallInfoData(*fcinfo, &flinfo, 0, InvalidOid, NULL, NULL);
+			(void) FunctionCallInvoke(fcinfo);
+		}
+		PG_CATCH();
+		{
+			SetUserIdAndSecContext(frame.save_userid, frame.save_sec_context);
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		leave_handler_frame(&frame);
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
 }
 
 /* Transaction end: send the commit NOTIFY, or forget it. */

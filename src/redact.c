@@ -16,6 +16,11 @@
  *	  Who may call it is decided by EXECUTE on the function (revoked from
  *	  PUBLIC).  The work runs as the owner of event_store.events, since
  *	  UPDATE on the log is granted to nobody; the caller's role is recorded.
+ *	  No user code runs with the owner's rights: the statements are fixed
+ *	  (search_path pinned by the function's SET clause), the audit stream is
+ *	  written through es_append_audit_event(), and since 1.11 the inline
+ *	  projection handlers its append fires run as the roles that registered
+ *	  them (projection.c), not as the owner.
  *
  *-------------------------------------------------------------------------
  */
@@ -185,11 +190,16 @@ es_redact(PG_FUNCTION_ARGS)
 		if (rc != SPI_OK_DELETE)
 			elog(ERROR, "dropping snapshots failed: %s", SPI_result_code_string(rc));
 
-		/* The audit event. */
+		/*
+		 * The audit event, through the one sanctioned path into audit
+		 * streams.  Its inline handlers run as their registrars, not as the
+		 * log's owner (projection.c).
+		 */
 		{
 			Oid			atypes[7] = {TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, TEXTOID, INT8OID, JSONBOID};
 			Datum		avalues[7];
 			char		anulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+			Datum		audit;
 
 			avalues[0] = CStringGetTextDatum(stream_id);
 			avalues[1] = CStringGetTextDatum(reason);
@@ -199,13 +209,14 @@ es_redact(PG_FUNCTION_ARGS)
 			avalues[4] = CStringGetTextDatum(GetUserNameFromId(GetSessionUserId(), false));
 			avalues[5] = Int64GetDatum(changed);
 			avalues[6] = events_json;
-			rc = SPI_execute_with_args("SELECT event_store.append_event('" ES_AUDIT_STREAM "', 'StreamRedacted', "
-									   "jsonb_build_object('stream_id', $1, 'reason', $2, 'fields', to_jsonb($3), "
+			rc = SPI_execute_with_args("SELECT jsonb_build_object('stream_id', $1, 'reason', $2, 'fields', to_jsonb($3), "
 									   "'redacted_by', $4, 'session_user', $5, 'redacted_at', clock_timestamp(), "
-									   "'event_count', $6, 'events', $7))",
-									   7, atypes, avalues, anulls, false, 0);
-			if (rc != SPI_OK_SELECT)
-				elog(ERROR, "appending the audit event failed: %s", SPI_result_code_string(rc));
+									   "'event_count', $6, 'events', $7)",
+									   7, atypes, avalues, anulls, false, 1);
+			if (rc != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "building the audit event failed: %s", SPI_result_code_string(rc));
+			audit = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+			(void) es_append_audit_event(ES_AUDIT_STREAM, "StreamRedacted", audit);
 		}
 	}
 	PG_FINALLY();

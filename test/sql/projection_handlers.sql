@@ -51,12 +51,14 @@ SELECT event_store.drop_projection(p)
   FROM unnest(ARRAY['h_sql_named', 'h_sql_positional', 'h_sql_two', 'h_sql_atomic', 'h_plpgsql']) p;
 TRUNCATE seen;
 
--- An unqualified name resolves with the appender's search_path, as it does
--- in a SQL function: the kept plan is planned again when search_path changes.
+-- An unqualified name resolves with the handler's own search_path,
+-- "$user", public, pg_temp (1.11), never with the appender's: with a.tally
+-- and b.tally first in the appender's path, the rows go to public.tally.
 CREATE SCHEMA a;
 CREATE SCHEMA b;
 CREATE TABLE a.tally (n int);
 CREATE TABLE b.tally (n int);
+CREATE TABLE public.tally (n int);
 SET check_function_bodies = off;   -- tally is found only at run time
 CREATE FUNCTION h_tally(e event_store.events) RETURNS void LANGUAGE sql AS $$
     INSERT INTO tally VALUES ((e.data->>'amount')::int)
@@ -68,14 +70,16 @@ SELECT event_store.append_event('acct-3', 'Deposited', '{"amount": 1}');
 SET search_path = b, public;
 SELECT event_store.append_event('acct-3', 'Deposited', '{"amount": 2}');
 RESET search_path;
-SELECT (SELECT array_agg(n) FROM a.tally) AS in_a, (SELECT array_agg(n) FROM b.tally) AS in_b;
--- ... and when a table it uses is dropped and created again
-DROP TABLE a.tally;
-CREATE TABLE a.tally (n int, note text DEFAULT 'new');
+SELECT (SELECT array_agg(n) FROM a.tally) AS in_a, (SELECT array_agg(n) FROM b.tally) AS in_b,
+       (SELECT array_agg(n ORDER BY n) FROM public.tally) AS in_public;
+-- ... the kept plan is planned again when a table it uses is dropped and
+-- created again
+DROP TABLE public.tally;
+CREATE TABLE public.tally (n int, note text DEFAULT 'new');
 SET search_path = a, public;
 SELECT event_store.append_event('acct-3', 'Deposited', '{"amount": 3}');
 RESET search_path;
-SELECT * FROM a.tally;
+SELECT * FROM public.tally;
 -- ... and when the function is replaced
 CREATE OR REPLACE FUNCTION h_tally(e event_store.events) RETURNS void LANGUAGE sql AS $$
     INSERT INTO b.tally VALUES (100 + (e.data->>'amount')::int)
@@ -132,8 +136,10 @@ SELECT count(*) FILTER (WHERE n = -1) AS set_path_rows FROM b.tally;
 SELECT event_store.drop_projection('definer');
 SELECT event_store.drop_projection('set_path');
 
--- A kept plain handler made SECURITY DEFINER afterwards runs as its owner
--- from then on (the cache is rebuilt and the handler goes through fmgr).
+-- A kept plain handler runs as its registrar (here the superuser that
+-- registered it, not the appending writer); made SECURITY DEFINER
+-- afterwards, and given to another owner, it runs as that owner from then
+-- on (the cache is rebuilt and the handler goes through fmgr).
 CREATE FUNCTION h_switch(e event_store.events) RETURNS void LANGUAGE sql AS $$
     INSERT INTO public.private_log VALUES (current_user, e.stream_id)
 $$;
@@ -144,11 +150,13 @@ SET ROLE es_handler_writer;
 SELECT event_store.append_event('acct-7', 'Deposited', '{"amount": 1}');
 RESET ROLE;
 ALTER FUNCTION h_switch(event_store.events) SECURITY DEFINER;
+ALTER FUNCTION h_switch(event_store.events) OWNER TO es_handler_writer;
 SET ROLE es_handler_writer;
 SELECT event_store.append_event('acct-7', 'Deposited', '{"amount": 2}');
 RESET ROLE;
 SELECT who, what FROM private_log WHERE what = 'acct-7' ORDER BY ctid;
 SELECT event_store.drop_projection('switch');
+DROP FUNCTION h_switch(event_store.events);
 
 \c :orig_db
 DROP DATABASE es_projection_handlers_test;

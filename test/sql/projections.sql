@@ -160,7 +160,10 @@ SELECT event_store.append_event('account-5', 'Deposited', '{"amount": 1}');
 SELECT event_store.drop_projection('doomed');
 SELECT event_store.append_event('account-5', 'Deposited', '{"amount": 1}');
 
--- Handlers run with the appender's privileges.
+-- Since 1.11 handlers run as the role that registered them, not with the
+-- appender's privileges (1.10): a writer with no right on the read model's
+-- tables still appends, and the handler updates them.  (More in
+-- handler_privileges.sql.)
 CREATE ROLE es_proj_writer;
 GRANT USAGE ON SCHEMA event_store TO es_proj_writer;
 GRANT INSERT, SELECT ON event_store.events TO es_proj_writer;
@@ -168,10 +171,7 @@ GRANT SELECT, INSERT, UPDATE ON event_store.streams TO es_proj_writer;
 GRANT USAGE ON SEQUENCE event_store.global_position_seq TO es_proj_writer;
 SET ROLE es_proj_writer;
 SELECT event_store.append_event('account-6', 'Deposited', '{"amount": 1}');   -- no right on balances
-RESET ROLE;
-GRANT SELECT, INSERT, UPDATE ON balances, handled TO es_proj_writer;
-SET ROLE es_proj_writer;
-SELECT event_store.append_event('account-6', 'Deposited', '{"amount": 1}');
+SELECT * FROM balances WHERE account = '6';   -- the writer may not read them
 RESET ROLE;
 SELECT * FROM balances WHERE account = '6';
 

@@ -1,5 +1,6 @@
 -- Roles and privileges (1.5): what PUBLIC, a reader, a writer and an admin
--- can and cannot do; reducers and projection handlers run as the caller.
+-- can and cannot do; reducers run as the caller, projection handlers (since
+-- 1.11) as the role that registered them.
 -- In a database of its own (the log is append-only).
 SELECT current_database() AS orig_db \gset
 CREATE DATABASE es_roles_test;
@@ -47,8 +48,9 @@ SELECT has_schema_privilege('public', 'event_store', 'USAGE') AS public_schema_u
 -- Every SECURITY DEFINER function pins search_path to pg_catalog, pg_temp.
 SELECT p.oid::regprocedure AS security_definer, p.proconfig
   FROM pg_proc p WHERE p.pronamespace = 'event_store'::regnamespace AND p.prosecdef ORDER BY 1::text;
--- Folds, appends and projection dispatch are not SECURITY DEFINER: reducers,
--- handlers and user triggers run as the caller.
+-- Folds, appends and projection dispatch are not SECURITY DEFINER: reducers
+-- and user triggers run as the caller (handlers, since 1.11, as their
+-- registrar: projection.c switches to it for each call).
 SELECT p.proname, p.prosecdef FROM pg_proc p
  WHERE p.pronamespace = 'event_store'::regnamespace
    AND p.proname IN ('fold', 'fold_to_version', 'fold_bitemporal', 'take_snapshot', 'state_as_of',
@@ -166,13 +168,16 @@ SELECT try($$TRUNCATE event_store.events$$) AS truncate_events;
 SELECT try($$UPDATE event_store.streams SET version = 0$$) AS update_streams;
 RESET ROLE;
 
--- The inline projection handler runs as the appending writer ...
+-- The inline projection handler runs as its registrar, never as the
+-- appending writer (1.11; this database's SQL is 1.5, which does not record
+-- registrars: the handler's owner stands in, as the update to 1.11 records
+-- for existing projections; handler_privileges.sql tests 1.11) ...
 SET ROLE es_t_writer;
 SELECT try($$SELECT event_store.append_event('acct-3', 'Opened', '{}')$$) AS append_with_projection;
 RESET ROLE;
 SELECT * FROM public.handled ORDER BY stream_id, version;
--- ... so a writer without INSERT on the handler's table cannot append, and
--- nothing of the failed append remains.
+-- ... so a writer without INSERT on the handler's table still appends: the
+-- handler's own rights count.
 REVOKE INSERT ON public.handled FROM es_t_writer;
 SELECT count(*) AS events_before FROM event_store.events \gset
 SET ROLE es_t_writer;
