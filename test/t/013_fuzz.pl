@@ -105,7 +105,8 @@ my %scalar = (
 	'xid8' => [ "'1'", 'NULL', "'0'", "'18446744073709551615'" ],
 	'internal' => ['NULL'],
 );
-$scalar{'character varying'} = $scalar{'text'};
+# Message DB's ids are varchar: a valid one first, so its writes go deeper.
+$scalar{'character varying'} = [ 'gen_random_uuid()::text', @{ $scalar{'text'} } ];
 
 # anyelement: an initial state of several types (fold's polymorphic argument).
 my @anyelement = (
@@ -114,7 +115,8 @@ my @anyelement = (
 	'(SELECT e FROM event_store.events e LIMIT 1)'
 );
 
-my ($node, %composite, %attrs_of);
+my ($node, %attrs_of);
+my @report;    # "node, SQLSTATE, call" of every call, written to ES_FUZZ_REPORT if set
 
 # Values of one type, as typed SQL expressions; composite and array types are
 # built from their attributes' and elements' values, down to depth 2.
@@ -255,6 +257,7 @@ sub run_calls
 		next unless $line =~ /^R (\d+) (\S+)$/;
 		$states->{$2}++;
 		push @$internal, $calls->[$1]{sql} if $2 eq 'XX000';
+		push @report, "$label\t$2\t$calls->[$1]{sql}\n";
 		$next = $1 + 1;
 	}
 	# the texts of internal errors, for the report
@@ -313,5 +316,12 @@ sub fuzz_node
 
 fuzz_node('preloaded', 'event_store');
 fuzz_node('not_preloaded', '');
+
+if ($ENV{ES_FUZZ_REPORT})
+{
+	open my $fh, '>', $ENV{ES_FUZZ_REPORT} or die "$ENV{ES_FUZZ_REPORT}: $!";
+	print $fh @report;
+	close $fh;
+}
 
 done_testing();
