@@ -14,8 +14,9 @@
 # with the others plausible, and seeded random combinations.
 #
 # Every call runs in its own transaction that is rolled back (procedures,
-# which commit, run in autocommit mode), with a statement timeout.  Run on a
-# node with event_store preloaded and on one without.  The test fails if the
+# which commit, run in autocommit mode), with a statement timeout, first as
+# a superuser, then as an event_store_admin.  Run on a node with
+# event_store preloaded and on one without.  The test fails if the
 # postmaster logs a child killed by a signal, if pg_postmaster_start_time
 # changes, if the connection is lost, or if any call ends in SQLSTATE XX000;
 # it prints how many calls it made and the SQLSTATEs it saw.
@@ -47,6 +48,9 @@ CREATE FUNCTION public.fuzz_reset() RETURNS void LANGUAGE sql AS $$ DELETE FROM 
 SELECT event_store.create_projection('p-inline', 'public.fuzz_handler(event_store.events)', NULL, NULL, 'inline', 'public.fuzz_reset()');
 SELECT event_store.create_projection('p-async', 'public.fuzz_handler(event_store.events)', NULL, ARRAY['cat'], 'async');
 SELECT event_store.subscribe('sub-1');
+CREATE ROLE fuzz_admin;
+GRANT event_store_admin, message_store TO fuzz_admin;
+GRANT USAGE ON SCHEMA public TO fuzz_admin;
 SQL
 
 # Scalar values by type (SQL expressions; each is cast to its type).  The
@@ -231,10 +235,11 @@ sub generate_calls
 # @$internal (calls that ended in XX000).
 sub run_calls
 {
-	my ($calls, $from, $states, $internal, $label) = @_;
-	my $file = "$tmp/fuzz_${label}_$from.sql";
+	my ($calls, $from, $states, $internal, $label, $role) = @_;
+	my $file = "$tmp/fuzz_${label}_${role}_$from.sql";
 	open my $fh, '>', $file or die "$file: $!";
 	print $fh "\\set VERBOSITY verbose\n\\o /dev/null\nSET statement_timeout = '2s';\nSET client_min_messages = error;\n";
+	print $fh "SET ROLE $role;\n" if $role;
 	for my $i ($from .. $#$calls)
 	{
 		my $c = $calls->[$i];
@@ -257,7 +262,7 @@ sub run_calls
 		next unless $line =~ /^R (\d+) (\S+)$/;
 		$states->{$2}++;
 		push @$internal, $calls->[$1]{sql} if $2 eq 'XX000';
-		push @report, "$label\t$2\t$calls->[$1]{sql}\n";
+		push @report, "$label" . ($role ? " as $role" : '') . "\t$2\t$calls->[$1]{sql}\n";
 		$next = $1 + 1;
 	}
 	# the texts of internal errors, for the report
@@ -280,37 +285,42 @@ sub fuzz_node
 	my $started = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
 
 	my ($calls, $nfunctions) = generate_calls();
-	my (%states, @internal, @crashers);
-	my $i = 0;
-	while ($i < @$calls)
+	# as a superuser (every path), then as an event_store_admin that is
+	# also message_store (the privilege checks meet the same inputs)
+	for my $role ('', 'fuzz_admin')
 	{
-		$i = run_calls($calls, $i, \%states, \@internal, $label);
-		last if $i >= @$calls;
-		# the connection was lost at call $i: note it, wait for the
-		# restart, go on after it
-		push @crashers, $calls->[$i]{sql};
-		diag("[$label] connection lost at: $calls->[$i]{sql}");
-		$node->poll_query_until('postgres', 'SELECT true') or die 'server did not come back';
-		$i++;
+		my $pass = $role ? "$label as $role" : $label;
+		my (%states, @internal, @crashers);
+		my $i = 0;
+		while ($i < @$calls)
+		{
+			$i = run_calls($calls, $i, \%states, \@internal, $label, $role);
+			last if $i >= @$calls;
+			# the connection was lost at call $i: note it, wait for the
+			# restart, go on after it
+			push @crashers, $calls->[$i]{sql};
+			diag("[$pass] connection lost at: $calls->[$i]{sql}");
+			$node->poll_query_until('postgres', 'SELECT true') or die 'server did not come back';
+			$i++;
+		}
+		my $ncalls = 0;
+		$ncalls += $_ for values %states;
+		note("[$pass] $ncalls calls to $nfunctions functions; SQLSTATEs: "
+			  . join(', ', map { "$_ x$states{$_}" } sort keys %states));
+		diag("[$pass] fuzz: $ncalls calls to $nfunctions functions");
+		is(scalar(@crashers), 0, "[$pass] no call lost the connection")
+		  or diag(join("\n", @crashers));
+		is(scalar(@internal), 0, "[$pass] no call raised an internal error (XX000)")
+		  or diag(join("\n", @internal));
+		cmp_ok($ncalls + scalar(@crashers), '==', scalar(@$calls), "[$pass] every generated call ran");
 	}
 
 	my $log = slurp_file($node->logfile);
 	my @signals = ($log =~ /^.*(?:terminated by signal|terminated by exception|was terminated by).*$/mg);
-	my $ncalls = 0;
-	$ncalls += $_ for values %states;
-	note("[$label] $ncalls calls to $nfunctions functions; SQLSTATEs: "
-		  . join(', ', map { "$_ x$states{$_}" } sort keys %states));
-	diag("[$label] fuzz: $ncalls calls to $nfunctions functions");
-
-	is(scalar(@crashers), 0, "[$label] no call lost the connection")
-	  or diag(join("\n", @crashers));
 	is(scalar(@signals), 0, "[$label] the postmaster logged no child killed by a signal")
 	  or diag(join("\n", @signals));
 	is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'),
 		$started, "[$label] the postmaster never restarted");
-	is(scalar(@internal), 0, "[$label] no call raised an internal error (XX000)")
-	  or diag(join("\n", @internal));
-	cmp_ok($ncalls + scalar(@crashers), '==', scalar(@$calls), "[$label] every generated call ran");
 	$node->stop;
 }
 
