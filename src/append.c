@@ -153,10 +153,14 @@ es_refuse_direct_write(PG_FUNCTION_ARGS)
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	Relation	rel;
 
+	/* a direct call or a trigger defined otherwise: refused, never XX000 */
 	if (!CALLED_AS_TRIGGER(fcinfo) ||
 		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event))
-		elog(ERROR, "es_refuse_direct_write must be fired BEFORE ... FOR EACH STATEMENT");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s must be called as a BEFORE ... FOR EACH STATEMENT trigger",
+						"event_store._refuse_direct_write()")));
 	rel = trigdata->tg_relation;
 
 	if (internal_writes_pending > 0)

@@ -11,6 +11,7 @@
 
 #include "postgres.h"
 
+#include "access/htup.h"
 #include "nodes/nodes.h"
 #include "utils/relcache.h"
 #include "utils/timestamp.h"
@@ -92,5 +93,13 @@ extern int64 es_append_audit_event(const char *stream_id, const char *event_type
  * src/fold.c, src/reducers.c (temporal reducers, 1.1)
  */
 #define ERRCODE_ES_REDUCER_RETURNED_NULL	MAKE_SQLSTATE('E','S','0','1','0')
+
+/*
+ * src/reducers.c: a column of an event_store.events row passed as an
+ * argument (the row may be built by hand, so any column may be NULL;
+ * required columns are refused with 22004 instead of being dereferenced).
+ */
+extern Datum es_event_row_attr(HeapTupleHeader row, const char *column,
+							   const char *caller, bool required, bool *isnull);
 
 #endif							/* EVENT_STORE_H */

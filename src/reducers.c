@@ -24,6 +24,7 @@
 #include "access/htup_details.h"
 #include "executor/executor.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/jsonb.h"
@@ -91,10 +92,15 @@ push_merged_object(JsonbParseState **ps, JsonbContainer *target, JsonbContainer 
 {
 	KeyValue  *t = NULL,
 			   *p;
-	int			nt = target ? object_pairs(target, &t) : 0;
-	int			np = object_pairs(patch, &p);
+	int			nt;
+	int			np;
 	int			i = 0,
 				j = 0;
+
+	/* one level per level of the patch: a deeply nested patch must not overflow */
+	check_stack_depth();
+	nt = target ? object_pairs(target, &t) : 0;
+	np = object_pairs(patch, &p);
 
 	pushJsonbValue(ps, WJB_BEGIN_OBJECT, NULL);
 	while (i < nt || j < np)
@@ -188,13 +194,29 @@ set_key(Jsonb *target, const char *key, int keylen, JsonbValue *value)
 	return JsonbValueToJsonb(pushJsonbValue(&ps, WJB_END_OBJECT, NULL));
 }
 
-/* A column of the event row (event_store.events), or NULL. */
-static Datum
-event_attr(FunctionCallInfo fcinfo, int argno, const char *name, bool *isnull)
+/*
+ * A column of an event_store.events row handed to a built-in reducer.  The
+ * row need not come from the log: any caller may build one by hand
+ * (ROW(...)::event_store.events), so every column may be NULL.  With
+ * required, a NULL is refused with 22004 naming the column and the reducer
+ * (it must never be dereferenced); otherwise *isnull tells the caller.
+ * Shared by every C function that reads a column of such a row.
+ */
+Datum
+es_event_row_attr(HeapTupleHeader row, const char *column, const char *caller,
+				  bool required, bool *isnull)
 {
-	HeapTupleHeader ev = PG_GETARG_HEAPTUPLEHEADER(argno);
+	Datum		value = GetAttributeByName(row, column, isnull);
 
-	return GetAttributeByName(ev, name, isnull);
+	if (*isnull && required)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s of the event passed to %s must not be null", column, caller),
+				 errdetail("The reducer reads the event's %s; every event in event_store.events has one.",
+						   column),
+				 errhint("Pass rows read from event_store.events, or set %s in the hand-built row.",
+						 column)));
+	return value;
 }
 
 /*
@@ -216,7 +238,8 @@ es_merge_patch(PG_FUNCTION_ARGS)
 			PG_RETURN_NULL();
 		PG_RETURN_JSONB_P(state);
 	}
-	data = event_attr(fcinfo, 1, "data", &isnull);
+	data = es_event_row_attr(PG_GETARG_HEAPTUPLEHEADER(1), "data",
+							 "event_store.merge_patch", false, &isnull);
 	if (isnull)
 	{
 		if (state == NULL)
@@ -254,6 +277,7 @@ es_last_by_type(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *state = PG_ARGISNULL(0) ? NULL : PG_GETARG_JSONB_P(0);
 	bool		isnull;
+	HeapTupleHeader ev;
 	Datum		type;
 	Datum		data;
 	text	   *t;
@@ -265,11 +289,10 @@ es_last_by_type(PG_FUNCTION_ARGS)
 			PG_RETURN_NULL();
 		PG_RETURN_JSONB_P(state);
 	}
-	type = event_attr(fcinfo, 1, "event_type", &isnull);
-	if (isnull)
-		elog(ERROR, "event without event_type");
+	ev = PG_GETARG_HEAPTUPLEHEADER(1);
+	type = es_event_row_attr(ev, "event_type", "event_store.last_by_type", true, &isnull);
 	t = DatumGetTextPP(type);
-	data = event_attr(fcinfo, 1, "data", &isnull);
+	data = es_event_row_attr(ev, "data", "event_store.last_by_type", false, &isnull);
 	if (isnull)
 		v.type = jbvNull;
 	else
@@ -304,9 +327,8 @@ es_count_by_type(PG_FUNCTION_ARGS)
 			PG_RETURN_NULL();
 		PG_RETURN_JSONB_P(state);
 	}
-	t = DatumGetTextPP(event_attr(fcinfo, 1, "event_type", &isnull));
-	if (isnull)
-		elog(ERROR, "event without event_type");
+	t = DatumGetTextPP(es_event_row_attr(PG_GETARG_HEAPTUPLEHEADER(1), "event_type",
+										 "event_store.count_by_type", true, &isnull));
 	k.type = jbvString;
 	k.val.string.val = VARDATA_ANY(t);
 	k.val.string.len = VARSIZE_ANY_EXHDR(t);
