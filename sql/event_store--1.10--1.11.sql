@@ -370,3 +370,102 @@ ALTER FUNCTION event_store.restore_partition(text) SECURITY DEFINER;
 GRANT EXECUTE ON FUNCTION event_store.apply_retention() TO event_store_admin;
 GRANT EXECUTE ON FUNCTION event_store.restore_partition(text) TO event_store_admin;
 GRANT EXECUTE ON FUNCTION event_store.redact(text, text, text[]) TO event_store_admin;
+
+------------------------------------------------------------------------------
+-- issue 25 smaller: unqualified operators.  Functions of the extension
+-- that pin search_path (pg_catalog, pg_temp) resolve every operator in
+-- pg_catalog; SQL-standard bodies were bound at creation.  Three
+-- plpgsql routines do neither, because they call the user's reset
+-- function and projection handlers, which keep the caller's search_path:
+-- _rebuild_start, rebuild_projection and the procedure
+-- rebuild_projection_in_batches (a procedure that commits cannot have a
+-- SET clause).  Their operators and functions are now qualified, so an
+-- operator planted on an admin's search_path is never called by them
+-- (test/sql/hardening_small.sql).
+------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION event_store._rebuild_start(name text, OUT mode text, OUT target bigint)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    reg event_store.projection_registry;
+BEGIN
+    PERFORM event_store._check_name(_rebuild_start.name, 'projection');
+    SELECT r.* INTO reg FROM event_store.projection_registry r WHERE r.name OPERATOR(pg_catalog.=) _rebuild_start.name;
+    IF NOT FOUND THEN
+        PERFORM event_store._projection_not_found(_rebuild_start.name);
+    END IF;
+    PERFORM 1 FROM event_store.projection_checkpoints c WHERE c.name OPERATOR(pg_catalog.=) _rebuild_start.name FOR UPDATE;
+    target := event_store._last_drawn_position();
+    UPDATE event_store.projection_checkpoints c
+       SET position = 0, events_processed = 0, updated_at = pg_catalog.now(),
+           rebuild_started_at = pg_catalog.clock_timestamp(), rebuild_target = target, rebuild_finished_at = NULL
+     WHERE c.name OPERATOR(pg_catalog.=) _rebuild_start.name;
+    IF reg.reset_handler IS NOT NULL THEN
+        EXECUTE pg_catalog.format('SELECT %s()', reg.reset_handler::regprocedure::regproc);
+    END IF;
+    mode := reg.mode;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.rebuild_projection(name text, notice_every int DEFAULT 10000) RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    m      text;
+    target bigint;
+    n      bigint;
+    total  bigint := 0;
+BEGIN
+    IF notice_every IS NULL OR notice_every OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'notice_every must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT s.mode, s.target INTO m, target FROM event_store._rebuild_start(rebuild_projection.name) s;
+    IF m OPERATOR(pg_catalog.=) 'inline' THEN
+        total := event_store._replay_inline(rebuild_projection.name, notice_every);
+    ELSE
+        LOOP
+            n := event_store.run_projection(rebuild_projection.name, notice_every);
+            total := total OPERATOR(pg_catalog.+) n;
+            EXIT WHEN n OPERATOR(pg_catalog.<) notice_every;
+            RAISE NOTICE 'rebuilding projection "%": % events', rebuild_projection.name, total;
+        END LOOP;
+    END IF;
+    PERFORM event_store._rebuild_finish(rebuild_projection.name, total);
+    RAISE NOTICE 'rebuilt projection "%": % events', rebuild_projection.name, total;
+    RETURN total;
+END
+$$;
+
+CREATE OR REPLACE PROCEDURE event_store.rebuild_projection_in_batches(name text, batch_size int DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    m      text;
+    target bigint;
+    n      bigint;
+    total  bigint := 0;
+BEGIN
+    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (SELECT r.mode FROM event_store.projection_registry r
+         WHERE r.name OPERATOR(pg_catalog.=) rebuild_projection_in_batches.name) OPERATOR(pg_catalog.=) 'inline' THEN
+        RAISE EXCEPTION 'projection "%" is inline: rebuild it in one transaction', name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Between batches its appenders would update a half-rebuilt read model.',
+                  HINT = 'Use SELECT event_store.rebuild_projection(...).';
+    END IF;
+    SELECT s.mode, s.target INTO m, target FROM event_store._rebuild_start(rebuild_projection_in_batches.name) s;
+    COMMIT;
+    LOOP
+        n := event_store.run_projection(rebuild_projection_in_batches.name, batch_size);
+        total := total OPERATOR(pg_catalog.+) n;
+        COMMIT;
+        EXIT WHEN n OPERATOR(pg_catalog.<) batch_size;
+        RAISE NOTICE 'rebuilding projection "%": % events', name, total;
+    END LOOP;
+    PERFORM event_store._rebuild_finish(rebuild_projection_in_batches.name, total);
+    COMMIT;
+    RAISE NOTICE 'rebuilt projection "%": % events', name, total;
+END
+$$;

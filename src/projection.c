@@ -259,8 +259,9 @@ load_inline_cache(void)
 
 	if (plan_load_inline == NULL)
 		plan_load_inline = es_keep_plan(
-									 "SELECT name, to_regprocedure(handler)::oid, handler, event_types, categories "
-									 "FROM event_store.projection_registry WHERE mode = 'inline' ORDER BY name",
+									 "SELECT name, pg_catalog.to_regprocedure(handler)::oid, handler, event_types, categories "
+									 "FROM event_store.projection_registry WHERE mode OPERATOR(pg_catalog.=) 'inline' "
+									 "ORDER BY name USING OPERATOR(pg_catalog.<)",
 									 0, NULL);
 	rc = SPI_execute_plan(plan_load_inline, NULL, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
@@ -792,11 +793,11 @@ prepare_run_plans(void)
 		Oid			types[1] = {TEXTOID};
 
 		plan_lock_projection = es_keep_plan(
-										 "SELECT r.mode, to_regprocedure(r.handler)::oid, r.handler, "
+										 "SELECT r.mode, pg_catalog.to_regprocedure(r.handler)::oid, r.handler, "
 										 "r.event_types, r.categories, c.position "
 										 "FROM event_store.projection_registry r "
-										 "JOIN event_store.projection_checkpoints c ON c.name = r.name "
-										 "WHERE r.name = $1 FOR NO KEY UPDATE OF c", 1, types);
+										 "JOIN event_store.projection_checkpoints c ON c.name OPERATOR(pg_catalog.=) r.name "
+										 "WHERE r.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE OF c", 1, types);
 	}
 	if (plan_last_drawn == NULL)
 		plan_last_drawn = es_keep_plan("SELECT event_store._last_drawn_position()", 0, NULL);
@@ -812,11 +813,11 @@ prepare_run_plans(void)
 		 */
 		plan_read_feed = es_keep_plan(
 								   "SELECT e, e.global_position FROM event_store.events e "
-								   "WHERE e.global_position > $1 AND e.global_position <= $2 "
-								   "AND ($3 IS NULL OR e.event_type = ANY ($3)) "
-								   "AND ($4 IS NULL OR split_part(e.stream_id, '-', 1) = ANY ($4)) "
-								   "AND e.recorded_at >= $5 AND e.recorded_at < $6 "
-								   "ORDER BY e.global_position", 6, types);
+								   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 AND e.global_position OPERATOR(pg_catalog.<=) $2 "
+								   "AND ($3 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($3)) "
+								   "AND ($4 IS NULL OR pg_catalog.split_part(e.stream_id, '-', 1) OPERATOR(pg_catalog.=) ANY ($4)) "
+								   "AND e.recorded_at OPERATOR(pg_catalog.>=) $5 AND e.recorded_at OPERATOR(pg_catalog.<) $6 "
+								   "ORDER BY e.global_position USING OPERATOR(pg_catalog.<)", 6, types);
 	}
 	if (plan_save_checkpoint == NULL)
 	{
@@ -824,8 +825,9 @@ prepare_run_plans(void)
 
 		plan_save_checkpoint = es_keep_plan(
 										 "UPDATE event_store.projection_checkpoints "
-										 "SET position = greatest(position, $2), events_processed = events_processed + $3, "
-										 "updated_at = now() WHERE name = $1", 3, types);
+										 "SET position = greatest(position, $2), "
+										 "events_processed = events_processed OPERATOR(pg_catalog.+) $3, "
+										 "updated_at = pg_catalog.now() WHERE name OPERATOR(pg_catalog.=) $1", 3, types);
 	}
 }
 
