@@ -243,3 +243,470 @@ BEGIN
     RETURN n;
 END
 $$;
+
+------------------------------------------------------------------------------
+-- issue 25 item 11: the table owner's writes to event_store.streams and to
+-- the position sequence.  A row of streams is its stream's version and
+-- position range; UPDATE, DELETE or TRUNCATE outside the append path would
+-- let versions repeat.  The direct-write guard (src/append.c) now refuses
+-- them for the owner too (INSERT stays: pg_restore and a subscription's
+-- initial copy load the table with it); TRUNCATE gets the same guard.
+-- src/owner_guard.c refuses ALTER SEQUENCE of global_position_seq and
+-- disabling or dropping the guard triggers; the event trigger below brings
+-- those refusals to backends that have not loaded the library.
+------------------------------------------------------------------------------
+CREATE TRIGGER _direct_write_guard_truncate BEFORE TRUNCATE ON event_store.streams
+    FOR EACH STATEMENT EXECUTE FUNCTION event_store._refuse_direct_write();
+ALTER TABLE event_store.streams ENABLE ALWAYS TRIGGER _direct_write_guard_truncate;
+
+CREATE EVENT TRIGGER event_store_guard_owner_ddl ON ddl_command_start
+    WHEN TAG IN ('ALTER SEQUENCE', 'DROP TRIGGER')
+    EXECUTE FUNCTION event_store._guard_ddl();
+ALTER EVENT TRIGGER event_store_guard_owner_ddl ENABLE ALWAYS;
+
+------------------------------------------------------------------------------
+-- issue 25 smaller: LOCK TABLE by writers and readers.  LOCK in the modes
+-- above ROW EXCLUSIVE needs a table-level UPDATE, DELETE or TRUNCATE, so a
+-- writer (table-level UPDATE on streams) could take ACCESS EXCLUSIVE and
+-- stop every append, and a reader likewise on subscription_checkpoints.
+-- The appends and ack() update only some columns; column privileges are
+-- enough for them (and for SELECT ... FOR NO KEY UPDATE) and do not allow
+-- those LOCK modes.
+------------------------------------------------------------------------------
+REVOKE UPDATE ON event_store.streams FROM event_store_writer;
+GRANT UPDATE (version, updated_at, last_position) ON event_store.streams TO event_store_writer;
+REVOKE UPDATE ON event_store.subscription_checkpoints FROM event_store_reader;
+GRANT UPDATE (position, updated_at) ON event_store.subscription_checkpoints TO event_store_reader;
+
+------------------------------------------------------------------------------
+-- issue 25 smaller: _create_partition_for.  A writer may create the
+-- partition an append needs (recorded_at is between the transaction's
+-- start and the clock, give or take a minute of clock skew), not others:
+-- it could otherwise make partitions without limit.  An admin may also
+-- create them up to premake_partitions' cap (1000 partitions) ahead; the
+-- table owner (and superusers) anything.  A SECURITY DEFINER function
+-- cannot see who called it, so _create_partition_for now runs as the
+-- caller, chooses by the caller's role, and only the two limited entry
+-- points run as the owner.  Timestamps too close to the end of the
+-- timestamp range get 22008 with a hint instead of a bare overflow.
+------------------------------------------------------------------------------
+CREATE FUNCTION event_store._make_partition_for(ts timestamptz) RETURNS regclass
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+SET client_min_messages = warning
+AS $$
+DECLARE
+    existing regclass;
+    lo       timestamptz;
+    hi       timestamptz;
+    name     text;
+    suffix   int := 0;
+BEGIN
+    IF ts IS NULL OR NOT isfinite(ts) THEN
+        RAISE EXCEPTION 'cannot create an event partition for %', coalesce(ts::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    LOCK TABLE event_store.events IN SHARE UPDATE EXCLUSIVE MODE;
+
+    SELECT r.partition INTO existing FROM event_store.partition_ranges() r
+     WHERE ts >= r.range_start AND ts < r.range_end;
+    IF existing IS NOT NULL THEN
+        RETURN existing;
+    END IF;
+
+    BEGIN
+        SELECT a.range_start, a.range_end INTO lo, hi
+          FROM event_store._aligned_range(ts, event_store.partition_interval()) a;
+    EXCEPTION WHEN datetime_field_overflow THEN
+        RAISE EXCEPTION 'cannot create an event partition for %: its range would end past the last representable timestamp', ts
+            USING ERRCODE = 'datetime_field_overflow',
+                  HINT = format('Partitions of width %s must end before 294277-01-01 AD; use an earlier timestamp.',
+                                event_store.partition_interval());
+    END;
+    SELECT greatest(lo, max(r.range_end)) INTO lo FROM event_store.partition_ranges() r WHERE r.range_end <= ts;
+    SELECT least(hi, min(r.range_start)) INTO hi FROM event_store.partition_ranges() r WHERE r.range_start > ts;
+    lo := coalesce(lo, ts);
+
+    name := 'events_p' || to_char(lo AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MISS');
+    WHILE to_regclass(format('event_store.%I', name)) IS NOT NULL LOOP
+        suffix := suffix + 1;
+        name := 'events_p' || to_char(lo AT TIME ZONE 'UTC', 'YYYYMMDD"_"HH24MISS') || '_' || suffix;
+    END LOOP;
+
+    EXECUTE format('CREATE TABLE event_store.%I (LIKE event_store.events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE INCLUDING COMPRESSION) USING event_store_log', name);
+    EXECUTE format('CREATE INDEX %I ON event_store.%I (stream_id, stream_version)', name || '_stream_idx', name);
+    EXECUTE format('CREATE INDEX %I ON event_store.%I (global_position)', name || '_position_idx', name);
+    EXECUTE format('CREATE INDEX %I ON event_store.%I (pg_catalog.split_part(stream_id, ''-'', 1), global_position)', name || '_category_idx', name);
+    EXECUTE format('CREATE %s INDEX %I ON event_store.%I (event_id)',
+                   CASE WHEN event_store.event_id_scope() = 'store' THEN 'UNIQUE' ELSE '' END,
+                   name || '_event_id_idx', name);
+    EXECUTE format('CREATE INDEX %I ON event_store.%I USING gin (tags) WHERE tags IS NOT NULL', name || '_tags_idx', name);
+    EXECUTE format('CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON event_store.%I FOR EACH STATEMENT EXECUTE FUNCTION event_store._refuse_modification()', name);
+    EXECUTE format('ALTER TABLE event_store.%I ENABLE ALWAYS TRIGGER events_no_truncate', name);
+    EXECUTE format('REVOKE ALL ON event_store.%I FROM PUBLIC', name);
+    EXECUTE format('REVOKE UPDATE, DELETE, TRUNCATE ON event_store.%I FROM CURRENT_USER', name);
+    EXECUTE format('ALTER TABLE event_store.events ATTACH PARTITION event_store.%I FOR VALUES FROM (%L) TO (%L)', name, lo, hi);
+    RETURN format('event_store.%I', name)::regclass;
+END
+$$;
+REVOKE ALL ON FUNCTION event_store._make_partition_for(timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION event_store._make_partition_for(timestamptz) IS
+  'Internal: create the partition that holds ts (any ts), as the caller; the owner''s path of _create_partition_for.';
+
+-- The writer's limit: ts within a minute of [transaction start, clock].
+CREATE FUNCTION event_store._partition_for_append(ts timestamptz) RETURNS regclass
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF ts IS NULL OR NOT isfinite(ts) THEN
+        RAISE EXCEPTION 'cannot create an event partition for %', coalesce(ts::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF ts < transaction_timestamp() - interval '1 minute' OR ts > clock_timestamp() + interval '1 minute' THEN
+        RAISE EXCEPTION 'a writer may create only the partition that holds the current time, not one for %', ts
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Appends record events at the current time; other partitions are made ahead of time by an admin.',
+                  HINT = 'An event_store_admin runs event_store.premake_partitions(); the table owner event_store.ensure_partitions(from, to).';
+    END IF;
+    RETURN event_store._make_partition_for(ts);
+END
+$$;
+REVOKE ALL ON FUNCTION event_store._partition_for_append(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._partition_for_append(timestamptz) TO event_store_writer;
+COMMENT ON FUNCTION event_store._partition_for_append(timestamptz) IS
+  'Internal: the partition for a timestamp within a minute of now, as the owner (writers'' path of _create_partition_for).';
+
+-- The admin's limit: from a minute before the transaction started up to
+-- 1001 partition widths past the clock (premake_partitions' cap of 1000
+-- ahead, after the current one).
+CREATE FUNCTION event_store._partition_ahead(ts timestamptz) RETURNS regclass
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    horizon timestamptz;
+BEGIN
+    IF ts IS NULL OR NOT isfinite(ts) THEN
+        RAISE EXCEPTION 'cannot create an event partition for %', coalesce(ts::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    horizon := clock_timestamp() + event_store.partition_interval() * 1001 + interval '1 minute';
+    IF ts < transaction_timestamp() - interval '1 minute' OR ts > horizon THEN
+        RAISE EXCEPTION 'an admin may create partitions from now up to 1000 partitions ahead (until %), not one for %', horizon, ts
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Partitions for the past, or further ahead, are created by the owner of event_store.events.',
+                  HINT = 'The table owner runs event_store.ensure_partitions(from, to).';
+    END IF;
+    RETURN event_store._make_partition_for(ts);
+END
+$$;
+REVOKE ALL ON FUNCTION event_store._partition_ahead(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._partition_ahead(timestamptz) TO event_store_admin;
+COMMENT ON FUNCTION event_store._partition_ahead(timestamptz) IS
+  'Internal: the partition for a timestamp from now to 1000 partitions ahead, as the owner (admins'' path of _create_partition_for).';
+
+-- Runs as the caller now (SECURITY INVOKER): the owner of the log (or a
+-- superuser) creates any partition itself; admins and writers go through
+-- their limited SECURITY DEFINER entry points.
+CREATE OR REPLACE FUNCTION event_store._create_partition_for(ts timestamptz) RETURNS regclass
+LANGUAGE plpgsql SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF pg_has_role(current_user,
+                   (SELECT c.relowner FROM pg_class c WHERE c.oid = 'event_store.events'::regclass), 'USAGE') THEN
+        RETURN event_store._make_partition_for(ts);
+    ELSIF pg_has_role(current_user, 'event_store_admin', 'USAGE') THEN
+        RETURN event_store._partition_ahead(ts);
+    ELSE
+        RETURN event_store._partition_for_append(ts);
+    END IF;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- issue 25 smaller: premake_partitions(n) had no cap and ran out of shared
+-- memory (one lock per index) at 100000; it now has set_premake_partitions'
+-- cap of 1000 (22023).
+------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION event_store.premake_partitions(ahead int DEFAULT NULL) RETURNS int
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n_ahead int := coalesce(ahead, event_store.premake_count());
+    before  int;
+    ts      timestamptz := clock_timestamp();
+    part    regclass;
+BEGIN
+    IF n_ahead < 0 OR n_ahead > 1000 THEN
+        RAISE EXCEPTION 'premake count must be between 0 and 1000, got %', n_ahead
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Premake at most 1000 partitions ahead; widen them with event_store.set_partition_interval() to cover more time.';
+    END IF;
+    SELECT count(*) INTO before FROM event_store.partition_ranges();
+    FOR i IN 0 .. n_ahead LOOP
+        part := event_store._create_partition_for(ts);
+        SELECT r.range_end INTO ts FROM event_store.partition_ranges() r WHERE r.partition = part;
+    END LOOP;
+    RETURN (SELECT count(*) FROM event_store.partition_ranges()) - before;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- issue 25 smaller: values written directly into event_store.settings
+-- (admins hold INSERT and UPDATE on it) broke partition creation later
+-- with an error about the stored text.  A row trigger now checks every
+-- value as the set_* functions do (22023, nothing written), and the event
+-- id scope, whose change rebuilds indexes, may be written only by
+-- set_event_id_scope() (it runs as the table's owner).
+------------------------------------------------------------------------------
+CREATE FUNCTION event_store._check_setting() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    width  interval;
+    months int;
+    n      int;
+BEGIN
+    IF NEW.name = 'partition_interval' THEN
+        BEGIN
+            width := NEW.value::interval;
+        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+            width := NULL;
+        END;
+        IF width IS NOT NULL THEN
+            months := extract(year FROM width)::int * 12 + extract(month FROM width)::int;
+        END IF;
+        IF width IS NULL OR months < 0 OR width < interval '1 second' OR width > interval '100 years'
+           OR (months > 0 AND width <> make_interval(months => months)) THEN
+            RAISE EXCEPTION 'invalid partition_interval setting %', quote_literal(NEW.value)
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'It must be an interval between 1 second and 100 years, either whole months or a fixed width.',
+                      HINT = 'Use event_store.set_partition_interval(interval).';
+        END IF;
+    ELSIF NEW.name = 'premake_partitions' THEN
+        BEGIN
+            n := NEW.value::int;
+        EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+            n := NULL;
+        END;
+        IF n IS NULL OR n < 0 OR n > 1000 THEN
+            RAISE EXCEPTION 'invalid premake_partitions setting %', quote_literal(NEW.value)
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'It must be a whole number between 0 and 1000.',
+                      HINT = 'Use event_store.set_premake_partitions(int).';
+        END IF;
+    ELSIF NEW.name = 'event_id_scope' THEN
+        IF NEW.value NOT IN ('stream', 'store') THEN
+            RAISE EXCEPTION 'invalid event_id_scope setting %', quote_literal(NEW.value)
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use event_store.set_event_id_scope(''stream'') or (''store'').';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION event_store._check_setting() FROM PUBLIC;
+
+-- The event id scope must match the partitions' indexes: only
+-- set_event_id_scope() (SECURITY DEFINER, so the owner) changes it.
+CREATE FUNCTION event_store._check_setting_owner() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF (TG_OP = 'DELETE' AND OLD.name = 'event_id_scope' OR TG_OP <> 'DELETE' AND NEW.name = 'event_id_scope'
+        OR TG_OP = 'UPDATE' AND OLD.name = 'event_id_scope')
+       AND NOT pg_has_role(current_user,
+                           (SELECT c.relowner FROM pg_class c WHERE c.oid = 'event_store.settings'::regclass), 'USAGE') THEN
+        RAISE EXCEPTION 'the event id scope is changed with event_store.set_event_id_scope() only'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Changing it rebuilds every partition''s event_id index; a row written directly would not.',
+                  HINT = 'SELECT event_store.set_event_id_scope(''store'') (or ''stream'').';
+    END IF;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END
+$$;
+REVOKE ALL ON FUNCTION event_store._check_setting_owner() FROM PUBLIC;
+
+CREATE TRIGGER _check_setting BEFORE INSERT OR UPDATE ON event_store.settings
+    FOR EACH ROW EXECUTE FUNCTION event_store._check_setting();
+CREATE TRIGGER _check_setting_owner BEFORE INSERT OR UPDATE OR DELETE ON event_store.settings
+    FOR EACH ROW EXECUTE FUNCTION event_store._check_setting_owner();
+-- Rows stored before 1.11 are checked now: a bad one stops the update
+-- with the same error (fix it with the set_* function and update again).
+UPDATE event_store.settings SET value = value WHERE name <> 'event_id_scope';
+
+------------------------------------------------------------------------------
+-- issue 25 smaller: set_retention('100000000 years', ...) raised 22008
+-- from the date arithmetic; it is 22023 (invalid_parameter_value) as
+-- documented.  A tablespace now needs the caller's CREATE privilege on it
+-- (apply_retention moves partitions there as the owner, below).
+------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION event_store.set_retention(keep interval, mode text DEFAULT 'archive', tablespace name DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    in_range boolean;
+BEGIN
+    IF mode IS NULL OR mode NOT IN ('archive', 'none') THEN
+        RAISE EXCEPTION 'retention mode must be ''archive'' or ''none'', got %', coalesce(quote_literal(mode), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF mode = 'none' THEN
+        DELETE FROM event_store.retention;
+        RETURN;
+    END IF;
+    BEGIN
+        in_range := keep > interval '0' AND isfinite(now() - keep);
+    EXCEPTION WHEN datetime_field_overflow THEN
+        in_range := false;
+    END;
+    IF keep IS NULL OR NOT in_range THEN
+        RAISE EXCEPTION 'retention period must be a positive interval, got %', coalesce(keep::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'now() minus the period must be a representable timestamp.',
+                  HINT = 'E.g. event_store.set_retention(''2 years'', ''archive''); event_store.set_retention(NULL, ''none'') turns retention off.';
+    END IF;
+    IF tablespace IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_tablespace t WHERE t.spcname = tablespace) THEN
+        RAISE EXCEPTION 'tablespace "%" does not exist', tablespace
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF tablespace IS NOT NULL AND NOT has_tablespace_privilege(tablespace, 'CREATE') THEN
+        RAISE EXCEPTION 'permission denied for tablespace %', tablespace
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Archived partitions move to the tablespace: the role setting the policy needs CREATE on it.';
+    END IF;
+    INSERT INTO event_store.retention (keep, mode, tablespace) VALUES (keep, mode, tablespace)
+    ON CONFLICT (singleton) DO UPDATE
+       SET keep = excluded.keep, mode = excluded.mode, tablespace = excluded.tablespace, updated_at = now();
+END
+$$;
+
+------------------------------------------------------------------------------
+-- issue 25 smaller: the docs said admins may run the retention and
+-- redaction functions, but they were granted to nobody.
+-- - set_retention: runs as the admin; it needs the retention table.
+-- - apply_retention, restore_partition: detaching and attaching
+--   partitions needs ownership of the log, so they run as the owner
+--   (SECURITY DEFINER, search_path pinned since 1.6).  They run no code
+--   an admin chose: no append, no handler; the names they act on are
+--   looked up in the catalogs, the policy is set_retention's.
+-- - redact: written in C, it switches to the log's owner for its writes
+--   itself (src/redact.c).
+-- drop_archived_partition stays the owner's (and superusers'): it deletes
+-- events for good, and its audit record names the role that ran it,
+-- which a SECURITY DEFINER function could not see.
+------------------------------------------------------------------------------
+GRANT SELECT, INSERT, UPDATE, DELETE ON event_store.retention TO event_store_admin;
+GRANT EXECUTE ON FUNCTION event_store.set_retention(interval, text, name) TO event_store_admin;
+ALTER FUNCTION event_store.apply_retention() SECURITY DEFINER;
+ALTER FUNCTION event_store.restore_partition(text) SECURITY DEFINER;
+GRANT EXECUTE ON FUNCTION event_store.apply_retention() TO event_store_admin;
+GRANT EXECUTE ON FUNCTION event_store.restore_partition(text) TO event_store_admin;
+GRANT EXECUTE ON FUNCTION event_store.redact(text, text, text[]) TO event_store_admin;
+
+------------------------------------------------------------------------------
+-- issue 25 smaller: unqualified operators.  Functions of the extension
+-- that pin search_path (pg_catalog, pg_temp) resolve every operator in
+-- pg_catalog; SQL-standard bodies were bound at creation.  Three
+-- plpgsql routines do neither, because they call the user's reset
+-- function and projection handlers, which keep the caller's search_path:
+-- _rebuild_start, rebuild_projection and the procedure
+-- rebuild_projection_in_batches (a procedure that commits cannot have a
+-- SET clause).  Their operators and functions are now qualified, so an
+-- operator planted on an admin's search_path is never called by them
+-- (test/sql/hardening_small.sql).
+------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION event_store._rebuild_start(name text, OUT mode text, OUT target bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    reg event_store.projection_registry;
+BEGIN
+    PERFORM event_store._check_name(_rebuild_start.name, 'projection');
+    SELECT r.* INTO reg FROM event_store.projection_registry r WHERE r.name OPERATOR(pg_catalog.=) _rebuild_start.name;
+    IF NOT FOUND THEN
+        PERFORM event_store._projection_not_found(_rebuild_start.name);
+    END IF;
+    PERFORM 1 FROM event_store.projection_checkpoints c WHERE c.name OPERATOR(pg_catalog.=) _rebuild_start.name FOR UPDATE;
+    target := event_store._last_drawn_position();
+    UPDATE event_store.projection_checkpoints c
+       SET position = 0, events_processed = 0, updated_at = pg_catalog.now(),
+           rebuild_started_at = pg_catalog.clock_timestamp(), rebuild_target = target, rebuild_finished_at = NULL
+     WHERE c.name OPERATOR(pg_catalog.=) _rebuild_start.name;
+    -- as the registrar (issue 25 item 2; 1.10 ran it as the caller)
+    PERFORM event_store._call_projection_reset(_rebuild_start.name);
+    mode := reg.mode;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.rebuild_projection(name text, notice_every int DEFAULT 10000) RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    m      text;
+    target bigint;
+    n      bigint;
+    total  bigint := 0;
+BEGIN
+    IF notice_every IS NULL OR notice_every OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'notice_every must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT s.mode, s.target INTO m, target FROM event_store._rebuild_start(rebuild_projection.name) s;
+    IF m OPERATOR(pg_catalog.=) 'inline' THEN
+        total := event_store._replay_inline(rebuild_projection.name, notice_every);
+    ELSE
+        LOOP
+            n := event_store.run_projection(rebuild_projection.name, notice_every);
+            total := total OPERATOR(pg_catalog.+) n;
+            EXIT WHEN n OPERATOR(pg_catalog.<) notice_every;
+            RAISE NOTICE 'rebuilding projection "%": % events', rebuild_projection.name, total;
+        END LOOP;
+    END IF;
+    PERFORM event_store._rebuild_finish(rebuild_projection.name, total);
+    RAISE NOTICE 'rebuilt projection "%": % events', rebuild_projection.name, total;
+    RETURN total;
+END
+$$;
+
+CREATE OR REPLACE PROCEDURE event_store.rebuild_projection_in_batches(name text, batch_size int DEFAULT 10000)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    m      text;
+    target bigint;
+    n      bigint;
+    total  bigint := 0;
+BEGIN
+    IF batch_size IS NULL OR batch_size OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (SELECT r.mode FROM event_store.projection_registry r
+         WHERE r.name OPERATOR(pg_catalog.=) rebuild_projection_in_batches.name) OPERATOR(pg_catalog.=) 'inline' THEN
+        RAISE EXCEPTION 'projection "%" is inline: rebuild it in one transaction', name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Between batches its appenders would update a half-rebuilt read model.',
+                  HINT = 'Use SELECT event_store.rebuild_projection(...).';
+    END IF;
+    SELECT s.mode, s.target INTO m, target FROM event_store._rebuild_start(rebuild_projection_in_batches.name) s;
+    COMMIT;
+    LOOP
+        n := event_store.run_projection(rebuild_projection_in_batches.name, batch_size);
+        total := total OPERATOR(pg_catalog.+) n;
+        COMMIT;
+        EXIT WHEN n OPERATOR(pg_catalog.<) batch_size;
+        RAISE NOTICE 'rebuilding projection "%": % events', name, total;
+    END LOOP;
+    PERFORM event_store._rebuild_finish(rebuild_projection_in_batches.name, total);
+    COMMIT;
+    RAISE NOTICE 'rebuilt projection "%": % events', name, total;
+END
+$$;

@@ -29,6 +29,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "port.h"
+#include "storage/bufmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -132,6 +133,22 @@ exec_write(SPIPlanPtr plan, Datum *args, const char *nulls, long tcount)
 	return exec_write_tables(plan, args, nulls, tcount, 1);
 }
 
+/*
+ * The append's INSERT returned fewer rows than it was given: a BEFORE
+ * INSERT row trigger on the log returned NULL (issue 25).  Acknowledging
+ * the append would lose the event silently, so the whole append fails
+ * (and its transaction writes nothing).
+ */
+static void
+report_skipped_insert(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_TRIGGERED_ACTION_EXCEPTION),
+			 errmsg("a trigger on event_store.events skipped an event of the append"),
+			 errdetail("A BEFORE INSERT row trigger on the event log returned NULL; the append was not written."),
+			 errhint("BEFORE INSERT triggers on event_store.events must return NEW, or raise an error to refuse the append.")));
+}
+
 /* Column attno of the one row the last stream statement returned (never NULL there). */
 static Datum
 stream_result(int attno)
@@ -142,10 +159,52 @@ stream_result(int attno)
 }
 
 /*
+ * The table owner's direct write to event_store.streams (issue 25 item
+ * 11).  A row of streams is the stream's version and position range: an
+ * UPDATE or DELETE (or a TRUNCATE of a non-empty table) outside the append
+ * path would let versions repeat or skip.  INSERT stays the owner's, since
+ * pg_restore and a subscription's initial copy load the table with it; so
+ * does anything under session_replication_role = replica, which only
+ * superusers (and logical replication's apply workers) can set.  A
+ * superuser can bypass this in other ways too (docs/security.md).
+ * Returns when the write may go on.
+ */
+static void
+owner_write_allowed(TriggerData *trigdata)
+{
+	Relation	rel = trigdata->tg_relation;
+	const char *operation;
+
+	if (TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
+		SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+		return;
+	if (strcmp(RelationGetRelationName(rel), "streams") != 0)
+		return;					/* the log: its row trigger refuses UPDATE, DELETE */
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		operation = "UPDATE";
+	else if (TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
+		operation = "DELETE";
+	else
+	{
+		/* TRUNCATE holds ACCESS EXCLUSIVE: an empty table stays empty */
+		if (RelationGetNumberOfBlocks(rel) == 0)
+			return;
+		operation = "TRUNCATE";
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_ES_APPEND_ONLY),
+			 errmsg("%s of event_store.streams is not allowed, not even for its owner", operation),
+			 errdetail("A row of event_store.streams holds its stream's version and positions; changing or removing it outside the append functions would let versions repeat."),
+			 errhint("Streams change only through event_store.append() and the other append functions.")));
+}
+
+/*
  * BEFORE INSERT OR UPDATE OR DELETE ... FOR EACH STATEMENT on
- * event_store.events and event_store.streams: refuse writes that do not
- * come from the append path, unless the current user owns the table
- * (superusers do): pg_restore and logical replication write directly.
+ * event_store.events and event_store.streams (and BEFORE TRUNCATE on
+ * streams, since 1.11): refuse writes that do not come from the append
+ * path.  The table owner (superusers are) may INSERT directly, for
+ * pg_restore and logical replication; its UPDATE, DELETE and TRUNCATE of
+ * streams are refused too (owner_write_allowed).
  */
 Datum
 es_refuse_direct_write(PG_FUNCTION_ARGS)
@@ -163,13 +222,16 @@ es_refuse_direct_write(PG_FUNCTION_ARGS)
 						"event_store._refuse_direct_write()")));
 	rel = trigdata->tg_relation;
 
-	if (internal_writes_pending > 0)
+	if (internal_writes_pending > 0 && !TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event))
 	{
 		internal_writes_pending--;
 		return PointerGetDatum(NULL);
 	}
 	if (pg_class_ownercheck(RelationGetRelid(rel), GetUserId()))
+	{
+		owner_write_allowed(trigdata);
 		return PointerGetDatum(NULL);
+	}
 
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -836,6 +898,8 @@ insert_events(AppendRequest *req, int64 first_version, int64 *positions,
 		else
 			rc = exec_write(plan_insert_many, args, NULL, 0);
 	}
+	if (rc == SPI_OK_INSERT && SPI_processed < (uint64) n)
+		report_skipped_insert();
 	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) n)
 		elog(ERROR, "event insert failed: %s", SPI_result_code_string(rc));
 }
@@ -1111,7 +1175,7 @@ append_batch_once(AppendRequest *req)
 						continue;	/* created concurrently: start over, locked */
 					event_inserted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 					if (!event_inserted)
-						elog(ERROR, "event insert failed");
+						report_skipped_insert();
 				}
 				if (event_inserted)
 				{

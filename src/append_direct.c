@@ -335,6 +335,26 @@ partition_takes_row_directly(Relation events, Relation part)
 }
 
 /*
+ * May user update the columns of a stream's row that an append changes?
+ * Since 1.11 writers hold UPDATE on those columns only, not on the table,
+ * so that they cannot LOCK event_store.streams in the modes that need a
+ * table-level UPDATE (issue 25).
+ */
+static bool
+may_update_stream_row(Oid user)
+{
+	static const int columns[] = {ST_VERSION, ST_UPDATED_AT, ST_LAST_POSITION};
+
+	if (pg_class_aclcheck(tables.streams_relid, user, ACL_UPDATE) == ACLCHECK_OK)
+		return true;
+	for (int i = 0; i < lengthof(columns); i++)
+		if (pg_attribute_aclcheck(tables.streams_relid, tables.stream_attnum[columns[i]],
+								  user, ACL_UPDATE) != ACLCHECK_OK)
+			return false;
+	return true;
+}
+
+/*
  * Can the caller's append go the direct way at all?  Cheap checks first;
  * the lock on the log (taken here, as the statement would) orders us
  * after any projection registry change, which waits for it.
@@ -360,8 +380,8 @@ direct_path_allowed(Oid events_relid)
 		return false;
 	/* (pg_class_aclcheck accepts any one of several modes: all are needed) */
 	if (pg_class_aclcheck(events_relid, user, ACL_INSERT) != ACLCHECK_OK ||
-		pg_class_aclmask(tables.streams_relid, user, ACL_SELECT | ACL_UPDATE, ACLMASK_ALL) !=
-		(ACL_SELECT | ACL_UPDATE))
+		pg_class_aclcheck(tables.streams_relid, user, ACL_SELECT) != ACLCHECK_OK ||
+		!may_update_stream_row(user))
 		return false;
 	return true;
 }

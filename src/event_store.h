@@ -56,6 +56,9 @@ extern Oid	es_events_relid(bool missing_ok);
 extern void es_guard_utility(Node *parsetree);
 extern void es_install_utility_hook(void);
 
+/* src/owner_guard.c */
+extern void es_guard_owner_ddl(Node *parsetree);
+
 /* src/feed.c */
 extern void es_feed_init(void);
 extern bool es_feed_registry_active(void);

@@ -296,6 +296,7 @@ es_guard_utility(Node *parsetree)
 
 	if (parsetree == NULL)
 		return;
+	es_guard_owner_ddl(parsetree);	/* src/owner_guard.c (issue 25 item 11) */
 	if (IsA(parsetree, CreateStmt))
 	{
 		yield_to_create((CreateStmt *) parsetree);

@@ -51,14 +51,14 @@ prepare_plans(void)
 		Oid			types[1] = {TEXTOID};
 
 		plan_lock_version = es_keep_plan("SELECT version FROM event_store.streams "
-									  "WHERE stream_id = $1 FOR NO KEY UPDATE",
+									  "WHERE stream_id OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
 									  1, types);
 	}
 	if (plan_id_exists == NULL)
 	{
 		Oid			types[1] = {UUIDOID};
 
-		plan_id_exists = es_keep_plan("SELECT 1 FROM event_store.events WHERE event_id = $1 LIMIT 1",
+		plan_id_exists = es_keep_plan("SELECT 1 FROM event_store.events WHERE event_id OPERATOR(pg_catalog.=) $1 LIMIT 1",
 								   1, types);
 	}
 	if (plan_burn_position == NULL)

@@ -429,7 +429,8 @@ load_inline_cache(void)
 		/* registered_by since 1.11; NULL from the SQL of older versions */
 									 "pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) 'registered_by' "
 									 "FROM event_store.projection_registry r "
-									 "WHERE r.mode OPERATOR(pg_catalog.=) 'inline' ORDER BY r.name",
+									 "WHERE r.mode OPERATOR(pg_catalog.=) 'inline' "
+									 "ORDER BY r.name USING OPERATOR(pg_catalog.<)",
 									 0, NULL);
 	rc = SPI_execute_plan(plan_load_inline, NULL, NULL, true, 0);
 	if (rc != SPI_OK_SELECT)
@@ -1035,7 +1036,7 @@ prepare_run_plans(void)
 								   "     OPERATOR(pg_catalog.=) ANY ($4)) "
 								   "AND e.recorded_at OPERATOR(pg_catalog.>=) $5 "
 								   "AND e.recorded_at OPERATOR(pg_catalog.<) $6 "
-								   "ORDER BY e.global_position", 6, types);
+								   "ORDER BY e.global_position USING OPERATOR(pg_catalog.<)", 6, types);
 	}
 	if (plan_save_checkpoint == NULL)
 	{

@@ -81,8 +81,12 @@ SELECT count(*) AS events, max(stream_version) AS last_version,
 
 -- 5. A stream at the largest version: the next version is out of range
 -- (22003) on either path, and nothing is written.
+-- (Since 1.11 even the owner may not UPDATE streams; a superuser still
+-- can as logical replication's apply does, under the replica role.)
 BEGIN;
+SET LOCAL session_replication_role = replica;
 UPDATE event_store.streams SET version = 9223372036854775807 WHERE stream_id = 'cache-1';
+SET LOCAL session_replication_role = origin;
 \set VERBOSITY sqlstate
 SELECT event_store.append_event('cache-1', 'TooMany', '{}');
 \set VERBOSITY default
