@@ -343,7 +343,8 @@ static bool
 is_guard_trigger(const char *name)
 {
 	return name != NULL &&
-		(strcmp(name, "events_append_only") == 0 || strcmp(name, "events_no_truncate") == 0);
+		(strcmp(name, "events_append_only") == 0 || strcmp(name, "events_no_truncate") == 0 ||
+		 strcmp(name, "_direct_write_guard") == 0);
 }
 
 /*
@@ -532,12 +533,19 @@ guard_alter_table(AlterTableStmt *stmt)
 							 "The command would switch the guard triggers, a layer of the append-only guarantee; name the triggers you mean.");
 				break;
 
+			case AT_DropConstraint:
+				/* the user's own constraints may go; the log's own stay */
+				if (cmd->name == NULL ||
+					(strcmp(cmd->name, "events_stream_version_check") != 0 &&
+					 !(strlen(cmd->name) > 9 && strcmp(cmd->name + strlen(cmd->name) - 9, "_not_null") == 0)))
+					break;
+				/* FALLTHROUGH */
+
 				/* Column surgery: only event_store's own scripts. */
 			case AT_AddColumn:
 			case AT_ColumnDefault:
 			case AT_DropColumn:
 			case AT_DropNotNull:
-			case AT_DropConstraint:
 				if (!in_own_extension_script())
 					refuse_alter(relid,
 								 cmd->subtype == AT_AddColumn ? "ADD COLUMN" :
@@ -557,6 +565,20 @@ guard_alter_table(AlterTableStmt *stmt)
 			case AT_SetUnLogged:
 				refuse_alter(relid, "SET UNLOGGED",
 							 "An unlogged table is emptied by crash recovery: acknowledged events would be lost.");
+				break;
+			case AT_DropExpression:
+				refuse_alter(relid, "ALTER COLUMN ... DROP EXPRESSION",
+							 "The command would change the columns of stored events or what the log checks of new ones.");
+				break;
+			case AT_AddIdentity:
+			case AT_SetIdentity:
+			case AT_DropIdentity:
+				refuse_alter(relid, "ALTER COLUMN ... IDENTITY",
+							 "The command would change the columns of stored events or what the log checks of new ones.");
+				break;
+			case AT_AddInherit:
+			case AT_DropInherit:
+				refuse_alter(relid, "[NO] INHERIT", "Event tables take part in no inheritance but the log's partitioning.");
 				break;
 			default:
 				refuse_alter(relid, "(this subcommand)",
