@@ -334,7 +334,7 @@ refuse_alter(Oid relid, const char *what, const char *detail)
 			 errmsg("event log is append-only: ALTER TABLE ... %s is not allowed on \"%s\"",
 					what, get_rel_name(relid)),
 			 errdetail("%s", detail),
-			 errhint("Event tables keep their columns, defaults, access method event_store_log, persistence and guard triggers; "
+			 errhint("Event tables keep their columns, access method event_store_log, persistence and guard triggers; "
 					 "only commands that leave stored events as they are (indexes, statistics, storage options, tablespace, owner, constraints added) are allowed.")));
 }
 
@@ -438,8 +438,8 @@ check_create_partition(CreateStmt *stmt, bool foreign)
  * ALTER TABLE on an event table: an allowlist.  Only subcommands that
  * leave every stored event's visible content, columns and storage
  * guarantees as they are pass; everything else (DROP / ADD / RENAME
- * COLUMN, SET / DROP DEFAULT, ALTER COLUMN ... TYPE, generated and
- * identity columns, SET ACCESS METHOD, SET UNLOGGED, dropping constraints,
+ * COLUMN, ALTER COLUMN ... TYPE, DROP EXPRESSION, SET ACCESS METHOD,
+ * SET UNLOGGED, dropping the log's own constraints,
  * switching the guard triggers, inheritance, typed tables) is refused.
  * The column-changing subcommands are allowed to event_store's own
  * upgrade scripts.
@@ -543,13 +543,11 @@ guard_alter_table(AlterTableStmt *stmt)
 
 				/* Column surgery: only event_store's own scripts. */
 			case AT_AddColumn:
-			case AT_ColumnDefault:
 			case AT_DropColumn:
 			case AT_DropNotNull:
 				if (!in_own_extension_script())
 					refuse_alter(relid,
 								 cmd->subtype == AT_AddColumn ? "ADD COLUMN" :
-								 cmd->subtype == AT_ColumnDefault ? "ALTER COLUMN ... SET/DROP DEFAULT" :
 								 cmd->subtype == AT_DropColumn ? "DROP COLUMN" :
 								 cmd->subtype == AT_DropNotNull ? "ALTER COLUMN ... DROP NOT NULL" :
 								 "DROP CONSTRAINT",
@@ -570,11 +568,16 @@ guard_alter_table(AlterTableStmt *stmt)
 				refuse_alter(relid, "ALTER COLUMN ... DROP EXPRESSION",
 							 "The command would change the columns of stored events or what the log checks of new ones.");
 				break;
+
+				/*
+				 * Defaults and identity only reach rows inserted later, as a
+				 * user's BEFORE INSERT trigger could; stored events keep
+				 * their values (no rewrite).
+				 */
+			case AT_ColumnDefault:
 			case AT_AddIdentity:
 			case AT_SetIdentity:
 			case AT_DropIdentity:
-				refuse_alter(relid, "ALTER COLUMN ... IDENTITY",
-							 "The command would change the columns of stored events or what the log checks of new ones.");
 				break;
 			case AT_AddInherit:
 			case AT_DropInherit:
