@@ -4,8 +4,8 @@
  *	  The layers above the access method that keep the event log
  *	  append-only: a trigger function that refuses UPDATE, DELETE and
  *	  TRUNCATE, and a DDL guard (utility hook when the library is loaded,
- *	  event trigger always) that refuses ALTER TABLE commands which would
- *	  rewrite stored events: SET ACCESS METHOD and ALTER COLUMN ... TYPE.
+ *	  event trigger always) that refuses DDL which would change stored
+ *	  events, take them out of the log or let unprotected storage in.
  *
  *	  The same guard makes restores work: CREATE EXTENSION premakes empty
  *	  partitions, and a restore then creates and attaches the dumped ones.
@@ -21,6 +21,16 @@
  *	  trigger lets an UPDATE through only while event_store.redact()
  *	  (src/redact.c) runs, and only one that changes nothing but the data of
  *	  the stream being redacted.
+ *
+ *	  Since 1.11 (issue 25 items 4-8) ALTER TABLE on an event table is an
+ *	  allowlist; CREATE TABLE ... PARTITION OF and ATTACH PARTITION refuse
+ *	  partitions that are not plain, logged event_store_log tables (and a
+ *	  ddl_command_end trigger re-checks every partition); DROP EXTENSION
+ *	  while the log holds events takes event_store.allow_drop_with_events;
+ *	  ALTER EXTENSION ... DROP is refused; the DROP/DETACH emptiness check
+ *	  runs under ACCESS EXCLUSIVE; and an object access hook refuses
+ *	  dropping a non-empty event partition by any route.  See
+ *	  docs/append-only.md, "What the DDL guard refuses".
  *
  *-------------------------------------------------------------------------
  */
@@ -875,6 +885,7 @@ guard_relation_drop(Oid relid, ObjectAccessDrop *drop)
 
 static object_access_hook_type prev_object_access_hook = NULL;
 
+/* object_access_hook: chain to the previous hook, then guard relation drops. */
 static void
 es_object_access(ObjectAccessType access, Oid classId, Oid objectId, int subId, void *arg)
 {

@@ -12,6 +12,12 @@
  *	  backend-local flag around one fixed statement and clear it whatever
  *	  happens.  The flag is not a GUC: nothing a user can SET reaches it.
  *
+ *	  Since 1.11 (issue 25 item 9) the entry points apply the policy
+ *	  themselves, so that calling them directly is no route around it:
+ *	  _detach_partition takes a non-empty partition out of the log only
+ *	  when the retention policy archives it now, and _drop_archived_partition
+ *	  does the whole drop, audit record included.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
