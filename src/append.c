@@ -48,7 +48,6 @@
 PG_FUNCTION_INFO_V1(es_append);
 PG_FUNCTION_INFO_V1(es_append_event);
 PG_FUNCTION_INFO_V1(es_refuse_direct_write);
-PG_FUNCTION_INFO_V1(es_append_audit_event_sql);
 
 typedef struct IdIndexEntry
 {
@@ -1465,35 +1464,4 @@ es_append_audit_event(const char *stream_id, const char *event_type, Datum data)
 	}
 	PG_END_TRY();
 	return version;
-}
-
-/*
- * event_store._append_audit_event(stream_id text, event_type text, data
- * jsonb) RETURNS bigint: es_append_audit_event() for the retention
- * functions written in PL/pgSQL (drop_archived_partition).  EXECUTE is
- * granted to no one, and the caller must also own the log: a role that
- * holds neither cannot write an audit record, whatever is granted later.
- */
-Datum
-es_append_audit_event_sql(PG_FUNCTION_ARGS)
-{
-	char	   *stream_id;
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("stream_id, event_type and data must not be null")));
-	stream_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	if (!is_audit_stream(stream_id, strlen(stream_id)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("stream \"%s\" is not an audit stream", stream_id),
-				 errhint("Audit streams are of category \"%s\".", ES_AUDIT_CATEGORY)));
-	if (!pg_class_ownercheck(es_events_relid(false), GetUserId()))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("only the owner of event_store.events may append audit events"),
-				 errdetail("Audit events are written by event_store.redact() and event_store.drop_archived_partition().")));
-	PG_RETURN_INT64(es_append_audit_event(stream_id, text_to_cstring(PG_GETARG_TEXT_PP(1)),
-										  PG_GETARG_DATUM(2)));
 }

@@ -40,6 +40,15 @@ _PG_init(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomBoolVariable("event_store.allow_drop_with_events",
+							 "Confirms DROP EXTENSION event_store while the log holds events.",
+							 "Off (the default): dropping the extension, which drops every event partition, is refused with SQLSTATE ES003 while any of them holds events.",
+							 &es_allow_drop_with_events,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("event_store");
 
 	es_install_utility_hook();

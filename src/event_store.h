@@ -55,6 +55,8 @@ extern Oid	es_events_relid(bool missing_ok);
 /* src/guard.c */
 extern void es_guard_utility(Node *parsetree);
 extern void es_install_utility_hook(void);
+extern void es_check_log_partitions(void);
+extern bool es_allow_drop_with_events;
 
 /* src/owner_guard.c */
 extern void es_guard_owner_ddl(Node *parsetree);

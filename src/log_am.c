@@ -10,7 +10,8 @@
  *	  - tuple_update: refused, except while event_store.redact() runs
  *	    (src/redact.c; the row trigger checks what the update changes);
  *	  - tuple_delete: always refused;
- *	  - relation_set_new_filenode: allowed while the relation is being
+ *	  - relation_set_new_filenode: never for unlogged storage (1.11: crash
+ *	    recovery would empty it); allowed while the relation is being
  *	    created in this transaction (CREATE TABLE, the transient table of
  *	    VACUUM FULL / CLUSTER / table rewrites) or holds no block at all;
  *	    refused for an existing relation with data, which is how a
@@ -102,6 +103,17 @@ es_relation_set_new_filenode(Relation rel, const RelFileNode *newrnode,
 							 char persistence, TransactionId *freezeXid,
 							 MultiXactId *minmulti)
 {
+	/*
+	 * Never unlogged storage (CREATE UNLOGGED TABLE, or the new storage of
+	 * SET UNLOGGED): crash recovery empties it, acknowledged events with it.
+	 */
+	if (persistence == RELPERSISTENCE_UNLOGGED)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_APPEND_ONLY),
+				 errmsg("event log is append-only: UNLOGGED is not allowed on \"%s\"",
+						RelationGetRelationName(rel)),
+				 errdetail("Crash recovery empties unlogged tables: acknowledged events would be lost."),
+				 errhint("Tables stored with event_store_log are always logged (temporary ones are allowed).")));
 	if (rel->rd_createSubid == InvalidSubTransactionId && !relation_is_empty(rel))
 		refuse(rel, "TRUNCATE");
 	GetHeapamTableAmRoutine()->relation_set_new_filenode(rel, newrnode, persistence,

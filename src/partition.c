@@ -153,6 +153,28 @@ find_covering_range(Relation parent, TimestampTz ts, TimestampTz *lo, TimestampT
 }
 
 /*
+ * Refuse to append into a partition that is not a plain, logged
+ * event_store_log table (one attached before 1.11 refused such
+ * partitions, or through a catalog write): its rows would not be
+ * protected, or not survive a crash.  Checked once per partition, when
+ * the covering range is cached.
+ */
+static void
+check_partition_fit(Oid relid)
+{
+	if (es_relation_is_event_log(relid) &&
+		get_rel_relkind(relid) == RELKIND_RELATION &&
+		get_rel_persistence(relid) == RELPERSISTENCE_PERMANENT)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_ES_APPEND_ONLY),
+			 errmsg("event log is append-only: partition \"%s\" is not a logged event_store_log table",
+					get_rel_name(relid)),
+			 errdetail("Appends into it would not be protected by the log's guarantees; nothing was written."),
+			 errhint("Detach that partition (ALTER TABLE event_store.events DETACH PARTITION ...); event_store then creates a proper one.")));
+}
+
+/*
  * Make sure a partition of event_store.events accepts rows recorded at ts,
  * creating it (event_store._create_partition_for) when none does, so that
  * an append never fails for want of a partition.  Returns the end of that
@@ -214,6 +236,7 @@ es_ensure_partition_for(TimestampTz ts)
 							timestamptz_to_str(ts))));
 	}
 
+	check_partition_fit(relid);
 	cached_parent = parent_oid;
 	cached_lo = lo;
 	cached_hi = hi;

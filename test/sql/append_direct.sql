@@ -157,14 +157,12 @@ BEGIN
     END LOOP;
 END $$;
 
--- 3. A column the user added (with a default) sends appends to the statement.
+-- 3. Since 1.11 no column can be added to the log (issue 25 item 4: a
+-- default would show on every stored event); appends go on as before.
+\set VERBOSITY sqlstate
 ALTER TABLE event_store.events ADD COLUMN source text DEFAULT 'app';
-SELECT event_store.append_event('direct-1', 'WithSource', '{}');
-SELECT source FROM event_store.events WHERE event_type = 'WithSource';
-SELECT * FROM facts('direct-1');
-ALTER TABLE event_store.events DROP COLUMN source;
--- (the log now has a dropped column: partitions made before and after both take appends)
-SELECT event_store.append_event('direct-1', 'AfterDrop', '{}');
+\set VERBOSITY default
+SELECT event_store.append_event('direct-1', 'WithoutSource', '{}');
 SELECT * FROM facts('direct-1');
 
 -- 4. A trigger of the user's fires: the append goes through the statement.

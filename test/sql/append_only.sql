@@ -39,15 +39,18 @@ SELECT pg_temp.try(format('DELETE FROM %s', :'part'));
 SELECT pg_temp.try(format('TRUNCATE %s', :'part'));
 RESET session_replication_role;
 
--- with every trigger disabled: the access method still refuses
-ALTER TABLE event_store.events DISABLE TRIGGER ALL;
-SELECT pg_temp.try('UPDATE event_store.events SET data = ''{}''');
-SELECT pg_temp.try('DELETE FROM event_store.events');
-SELECT pg_temp.try('TRUNCATE event_store.events');
-SELECT pg_temp.try(format('UPDATE %s SET data = ''{}''', :'part'));
-SELECT pg_temp.try(format('TRUNCATE %s', :'part'));
-ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER events_append_only;
-ALTER TABLE event_store.events ENABLE ALWAYS TRIGGER events_no_truncate;
+-- Since 1.11 the guard triggers cannot be disabled (issue 25 item 4) ...
+SELECT pg_temp.try('ALTER TABLE event_store.events DISABLE TRIGGER ALL');
+SELECT pg_temp.try(format('ALTER TABLE %s DISABLE TRIGGER events_no_truncate', :'part'));
+-- ... and the access method refuses on its own: a table with no trigger at
+-- all, stored with event_store_log (temporary: its session drops it).
+CREATE TEMP TABLE am_only (LIKE event_store.events) USING event_store_log;
+INSERT INTO am_only SELECT * FROM event_store.events;
+SELECT count(*) > 0 AS am_only_has_rows FROM am_only;
+SELECT pg_temp.try('UPDATE am_only SET data = ''{}''');
+SELECT pg_temp.try('DELETE FROM am_only');
+SELECT pg_temp.try('TRUNCATE am_only');
+SELECT pg_temp.try('MERGE INTO am_only e USING (SELECT 1) s ON true WHEN MATCHED THEN DELETE');
 SELECT pg_temp.try(format('ALTER TABLE %s ENABLE ALWAYS TRIGGER events_no_truncate', :'part'));
 
 -- as a plain table owner (not superuser) who was granted everything
