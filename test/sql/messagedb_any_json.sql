@@ -110,6 +110,18 @@ SELECT pg_temp.err_fields(q) FROM (VALUES
 SELECT stream_version('mdbAny-3') AS nothing_written;
 
 ------------------------------------------------------------------------------
+-- read_category returns them as stored; redact() by fields changes only
+-- objects (an array holding the field's name is not an object with it),
+-- and redact() of the whole data replaces every kind, NULL too
+------------------------------------------------------------------------------
+SELECT stream_version, data FROM event_store.read_category('mdbAny') WHERE stream_id = 'mdbAny-1' ORDER BY global_position;
+SET client_min_messages = warning;
+SELECT event_store.redact('mdbAny-1', 'issue 31 test', ARRAY['two', 'a']) AS redacted_fields;
+SELECT event_store.redact('mdbAny-1', 'issue 31 test') AS redacted_whole;
+RESET client_min_messages;
+SELECT position, type, data FROM get_stream_messages('mdbAny-1');
+
+------------------------------------------------------------------------------
 -- The log's data column is nullable (1.11's upgrade script): in the log,
 -- the archive and every partition (a partition moves between the two)
 ------------------------------------------------------------------------------
