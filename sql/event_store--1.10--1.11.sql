@@ -739,3 +739,19 @@ $$;
 COMMENT ON FUNCTION event_store.drop_archived_partition(text) IS
   'Drop an archived partition and its events for good; returns how many events it held. Recorded in stream ''$audit-retention''.';
 REVOKE ALL ON FUNCTION event_store.drop_archived_partition(text) FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- issue 31: messages of Message DB whose data is not a JSON object
+--
+-- Message DB's data and metadata are any JSON value or NULL, and its
+-- clients write such messages (equinox-js sends SQL NULL for an event
+-- without data, the Practical Microservices client passes JSON null).
+-- message_store.write_message stores them as given, so that both APIs read
+-- the same message; event_store's own appends still refuse them (22004,
+-- 22023).  The log's data column so becomes nullable, in the log and in
+-- the archive (a partition moves between the two: ATTACH needs the same
+-- NOT NULL markings).  Dropping NOT NULL reads no row.  What the readers
+-- do with such data: README "Data that is not an object".
+------------------------------------------------------------------------------
+ALTER TABLE event_store.events ALTER COLUMN data DROP NOT NULL;
+ALTER TABLE event_store_archive.events ALTER COLUMN data DROP NOT NULL;

@@ -508,18 +508,20 @@ jsonb_kind(Jsonb *jb)
 
 /*
  * Validate one event (position i of the batch, 1-based in messages) and
- * fill *ev.  The datums must stay valid for the whole call.
+ * fill *ev.  The datums must stay valid for the whole call.  any_json
+ * (message_store.write_message only): data and metadata may be any JSON
+ * value or NULL, as in Message DB; every other append needs objects.
  */
 static void
 validate_event(int i, bool type_null, Datum event_type,
-			   bool data_null, Datum data,
+			   bool any_json, bool data_null, Datum data,
 			   bool metadata_null, Datum metadata,
 			   bool id_null, Datum event_id,
 			   bool occurred_null, Datum occurred_at,
 			   NewEvent *ev)
 {
 	text	   *type_text;
-	Jsonb	   *jb;
+	Jsonb	   *jb = NULL;
 	int			len;
 
 	if (type_null)
@@ -540,25 +542,35 @@ validate_event(int i, bool type_null, Datum event_type,
 						   len, ES_MAX_EVENT_TYPE_BYTES)));
 	ev->event_type = PointerGetDatum(type_text);
 
-	if (data_null)
+	/*
+	 * Message DB's data and metadata are any JSON value or NULL (any_json,
+	 * message_store.write_message only); every other append keeps the
+	 * object contract.
+	 */
+	ev->data_null = data_null;
+	if (data_null && any_json)
+		ev->data = (Datum) 0;
+	if (data_null && !any_json)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("data of event %d must not be null", i),
 				 errhint("Use '{}' for an event without data.")));
-	jb = DatumGetJsonbP(data);
-	if (!JB_ROOT_IS_OBJECT(jb))
+	if (!data_null)
+		jb = DatumGetJsonbP(data);
+	if (!data_null && !any_json && !JB_ROOT_IS_OBJECT(jb))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("data of event %d must be a JSON object", i),
 				 errdetail("The data is %s.", jsonb_kind(jb)),
 				 errhint("Wrap the value in an object, e.g. '{\"value\": ...}'.")));
-	ev->data = PointerGetDatum(jb);
+	if (!data_null)
+		ev->data = PointerGetDatum(jb);
 
 	ev->metadata_null = metadata_null;
 	if (!metadata_null)
 	{
 		jb = DatumGetJsonbP(metadata);
-		if (!JB_ROOT_IS_OBJECT(jb))
+		if (!any_json && !JB_ROOT_IS_OBJECT(jb))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("metadata of event %d must be a JSON object or NULL", i),
@@ -715,14 +727,17 @@ is_idempotent_retry(AppendRequest *req, TimestampTz created_at,
 		NewEvent   *ev;
 		Datum		found_type;
 		Datum		found_data;
+		bool		data_isnull;
 
 		if (entry == NULL || found_version[entry->index] != 0)
 			continue;
 		ev = &req->events[entry->index];
 		found_type = SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull);
-		found_data = SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull);
+		found_data = SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &data_isnull);
+		/* (a message from write_message may have NULL data) */
 		if (!DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, found_type, ev->event_type)) ||
-			!DatumGetBool(DirectFunctionCall2(jsonb_eq, found_data, ev->data)))
+			data_isnull != ev->data_null ||
+			(!data_isnull && !DatumGetBool(DirectFunctionCall2(jsonb_eq, found_data, ev->data))))
 			same_content = false;
 		found_version[entry->index] = v;
 		nfound++;
@@ -828,6 +843,8 @@ insert_events(AppendRequest *req, int64 first_version, int64 *positions,
 		args[2] = Int64GetDatum(first_version);
 		args[3] = ev->event_type;
 		args[4] = ev->data;
+		if (ev->data_null)
+			nulls[4] = 'n';
 		args[5] = ev->metadata;
 		if (ev->metadata_null)
 			nulls[5] = 'n';
@@ -870,6 +887,7 @@ insert_events(AppendRequest *req, int64 first_version, int64 *positions,
 			pos[i] = Int64GetDatum(positions[i]);
 			ver[i] = Int64GetDatum(first_version + i);
 			typ[i] = ev->event_type;
+			Assert(!ev->data_null); /* (NULL data: write_message's one event) */
 			dat[i] = ev->data;
 			met[i] = ev->metadata_null ? (Datum) 0 : ev->metadata;
 			met_null[i] = ev->metadata_null;
@@ -1063,6 +1081,7 @@ append_batch_once(AppendRequest *req)
 				fargs[2] = TimestampTzGetDatum(now);
 				fargs[3] = ev->event_type;
 				fargs[4] = ev->data;
+				fnulls[4] = ev->data_null ? 'n' : ' ';
 				fargs[5] = ev->metadata;
 				fnulls[5] = ev->metadata_null ? 'n' : ' ';
 				fargs[6] = Int64GetDatum(req->expected);
@@ -1161,6 +1180,7 @@ append_batch_once(AppendRequest *req)
 					fargs[2] = TimestampTzGetDatum(recorded_at);
 					fargs[3] = ev->event_type;
 					fargs[4] = ev->data;
+					fnulls[4] = ev->data_null ? 'n' : ' ';
 					fargs[5] = ev->metadata;
 					fnulls[5] = ev->metadata_null ? 'n' : ' ';
 					fargs[6] = UUIDPGetDatum(&ev->event_id);
@@ -1319,7 +1339,7 @@ es_parse_event_array(ArrayType *arr, AppendRequest *req, int *total_events)
 		tuple.t_data = rec;
 		heap_deform_tuple(&tuple, tupdesc, values, nulls);
 
-		validate_event(i + 1, nulls[0], values[0], nulls[1], values[1],
+		validate_event(i + 1, nulls[0], values[0], false, nulls[1], values[1],
 					   nulls[2], values[2], nulls[3], values[3],
 					   nulls[4], values[4], &req->events[i]);
 		/* event_store 1.2 added tags (attribute 6) */
@@ -1377,7 +1397,7 @@ es_append_event(PG_FUNCTION_ARGS)
 	get_expected_arg(fcinfo, 4, &req);
 	validate_event(1,
 				   PG_ARGISNULL(1), PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1),
-				   PG_ARGISNULL(2), PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
+				   false, PG_ARGISNULL(2), PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2),
 				   PG_ARGISNULL(3), PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3),
 				   PG_ARGISNULL(5), PG_ARGISNULL(5) ? (Datum) 0 : PG_GETARG_DATUM(5),
 				   PG_ARGISNULL(6), PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6),
@@ -1401,10 +1421,12 @@ es_append_event(PG_FUNCTION_ARGS)
  * lock and the lookup of the ids in the stream -- and is otherwise
  * append_event: the same validation, version check and write.  Sets
  * *recorded_at to the time (and so the partition) the event went in at.
+ * any_json: data and metadata as Message DB takes them (any JSON value,
+ * NULL data).
  */
 int64
 es_append_new_event(text *stream_id, Datum event_type,
-					bool data_null, Datum data,
+					bool any_json, bool data_null, Datum data,
 					bool metadata_null, Datum metadata,
 					bool has_expected, int64 expected,
 					pg_uuid_t *event_id, TimestampTz *recorded_at)
@@ -1421,7 +1443,7 @@ es_append_new_event(text *stream_id, Datum event_type,
 		req.has_expected = true;
 		req.expected = expected;
 	}
-	validate_event(1, false, event_type, data_null, data, metadata_null, metadata,
+	validate_event(1, false, event_type, any_json, data_null, data, metadata_null, metadata,
 				   false, UUIDPGetDatum(event_id), true, (Datum) 0, &ev);
 	req.events = &ev;
 	req.nevents = 1;
@@ -1452,7 +1474,7 @@ es_append_audit_event(const char *stream_id, const char *event_type, Datum data)
 		audit_stream_sanctioned = stream_id;
 		es_validate_stream_id(sid);
 		req.stream_id = sid;
-		validate_event(1, false, CStringGetTextDatum(event_type), false, data,
+		validate_event(1, false, CStringGetTextDatum(event_type), false, false, data,
 					   true, (Datum) 0, true, (Datum) 0, true, (Datum) 0, &ev);
 		req.events = &ev;
 		req.nevents = 1;

@@ -20,8 +20,9 @@
 typedef struct NewEvent
 {
 	Datum		event_type;		/* text */
-	Datum		data;			/* jsonb, an object */
-	Datum		metadata;		/* jsonb object, or NULL */
+	Datum		data;			/* jsonb, an object (any JSON: Message DB) */
+	bool		data_null;		/* SQL NULL data (Message DB only) */
+	Datum		metadata;		/* jsonb object (any JSON: Message DB), or NULL */
 	bool		metadata_null;
 	pg_uuid_t	event_id;
 	bool		event_id_given;
@@ -64,7 +65,7 @@ extern void es_direct_event_id_in_partition(pg_uuid_t *id, Oid partition, bool *
 
 /* messagedb.c: one message whose id write_message proved new */
 extern int64 es_append_new_event(text *stream_id, Datum event_type,
-								 bool data_null, Datum data,
+								 bool any_json, bool data_null, Datum data,
 								 bool metadata_null, Datum metadata,
 								 bool has_expected, int64 expected,
 								 pg_uuid_t *event_id, TimestampTz *recorded_at);

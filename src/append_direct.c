@@ -600,7 +600,8 @@ insert_new_event(Relation events, text *stream_id, int64 position,
 	SET_COLUMN(EV_STREAM_ID, PointerGetDatum(stream_id));
 	SET_COLUMN(EV_STREAM_VERSION, Int64GetDatum(version));
 	SET_COLUMN(EV_EVENT_TYPE, ev->event_type);
-	SET_COLUMN(EV_DATA, ev->data);
+	if (!ev->data_null)
+		SET_COLUMN(EV_DATA, ev->data);
 	if (!ev->metadata_null)
 		SET_COLUMN(EV_METADATA, ev->metadata);
 	SET_COLUMN(EV_EVENT_ID, UUIDPGetDatum(&ev->event_id));

@@ -124,8 +124,11 @@ burn_position(void)
 		elog(ERROR, "nextval failed: %s", SPI_result_code_string(rc));
 }
 
-/* Message DB's NOT NULL violation on its messages table. */
-/* Message DB's error for a message id already in the store. */
+/*
+ * Message DB's error for a message id already in the store: its unique
+ * index's, with the fields a client branches on (constraint_name
+ * "messages_id", table_name "messages", schema_name "message_store").
+ */
 static void
 duplicate_message_id(pg_uuid_t *id)
 {
@@ -134,9 +137,16 @@ duplicate_message_id(pg_uuid_t *id)
 			 errmsg("duplicate key value violates unique constraint \"messages_id\""),
 			 errdetail("Key (id)=(%s) already exists.",
 					   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)))),
-			 errhint("Every message needs a new id.")));
+			 errhint("Every message needs a new id."),
+			 err_generic_string(PG_DIAG_SCHEMA_NAME, "message_store"),
+			 err_generic_string(PG_DIAG_TABLE_NAME, "messages"),
+			 err_generic_string(PG_DIAG_CONSTRAINT_NAME, "messages_id")));
 }
 
+/*
+ * Message DB's NOT NULL violation on its messages table, with the column,
+ * table and schema names its INSERT reports.
+ */
 static void
 null_column(const char *column)
 {
@@ -145,7 +155,10 @@ null_column(const char *column)
 			(errcode(ERRCODE_NOT_NULL_VIOLATION),
 			 errmsg("null value in column \"%s\" of relation \"messages\" violates not-null constraint",
 					column),
-			 errdetail("The %s of a message must not be null.", column)));
+			 errdetail("The %s of a message must not be null.", column),
+			 err_generic_string(PG_DIAG_SCHEMA_NAME, "message_store"),
+			 err_generic_string(PG_DIAG_TABLE_NAME, "messages"),
+			 err_generic_string(PG_DIAG_COLUMN_NAME, column)));
 }
 
 /*
@@ -155,7 +168,9 @@ null_column(const char *column)
  *
  * Writes one message and returns its 0-based position.  The checks come in
  * Message DB's order: expected version, id syntax, NOT NULL columns, unique
- * id; then event_store.append_event validates and writes.
+ * id; then event_store.append_event validates and writes.  data and
+ * metadata are stored as given: any JSON value or NULL (docs/messagedb.md,
+ * "Data and metadata of any JSON type").
  */
 Datum
 es_mdb_write_message(PG_FUNCTION_ARGS)
@@ -245,7 +260,7 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 	 */
 	PG_TRY();
 	{
-		version = es_append_new_event(stream_name, PG_GETARG_DATUM(2),
+		version = es_append_new_event(stream_name, PG_GETARG_DATUM(2), true,
 									  PG_ARGISNULL(3), PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3),
 									  PG_ARGISNULL(4), PG_ARGISNULL(4) ? (Datum) 0 : PG_GETARG_DATUM(4),
 									  has_expected, expected + 1, id, &recorded_at);

@@ -46,6 +46,12 @@ END
 $$;
 SELECT category, streams, events FROM event_store.stream_stats;
 SELECT count(*) AS partitions, bool_and(NOT archived) AS none_archived FROM event_store.partition_info;
+-- 1.11 (issue 31): data is nullable in the log and in the partitions 1.0 made
+SELECT count(*) > 1 AS tables, count(*) FILTER (WHERE a.attnotnull) AS not_null_data
+  FROM pg_attribute a
+ WHERE a.attname = 'data'
+   AND a.attrelid IN (SELECT 'event_store.events'::regclass UNION ALL
+                      SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = 'event_store.events'::regclass);
 SELECT event_store.redact('order-1', 'upgrade test', ARRAY['email']);
 SELECT stream_version, data FROM event_store.read_stream('order-1');
 SELECT stream_id, event_type FROM event_store.read_stream('$audit-redactions');

@@ -7,7 +7,11 @@
 # groups of several sizes, last message by type, SQL conditions, the
 # helpers, the summary views, and bad calls -- as the message_store role,
 # and must answer identically, column by column (message times aside).
-# Errors are compared by SQLSTATE and message.
+# Errors are compared by SQLSTATE, message and the fields a client branches
+# on (schema, table, column, data type and constraint names).  Messages
+# whose data and metadata are not JSON objects (SQL NULL, JSON null,
+# arrays, strings, numbers, booleans) are written and read back through
+# every read (issue 31).
 #
 # Needs npm and the npm registry; skipped (with the reason) without them.
 use strict;
@@ -50,7 +54,11 @@ sub call
 		extra_params => [ '-U', 'message_store', '-A', '-F', '|', '-P', 'null=<null>' ]);
 	if ($stderr =~ /^(?:psql:[^\n]*?)?ERROR:\s+([0-9A-Z]{5}): ([^\n]*)/m)
 	{
-		return "ERROR $1: $2";
+		my $error = "ERROR $1: $2";
+		# the error's fields, as psql prints them (VERBOSITY verbose)
+		my @fields = $stderr =~ /^((?:SCHEMA|TABLE|COLUMN|DATATYPE|CONSTRAINT) NAME:\s+[^\n]*)/mg;
+		$error .= ' [' . join('; ', @fields) . ']' if @fields;
+		return $error;
 	}
 	return $stdout;
 }
@@ -100,6 +108,48 @@ for my $i (1 .. 260)
 	if ($ok) { $version{$stream} = $cur + 1; $seen_ids{$msg_id} = 1; }
 }
 
+# Data and metadata that are not JSON objects (issue 31): SQL NULL, JSON
+# null, arrays, strings, numbers, booleans, as Message DB takes them, on
+# streams that the reads below read (and in their categories' reads,
+# consumer groups and correlation).
+my @any_json = (
+	[ 'cart-2', 'NULL', 'NULL' ],
+	[ 'cart-2', q{'null'::jsonb}, q{'{"correlationStreamName": "payment-9"}'::jsonb} ],
+	[ 'cart-3', q{'[1, "two", {"three": [3]}, null]'::jsonb}, q{'[1]'::jsonb} ],
+	[ 'cart-3', q{'"x \\" y"'::jsonb}, q{'null'::jsonb} ],
+	[ 'order-4', q{'12.50'::jsonb}, q{'"m"'::jsonb} ],
+	[ 'order-4', q{'-1e3'::jsonb}, q{'[]'::jsonb} ],
+	[ 'account-5', q{'true'::jsonb}, q{'{}'::jsonb} ],
+	[ 'account-5', q{'false'::jsonb}, q{'7'::jsonb} ],
+	[ 'account-5', q{'[]'::jsonb}, q{'{"a": [1, {"b": null}]}'::jsonb} ],
+	[ 'account-6', q{'""'::jsonb}, 'NULL' ],
+	[ 'account-6', q{'{}'::jsonb}, q{'[{"correlationStreamName": "payment-1"}]'::jsonb} ]);
+for my $w (@any_json)
+{
+	my ($stream, $data, $meta) = @$w;
+	my $cur = exists $version{$stream} ? $version{$stream} : -1;
+	my $msg_id = uuid(++$id);
+	# every other one with the right expected version
+	my $expected = $id % 2 ? $cur : undef;
+	push @calls, sprintf("SELECT write_message(%s, %s, 'AnyJson', %s, %s, %s);",
+		lit($msg_id), lit($stream), $data, $meta, defined $expected ? $expected : 'NULL');
+	$version{$stream} = $cur + 1;
+	$seen_ids{$msg_id} = 1;
+}
+# data::text byte for byte, SQL NULL apart from JSON null, through every read
+push @calls,
+  "SELECT position, data::text, metadata::text, data IS NULL AS data_null, metadata IS NULL AS metadata_null FROM get_stream_messages('cart-2');",
+  "SELECT position, data::text, metadata::text, data IS NULL AS data_null, metadata IS NULL AS metadata_null FROM get_stream_messages('cart-3');",
+  "SELECT position, data::text, metadata::text, data IS NULL AS data_null FROM get_category_messages('account', 1, -1) WHERE type = 'AnyJson';",
+  "SELECT position, data::text, metadata::text, data IS NULL AS data_null FROM get_last_stream_message('cart-2', 'AnyJson');",
+  "SELECT position, data::text, metadata::text, data IS NULL AS data_null FROM get_last_stream_message('order-4');",
+  "SET message_store.sql_condition = on; SELECT position, data, metadata FROM get_category_messages('cart', 1, -1, NULL, NULL, NULL, 'data IS NULL OR jsonb_typeof(data) <> ''object''');",
+  "SET message_store.sql_condition = on; SELECT position, data, metadata FROM get_stream_messages('account-5', 0, -1, 'jsonb_typeof(metadata) IS DISTINCT FROM ''object''');";
+# A duplicate id with data of another kind: the same error and fields.
+push @calls,
+  "SELECT write_message(" . lit(uuid($id)) . ", 'cart-4', 'AnyJson', NULL);",
+  "SELECT write_message(" . lit(uuid($id)) . ", 'cart-4', 'AnyJson', '[1]', '\"m\"');";
+
 # Bad writes, in Message DB's order of checks.
 push @calls,
   "SELECT write_message('not-a-uuid', 'account-1', 'X', '{}');",
@@ -110,7 +160,12 @@ push @calls,
   "SELECT write_message('" . uuid(9004) . "', 'account-99', 'X', '{}', NULL, -2);",
   "SELECT write_message('not-a-uuid', 'account-98', 'X', '{}', NULL, 3);",
   "SELECT write_message('" . uuid(1) . "', 'account-97', 'X', '{}');",
-  "SELECT write_message('" . uuid(9005) . "', 'account-1', 'After', '{\"after\": true}');";
+  "SELECT write_message('" . uuid(9005) . "', 'account-1', 'After', '{\"after\": true}');",
+  # NULL arguments with data of any kind: the NOT NULL errors and their fields
+  "SELECT write_message(NULL, 'account-1', 'X', NULL);",
+  "SELECT write_message('" . uuid(9006) . "', NULL, 'X', '[1]', 'null');",
+  "SELECT write_message('" . uuid(9007) . "', 'account-1', NULL, 'null', '\"s\"');",
+  "SELECT write_message('not-a-uuid', 'account-1', 'X', '1');";
 
 my $cols = 'id, stream_name, type, position, global_position, data, metadata';
 
@@ -189,11 +244,13 @@ for my $v ('stream_summary', 'type_summary', 'stream_type_summary', 'type_stream
 
 my $n = 0;
 my %answers = (error => 0, rows => 0, empty => 0);
+my %ours_of;
 for my $sql (@calls)
 {
 	$n++;
 	my $theirs = call('mdb', $sql);
 	my $ours = call('ours', $sql);
+	$ours_of{$sql} = $ours;
 	is($ours, $theirs, "call $n: $sql");
 	$answers{ $theirs =~ /^ERROR/ ? 'error' : $theirs eq '' ? 'empty' : 'rows' }++;
 	note("call $n answers: $theirs") if $ENV{MESSAGEDB_DIFF_VERBOSE};
@@ -201,6 +258,23 @@ for my $sql (@calls)
 note("answers: $answers{rows} with rows, $answers{empty} empty, $answers{error} errors");
 # The comparison means something only if most calls return rows.
 cmp_ok($answers{rows}, '>', $answers{error} + $answers{empty}, 'most calls answer with rows');
+
+# The error fields are compared (not lost by the parsing above): a
+# duplicate id names the constraint, a NULL column the column.
+like($ours_of{"SELECT write_message('" . uuid(1) . "', 'account-97', 'X', '{}');"},
+	qr/^ERROR 23505: .*\[SCHEMA NAME:\s+message_store; TABLE NAME:\s+messages; CONSTRAINT NAME:\s+messages_id\]$/,
+	'a duplicate id: schema, table and constraint names');
+like($ours_of{"SELECT write_message(NULL, 'account-1', 'X', NULL);"},
+	qr/^ERROR 23502: .*\[SCHEMA NAME:\s+message_store; TABLE NAME:\s+messages; COLUMN NAME:\s+id\]$/,
+	'a NULL id: schema, table and column names');
+# Data of any JSON type was written, in both: SQL NULL and JSON null apart.
+for my $db ('mdb', 'ours')
+{
+	is($node->safe_psql($db, q{SELECT string_agg(coalesce(jsonb_typeof(data), 'NULL'), ' ' ORDER BY global_position)
+	                             FROM message_store.messages WHERE type = 'AnyJson'}),
+		'NULL null array string number number boolean boolean array string object',
+		"$db: the messages of any JSON type were written");
+}
 
 # Every write this script expected to succeed did, in both.
 my $writes = 0;

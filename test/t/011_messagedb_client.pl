@@ -12,7 +12,12 @@
 # must print the same normalized JSON line for both (message times aside;
 # ids are fixed, so they are compared); the key steps are also checked
 # against concrete values, and the client's messages are read back from
-# SQL as event_store events.
+# SQL as event_store events.  Errors carry the fields node-postgres exposes
+# (constraint, table, schema, column), compared too.  Messages whose data
+# and metadata are not JSON objects -- undefined and null data (SQL NULL,
+# as equinox-js and the Practical Microservices client send it), JSON null,
+# arrays, strings, numbers, booleans -- are written and read back through
+# the library and byte for byte (data::text) over its connection (issue 31).
 #
 # Needs node, npm and the npm registry; skipped (with the reason) without
 # them.
@@ -93,6 +98,10 @@ async function main() {
       line = { step: name, result: await fn() };
     } catch (e) {
       line = { step: name, error: e.message, code: e.code === undefined ? null : e.code };
+      // the fields a client branches on (err.constraint: a duplicate id)
+      for (const f of ['constraint', 'table', 'schema', 'column']) {
+        if (e[f] !== undefined) line[f] = e[f];
+      }
     }
     process.stdout.write(JSON.stringify(line) + '\n');
   }
@@ -153,6 +162,45 @@ async function main() {
       write(`account-${i}`, 100 + i, 'Opened', { owner: `o${i}` },
         i % 2 ? { correlationStreamName: `payment-${i}` } : {}));
   }
+
+  // Data and metadata that are not objects.  node-postgres sends undefined
+  // and null as SQL NULL, a number or boolean as its text, and a string as
+  // it is (so JSON text: JSON.stringify); a JS array it would send as a
+  // PostgreSQL array literal, which is not JSON (an error on both).
+  await step('write cart-1 data undefined (SQL NULL)', () =>
+    write('cart-1', 200, 'TestEvent', undefined, undefined));
+  await step('write cart-1 data null (SQL NULL)', () =>
+    write('cart-1', 201, 'TestEvent', null, { correlationStreamName: 'payment-7' }, 0));
+  await step('write cart-1 data JSON null', () =>
+    write('cart-1', 202, 'TestEvent', 'null', JSON.stringify([1, 'two'])));
+  await step('write cart-1 data array, metadata JSON null', () =>
+    write('cart-1', 203, 'TestEvent', JSON.stringify([1, 'two', { three: 3 }, null]), 'null', 2));
+  await step('write cart-1 data string', () =>
+    write('cart-1', 204, 'TestEvent', JSON.stringify('x " \u00e4'), JSON.stringify('m')));
+  await step('write cart-1 data number', () => write('cart-1', 205, 'TestEvent', 12.5, {}));
+  await step('write cart-2 data boolean', () => write('cart-2', 206, 'TestEvent', true, null, -1));
+  await step('write cart-2 data JS array (not JSON to node-postgres)', () =>
+    write('cart-2', 207, 'TestEvent', [1, 2], {}));
+  await step('write cart-2 duplicate id, data null', () => write('cart-2', 201, 'TestEvent', null));
+  await step('write cart-2 id undefined', () =>
+    store.writeMessage('cart-2', { id: undefined, type: 'TestEvent', data: null }));
+  await step('write cart-2 type undefined', () =>
+    store.writeMessage('cart-2', { id: uuid(208), type: undefined, data: 1 }));
+  await step('write stream name null', () =>
+    store.writeMessage(null, { id: uuid(209), type: 'TestEvent', data: {} }));
+  await step('getStreamMessages cart-1', () => store.getStreamMessages('cart-1').then(normAll));
+  await step('getLastStreamMessage cart-1', () => store.getLastStreamMessage('cart-1').then(normAll));
+  await step('getCategoryMessages cart', () => store.getCategoryMessages('cart').then(normAll));
+  await step('getCategoryMessages cart correlation payment', () =>
+    store.getCategoryMessages('cart', { correlation: 'payment' }).then(normAll));
+  // byte for byte, SQL NULL apart from JSON null (the library parses both to null)
+  await step('cart-1 data::text and metadata::text', () =>
+    pg.query(`SELECT position::int, data::text AS data, metadata::text AS metadata,
+                     data IS NULL AS "dataIsNull", metadata IS NULL AS "metadataIsNull"
+                FROM get_stream_messages('cart-1')`).then((r) => r.rows));
+  await step('cart last message data::text', () =>
+    pg.query(`SELECT data::text AS data, metadata::text AS metadata
+                FROM get_last_stream_message('cart-2')`).then((r) => r.rows));
 
   // Stream reads.
   const stream = (name, opts) => store.getStreamMessages(name, opts).then(normAll);
@@ -297,6 +345,41 @@ is(result('write account-3 expected 0 (no stream)')->{error},
 is_deeply(result('write account-2 expected -1 (new)')->{result}, { streamPosition => '0' },
 	'expected version -1 starts a stream');
 is(result('write account-2 duplicate id')->{code}, '23505', 'a duplicate id: 23505');
+is_deeply([ map { result('write account-2 duplicate id')->{$_} } 'constraint', 'table', 'schema' ],
+	[ 'messages_id', 'messages', 'message_store' ],
+	'a duplicate id: err.constraint messages_id, err.table messages, err.schema message_store');
+is_deeply([ map { result('write cart-2 id undefined')->{$_} } 'code', 'column', 'table', 'schema' ],
+	[ '23502', 'id', 'messages', 'message_store' ],
+	'a NULL id: 23502 with err.column id, err.table messages, err.schema message_store');
+is_deeply([ map { result('write cart-2 type undefined')->{$_} } 'code', 'column' ], [ '23502', 'type' ],
+	'a NULL type: 23502 with err.column type');
+is_deeply([ map { result('write stream name null')->{$_} } 'code', 'column' ], [ '23502', 'stream_name' ],
+	'a NULL stream name: 23502 with err.column stream_name');
+
+# Data of any JSON type, written through the library and read back.
+is_deeply(
+	[ map { result($_)->{result} } 'write cart-1 data undefined (SQL NULL)', 'write cart-1 data null (SQL NULL)',
+		'write cart-1 data JSON null', 'write cart-1 data array, metadata JSON null',
+		'write cart-1 data string', 'write cart-1 data number', 'write cart-2 data boolean' ],
+	[ map { { streamPosition => "$_" } } 0 .. 5, 0 ],
+	'writes of data that is not an object succeed, at positions 0..5 (cart-1) and 0 (cart-2)');
+is_deeply(result('cart-1 data::text and metadata::text')->{result},
+	[
+		{ position => 0, data => undef, metadata => undef, dataIsNull => JSON::PP::true, metadataIsNull => JSON::PP::true },
+		{ position => 1, data => undef, metadata => '{"correlationStreamName": "payment-7"}',
+		  dataIsNull => JSON::PP::true, metadataIsNull => JSON::PP::false },
+		{ position => 2, data => 'null', metadata => '[1, "two"]', dataIsNull => JSON::PP::false, metadataIsNull => JSON::PP::false },
+		{ position => 3, data => '[1, "two", {"three": 3}, null]', metadata => 'null',
+		  dataIsNull => JSON::PP::false, metadataIsNull => JSON::PP::false },
+		{ position => 4, data => "\"x \\\" \x{e4}\"", metadata => '"m"', dataIsNull => JSON::PP::false, metadataIsNull => JSON::PP::false },
+		{ position => 5, data => '12.5', metadata => '{}', dataIsNull => JSON::PP::false, metadataIsNull => JSON::PP::false },
+	],
+	'cart-1 read back byte for byte: SQL NULL, JSON null, array, string, number');
+is_deeply([ map { $_->{data} } @{ result('getStreamMessages cart-1')->{result} || [] } ],
+	[ undef, undef, undef, [ 1, 'two', { three => 3 }, undef ], "x \" \x{e4}", 12.5 ],
+	'cart-1 through the library: the values parsed');
+is(result('write cart-2 data JS array (not JSON to node-postgres)')->{code}, '22P02',
+	'a JS array is sent as a PostgreSQL array literal: not JSON, refused by both');
 is_deeply(result('writeBatch account-3 expected -1')->{result},
 	[ map { { streamPosition => "$_" } } 0 .. 2 ], 'writeBatch on a new stream: 0, 1, 2');
 is_deeply(result('writeBatch account-3 expected 2')->{result},
@@ -412,6 +495,11 @@ is($node->safe_psql('ours',
 	'as many events as Message DB has messages, positions translated');
 is($node->safe_psql('ours', "SELECT count(*) FROM event_store.streams WHERE stream_id = 'account-5'"),
 	'0', 'the rolled-back batch left no event_store stream');
+is($node->safe_psql('ours',
+		"SELECT string_agg(stream_version || ':' || coalesce(jsonb_typeof(data), 'NULL'), ' ' ORDER BY stream_version)
+		   FROM event_store.read_stream('cart-1')"),
+	'1:NULL 2:NULL 3:null 4:array 5:string 6:number',
+	'cart-1 in event_store.read_stream: the data as the client wrote it');
 
 $node->stop;
 done_testing();

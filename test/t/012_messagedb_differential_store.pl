@@ -3,7 +3,8 @@
 # 'store' (1.9): every partition's event_id index unique, so that
 # write_message's duplicate ids are refused by the index of the partition
 # it writes to rather than by its lookup.  The same calls, the same
-# answers as the real Message DB.
+# answers as the real Message DB, messages of any JSON type and the
+# errors' fields included (issue 31).
 use strict;
 use warnings;
 # loaded here, at compile time, so that their INIT blocks run
