@@ -741,6 +741,21 @@ COMMENT ON FUNCTION event_store.drop_archived_partition(text) IS
 REVOKE ALL ON FUNCTION event_store.drop_archived_partition(text) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
+-- issue 25 re-probe: routes the first round missed (all in C, no SQL here;
+-- test/sql/attack_regressions.sql, docs/security.md "Re-probe").
+--   * src/log_am.c: during redact() the access method itself checks each
+--     update is a redaction (same stream, other columns unchanged, data the
+--     marker or fields replaced by it).  An owner's BEFORE UPDATE trigger
+--     firing after the row guard, or a rule, forged redacted events.
+--   * src/guard.c: DROP / RENAME / CREATE OR REPLACE of the guard triggers;
+--     RENAME and SET SCHEMA of the extension's tables and sequences and
+--     RENAME of its schemas (the guards know streams and the position
+--     sequence by name); SET UNLOGGED of any of them; column changes of
+--     streams.  The existing ddl_command_start trigger reaches all of these
+--     commands when the library is not preloaded.
+------------------------------------------------------------------------------
+
+------------------------------------------------------------------------------
 -- issue 31: messages of Message DB whose data is not a JSON object
 --
 -- Message DB's data and metadata are any JSON value or NULL, and its
