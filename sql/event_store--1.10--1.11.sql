@@ -753,7 +753,41 @@ REVOKE ALL ON FUNCTION event_store.drop_archived_partition(text) FROM PUBLIC;
 --     sequence by name); SET UNLOGGED of any of them; column changes of
 --     streams.  The existing ddl_command_start trigger reaches all of these
 --     commands when the library is not preloaded.
+--   * src/append.c: appends refuse row-level security that applies to the
+--     appender on event_store.events (0A000), as folds do: policies hid
+--     stored events from the idempotent-retry check, and a retry appended
+--     its events twice.
 ------------------------------------------------------------------------------
+
+------------------------------------------------------------------------------
+-- issue 25 re-probe: event_store.retention written directly.  Admins hold
+-- INSERT and UPDATE on it; set_retention() checks that the caller may
+-- CREATE in the tablespace it names, but a row written directly skipped
+-- that check, and apply_retention() (SECURITY DEFINER, as the log's owner)
+-- then moved partitions into a tablespace the admin has no rights on.  A
+-- row trigger now makes the same check for every write.
+------------------------------------------------------------------------------
+CREATE FUNCTION event_store._check_retention() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.tablespace IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_tablespace t WHERE t.spcname = NEW.tablespace) THEN
+        RAISE EXCEPTION 'tablespace "%" does not exist', NEW.tablespace
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF NEW.tablespace IS NOT NULL AND NOT has_tablespace_privilege(NEW.tablespace, 'CREATE') THEN
+        RAISE EXCEPTION 'permission denied for tablespace %', NEW.tablespace
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'apply_retention() moves archived partitions there as the log''s owner.',
+                  HINT = 'The role setting the retention policy needs CREATE on its tablespace.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION event_store._check_retention() FROM PUBLIC;
+CREATE TRIGGER _check_retention BEFORE INSERT OR UPDATE ON event_store.retention
+    FOR EACH ROW EXECUTE FUNCTION event_store._check_retention();
 
 ------------------------------------------------------------------------------
 -- issue 31: messages of Message DB whose data is not a JSON object

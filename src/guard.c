@@ -412,9 +412,28 @@ refuse_member(const char *command, const char *name, const char *detail)
 }
 
 /*
+ * Is this one of event_store's own columns of streams?  Columns a user
+ * added (append_direct.sql) are the user's to change.
+ */
+static bool
+is_streams_column(const char *name)
+{
+	static const char *const own[] = {"stream_id", "category", "version", "created_at",
+	"updated_at", "first_position", "last_position"};
+
+	if (name == NULL)
+		return false;
+	for (int i = 0; i < (int) lengthof(own); i++)
+		if (strcmp(name, own[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
  * ALTER TABLE / ALTER SEQUENCE on one of event_store's own relations that
- * is not an event table: never SET UNLOGGED; on streams, no column surgery
- * (its columns are the version invariant) outside event_store's scripts.
+ * is not an event table: never SET UNLOGGED; on streams, its own columns
+ * (the version invariant) are not dropped, retyped (a USING clause
+ * rewrites every row) or made nullable outside event_store's scripts.
  */
 static void
 guard_alter_member(AlterTableStmt *stmt, Oid relid)
@@ -432,13 +451,14 @@ guard_alter_member(AlterTableStmt *stmt, Oid relid)
 		if (cmd->subtype == AT_SetUnLogged)
 			refuse_member("SET UNLOGGED", get_rel_name(relid),
 						  "Crash recovery empties unlogged relations: stream versions and global positions would repeat.");
-		if (streams && !in_own_extension_script() &&
-			(cmd->subtype == AT_AddColumn || cmd->subtype == AT_DropColumn ||
-			 cmd->subtype == AT_AlterColumnType || cmd->subtype == AT_DropNotNull ||
-			 cmd->subtype == AT_DropExpression || cmd->subtype == AT_ColumnDefault ||
-			 cmd->subtype == AT_AddIdentity || cmd->subtype == AT_SetIdentity))
-			refuse_member("ALTER TABLE ... (column change)", get_rel_name(relid),
-						  "The columns of event_store.streams hold each stream's version; rewriting them would let versions repeat.");
+		if (streams && !in_own_extension_script() && is_streams_column(cmd->name) &&
+			(cmd->subtype == AT_DropColumn || cmd->subtype == AT_AlterColumnType ||
+			 cmd->subtype == AT_DropNotNull))
+			refuse_member(cmd->subtype == AT_DropColumn ? "DROP COLUMN" :
+						  cmd->subtype == AT_AlterColumnType ? "ALTER COLUMN ... TYPE" :
+						  "ALTER COLUMN ... DROP NOT NULL",
+						  get_rel_name(relid),
+						  "The columns of event_store.streams hold each stream's version and position range; rewriting them would let versions repeat.");
 	}
 }
 
@@ -772,7 +792,8 @@ guard_rename(RenameStmt *stmt)
 	if (stmt->renameType == OBJECT_COLUMN && is_event_table(relid))
 		refuse_alter(relid, "RENAME COLUMN",
 					 "Renaming a column changes what every stored event shows under that name.");
-	if (stmt->renameType == OBJECT_COLUMN && OidIsValid(relid) && relid == streams_relid())
+	if (stmt->renameType == OBJECT_COLUMN && OidIsValid(relid) && relid == streams_relid() &&
+		is_streams_column(stmt->subname))
 		refuse_member("RENAME COLUMN", get_rel_name(relid),
 					  "The columns of event_store.streams hold each stream's version.");
 	if (stmt->renameType == OBJECT_TABLE && is_log_parent(relid))

@@ -101,8 +101,8 @@ SELECT cmd, pg_temp.try(cmd) AS result
     'ALTER TABLE event_store.streams RENAME COLUMN version TO v',
     'ALTER TABLE event_store.streams ALTER COLUMN last_position TYPE int',
     'ALTER TABLE event_store.streams ALTER COLUMN version TYPE bigint USING 0',
-    'ALTER TABLE event_store.streams ALTER COLUMN version SET DEFAULT 0',
-    'ALTER TABLE event_store.streams ADD COLUMN forged int',
+    'ALTER TABLE event_store.streams ALTER COLUMN version DROP NOT NULL',
+    'ALTER TABLE event_store.streams DROP COLUMN last_position',
     'ALTER SEQUENCE event_store.global_position_seq RENAME TO gps_old',
     'ALTER TABLE event_store.global_position_seq RENAME TO gps_old',
     'ALTER SEQUENCE event_store.global_position_seq SET SCHEMA atk_elsewhere',
@@ -122,7 +122,44 @@ SELECT cmd, pg_temp.try(cmd) AS result
     'ALTER TABLE event_store.streams SET (fillfactor = 90)',
     'ALTER TABLE event_store.streams RESET (fillfactor)',
     'ALTER TABLE event_store.streams SET LOGGED',
+    'ALTER TABLE event_store.streams ADD COLUMN atk_note text DEFAULT ''x''',
+    'ALTER TABLE event_store.streams ALTER COLUMN atk_note TYPE varchar',
+    'ALTER TABLE event_store.streams RENAME COLUMN atk_note TO atk_note2',
+    'ALTER TABLE event_store.streams DROP COLUMN atk_note2',
     'ALTER SEQUENCE event_store.global_position_seq SET LOGGED']) cmd;
+
+-- 4. Row-level security on the log hides stored events from the append's
+-- check for ids it already holds: a retry appended its event again.  The
+-- owner enables it (plain ENABLE applies to writers); appends now refuse
+-- it (0A000), as folds do, and nothing is written.
+CREATE ROLE atk_writer IN ROLE event_store_writer;
+CREATE ROLE atk_admin IN ROLE event_store_admin;
+ALTER TABLE event_store.events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY atk_hide ON event_store.events USING (false) WITH CHECK (true);
+SET ROLE atk_writer;
+SELECT cmd, pg_temp.try(cmd) AS result
+  FROM unnest(ARRAY[
+    $$SELECT event_store.append_event('atk-3', 'E', '{}', event_id => '00000000-0000-4000-8000-0000000000a1')$$,
+    $$SELECT event_store.append('atk-3', ARRAY[event_store.event('E', '{}')])$$,
+    $$SELECT event_store.append_all(ARRAY[ROW('atk-3', NULL, ARRAY[event_store.event('E', '{}')])::event_store.stream_append])$$]) cmd;
+RESET ROLE;
+DROP POLICY atk_hide ON event_store.events;
+ALTER TABLE event_store.events DISABLE ROW LEVEL SECURITY;
+SELECT pg_temp.state() = :'before' AS unchanged_under_row_security;
+
+-- 5. event_store.retention written directly by an admin: the tablespace
+-- check of set_retention() applies to every write.
+SET ROLE atk_admin;
+SELECT pg_temp.try($$SELECT event_store.set_retention('1 year', 'archive', 'pg_global')$$) AS set_retention_other_tablespace;
+SELECT event_store.set_retention('1 year', 'archive');
+SELECT pg_temp.try($$INSERT INTO event_store.retention (keep, mode, tablespace) VALUES ('1 year', 'archive', 'pg_global')
+                     ON CONFLICT (singleton) DO UPDATE SET tablespace = excluded.tablespace$$) AS insert_other_tablespace;
+SELECT pg_temp.try($$UPDATE event_store.retention SET tablespace = 'pg_global'$$) AS update_other_tablespace;
+SELECT pg_temp.try($$UPDATE event_store.retention SET tablespace = 'no_such_space'$$) AS update_missing_tablespace;
+SELECT keep, mode, tablespace FROM event_store.retention;
+SELECT event_store.set_retention(NULL, 'none');
+RESET ROLE;
+DROP ROLE atk_writer, atk_admin;
 
 -- Appends still work and continue the versions.
 SELECT event_store.append('atk-1', ARRAY[event_store.event('Closed', '{}')], 2);
