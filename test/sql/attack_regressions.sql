@@ -161,6 +161,14 @@ SELECT event_store.set_retention(NULL, 'none');
 RESET ROLE;
 DROP ROLE atk_writer, atk_admin;
 
+-- 6. Message DB's role cannot lock the log's tables beyond ROW EXCLUSIVE
+-- (docs/security.md, "Writers, readers, admins").
+CREATE EXTENSION IF NOT EXISTS event_store_messagedb;
+SET ROLE message_store;
+SELECT pg_temp.try('LOCK TABLE event_store.streams IN ACCESS EXCLUSIVE MODE') AS message_store_lock_streams,
+       pg_temp.try('LOCK TABLE event_store.events IN SHARE MODE') AS message_store_lock_events;
+RESET ROLE;
+
 -- Appends still work and continue the versions.
 SELECT event_store.append('atk-1', ARRAY[event_store.event('Closed', '{}')], 2);
 SELECT stream_id, version FROM event_store.streams WHERE stream_id LIKE 'atk-%' ORDER BY 1;
