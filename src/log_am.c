@@ -10,9 +10,10 @@
  *	  - tuple_update: refused, except while event_store.redact() runs
  *	    (src/redact.c; the row trigger checks what the update changes);
  *	  - tuple_delete: always refused;
- *	  - relation_set_new_filenode: allowed while the relation is being
- *	    created in this transaction (CREATE TABLE, the transient table of
- *	    VACUUM FULL / CLUSTER / table rewrites) or holds no block at all;
+ *	  - relation_set_new_filelocator (relation_set_new_filenode before 16):
+ *	    allowed while the relation is being created in this transaction
+ *	    (CREATE TABLE, the transient table of VACUUM FULL / CLUSTER / table
+ *	    rewrites) or holds no block at all;
  *	    refused for an existing relation with data, which is how a
  *	    transactional TRUNCATE reaches us;
  *	  - relation_nontransactional_truncate: refused unless the relation was
@@ -62,7 +63,7 @@ static TM_Result
 es_tuple_update(Relation rel, ItemPointer otid, TupleTableSlot *slot,
 				CommandId cid, Snapshot snapshot, Snapshot crosscheck,
 				bool wait, TM_FailureData *tmfd, LockTupleMode *lockmode,
-				bool *update_indexes)
+				UpdateIndexesCompat *update_indexes)
 {
 	if (es_redaction_stream != NULL)
 		return GetHeapamTableAmRoutine()->tuple_update(rel, otid, slot, cid, snapshot,
@@ -98,14 +99,14 @@ relation_is_empty(Relation rel)
  * holding rows (TRUNCATE).
  */
 static void
-es_relation_set_new_filenode(Relation rel, const RelFileNode *newrnode,
-							 char persistence, TransactionId *freezeXid,
-							 MultiXactId *minmulti)
+es_relation_set_new_filelocator(Relation rel, const RelFileLocatorCompat *newrnode,
+								char persistence, TransactionId *freezeXid,
+								MultiXactId *minmulti)
 {
 	if (rel->rd_createSubid == InvalidSubTransactionId && !relation_is_empty(rel))
 		refuse(rel, "TRUNCATE");
-	GetHeapamTableAmRoutine()->relation_set_new_filenode(rel, newrnode, persistence,
-														 freezeXid, minmulti);
+	GetHeapamTableAmRoutine()->relation_set_new_filelocator_compat(rel, newrnode, persistence,
+																  freezeXid, minmulti);
 }
 
 static void
@@ -189,7 +190,7 @@ es_log_am_handler(PG_FUNCTION_ARGS)
 		es_log_routine = *GetHeapamTableAmRoutine();
 		es_log_routine.tuple_update = es_tuple_update;
 		es_log_routine.tuple_delete = es_tuple_delete;
-		es_log_routine.relation_set_new_filenode = es_relation_set_new_filenode;
+		es_log_routine.relation_set_new_filelocator_compat = es_relation_set_new_filelocator;
 		es_log_routine.relation_nontransactional_truncate = es_relation_nontransactional_truncate;
 		es_log_routine.relation_toast_am = es_relation_toast_am;
 		es_log_routine.index_build_range_scan = es_index_build_range_scan;

@@ -351,7 +351,7 @@ check_handler_acl(Projection *p)
 
 	if (p->acl_checked)
 		return;
-	aclresult = pg_proc_aclcheck(p->handler, GetUserId(), ACL_EXECUTE);
+	aclresult = pg_proc_aclcheck_compat(p->handler, GetUserId(), ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(p->handler));
 	p->acl_checked = true;
