@@ -27,6 +27,7 @@ echo "== build (-Wall -Wextra -Werror) and install"
 make -s clean >/dev/null
 if ! make -s >"$OUT.build.log" 2>&1 || ! make -s install >>"$OUT.build.log" 2>&1; then
     cat "$OUT.build.log"
+    echo "build: FAILED (make against $PG_CONFIG)"
     echo "0 passed, 1 failed"
     exit 1
 fi
