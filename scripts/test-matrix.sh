@@ -114,7 +114,7 @@ make_chroot() {
     if [[ ! -x $DIR/usr/bin/apt-get ]]; then
         if ! command -v debootstrap >/dev/null; then
             step "install debootstrap on this machine" \
-                bash -c 'DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap' || return 1
+                bash -c 'export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -q debootstrap' || return 1
         fi
         local fresh=""
         [[ -e $DIR ]] || fresh=1
