@@ -23,6 +23,12 @@
 # first "deb" line of sources.list).  forky's Release file may carry a
 # Valid-Until date that has passed on a mirror copy, hence the option.
 #
+# After the suite on 15, test/cross-major/dump_restore.sh makes a database
+# there (events, snapshots, projections, subscriptions) and dumps it; after
+# the suite on 17 and 18 the dump is restored in the chroot and checked
+# (every event byte for byte, append-only, projections and subscriptions
+# resume).  Its checks count in that major's total.
+#
 # A major whose chroot cannot be made, or whose run does not finish with a
 # count, is reported as NOT RUN with the step that failed; it counts as one
 # failure, never as passed, and the exit status is non-zero.  The run goes
@@ -33,6 +39,8 @@
 #   ES_MATRIX        majors to run             (default "15 17 18")
 #   ES_MIRROR        Debian mirror for new chroots (default: from apt sources)
 #   ES_SKIP_BENCH=1  leave the bench smoke test out (passed on to run-tests.sh)
+#   ES_XMAJOR_BIN    bin directory of the server the cross-major dump is made
+#                    with (default /usr/lib/postgresql/15/bin)
 # Logs: test/results/matrix/pgNN.log (and pgNN/, the suite's result files).
 set -uo pipefail
 
@@ -168,7 +176,8 @@ counts() { grep -E '^[0-9]+ passed, [0-9]+ failed$' "$1" | tail -1; }
 total_passed=0
 total_failed=0
 not_run=0
-declare -A LINE
+declare -A LINE XMAJOR_LINE
+XMAJOR=$LOGDIR/xmajor
 
 for major in $MAJORS; do
     LOG=$LOGDIR/pg$major.log
@@ -177,6 +186,15 @@ for major in $MAJORS; do
         where="this machine"
         echo "== PostgreSQL $major on $where"
         ES_TEST_OUT=$ROOT/test/results/pg$major PG_MAJOR=$major bash scripts/run-tests.sh >"$LOG" 2>&1
+        # The database the other majors restore (issue 24 item 5): made with
+        # the extension run-tests.sh just installed.
+        if bash test/cross-major/dump_restore.sh make "${ES_XMAJOR_BIN:-/usr/lib/postgresql/$major/bin}" \
+            "$XMAJOR" >"$LOGDIR/xmajor-make.log" 2>&1; then
+            echo "  $(tail -1 "$LOGDIR/xmajor-make.log")"
+        else
+            echo "  cross-major dump on $major: FAILED (see $LOGDIR/xmajor-make.log)"
+            total_failed=$((total_failed + 1))
+        fi
     elif [[ -n "${SUITE[$major]:-}" ]]; then
         where="chroot ${SUITE[$major]}"
         echo "== PostgreSQL $major in the $where ($CHROOTS/${SUITE[$major]})"
@@ -194,6 +212,29 @@ for major in $MAJORS; do
             bash /build/scripts/run-tests.sh >>"$LOG" 2>&1
         rm -rf "$ROOT/test/results/pg$major"
         cp -r "$DIR/build/test/results" "$ROOT/test/results/pg$major" 2>/dev/null || true
+        # Restore the dump made on the host's major, with the extension the
+        # suite just installed in the chroot (test/cross-major/dump_restore.sh).
+        XLOG=$LOGDIR/xmajor-pg$major.log
+        if [[ -f $XMAJOR/dump.custom ]]; then
+            cp -r "$XMAJOR" "$DIR/build/xmajor"
+            in_chroot bash /build/test/cross-major/dump_restore.sh check \
+                "/usr/lib/postgresql/$major/bin" /build/xmajor >"$XLOG" 2>&1
+            xc=$(counts "$XLOG")
+            if [[ -n "$xc" ]]; then
+                xp=${xc%% passed*}
+                xf=${xc#*passed, }
+                xf=${xf%% failed*}
+            else
+                xp=0 xf=1
+            fi
+            grep '^not ok' "$XLOG" | sed 's/^/  /'
+            echo "  dump/restore $HOST_MAJOR -> $major: $xp passed, $xf failed ($XLOG)"
+            XMAJOR_LINE[$major]="dump/restore $HOST_MAJOR -> $major: $xp passed, $xf failed"
+            total_passed=$((total_passed + xp))
+            total_failed=$((total_failed + xf))
+        else
+            echo "  dump/restore $HOST_MAJOR -> $major: not run (no dump from $HOST_MAJOR in this run)"
+        fi
     else
         LINE[$major]="PostgreSQL $major: NOT RUN, no way to reach it (tested majors: 15 on this machine, 17 and 18 in chroots)"
         echo "${LINE[$major]}"
@@ -226,6 +267,7 @@ echo
 echo "== summary"
 for major in $MAJORS; do
     echo "${LINE[$major]}"
+    [[ -n "${XMAJOR_LINE[$major]:-}" ]] && echo "  ${XMAJOR_LINE[$major]}"
 done
 ((not_run)) && echo "$not_run major(s) not run: counted as failed"
 echo "$total_passed passed, $total_failed failed"
