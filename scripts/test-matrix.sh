@@ -41,6 +41,8 @@
 #   ES_SKIP_BENCH=1  leave the bench smoke test out (passed on to run-tests.sh)
 #   ES_XMAJOR_BIN    bin directory of the server the cross-major dump is made
 #                    with (default /usr/lib/postgresql/15/bin)
+#   ES_XMAJOR_FROM   a directory made by "dump_restore.sh make" to restore
+#                    when 15 is not part of the run
 # Logs: test/results/matrix/pgNN.log (and pgNN/, the suite's result files).
 set -uo pipefail
 
@@ -178,6 +180,11 @@ total_failed=0
 not_run=0
 declare -A LINE XMAJOR_LINE
 XMAJOR=$LOGDIR/xmajor
+# A run without 15 can still check a dump made earlier by
+# "test/cross-major/dump_restore.sh make" (ES_XMAJOR_FROM=that directory).
+if [[ -n "${ES_XMAJOR_FROM:-}" && -f $ES_XMAJOR_FROM/dump.custom ]]; then
+    cp -r "$ES_XMAJOR_FROM" "$XMAJOR"
+fi
 
 for major in $MAJORS; do
     LOG=$LOGDIR/pg$major.log
