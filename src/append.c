@@ -227,7 +227,7 @@ es_refuse_direct_write(PG_FUNCTION_ARGS)
 		internal_writes_pending--;
 		return PointerGetDatum(NULL);
 	}
-	if (pg_class_ownercheck(RelationGetRelid(rel), GetUserId()))
+	if (pg_class_ownercheck_compat(RelationGetRelid(rel), GetUserId()))
 	{
 		owner_write_allowed(trigdata);
 		return PointerGetDatum(NULL);

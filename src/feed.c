@@ -291,7 +291,7 @@ clear_my_slot(void)
 	if (!my_slot_set)
 		return;
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	registry->first_position[MyProc->pgprocno] = 0;
+	registry->first_position[PGProcNumber_compat(MyProc)] = 0;
 	LWLockRelease(registry->lock);
 	my_slot_set = false;
 }
@@ -517,9 +517,9 @@ es_feed_draw_positions(Oid seq, int n, int64 *positions)
 	else if (registry != NULL && !my_slot_set)
 	{
 		LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-		registry->first_draw_time[MyProc->pgprocno] = GetCurrentTimestamp();
+		registry->first_draw_time[PGProcNumber_compat(MyProc)] = GetCurrentTimestamp();
 		positions[0] = nextval_internal(seq, true);
-		registry->first_position[MyProc->pgprocno] = positions[0];
+		registry->first_position[PGProcNumber_compat(MyProc)] = positions[0];
 		my_slot_set = true;
 		LWLockRelease(registry->lock);
 		i = 1;

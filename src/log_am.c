@@ -16,10 +16,11 @@
  *	    column of the redacted events, or of any event once the row
  *	    trigger was dropped);
  *	  - tuple_delete: always refused;
- *	  - relation_set_new_filenode: never for unlogged storage (1.11: crash
- *	    recovery would empty it); allowed while the relation is being
- *	    created in this transaction (CREATE TABLE, the transient table of
- *	    VACUUM FULL / CLUSTER / table rewrites) or holds no block at all;
+ *	  - relation_set_new_filelocator (relation_set_new_filenode before 16):
+ *	    never for unlogged storage (1.11: crash recovery would empty it);
+ *	    allowed while the relation is being created in this transaction
+ *	    (CREATE TABLE, the transient table of VACUUM FULL / CLUSTER / table
+ *	    rewrites) or holds no block at all;
  *	    refused for an existing relation with data, which is how a
  *	    transactional TRUNCATE reaches us;
  *	  - relation_nontransactional_truncate: refused unless the relation was
@@ -191,7 +192,7 @@ static TM_Result
 es_tuple_update(Relation rel, ItemPointer otid, TupleTableSlot *slot,
 				CommandId cid, Snapshot snapshot, Snapshot crosscheck,
 				bool wait, TM_FailureData *tmfd, LockTupleMode *lockmode,
-				bool *update_indexes)
+				UpdateIndexesCompat *update_indexes)
 {
 	if (es_redaction_stream != NULL)
 	{
@@ -237,9 +238,9 @@ relation_is_empty(Relation rel)
  * holding rows (TRUNCATE).
  */
 static void
-es_relation_set_new_filenode(Relation rel, const RelFileNode *newrnode,
-							 char persistence, TransactionId *freezeXid,
-							 MultiXactId *minmulti)
+es_relation_set_new_filelocator(Relation rel, const RelFileLocatorCompat *newrnode,
+								char persistence, TransactionId *freezeXid,
+								MultiXactId *minmulti)
 {
 	/*
 	 * Never unlogged storage (CREATE UNLOGGED TABLE, or the new storage of
@@ -254,8 +255,8 @@ es_relation_set_new_filenode(Relation rel, const RelFileNode *newrnode,
 				 errhint("Tables stored with event_store_log are always logged (temporary ones are allowed).")));
 	if (rel->rd_createSubid == InvalidSubTransactionId && !relation_is_empty(rel))
 		refuse(rel, "TRUNCATE");
-	GetHeapamTableAmRoutine()->relation_set_new_filenode(rel, newrnode, persistence,
-														 freezeXid, minmulti);
+	GetHeapamTableAmRoutine()->relation_set_new_filelocator_compat(rel, newrnode, persistence,
+																  freezeXid, minmulti);
 }
 
 static void
@@ -339,7 +340,7 @@ es_log_am_handler(PG_FUNCTION_ARGS)
 		es_log_routine = *GetHeapamTableAmRoutine();
 		es_log_routine.tuple_update = es_tuple_update;
 		es_log_routine.tuple_delete = es_tuple_delete;
-		es_log_routine.relation_set_new_filenode = es_relation_set_new_filenode;
+		es_log_routine.relation_set_new_filelocator_compat = es_relation_set_new_filelocator;
 		es_log_routine.relation_nontransactional_truncate = es_relation_nontransactional_truncate;
 		es_log_routine.relation_toast_am = es_relation_toast_am;
 		es_log_routine.index_build_range_scan = es_index_build_range_scan;

@@ -537,7 +537,7 @@ check_handler_acl(Projection *p)
 
 	if (p->acl_checked)
 		return;
-	aclresult = pg_proc_aclcheck(p->handler, p->registrar, ACL_EXECUTE);
+	aclresult = pg_proc_aclcheck_compat(p->handler, p->registrar, ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -1320,7 +1320,7 @@ es_call_projection_reset(PG_FUNCTION_ARGS)
 	{
 		resolve_projection(&p, CurrentMemoryContext);
 		reset = resolve_function_as(p.name, reset_text, p.registrar, "reset function");
-		aclresult = pg_proc_aclcheck(reset, p.registrar, ACL_EXECUTE);
+		aclresult = pg_proc_aclcheck_compat(reset, p.registrar, ACL_EXECUTE);
 		if (aclresult != ACLCHECK_OK)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -1331,11 +1331,11 @@ es_call_projection_reset(PG_FUNCTION_ARGS)
 		enter_handler_frame(&frame, p.registrar);
 		PG_TRY();
 		{
-			LOCAL_FCINFO(fcinfo, 0);
+			LOCAL_FCINFO(reset_fcinfo, 0);
 
 			/* a void result may be NULL (LANGUAGE sql): ignored */
-			InitFunctionCallInfoData(*fcinfo, &flinfo, 0, InvalidOid, NULL, NULL);
-			(void) FunctionCallInvoke(fcinfo);
+			InitFunctionCallInfoData(*reset_fcinfo, &flinfo, 0, InvalidOid, NULL, NULL);
+			(void) FunctionCallInvoke(reset_fcinfo);
 		}
 		PG_CATCH();
 		{
