@@ -62,7 +62,7 @@ extern void es_feed_draw_positions(Oid seq, int n, int64 *positions);
 extern TimestampTz es_feed_scan_bound(int64 after);
 extern TimestampTz es_feed_scan_end(void);
 extern int64 es_feed_current_horizon(void);
-extern bool es_feed_wait_register(int64 after);
+extern void es_feed_wait_register(int64 after);
 extern bool es_feed_wait_unregister(void);
 extern bool es_feed_notify_at_commit(void);
 extern bool es_feed_notifier_attach(int idx, Oid dbid);

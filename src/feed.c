@@ -130,7 +130,6 @@ typedef struct FeedRegistry
 	int64	   *waiting_after;	/* wait_for_feed: ES_NOT_WAITING or after */
 	int			nwaiters;		/* slots with waiting_after set */
 	int64		min_waiting_after;	/* <= every waiting_after set */
-	int64		max_drawn;		/* highest position drawn by a finished append */
 	FeedNotifier notifiers[ES_MAX_NOTIFIERS];
 	int64		first_position[FLEXIBLE_ARRAY_MEMBER];	/* 0 = idle */
 } FeedRegistry;
@@ -335,7 +334,6 @@ feed_shmem_startup(void)
 		memset(registry->first_position, 0, sizeof(int64) * registry->nslots);
 		registry->nwaiters = 0;
 		registry->min_waiting_after = PG_INT64_MAX;
-		registry->max_drawn = 0;
 		memset(registry->notifiers, 0, sizeof(registry->notifiers));
 	}
 	/* the timestamps live right after the positions, then the waiters */
@@ -348,14 +346,16 @@ feed_shmem_startup(void)
 }
 
 /*
- * The horizon as far as the registry alone knows it: one below the lowest
- * position in flight, or the highest position a finished append drew.  A
- * lower bound of feed_horizon() (which also reads the sequence and the
- * log): wait_for_feed() sleeps until it passes the waiter's position and
- * then asks feed_horizon().  Call holding the lock.
+ * A lower bound of this database's horizon, for waking waiters: one below
+ * the lowest position in flight in this database, or, with none in flight,
+ * the highest position the committing transaction drew (every position
+ * drawn before it is settled then; a transaction that drew a higher one
+ * and committed woke its own waiters).  Positions are per database (one
+ * sequence each): slots of other databases are skipped.  Call holding the
+ * lock.
  */
 static int64
-registry_horizon_locked(void)
+committed_horizon_locked(void)
 {
 	int64		lowest = 0;
 
@@ -363,10 +363,11 @@ registry_horizon_locked(void)
 	{
 		int64		p = registry->first_position[i];
 
-		if (p != 0 && (lowest == 0 || p < lowest))
+		if (p != 0 && (lowest == 0 || p < lowest) &&
+			GetPGProcByNumber(i)->databaseId == MyDatabaseId)
 			lowest = p;
 	}
-	return lowest == 0 ? registry->max_drawn : lowest - 1;
+	return lowest == 0 ? my_max_drawn : lowest - 1;
 }
 
 /*
@@ -387,12 +388,10 @@ clear_my_slot(bool committed)
 		return;
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
 	registry->first_position[MyProc->pgprocno] = 0;
-	if (my_max_drawn > registry->max_drawn)
-		registry->max_drawn = my_max_drawn;
 	/* an abort leaves a hole, nothing to read: its waiters sleep on */
 	if (committed && registry->nwaiters > 0)
 	{
-		int64		horizon = registry_horizon_locked();
+		int64		horizon = committed_horizon_locked();
 
 		if (horizon > registry->min_waiting_after)
 		{
@@ -404,7 +403,7 @@ clear_my_slot(bool committed)
 
 				if (after == ES_NOT_WAITING)
 					continue;
-				if (after < horizon)
+				if (after < horizon && GetPGProcByNumber(i)->databaseId == MyDatabaseId)
 				{
 					registry->waiting_after[i] = ES_NOT_WAITING;
 					registry->nwaiters--;
@@ -1114,17 +1113,16 @@ wait_exit_callback(int code, Datum arg)
 }
 
 /*
- * Put this backend on the waiter list for positions past after (>= 0),
- * unless the registry's horizon is past it already (returns true then, not
- * registered).  An appender that moves the horizon past after takes the
- * backend off the list and sets its latch; registering and that check are
- * under the same lock as the appender's, so no wakeup is lost between them.
+ * Put this backend on the waiter list for positions of its database past
+ * after (>= 0).  An appender whose commit moves the horizon past after
+ * takes it off the list and sets its latch.  The caller computes the
+ * horizon after registering and before sleeping, so that a commit in
+ * between is not missed.
  */
-bool
+void
 es_feed_wait_register(int64 after)
 {
 	static bool exit_callback_registered = false;
-	bool		passed;
 
 	Assert(registry != NULL && after >= 0);
 	if (!exit_callback_registered)
@@ -1133,18 +1131,13 @@ es_feed_wait_register(int64 after)
 		exit_callback_registered = true;
 	}
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	passed = registry_horizon_locked() > after;
-	if (!passed)
-	{
-		if (registry->waiting_after[MyProc->pgprocno] == ES_NOT_WAITING)
-			registry->nwaiters++;
-		registry->waiting_after[MyProc->pgprocno] = after;
-		if (after < registry->min_waiting_after)
-			registry->min_waiting_after = after;
-		my_wait_registered = true;
-	}
+	if (registry->waiting_after[MyProc->pgprocno] == ES_NOT_WAITING)
+		registry->nwaiters++;
+	registry->waiting_after[MyProc->pgprocno] = after;
+	if (after < registry->min_waiting_after)
+		registry->min_waiting_after = after;
+	my_wait_registered = true;
 	LWLockRelease(registry->lock);
-	return passed;
 }
 
 /* event_store._feed_waiters() RETURNS int: backends waiting in wait_for_feed(). */

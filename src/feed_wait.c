@@ -117,32 +117,25 @@ es_wait_for_feed(PG_FUNCTION_ARGS)
 		{
 			TimestampTz now;
 			long		sleep_ms;
-			bool		woken;
 
-			/* registering also checks the registry's horizon, under its lock */
-			if (preloaded && es_feed_wait_register(after))
-				woken = true;
-			else
-			{
-				now = GetCurrentTimestamp();
-				if (now >= deadline)
-					break;
-				sleep_ms = (long) ((deadline - now + 999) / 1000);
-				sleep_ms = Min(sleep_ms, preloaded ? ES_WAIT_RECHECK_MS : ES_WAIT_POLL_MS);
-				(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-								 sleep_ms, PG_WAIT_EXTENSION);
-				ResetLatch(MyLatch);
-				CHECK_FOR_INTERRUPTS();
-				/* woken: an appender took us off the list */
-				woken = !preloaded || !es_feed_wait_unregister() ||
-					GetCurrentTimestamp() >= TimestampTzPlusMilliseconds(now, sleep_ms);
-			}
-			if (woken)
-			{
-				horizon = es_feed_current_horizon();
-				if (horizon > after)
-					break;
-			}
+			/*
+			 * On the list before looking: a commit after the look sets the
+			 * latch, and WaitLatch returns at once.
+			 */
+			if (preloaded)
+				es_feed_wait_register(after);
+			horizon = es_feed_current_horizon();
+			if (horizon > after)
+				break;
+			now = GetCurrentTimestamp();
+			if (now >= deadline)
+				break;
+			sleep_ms = (long) ((deadline - now + 999) / 1000);
+			sleep_ms = Min(sleep_ms, preloaded ? ES_WAIT_RECHECK_MS : ES_WAIT_POLL_MS);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
 		}
 	}
 	PG_FINALLY();
@@ -242,6 +235,8 @@ es_feed_notifier_main(Datum main_arg)
 	if (!es_feed_notifier_attach(notifier_idx, notifier_dbid))
 		proc_exit(0);
 	pgstat_report_appname("event_store notifier");
+	/* a superuser: nothing it runs may resolve a name through a schema others create objects in */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	idle_since = GetCurrentTimestamp();
 
 	for (;;)

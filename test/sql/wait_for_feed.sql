@@ -25,7 +25,7 @@ SELECT event_store.wait_for_feed(:h + 1000, 20) = :h + 1000 AS far_after_returns
 SELECT event_store._feed_waiters() AS waiters_left;
 
 -- Bad input: 22004 / 22023, nothing written, nobody left waiting.
-SELECT count(*) AS events_before FROM event_store.events;
+SELECT count(*) AS events_before FROM event_store.events \gset
 \set VERBOSITY default
 SELECT event_store.wait_for_feed(NULL, 1000);
 SELECT event_store.wait_for_feed(:h, NULL);
@@ -35,7 +35,7 @@ SELECT event_store.wait_for_feed(NULL, 1000);
 SELECT event_store.wait_for_feed(:h, NULL);
 SELECT event_store.wait_for_feed(:h, -1);
 \set VERBOSITY default
-SELECT count(*) AS events_after FROM event_store.events;
+SELECT count(*) = :events_before AS nothing_written FROM event_store.events;
 SELECT event_store._feed_waiters() AS waiters_left;
 
 -- statement_timeout cancels a wait (57014); the waiter leaves the list.
