@@ -63,11 +63,13 @@ extern TimestampTz es_feed_scan_bound(int64 after);
 extern TimestampTz es_feed_scan_end(void);
 extern int64 es_feed_current_horizon(void);
 extern void es_feed_wait_register(int64 after);
+extern bool es_notify;
 extern bool es_feed_wait_unregister(void);
 extern bool es_feed_notify_at_commit(void);
 extern bool es_feed_notifier_attach(int idx, Oid dbid);
 extern bool es_feed_notifier_take_kick(int idx);
 extern bool es_feed_notifier_retire(int idx);
+extern void es_feed_notifier_kick_self(int idx);
 extern void es_feed_notifier_detach(int idx, Oid dbid);
 
 /* feed_wait.c */

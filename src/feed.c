@@ -284,8 +284,9 @@ static bool my_slot_set = false;
 /* The highest position the current transaction drew (registry mode). */
 static int64 my_max_drawn = 0;
 
-/* The notifier entry the committing transaction pinned (-1: none). */
+/* The notifier entry the transaction pinned (-1: none), and whether it asked for a notification. */
 static int	my_notifier = -1;
+static bool my_notify_requested = false;
 
 /* Did this backend register as a waiter (it may have been woken since)? */
 static bool my_wait_registered = false;
@@ -384,10 +385,11 @@ clear_my_slot(bool committed)
 	int			nwake = 0;
 	int			notifier_proc = -1;
 
-	if (!my_slot_set)
+	if (!my_slot_set && my_notifier < 0)
 		return;
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	registry->first_position[MyProc->pgprocno] = 0;
+	if (my_slot_set)
+		registry->first_position[MyProc->pgprocno] = 0;
 	/* an abort leaves a hole, nothing to read: its waiters sleep on */
 	if (committed && registry->nwaiters > 0)
 	{
@@ -420,7 +422,7 @@ clear_my_slot(bool committed)
 		FeedNotifier *n = &registry->notifiers[my_notifier];
 
 		n->pins--;
-		if (committed && !n->kicked)
+		if (committed && my_notify_requested && !n->kicked)
 		{
 			n->kicked = true;
 			if (n->state == NOTIFIER_RUNNING)
@@ -429,6 +431,7 @@ clear_my_slot(bool committed)
 		my_notifier = -1;
 	}
 	LWLockRelease(registry->lock);
+	my_notify_requested = false;
 	my_slot_set = false;
 	my_max_drawn = 0;
 
@@ -667,6 +670,23 @@ es_feed_draw_positions(Oid seq, int n, int64 *positions)
 		positions[0] = nextval_internal(seq, true);
 		registry->first_position[MyProc->pgprocno] = positions[0];
 		my_slot_set = true;
+
+		/*
+		 * Pin the database's running notifier now, under the lock taken
+		 * anyway, so that the commit needs no extra lock to ask it for a
+		 * notification (es_feed_notify_at_commit() handles the rest).
+		 * After the draw: a draw that fails (no right on the sequence)
+		 * leaves no slot, and the pin must not outlive it.
+		 */
+		if (es_notify)
+			for (int k = 0; k < ES_MAX_NOTIFIERS; k++)
+				if (registry->notifiers[k].state == NOTIFIER_RUNNING &&
+					registry->notifiers[k].dbid == MyDatabaseId)
+				{
+					registry->notifiers[k].pins++;
+					my_notifier = k;
+					break;
+				}
 		LWLockRelease(registry->lock);
 		i = 1;
 	}
@@ -1178,8 +1198,9 @@ es_feed_notify_at_commit(void)
 
 	if (registry == NULL || !my_slot_set || !IsUnderPostmaster)
 		return false;
+	my_notify_requested = true;
 	if (my_notifier >= 0)
-		return true;
+		return true;			/* pinned at the first draw */
 
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ES_MAX_NOTIFIERS; i++)
@@ -1203,6 +1224,7 @@ es_feed_notify_at_commit(void)
 		if (free_idx < 0)
 		{
 			LWLockRelease(registry->lock);
+			my_notify_requested = false;
 			return false;
 		}
 		idx = free_idx;
@@ -1221,6 +1243,7 @@ es_feed_notify_at_commit(void)
 		if (!TimestampDifferenceExceeds(n->since, GetCurrentTimestamp(), ES_NOTIFIER_RETRY_MS))
 		{
 			LWLockRelease(registry->lock);
+			my_notify_requested = false;
 			return false;
 		}
 		start = true;
@@ -1246,6 +1269,7 @@ es_feed_notify_at_commit(void)
 		}
 		LWLockRelease(registry->lock);
 		my_notifier = -1;
+		my_notify_requested = false;
 		return false;
 	}
 	return true;
@@ -1285,6 +1309,15 @@ es_feed_notifier_take_kick(int idx)
 	n->kicked = false;
 	LWLockRelease(registry->lock);
 	return kicked;
+}
+
+/* The worker could not notify now: it keeps the kick for its next round. */
+void
+es_feed_notifier_kick_self(int idx)
+{
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	registry->notifiers[idx].kicked = true;
+	LWLockRelease(registry->lock);
 }
 
 /*

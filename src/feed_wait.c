@@ -171,6 +171,8 @@ es_feed_start_notifier(int idx, Oid dbid)
 	return RegisterDynamicBackgroundWorker(&worker, &handle);
 }
 
+static int64 notify_horizon_once(int64 last_sent);
+
 static int	notifier_idx = -1;
 static Oid	notifier_dbid = InvalidOid;
 
@@ -183,10 +185,44 @@ notifier_exit_callback(int code, Datum arg)
 
 /*
  * One coalesced NOTIFY: the horizon now, if it moved past the last one
- * sent.  Returns the horizon.
+ * sent.  Returns the horizon, or -1 when it could not be read now (a lock
+ * not granted within lock_timeout, see es_feed_notifier_main()): the
+ * caller tries again.
  */
 static int64
 notify_horizon(int64 last_sent)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile int64 horizon = last_sent;
+
+	PG_TRY();
+	{
+		horizon = notify_horizon_once(last_sent);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+		{
+			/* anything else: report it and let the worker end (appenders notify themselves) */
+			ReThrowError(edata);
+		}
+		FreeErrorData(edata);
+		horizon = -1;
+	}
+	PG_END_TRY();
+	return horizon;
+}
+
+/* notify_horizon()'s transaction. */
+static int64
+notify_horizon_once(int64 last_sent)
 {
 	int64		horizon = last_sent;
 
@@ -237,6 +273,14 @@ es_feed_notifier_main(Datum main_arg)
 	pgstat_report_appname("event_store notifier");
 	/* a superuser: nothing it runs may resolve a name through a schema others create objects in */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Never make DDL wait for us, nor deadlock with it: DROP TRIGGER on
+	 * the log locks a partition before the parent, the horizon reads the
+	 * parent before the partitions.  A lock not granted at once ends the
+	 * try; the worker tries again after the interval.
+	 */
+	SetConfigOption("lock_timeout", "10ms", PGC_SUSET, PGC_S_OVERRIDE);
 	idle_since = GetCurrentTimestamp();
 
 	for (;;)
@@ -269,7 +313,13 @@ es_feed_notifier_main(Datum main_arg)
 		{
 			int64		horizon = notify_horizon(last_sent);
 
-			if (horizon > last_sent)
+			if (horizon < 0)
+			{
+				/* locked out by DDL: keep the kick, try after the interval */
+				es_feed_notifier_kick_self(notifier_idx);
+				last_notify = GetCurrentTimestamp();
+			}
+			else if (horizon > last_sent)
 			{
 				last_sent = horizon;
 				last_notify = GetCurrentTimestamp();

@@ -85,7 +85,7 @@ PG_FUNCTION_INFO_V1(es_call_projection_reset);
 #define ES_NOTIFY_CHANNEL	"event_store_events"
 
 /* GUC: appending transactions ask for a notification (coalesced when preloaded) */
-static bool es_notify = true;
+bool		es_notify = true;
 
 /* One string filter (event types or categories); NULL list = everything. */
 typedef struct NameFilter

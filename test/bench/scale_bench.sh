@@ -99,13 +99,15 @@ INSERT INTO messages (stream_name, position, type, data) VALUES ('bench-' || :s,
 SQL
 cat >"$WORK/mdb.sql" <<SQL
 \set s random(1, $NSTREAMS)
-SELECT message_store.write_message(gen_random_uuid()::varchar, ('bench-' || :s)::varchar, 'Appended'::varchar, '{"a": 1}'::jsonb);
+SELECT write_message(gen_random_uuid()::varchar, ('bench-' || :s)::varchar, 'Appended'::varchar, '{"a": 1}'::jsonb);
 SQL
 chown postgres "$WORK"/*.sql
 
 tps() {
-    local db=$1 script=$2 clients=$3 threads=$(( $3 < 4 ? $3 : 4 ))
-    as_pg "$PGBIN/pgbench" -n -M prepared -c "$clients" -j "$threads" -T "$SECS" -f "$WORK/$script" "$db" 2>&1 |
+    local db=$1 script=$2 clients=$3 threads=$(( $3 < 4 ? $3 : 4 )) user=postgres
+    # Message DB's functions call each other unqualified: its role's search_path finds them
+    [[ $db == mdb ]] && user=message_store
+    as_pg "$PGBIN/pgbench" -n -M prepared -U "$user" -c "$clients" -j "$threads" -T "$SECS" -f "$WORK/$script" "$db" 2>&1 |
         sed -n 's/^tps = \([0-9.]*\).*/\1/p'
 }
 mean_tps() {   # db script clients: the mean over PASSES
@@ -144,8 +146,9 @@ psql_q -d ours -c 'CREATE UNLOGGED TABLE lat_commit (pos bigint, at timestamptz)
        -c 'CREATE UNLOGGED TABLE lat_wake (horizon bigint, at timestamptz)'
 cat >"$WORK/lat.sql" <<SQL
 \set s random(1, $NSTREAMS)
-SELECT event_store.append_event('bench-' || :s, 'Appended', '{"a": 1}') AS pos \gset
-INSERT INTO lat_commit VALUES (:pos, clock_timestamp());
+SELECT event_store.append_event('bench-' || :s, 'Appended', '{"a": 1}') AS v \gset
+INSERT INTO lat_commit SELECT global_position, clock_timestamp() FROM event_store.events
+ WHERE stream_id = 'bench-' || :s AND stream_version = :v;
 SQL
 chown postgres "$WORK/lat.sql"
 LATSECS=$((SECS + 2))
@@ -174,27 +177,36 @@ SELECT format('   %s appends: p50 %s ms, p99 %s ms, max %s ms (negative: the wai
 
 echo | tee -a "$REPORT"
 echo "== appends at 16 clients with $NWAITERS waiters vs none" | tee -a "$REPORT"
+# Waiters are pgbench clients too, one wait_for_feed() statement per call
+# (a waiter holds its statement's snapshot while it waits, like any
+# statement: one long transaction around many waits would hold back
+# vacuum and HOT pruning of the streams table and slow the appends down).
+cat >"$WORK/wait_far.sql" <<SQL
+SELECT event_store.wait_for_feed(event_store.feed_horizon() + 1000000000, 500);
+SQL
+cat >"$WORK/wait_follow.sql" <<SQL
+SELECT event_store.wait_for_feed(event_store.feed_horizon(), 1000);
+SQL
+chown postgres "$WORK"/wait_*.sql
 waiters() {   # mode: follow (each returns on every advance and waits again) or far (a position never reached)
-    local mode=$1 pids=()
-    for ((i = 0; i < NWAITERS; i++)); do
-        as_pg "$PGBIN/psql" -X -q -d ours -c "DO \$\$
-DECLARE h bigint := event_store.feed_horizon() + CASE WHEN '$mode' = 'far' THEN 1000000000 ELSE 0 END;
-        stop timestamptz := clock_timestamp() + interval '$((SECS + 3)) s';
-BEGIN
-  WHILE clock_timestamp() < stop LOOP
-    h := greatest(h, event_store.wait_for_feed(h, 500));
-  END LOOP;
-END \$\$" >/dev/null 2>&1 &
-        pids+=($!)
+    local mode=$1 pid
+    as_pg "$PGBIN/pgbench" -n -M prepared -c "$NWAITERS" -j 2 -T $((SECS + 30)) -f "$WORK/wait_$mode.sql" ours >/dev/null 2>&1 &
+    pid=$!
+    # measure once all are connected and waiting (starting 100 backends takes a while here)
+    for _ in $(seq 1 300); do
+        [[ $(psql_q -d ours -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%wait_for_feed(event_store.feed_horizon()%' AND pid <> pg_backend_pid()") -ge $NWAITERS ]] && break
+        sleep 0.1
     done
-    sleep 2
-    echo "   $mode: $(psql_q -d ours -c 'SELECT count(*) FROM pg_stat_activity WHERE query LIKE '"'"'%wait_for_feed(h%'"'"' AND pid <> pg_backend_pid()') waiter sessions"
-    W_TPS=$(tps ours ours.sql 16)
-    wait "${pids[@]}" || true
+    sleep 0.5
+    echo "   $mode: $(psql_q -d ours -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%wait_for_feed(event_store.feed_horizon()%' AND pid <> pg_backend_pid()") waiter sessions, $(psql_q -d ours -c 'SELECT event_store._feed_waiters()') on the waiter list when measuring started"
+    tps ours ours.sql 16 >"$WORK/waiters_$mode.tps"
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    psql_q -d ours -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%wait_for_feed(event_store.feed_horizon()%' AND pid <> pg_backend_pid()" >/dev/null
 }
 T0=$(tps ours ours.sql 16)
-waiters far | tee -a "$REPORT"; T_FAR=$W_TPS
-waiters follow | tee -a "$REPORT"; T_FOLLOW=$W_TPS
+waiters far | tee -a "$REPORT"; T_FAR=$(cat "$WORK/waiters_far.tps")
+waiters follow | tee -a "$REPORT"; T_FOLLOW=$(cat "$WORK/waiters_follow.tps")
 T1=$(tps ours ours.sql 16)
 awk -v a="$T0" -v b="$T1" -v f="$T_FAR" -v w="$T_FOLLOW" -v n="$NWAITERS" 'BEGIN {
   base = (a + b) / 2;
@@ -235,6 +247,7 @@ cp "$DAT" "$OUTDIR/scale_$STAMP.dat"
 if [[ ${BENCH_DOC:-0} == 1 ]] && command -v gnuplot >/dev/null; then
     gnuplot <<GP
 set terminal svg size 900,500 dynamic noenhanced font "sans,11" background "white"
+set yrange [0:*]
 set output "$ROOT/docs/scale_bench.svg"
 set title "Single-event appends to random streams vs clients (fsync on, synchronous_commit on, $(nproc) cores, $STAMP)"
 set logscale x 2
