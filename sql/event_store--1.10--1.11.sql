@@ -804,3 +804,29 @@ CREATE TRIGGER _check_retention BEFORE INSERT OR UPDATE ON event_store.retention
 ------------------------------------------------------------------------------
 ALTER TABLE event_store.events ALTER COLUMN data DROP NOT NULL;
 ALTER TABLE event_store_archive.events ALTER COLUMN data DROP NOT NULL;
+
+------------------------------------------------------------------------------
+-- issue 26: push without NOTIFY's commit lock
+--
+-- wait_for_feed() blocks until the gap-free horizon passes a position,
+-- woken by the committing appender through shared memory (src/feed_wait.c,
+-- src/feed.c).  Appends no longer NOTIFY per transaction when the library
+-- is preloaded: a background worker per database sends one coalesced
+-- NOTIFY per 10 ms, payload the horizon (event_store.notify).
+------------------------------------------------------------------------------
+CREATE FUNCTION event_store.wait_for_feed(after bigint, timeout_ms integer DEFAULT 10000) RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_wait_for_feed' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_store.wait_for_feed(bigint, integer) IS
+  'Blocks until the feed horizon passes after, at most timeout_ms milliseconds; returns the horizon, or after on a timeout. Preloaded: woken by the committing appender; not preloaded (feed_mode() = locks): polls every 10 ms.';
+REVOKE ALL ON FUNCTION event_store.wait_for_feed(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.wait_for_feed(bigint, integer) TO event_store_reader;
+
+CREATE FUNCTION event_store._feed_waiters() RETURNS integer
+AS 'MODULE_PATHNAME', 'es_feed_waiters' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_store._feed_waiters() IS
+  'Backends of the cluster sleeping in wait_for_feed() (0 when not preloaded).';
+REVOKE ALL ON FUNCTION event_store._feed_waiters() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._feed_waiters() TO event_store_reader;
+
+COMMENT ON FUNCTION event_store.feed_mode() IS
+  '''registry'' when event_store is in shared_preload_libraries: gap-free by a shared-memory registry, wait_for_feed() is woken by committing appenders and NOTIFYs are coalesced by a worker. ''locks'' when not preloaded: gap-free by advisory locks, wait_for_feed() polls every 10 ms, and every appending transaction sends its own NOTIFY.';

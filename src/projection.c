@@ -31,8 +31,11 @@
  *	  with the caller's search_path are qualified down to their operators.
  *
  *	  Push: with event_store.notify on (the default), a transaction that
- *	  appended sends one NOTIFY on channel "event_store_events" when it
- *	  commits; the payload is the highest global_position it appended.
+ *	  appended asks for a notification on channel "event_store_events".
+ *	  Preloaded, its commit kicks the database's notifier, which sends one
+ *	  NOTIFY per interval with the feed horizon as payload (feed_wait.c);
+ *	  otherwise (or when no notifier can run) it sends its own NOTIFY,
+ *	  payload the highest global_position it appended.
  *
  *-------------------------------------------------------------------------
  */
@@ -81,8 +84,8 @@ PG_FUNCTION_INFO_V1(es_call_projection_reset);
 
 #define ES_NOTIFY_CHANNEL	"event_store_events"
 
-/* GUC: send one NOTIFY per appending transaction */
-static bool es_notify = true;
+/* GUC: appending transactions ask for a notification (coalesced when preloaded) */
+bool		es_notify = true;
 
 /* One string filter (event types or categories); NULL list = everything. */
 typedef struct NameFilter
@@ -1356,7 +1359,13 @@ projection_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			if (notify_position > 0)
+			/*
+			 * Preloaded, the database's notifier sends the coalesced NOTIFY
+			 * (feed_wait.c): a NOTIFY here would hold the notification
+			 * queue's commit lock through this commit's WAL flush, and every
+			 * appender would wait for the one before.
+			 */
+			if (notify_position > 0 && !es_feed_notify_at_commit())
 			{
 				char		payload[32];
 
@@ -1364,6 +1373,7 @@ projection_xact_callback(XactEvent event, void *arg)
 				notify_position = 0;
 				Async_Notify(ES_NOTIFY_CHANNEL, payload);
 			}
+			notify_position = 0;
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 		case XACT_EVENT_ABORT:
@@ -1382,9 +1392,10 @@ void
 es_projection_init(void)
 {
 	DefineCustomBoolVariable("event_store.notify",
-							 "Send one NOTIFY on channel event_store_events per transaction that appends events.",
-							 "The payload is the highest global_position the transaction appended. "
-							 "Turn off where commit contention on the notification queue matters.",
+							 "Announce appends on channel event_store_events.",
+							 "Preloaded: a background worker per database sends at most one NOTIFY per 10 ms, "
+							 "payload the feed horizon, after commits of transactions with this on. "
+							 "Not preloaded: each appending transaction sends one NOTIFY, payload its highest global_position.",
 							 &es_notify,
 							 true,
 							 PGC_USERSET,
