@@ -1,0 +1,171 @@
+-- issue 29: subscriptions that survive failures (nack, retries with
+-- backoff, parking, parked_events, replay_parked, skip_parked).  No test
+-- sleeps: a retry's time is read from subscription_retries.next_attempt_at,
+-- and "time passing" is an UPDATE moving it to the past.
+SET timezone = 'UTC';
+SELECT current_database() AS orig_db \gset
+CREATE DATABASE es_consumer_failures_test;
+\c es_consumer_failures_test
+SET timezone = 'UTC';
+SET client_min_messages = warning;
+CREATE EXTENSION event_store;
+RESET client_min_messages;
+
+SELECT event_store.append_event('order-1', 'Placed', '{}');      -- 1
+SELECT event_store.append_event('order-2', 'Placed', '{}');      -- 2
+SELECT event_store.append_event('order-1', 'Shipped', '{}');     -- 3
+SELECT event_store.append_event('order-3', 'Placed', '{}');      -- 4
+SELECT event_store.append_event('order-2', 'Shipped', '{}');     -- 5
+SELECT event_store.append_event('order-1', 'Delivered', '{}');   -- 6
+
+-- Options: defaults 5 attempts and 1 second; stored on the subscription.
+SELECT event_store.subscribe('mail');
+SELECT event_store.subscribe('billing', max_attempts => 3, retry_delay => '1 hour');
+SELECT name, max_attempts, retry_delay FROM event_store.subscriptions ORDER BY name;
+-- The documented backoff: retry n comes retry_delay * 2^(n-1) after the n-th nack.
+SELECT n, event_store.retry_backoff('1 second', n) AS after_1s, event_store.retry_backoff('1 hour', n) AS after_1h
+  FROM generate_series(1, 4) n;
+SELECT event_store.retry_backoff('1 second', 1000) AS capped_at_2_to_16;
+
+-- Bad options: a clear error and no subscription written.
+SELECT event_store.subscribe('bad', max_attempts => 0);
+SELECT event_store.subscribe('bad', max_attempts => NULL);
+SELECT event_store.subscribe('bad', max_attempts => 1001);
+SELECT event_store.subscribe('bad', retry_delay => '0');
+SELECT event_store.subscribe('bad', retry_delay => '-1 second');
+SELECT event_store.subscribe('bad', retry_delay => '2 days');
+SELECT count(*) AS bad_subscriptions FROM event_store.subscriptions WHERE name = 'bad';
+
+-- A first nack: the event waits retry_delay; later events of its stream
+-- wait behind it, other streams continue.
+SELECT global_position, stream_id, event_type FROM event_store.poll('billing', 3);
+SELECT event_store.nack('billing', 1, 'smtp down');
+SELECT event_store.ack('billing', 3);   -- 2 handled; 3 (order-1) was not handled, it waits behind 1
+SELECT global_position, stream_id, attempts, last_error, next_attempt_at - last_failed_at AS delay,
+       next_attempt_at > now() AS waiting, state
+  FROM event_store.subscription_retries WHERE name = 'billing' ORDER BY global_position;
+-- Not due: poll goes on with the other streams only.
+SELECT global_position, stream_id, event_type FROM event_store.poll('billing');
+SELECT event_store.ack('billing', 5);
+-- Time passes: the retry is due and comes back, alone of its stream.
+UPDATE event_store.subscription_retries SET next_attempt_at = now() - interval '1 second'
+ WHERE name = 'billing' AND global_position = 1;
+SELECT global_position, stream_id, event_type FROM event_store.poll('billing');
+-- Second failure: twice the delay.
+SELECT event_store.nack('billing', 1, 'smtp still down');
+SELECT global_position, attempts, last_error, next_attempt_at - last_failed_at AS delay
+  FROM event_store.subscription_retries WHERE name = 'billing' AND global_position = 1;
+SELECT count(*) AS delivered_while_waiting FROM event_store.poll('billing');
+UPDATE event_store.subscription_retries SET next_attempt_at = now() - interval '1 second'
+ WHERE name = 'billing' AND global_position = 1;
+SELECT global_position FROM event_store.poll('billing');
+-- The third (max_attempts) nack parks it; poll goes past it: the held
+-- events of its stream come, in order.
+SELECT event_store.nack('billing', 1, 'smtp gone');
+SELECT consumer, kind, global_position, stream_id, event_type, attempts, last_error,
+       first_failed_at <= last_failed_at AS times_in_order
+  FROM event_store.parked_events;
+SELECT global_position, stream_id, event_type FROM event_store.poll('billing');
+-- A success: ack resolves the delivered retry; 6 comes next.
+SELECT event_store.ack('billing', 3);
+SELECT global_position, stream_id, event_type FROM event_store.poll('billing');
+SELECT event_store.ack('billing', 6);
+SELECT count(*) AS more FROM event_store.poll('billing');
+SELECT global_position, state FROM event_store.subscription_retries WHERE name = 'billing';
+
+-- replay_parked puts it back into delivery (with new attempts).
+SELECT event_store.replay_parked('billing', 1);
+SELECT count(*) AS parked FROM event_store.parked_events;
+SELECT global_position, stream_id FROM event_store.poll('billing');
+SELECT event_store.ack('billing', 1);
+SELECT count(*) AS retries_left FROM event_store.subscription_retries WHERE name = 'billing';
+
+-- max_attempts 1 parks at the first nack; skip_parked drops it.
+SELECT event_store.subscribe('once', max_attempts => 1);
+SELECT global_position FROM event_store.poll('once', 1);
+SELECT event_store.nack('once', 1, 'bad data');
+SELECT consumer, global_position, attempts FROM event_store.parked_events;
+SELECT global_position, stream_id FROM event_store.poll('once', 3);
+SELECT event_store.skip_parked('once', 1);
+SELECT count(*) AS parked FROM event_store.parked_events;
+-- Skipped: not delivered again, though still after the checkpoint; the
+-- row goes once the checkpoint passes it.
+SELECT global_position FROM event_store.poll('once', 3);
+SELECT global_position, state FROM event_store.subscription_retries WHERE name = 'once';
+SELECT event_store.ack('once', 1);
+SELECT count(*) AS once_rows FROM event_store.subscription_retries WHERE name = 'once';
+SELECT event_store.nack('once', 1, 'x');                           -- acknowledged now
+-- all at once: position NULL
+SELECT event_store.nack('once', 2, 'a');
+SELECT event_store.nack('once', 3, 'b');
+SELECT event_store.skip_parked('once');
+SELECT event_store.replay_parked('once');
+SELECT count(*) AS parked FROM event_store.parked_events;
+SELECT global_position FROM event_store.poll('once', 3);
+
+-- Consumer groups: a retry follows its stream to the member that receives
+-- it; two members fail independently.
+SELECT event_store.subscribe('group', max_attempts => 2);
+SELECT m, array_agg(global_position || ':' || stream_id ORDER BY global_position) AS delivered
+  FROM generate_series(0, 1) m, event_store.poll('group', 100, m, 2) GROUP BY m ORDER BY m;
+SELECT event_store.nack('group', 1, 'm0 failed', 0, 2);
+SELECT event_store.nack('group', 2, 'm1 failed', 1, 2);
+SELECT event_store.ack('group', 6, 0, 2);
+SELECT event_store.ack('group', 6, 1, 2);
+SELECT global_position, stream_id, attempts, event_store.consumer_group_member(stream_id, 2) AS member
+  FROM event_store.subscription_retries WHERE name = 'group' ORDER BY global_position;
+UPDATE event_store.subscription_retries SET next_attempt_at = now() - interval '1 second' WHERE name = 'group';
+SELECT m, array_agg(global_position || ':' || stream_id ORDER BY global_position) AS delivered
+  FROM generate_series(0, 1) m, event_store.poll('group', 100, m, 2) GROUP BY m ORDER BY m;
+-- The group shrinks to one member: it receives every stream's retries.
+SELECT global_position, stream_id FROM event_store.poll('group', 100);
+
+-- Bad input: a clear error and nothing written.
+SELECT event_store.subscribe('placed', event_types => ARRAY['Placed']);
+SELECT global_position FROM event_store.poll('placed', 100);
+SELECT event_store.nack('placed', 4, 'a real failure');            -- waits for its retry
+SELECT event_store.ack('placed', 2);
+SELECT event_store.subscribe('parking', max_attempts => 1);
+SELECT event_store.nack('parking', 1, 'parked');
+CREATE TEMP TABLE before_retries AS SELECT * FROM event_store.subscription_retries;
+CREATE TEMP TABLE before_checkpoints AS SELECT * FROM event_store.subscription_checkpoints;
+CREATE TEMP TABLE before_subscriptions AS SELECT * FROM event_store.subscriptions;
+SELECT event_store.nack('mail', 1, NULL);                          -- reason NULL
+SELECT event_store.nack('mail', 1, repeat('x', 10001));            -- reason too long
+SELECT event_store.nack('mail', NULL, 'x');                        -- position NULL
+SELECT event_store.nack(NULL, 1, 'x');                             -- subscription NULL
+SELECT event_store.nack('nobody', 1, 'x');                         -- unknown subscription
+SELECT event_store.nack('mail', 999, 'x');                         -- not in the log
+SELECT event_store.nack('placed', 1, 'x');                         -- at or before the checkpoint
+SELECT event_store.nack('placed', 3, 'x');                         -- not of the subscription (Shipped)
+SELECT event_store.nack('placed', 4, 'again');                     -- not redelivered since its nack
+SELECT event_store.nack('parking', 1, 'x');                        -- parked
+SELECT event_store.nack('mail', 1, 'x', 1, 2);                     -- another member's stream
+SELECT event_store.nack('mail', 1, 'x', 2, 2);                     -- member out of range
+SELECT event_store.nack('mail', 1, 'x', 0, NULL);                  -- member without size
+SELECT event_store.subscribe('parking', max_attempts => 0);        -- bad options on an existing one
+SELECT event_store.replay_parked('nobody');                        -- unknown consumer
+SELECT event_store.replay_parked(NULL);
+SELECT event_store.replay_parked('parking', 2);                    -- no parked event there
+SELECT event_store.replay_parked('placed', 4);                     -- waiting, not parked
+SELECT event_store.skip_parked('nobody', 1);
+SELECT event_store.skip_parked('parking', 999);
+SELECT (SELECT count(*) FROM (SELECT * FROM event_store.subscription_retries EXCEPT SELECT * FROM before_retries) x)
+     + (SELECT count(*) FROM (SELECT * FROM before_retries EXCEPT SELECT * FROM event_store.subscription_retries) x) AS retries_changed,
+       (SELECT count(*) FROM (SELECT * FROM event_store.subscription_checkpoints EXCEPT SELECT * FROM before_checkpoints) x)
+     + (SELECT count(*) FROM (SELECT * FROM before_checkpoints EXCEPT SELECT * FROM event_store.subscription_checkpoints) x) AS checkpoints_changed,
+       (SELECT count(*) FROM (SELECT * FROM event_store.subscriptions EXCEPT SELECT * FROM before_subscriptions) x) AS subscriptions_changed;
+
+-- Roles: a reader nacks, replays and skips (like ack); nothing else may.
+SELECT has_function_privilege('event_store_reader', 'event_store.nack(text,bigint,text,int,int)', 'EXECUTE') AS reader_nacks,
+       has_function_privilege('event_store_reader', 'event_store.replay_parked(text,bigint)', 'EXECUTE') AS reader_replays,
+       has_function_privilege('public', 'event_store.nack(text,bigint,text,int,int)', 'EXECUTE') AS public_nacks,
+       has_table_privilege('event_store_reader', 'event_store.parked_events', 'SELECT') AS reader_sees_parked,
+       has_table_privilege('event_store_reader', 'event_store.subscription_retries', 'TRUNCATE') AS reader_truncates;
+
+-- unsubscribe drops a subscription's retries and parked events.
+SELECT event_store.unsubscribe('parking');
+SELECT count(*) AS parking_rows FROM event_store.subscription_retries WHERE name = 'parking';
+
+\c :orig_db
+DROP DATABASE es_consumer_failures_test;
