@@ -1309,3 +1309,338 @@ COMMENT ON FUNCTION event_store.skip_parked(text, bigint) IS
   'Drop a consumer''s parked event (all of them when position is NULL) for good; returns how many.';
 REVOKE ALL ON FUNCTION event_store.skip_parked(text, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store.skip_parked(text, bigint) TO event_store_reader;
+
+------------------------------------------------------------------------------
+-- issue 29: async projections that park failing events instead of
+-- blocking.  create_projection(..., on_error DEFAULT 'retry', max_attempts
+-- DEFAULT 5, retry_delay DEFAULT '1 second'):
+--   'stop'  a handler error aborts run_projection() (the behaviour before
+--           1.11, kept for projections registered before it);
+--   'park'  the event is parked at its first failure and the run goes on;
+--   'retry' the event is retried by later runs, retry_backoff(retry_delay, n)
+--           after its n-th failure, and parked at the max_attempts-th;
+--           later events of its stream wait for it (held), other streams go
+--           on.
+-- run_projection() (src/projection.c) calls the handler in a subtransaction
+-- for 'park' and 'retry', handles due retries before new events, and moves
+-- the checkpoint past failed and held events.  Inline projections ignore
+-- on_error: a handler error rolls the append back.
+------------------------------------------------------------------------------
+ALTER TABLE event_store.projection_registry
+    ADD COLUMN on_error text NOT NULL DEFAULT 'stop'
+        CONSTRAINT projection_registry_on_error_check CHECK (on_error IN ('retry', 'park', 'stop')),
+    ADD COLUMN max_attempts int NOT NULL DEFAULT 5
+        CONSTRAINT projection_registry_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000),
+    ADD COLUMN retry_delay interval NOT NULL DEFAULT '1 second'
+        CONSTRAINT projection_registry_retry_delay_check CHECK (retry_delay > '0' AND retry_delay <= '1 day');
+-- Registered before 1.11: 'stop' (unchanged); from now on 'retry'.
+ALTER TABLE event_store.projection_registry ALTER COLUMN on_error SET DEFAULT 'retry';
+
+CREATE TABLE event_store.projection_retries (
+    name            text NOT NULL REFERENCES event_store.projection_registry (name) ON DELETE CASCADE,
+    global_position bigint NOT NULL,
+    stream_id       text NOT NULL,
+    event_type      text NOT NULL,
+    attempts        int NOT NULL CHECK (attempts >= 0),
+    last_error      text,
+    first_failed_at timestamptz,
+    last_failed_at  timestamptz,
+    next_attempt_at timestamptz,
+    state           text NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'parked')),
+    PRIMARY KEY (name, global_position)
+);
+CREATE INDEX projection_retries_stream ON event_store.projection_retries (name, stream_id, global_position);
+SELECT pg_catalog.pg_extension_config_dump('event_store.projection_retries', '');
+COMMENT ON TABLE event_store.projection_retries IS
+  'Events of async projections whose handler failed (attempts >= 1; parked after max_attempts, or at once with on_error ''park'') or that wait behind such an event of their stream (held, attempts 0).';
+REVOKE ALL ON event_store.projection_retries FROM PUBLIC;
+GRANT SELECT ON event_store.projection_retries TO event_store_reader;
+GRANT INSERT, UPDATE, DELETE ON event_store.projection_retries TO event_store_admin;
+
+DROP FUNCTION event_store.create_projection(text, regprocedure, text[], text[], text, regprocedure);
+CREATE FUNCTION event_store.create_projection(
+    name text, handler regprocedure, event_types text[] DEFAULT NULL,
+    categories text[] DEFAULT NULL, mode text DEFAULT 'inline',
+    reset regprocedure DEFAULT NULL, on_error text DEFAULT 'retry',
+    max_attempts int DEFAULT 5, retry_delay interval DEFAULT '1 second')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_store._check_name(create_projection.name, 'projection');
+    IF handler IS NULL THEN
+        RAISE EXCEPTION 'projection handler must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF mode IS NULL OR mode NOT IN ('inline', 'async') THEN
+        RAISE EXCEPTION 'invalid projection mode "%"', coalesce(mode, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''inline'' (in the appending transaction) or ''async'' (run_projection()).';
+    END IF;
+    IF on_error IS NULL OR on_error NOT IN ('retry', 'park', 'stop') THEN
+        RAISE EXCEPTION 'invalid on_error "%"', coalesce(on_error, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''retry'' (with backoff, then park), ''park'' or ''stop''.';
+    END IF;
+    IF create_projection.max_attempts IS NULL OR create_projection.max_attempts NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and 1000, got %', coalesce(create_projection.max_attempts::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF create_projection.retry_delay IS NULL
+       OR NOT (create_projection.retry_delay > '0' AND create_projection.retry_delay <= '1 day') THEN
+        RAISE EXCEPTION 'retry_delay must be over 0 and at most 1 day, got %', coalesce(create_projection.retry_delay::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM event_store._check_handler(handler, 'handler');
+    IF reset IS NOT NULL THEN
+        PERFORM event_store._check_handler(reset, 'reset');
+    END IF;
+    PERFORM event_store._check_filter(event_types, 'event_types');
+    PERFORM event_store._check_filter(categories, 'categories');
+    IF EXISTS (SELECT 1 FROM event_store.projection_registry r WHERE r.name = create_projection.name) THEN
+        RAISE EXCEPTION 'projection "%" already exists', create_projection.name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Drop it first with event_store.drop_projection().';
+    END IF;
+    INSERT INTO event_store.projection_registry (name, handler, event_types, categories, mode, reset_handler,
+                                                 on_error, max_attempts, retry_delay)
+    VALUES (create_projection.name, handler::text, event_types, categories, mode, reset::text,
+            on_error, create_projection.max_attempts, create_projection.retry_delay);
+    INSERT INTO event_store.projection_checkpoints (name) VALUES (create_projection.name);
+END
+$$;
+COMMENT ON FUNCTION event_store.create_projection(text, regprocedure, text[], text[], text, regprocedure, text, int, interval) IS
+  'Register a projection: handler (event event_store.events) RETURNS void, optional filters, mode inline|async, optional reset function () RETURNS void for rebuilds, on_error retry|park|stop for async runs. Past events are not replayed: call rebuild_projection().';
+REVOKE ALL ON FUNCTION event_store.create_projection(text, regprocedure, text[], text[], text, regprocedure, text, int, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.create_projection(text, regprocedure, text[], text[], text, regprocedure, text, int, interval) TO event_store_admin;
+
+-- Called by run_projection() (C) for 'retry' and 'park' projections.
+-- Whether an event waits behind an earlier one of its stream.
+CREATE FUNCTION event_store._projection_held(name text, stream_id text, pos bigint) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN EXISTS (SELECT 1 FROM event_store.projection_retries r
+                WHERE r.name = $1 AND r.stream_id = $2 AND r.global_position < $3 AND r.state = 'waiting');
+
+-- Keep an event that waits behind an earlier one of its stream.
+CREATE FUNCTION event_store._projection_hold(name text, pos bigint, stream_id text, event_type text) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    INSERT INTO event_store.projection_retries (name, global_position, stream_id, event_type, attempts)
+    VALUES ($1, $2, $3, $4, 0)
+    ON CONFLICT ON CONSTRAINT projection_retries_pkey DO NOTHING;
+END;
+
+-- A handler failed on an event: count the attempt, schedule the retry or
+-- park it.  True when it waits (later events of its stream are held).
+CREATE FUNCTION event_store._projection_failed(name text, pos bigint, stream_id text, event_type text, error text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    reg event_store.projection_registry;
+    n   int;
+BEGIN
+    SELECT r.* INTO reg FROM event_store.projection_registry r WHERE r.name = _projection_failed.name;
+    n := coalesce((SELECT x.attempts FROM event_store.projection_retries x
+                    WHERE x.name = _projection_failed.name AND x.global_position = pos), 0) + 1;
+    INSERT INTO event_store.projection_retries AS x
+           (name, global_position, stream_id, event_type, attempts, last_error,
+            first_failed_at, last_failed_at, next_attempt_at, state)
+    VALUES (_projection_failed.name, pos, _projection_failed.stream_id, _projection_failed.event_type, n,
+            pg_catalog.left(error, 10000), pg_catalog.now(), pg_catalog.now(),
+            CASE WHEN reg.on_error = 'park' OR n >= reg.max_attempts THEN NULL
+                 ELSE pg_catalog.now() + event_store.retry_backoff(reg.retry_delay, n) END,
+            CASE WHEN reg.on_error = 'park' OR n >= reg.max_attempts THEN 'parked' ELSE 'waiting' END)
+    ON CONFLICT ON CONSTRAINT projection_retries_pkey DO UPDATE
+       SET attempts = excluded.attempts, last_error = excluded.last_error,
+           first_failed_at = coalesce(x.first_failed_at, excluded.first_failed_at),
+           last_failed_at = excluded.last_failed_at, next_attempt_at = excluded.next_attempt_at,
+           state = excluded.state;
+    RETURN NOT (reg.on_error = 'park' OR n >= reg.max_attempts);
+END
+$$;
+
+-- The waiting events whose turn has come: due, and first of their stream.
+CREATE FUNCTION event_store._projection_due(name text, max_count bigint)
+RETURNS TABLE (e event_store.events, global_position bigint, stream_id text, event_type text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT ev, ev.global_position, ev.stream_id, ev.event_type
+      FROM event_store.projection_retries r
+      JOIN event_store.events ev ON ev.global_position = r.global_position
+     WHERE r.name = $1 AND r.state = 'waiting'
+       AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= pg_catalog.now())
+       AND NOT event_store._projection_held($1, r.stream_id, r.global_position)
+     ORDER BY r.global_position
+     LIMIT $2;
+END;
+
+-- A retried or held event went through.
+CREATE FUNCTION event_store._projection_done(name text, pos bigint) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    DELETE FROM event_store.projection_retries r WHERE r.name = $1 AND r.global_position = $2;
+END;
+
+DO $$
+DECLARE
+    f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['event_store._projection_held(text,text,bigint)',
+                             'event_store._projection_hold(text,bigint,text,text)',
+                             'event_store._projection_failed(text,bigint,text,text,text)',
+                             'event_store._projection_due(text,bigint)',
+                             'event_store._projection_done(text,bigint)'] LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO event_store_admin', f);
+    END LOOP;
+END
+$$;
+
+-- A rebuild starts the projection over: its retries and parked events go.
+CREATE OR REPLACE FUNCTION event_store._rebuild_start(name text, OUT mode text, OUT target bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    reg event_store.projection_registry;
+BEGIN
+    PERFORM event_store._check_name(_rebuild_start.name, 'projection');
+    SELECT r.* INTO reg FROM event_store.projection_registry r WHERE r.name OPERATOR(pg_catalog.=) _rebuild_start.name;
+    IF NOT FOUND THEN
+        PERFORM event_store._projection_not_found(_rebuild_start.name);
+    END IF;
+    PERFORM 1 FROM event_store.projection_checkpoints c WHERE c.name OPERATOR(pg_catalog.=) _rebuild_start.name FOR UPDATE;
+    target := event_store._last_drawn_position();
+    UPDATE event_store.projection_checkpoints c
+       SET position = 0, events_processed = 0, updated_at = pg_catalog.now(),
+           rebuild_started_at = pg_catalog.clock_timestamp(), rebuild_target = target, rebuild_finished_at = NULL
+     WHERE c.name OPERATOR(pg_catalog.=) _rebuild_start.name;
+    DELETE FROM event_store.projection_retries r WHERE r.name OPERATOR(pg_catalog.=) _rebuild_start.name;
+    -- as the registrar (issue 25 item 2; 1.10 ran it as the caller)
+    PERFORM event_store._call_projection_reset(_rebuild_start.name);
+    mode := reg.mode;
+END
+$$;
+
+CREATE OR REPLACE VIEW event_store.parked_events AS
+SELECT r.name AS consumer, 'subscription'::text AS kind, r.global_position, r.stream_id, r.event_type,
+       r.attempts, r.last_error, r.first_failed_at, r.last_failed_at
+  FROM event_store.subscription_retries r
+ WHERE r.state = 'parked'
+UNION ALL
+SELECT r.name, 'projection', r.global_position, r.stream_id, r.event_type,
+       r.attempts, r.last_error, r.first_failed_at, r.last_failed_at
+  FROM event_store.projection_retries r
+ WHERE r.state = 'parked';
+
+CREATE OR REPLACE VIEW event_store.projection_status AS
+SELECT p.name,
+       p.mode,
+       p.checkpoint,
+       p.lag AS lag_events,
+       CASE WHEN p.mode = 'async' THEN
+            coalesce(pg_catalog.now() - (SELECT e.recorded_at FROM event_store.events e
+                                           WHERE e.global_position > p.checkpoint
+                                           ORDER BY e.global_position LIMIT 1),
+                     interval '0')
+       END AS lag_time,
+       p.last_run_at,
+       p.events_processed,
+       (SELECT count(*) FROM event_store.projection_retries r
+         WHERE r.name = p.name AND r.state = 'parked') AS parked,
+       (SELECT count(*) FROM event_store.projection_retries r
+         WHERE r.name = p.name AND r.state = 'waiting') AS waiting,
+       (SELECT r.last_error FROM event_store.projection_retries r
+         WHERE r.name = p.name AND r.last_failed_at IS NOT NULL
+         ORDER BY r.last_failed_at DESC, r.global_position DESC LIMIT 1) AS last_error
+  FROM event_store.projections p
+ ORDER BY p.name;
+COMMENT ON VIEW event_store.projection_status IS
+  'Projections: checkpoint, lag in events and in time (age of the oldest unprocessed event; async only), last run; events parked and waiting for a retry, and the last handler error.';
+
+-- replay_parked() and skip_parked() act on subscriptions and projections
+-- (both, when a subscription and a projection share the name).
+CREATE OR REPLACE FUNCTION event_store._parked_args(consumer text, "position" bigint) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_store._check_name(consumer, 'consumer');
+    IF NOT EXISTS (SELECT 1 FROM event_store.subscriptions s WHERE s.name = consumer)
+       AND NOT EXISTS (SELECT 1 FROM event_store.projection_registry p WHERE p.name = consumer) THEN
+        RAISE EXCEPTION 'consumer "%" does not exist', consumer
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'A consumer is a subscription or a projection; see event_store.parked_events.';
+    END IF;
+    IF "position" IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM event_store.parked_events r
+         WHERE r.consumer = _parked_args.consumer AND r.global_position = "position") THEN
+        RAISE EXCEPTION 'no parked event at position % of consumer "%"', "position", consumer
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'See event_store.parked_events.';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.replay_parked(consumer text, "position" bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint := 0;
+    m bigint;
+BEGIN
+    PERFORM event_store._parked_args(consumer, "position");
+    IF EXISTS (SELECT 1 FROM event_store.subscriptions s WHERE s.name = consumer) THEN
+        UPDATE event_store.subscription_retries r
+           SET state = 'waiting', attempts = 0, next_attempt_at = NULL, delivered_at = NULL
+         WHERE r.name = consumer AND r.state = 'parked'
+           AND (replay_parked.position IS NULL OR r.global_position = replay_parked.position);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
+    IF EXISTS (SELECT 1 FROM event_store.projection_registry p WHERE p.name = consumer) THEN
+        -- the next run_projection() handles it first
+        UPDATE event_store.projection_retries r
+           SET state = 'waiting', attempts = 0, next_attempt_at = NULL
+         WHERE r.name = consumer AND r.state = 'parked'
+           AND (replay_parked.position IS NULL OR r.global_position = replay_parked.position);
+        GET DIAGNOSTICS m = ROW_COUNT;
+        n := n + m;
+    END IF;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.skip_parked(consumer text, "position" bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint := 0;
+    m bigint;
+BEGIN
+    PERFORM event_store._parked_args(consumer, "position");
+    IF EXISTS (SELECT 1 FROM event_store.subscriptions s WHERE s.name = consumer) THEN
+        UPDATE event_store.subscription_retries r
+           SET state = 'skipped', next_attempt_at = NULL, delivered_at = NULL
+         WHERE r.name = consumer AND r.state = 'parked'
+           AND (skip_parked.position IS NULL OR r.global_position = skip_parked.position);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
+    IF EXISTS (SELECT 1 FROM event_store.projection_registry p WHERE p.name = consumer) THEN
+        -- the checkpoint is past it already
+        DELETE FROM event_store.projection_retries r
+         WHERE r.name = consumer AND r.state = 'parked'
+           AND (skip_parked.position IS NULL OR r.global_position = skip_parked.position);
+        GET DIAGNOSTICS m = ROW_COUNT;
+        n := n + m;
+    END IF;
+    RETURN n;
+END
+$$;

@@ -167,5 +167,139 @@ SELECT has_function_privilege('event_store_reader', 'event_store.nack(text,bigin
 SELECT event_store.unsubscribe('parking');
 SELECT count(*) AS parking_rows FROM event_store.subscription_retries WHERE name = 'parking';
 
+------------------------------------------------------------------------------
+-- Async projections: on_error 'park', 'retry' (backoff, then park), 'stop'.
+------------------------------------------------------------------------------
+CREATE TABLE pseen (n serial, projection text, pos bigint, stream text);
+CREATE TABLE pfix (broken boolean);
+INSERT INTO pfix VALUES (true);
+-- Writes a row, then fails on poisoned events while pfix.broken: the
+-- failed call's row must be rolled back with it.
+CREATE FUNCTION ph_park(e event_store.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pseen (projection, pos, stream) VALUES ('park', e.global_position, e.stream_id);
+    IF e.data->>'poison' = 'yes' AND (SELECT broken FROM pfix) THEN
+        RAISE EXCEPTION 'poisoned event in %', e.stream_id USING ERRCODE = 'data_exception';
+    END IF;
+END $$;
+CREATE FUNCTION ph_retry(e event_store.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pseen (projection, pos, stream) VALUES ('retry', e.global_position, e.stream_id);
+    IF e.data->>'poison' = 'yes' AND (SELECT broken FROM pfix) THEN
+        RAISE EXCEPTION 'poisoned event in %', e.stream_id USING ERRCODE = 'data_exception';
+    END IF;
+END $$;
+CREATE FUNCTION ph_stop(e event_store.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO pseen (projection, pos, stream) VALUES ('stop', e.global_position, e.stream_id);
+    IF e.data->>'poison' = 'yes' AND (SELECT broken FROM pfix) THEN
+        RAISE EXCEPTION 'poisoned event in %', e.stream_id USING ERRCODE = 'data_exception';
+    END IF;
+END $$;
+SELECT event_store.create_projection('p_park', 'ph_park(event_store.events)', categories => ARRAY['acct'],
+                                     mode => 'async', on_error => 'park');
+SELECT event_store.create_projection('p_retry', 'ph_retry(event_store.events)', categories => ARRAY['acct'],
+                                     mode => 'async', max_attempts => 2, retry_delay => '1 hour');
+SELECT event_store.create_projection('p_stop', 'ph_stop(event_store.events)', categories => ARRAY['acct'],
+                                     mode => 'async', on_error => 'stop');
+SELECT name, on_error, max_attempts, retry_delay FROM event_store.projection_registry
+ WHERE name LIKE 'p\_%' ORDER BY name;
+SELECT event_store.append_event('acct-1', 'Opened', '{}') AS v;                    -- 7
+SELECT event_store.append_event('acct-1', 'Deposited', '{"poison": "yes"}') AS v; -- 8
+SELECT event_store.append_event('acct-2', 'Opened', '{}') AS v;                    -- 9
+SELECT event_store.append_event('acct-1', 'Deposited', '{}') AS v;                 -- 10
+SELECT event_store.append_event('acct-2', 'Deposited', '{}') AS v;                 -- 11
+
+-- park: the run goes on past the poisoned event, its stream's later event included.
+SELECT event_store.run_projection('p_park');
+SELECT pos, stream FROM pseen WHERE projection = 'park' ORDER BY n;
+SELECT consumer, kind, global_position, stream_id, event_type, attempts, last_error
+  FROM event_store.parked_events WHERE kind = 'projection';
+
+-- retry: the failing event waits (1 hour), acct-1's later event is held
+-- behind it, acct-2 goes on; the checkpoint passes both.
+SELECT event_store.run_projection('p_retry');
+SELECT pos, stream FROM pseen WHERE projection = 'retry' ORDER BY n;
+SELECT global_position, stream_id, attempts, last_error, next_attempt_at - last_failed_at AS delay, state
+  FROM event_store.projection_retries WHERE name = 'p_retry' ORDER BY global_position;
+SELECT name, checkpoint, lag_events, parked, waiting, last_error
+  FROM event_store.projection_status WHERE name LIKE 'p\_%' ORDER BY name;
+-- Not due: nothing to do.
+SELECT event_store.run_projection('p_retry');
+-- Due and still failing: the second (max_attempts) failure parks it, and
+-- the held event goes through in the same run.
+UPDATE event_store.projection_retries SET next_attempt_at = now() - interval '1 second'
+ WHERE name = 'p_retry' AND global_position = 8;
+SELECT event_store.run_projection('p_retry');
+SELECT pos, stream FROM pseen WHERE projection = 'retry' ORDER BY n;
+SELECT global_position, attempts, state FROM event_store.projection_retries WHERE name = 'p_retry';
+
+-- stop: the error aborts the run; nothing is applied, the checkpoint stays.
+SELECT event_store.run_projection('p_stop');
+SELECT count(*) AS stop_rows FROM pseen WHERE projection = 'stop';
+SELECT checkpoint FROM event_store.projection_status WHERE name = 'p_stop';
+
+-- The fix: replay_parked puts the parked events back; the next run handles
+-- them first.  A retry that succeeds after failing: a new poisoned event,
+-- fixed before its retry.
+UPDATE pfix SET broken = false;
+SELECT event_store.replay_parked('p_retry', 8);
+SELECT event_store.run_projection('p_retry');
+SELECT pos, stream FROM pseen WHERE projection = 'retry' ORDER BY n DESC LIMIT 1;
+SELECT count(*) AS p_retry_rows FROM event_store.projection_retries WHERE name = 'p_retry';
+SELECT event_store.run_projection('p_stop');
+SELECT pos FROM pseen WHERE projection = 'stop' ORDER BY n;
+UPDATE pfix SET broken = true;
+SELECT event_store.append_event('acct-3', 'Opened', '{"poison": "yes"}') AS v;     -- 12
+SELECT event_store.append_event('acct-3', 'Deposited', '{}') AS v;                 -- 13
+SELECT event_store.run_projection('p_retry');
+SELECT global_position, attempts, state FROM event_store.projection_retries WHERE name = 'p_retry' ORDER BY 1;
+UPDATE pfix SET broken = false;
+UPDATE event_store.projection_retries SET next_attempt_at = now() - interval '1 second'
+ WHERE name = 'p_retry' AND global_position = 12;
+SELECT event_store.run_projection('p_retry');
+SELECT pos, stream FROM pseen WHERE projection = 'retry' AND pos >= 12 ORDER BY n;
+SELECT count(*) AS p_retry_rows FROM event_store.projection_retries WHERE name = 'p_retry';
+
+-- skip_parked drops a projection's parked event for good.
+SELECT event_store.skip_parked('p_park', 8);
+SELECT count(*) AS parked FROM event_store.parked_events WHERE consumer = 'p_park';
+-- A rebuild starts over: its retries and parked events go.
+UPDATE pfix SET broken = true;
+SELECT event_store.run_projection('p_park');
+SELECT global_position, state FROM event_store.projection_retries WHERE name = 'p_park';
+UPDATE pfix SET broken = false;
+SELECT event_store.rebuild_projection('p_park');
+SELECT count(*) AS p_park_rows FROM event_store.projection_retries WHERE name = 'p_park';
+
+-- A cancel is not caught: statement_timeout limits a run whose handler
+-- hangs, and nothing is parked.
+CREATE FUNCTION ph_hang(e event_store.events) RETURNS void LANGUAGE sql AS $$ SELECT pg_sleep(600) $$;
+SELECT event_store.create_projection('p_hang', 'ph_hang(event_store.events)', categories => ARRAY['acct'],
+                                     mode => 'async', on_error => 'park');
+SET statement_timeout = '200ms';
+SELECT event_store.run_projection('p_hang');
+RESET statement_timeout;
+SELECT count(*) AS p_hang_rows FROM event_store.projection_retries WHERE name = 'p_hang';
+SELECT checkpoint FROM event_store.projection_status WHERE name = 'p_hang';
+SELECT event_store.drop_projection('p_hang');
+
+-- Bad input: a clear error and nothing written.
+CREATE TEMP TABLE before_registry AS SELECT * FROM event_store.projection_registry;
+CREATE TEMP TABLE before_pretries AS SELECT * FROM event_store.projection_retries;
+SELECT event_store.create_projection('p_bad', 'ph_park(event_store.events)', mode => 'async', on_error => 'ignore');
+SELECT event_store.create_projection('p_bad', 'ph_park(event_store.events)', mode => 'async', on_error => NULL);
+SELECT event_store.create_projection('p_bad', 'ph_park(event_store.events)', mode => 'async', max_attempts => 0);
+SELECT event_store.create_projection('p_bad', 'ph_park(event_store.events)', mode => 'async', retry_delay => '0');
+SELECT event_store.replay_parked('p_park', 999);
+SELECT event_store.skip_parked('p_stop', 8);
+SELECT (SELECT count(*) FROM (SELECT * FROM event_store.projection_registry EXCEPT SELECT * FROM before_registry) x) AS registry_changed,
+       (SELECT count(*) FROM (SELECT * FROM event_store.projection_retries EXCEPT SELECT * FROM before_pretries) x)
+     + (SELECT count(*) FROM (SELECT * FROM before_pretries EXCEPT SELECT * FROM event_store.projection_retries) x) AS retries_changed;
+
+-- Dropping a projection drops its retries.
+SELECT event_store.drop_projection('p_park');
+SELECT count(*) AS p_park_rows FROM event_store.projection_retries WHERE name = 'p_park';
+
 \c :orig_db
 DROP DATABASE es_consumer_failures_test;
