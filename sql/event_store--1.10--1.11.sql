@@ -856,7 +856,7 @@ REVOKE ALL ON event_store.subscription_retries FROM PUBLIC;
 GRANT SELECT ON event_store.subscription_retries TO event_store_reader;
 -- nack(), ack() and poll() run as the consumer, like the checkpoint writes.
 GRANT INSERT, DELETE ON event_store.subscription_retries TO event_store_reader;
-GRANT UPDATE (attempts, last_error, last_failed_at, next_attempt_at, delivered_at, state)
+GRANT UPDATE (attempts, last_error, first_failed_at, last_failed_at, next_attempt_at, delivered_at, state)
     ON event_store.subscription_retries TO event_store_reader;
 GRANT INSERT, UPDATE, DELETE ON event_store.subscription_retries TO event_store_admin;
 
@@ -1180,13 +1180,12 @@ BEGIN
         n := r.attempts + 1;
         UPDATE event_store.subscription_retries x
            SET attempts = n, last_error = reason, last_failed_at = pg_catalog.now(),
+               first_failed_at = coalesce(x.first_failed_at, pg_catalog.now()),
                state = CASE WHEN n >= s.max_attempts THEN 'parked' ELSE 'waiting' END,
                next_attempt_at = CASE WHEN n >= s.max_attempts THEN NULL
                                       ELSE pg_catalog.now() + event_store.retry_backoff(s.retry_delay, n) END,
                delivered_at = NULL
          WHERE x.name = nack.subscription AND x.global_position = nack.position;
-        UPDATE event_store.subscription_retries x SET first_failed_at = pg_catalog.now()
-         WHERE x.name = nack.subscription AND x.global_position = nack.position AND x.first_failed_at IS NULL;
         RETURN CASE WHEN n >= s.max_attempts THEN 'parked' ELSE 'retry' END;
     END IF;
     -- A first failure: an event after the member's checkpoint that poll()

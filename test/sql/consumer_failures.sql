@@ -163,6 +163,31 @@ SELECT has_function_privilege('event_store_reader', 'event_store.nack(text,bigin
        has_table_privilege('event_store_reader', 'event_store.parked_events', 'SELECT') AS reader_sees_parked,
        has_table_privilege('event_store_reader', 'event_store.subscription_retries', 'TRUNCATE') AS reader_truncates;
 
+-- A consumer with only event_store_reader polls, nacks, acks, replays and
+-- skips: the grants cover every write these make.
+CREATE ROLE es_cf_reader IN ROLE event_store_reader;
+SELECT event_store.subscribe('as_reader', max_attempts => 2);
+SET ROLE es_cf_reader;
+SELECT global_position FROM event_store.poll('as_reader', 2);
+SELECT event_store.nack('as_reader', 1, 'reader failed');
+SELECT event_store.ack('as_reader', 2);
+UPDATE event_store.subscription_retries SET next_attempt_at = now() WHERE name = 'as_reader';  -- a reader may delay or hurry its retries
+SELECT global_position FROM event_store.poll('as_reader', 2);
+SELECT event_store.nack('as_reader', 1, 'reader failed again');
+SELECT event_store.replay_parked('as_reader');
+SELECT global_position FROM event_store.poll('as_reader', 1);
+SELECT event_store.nack('as_reader', 1, 'and again');
+UPDATE event_store.subscription_retries SET next_attempt_at = now() WHERE name = 'as_reader';
+SELECT global_position FROM event_store.poll('as_reader', 1);
+SELECT event_store.nack('as_reader', 1, 'parked');
+SELECT event_store.skip_parked('as_reader');
+TRUNCATE event_store.subscription_retries;                       -- not the reader's
+UPDATE event_store.subscription_retries SET stream_id = 'x';     -- nor is rewriting which event a row is
+RESET ROLE;
+SELECT global_position, stream_id, attempts, last_error, state
+  FROM event_store.subscription_retries WHERE name = 'as_reader';
+SELECT event_store.unsubscribe('as_reader');
+
 -- unsubscribe drops a subscription's retries and parked events.
 SELECT event_store.unsubscribe('parking');
 SELECT count(*) AS parking_rows FROM event_store.subscription_retries WHERE name = 'parking';
@@ -261,6 +286,11 @@ SELECT event_store.run_projection('p_retry');
 SELECT pos, stream FROM pseen WHERE projection = 'retry' AND pos >= 12 ORDER BY n;
 SELECT count(*) AS p_retry_rows FROM event_store.projection_retries WHERE name = 'p_retry';
 
+-- A projection's retries are the admins': a reader cannot replay them.
+SET ROLE es_cf_reader;
+SELECT event_store.replay_parked('p_retry');
+RESET ROLE;
+
 -- skip_parked drops a projection's parked event for good.
 SELECT event_store.skip_parked('p_park', 8);
 SELECT count(*) AS parked FROM event_store.parked_events WHERE consumer = 'p_park';
@@ -301,5 +331,25 @@ SELECT (SELECT count(*) FROM (SELECT * FROM event_store.projection_registry EXCE
 SELECT event_store.drop_projection('p_park');
 SELECT count(*) AS p_park_rows FROM event_store.projection_retries WHERE name = 'p_park';
 
+-- Updating from 1.10: projections registered before keep on_error 'stop'
+-- (today's behaviour); subscriptions get the default retry policy.
+CREATE DATABASE es_consumer_failures_upgrade;
+\c es_consumer_failures_upgrade
+SET client_min_messages = warning;
+CREATE EXTENSION event_store VERSION '1.10';
+RESET client_min_messages;
+CREATE FUNCTION old_handler(e event_store.events) RETURNS void LANGUAGE sql AS $$ SELECT $$;
+SELECT event_store.create_projection('old_async', 'old_handler(event_store.events)', mode => 'async');
+SELECT event_store.subscribe('old_sub');
+SET client_min_messages = warning;
+ALTER EXTENSION event_store UPDATE TO '1.11';
+RESET client_min_messages;
+SELECT name, on_error, max_attempts, retry_delay FROM event_store.projection_registry;
+SELECT name, max_attempts, retry_delay FROM event_store.subscriptions;
+SELECT event_store.create_projection('new_async', 'old_handler(event_store.events)', mode => 'async');
+SELECT name, on_error FROM event_store.projection_registry ORDER BY name;
+
 \c :orig_db
 DROP DATABASE es_consumer_failures_test;
+DROP DATABASE es_consumer_failures_upgrade;
+DROP ROLE es_cf_reader;
