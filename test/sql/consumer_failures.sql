@@ -286,6 +286,23 @@ SELECT event_store.run_projection('p_retry');
 SELECT pos, stream FROM pseen WHERE projection = 'retry' AND pos >= 12 ORDER BY n;
 SELECT count(*) AS p_retry_rows FROM event_store.projection_retries WHERE name = 'p_retry';
 
+-- An admin (not superuser) registers and runs a 'retry' projection; its
+-- failure bookkeeping needs nothing more than event_store_admin.
+CREATE ROLE es_cf_admin IN ROLE event_store_admin;
+GRANT INSERT, SELECT ON pseen TO es_cf_admin;
+GRANT USAGE ON SEQUENCE pseen_n_seq TO es_cf_admin;
+GRANT SELECT ON pfix TO es_cf_admin;
+UPDATE pfix SET broken = true;
+SET ROLE es_cf_admin;
+SELECT event_store.create_projection('p_admin', 'ph_retry(event_store.events)', categories => ARRAY['acct'],
+                                     mode => 'async', max_attempts => 1);
+SELECT event_store.run_projection('p_admin');
+SELECT consumer, global_position, attempts, last_error FROM event_store.parked_events WHERE consumer = 'p_admin' ORDER BY 2;
+SELECT event_store.skip_parked('p_admin');
+SELECT event_store.drop_projection('p_admin');
+RESET ROLE;
+UPDATE pfix SET broken = false;
+
 -- A projection's retries are the admins': a reader cannot replay them.
 SET ROLE es_cf_reader;
 SELECT event_store.replay_parked('p_retry');
@@ -353,3 +370,4 @@ SELECT name, on_error FROM event_store.projection_registry ORDER BY name;
 DROP DATABASE es_consumer_failures_test;
 DROP DATABASE es_consumer_failures_upgrade;
 DROP ROLE es_cf_reader;
+DROP ROLE es_cf_admin;
