@@ -804,3 +804,295 @@ CREATE TRIGGER _check_retention BEFORE INSERT OR UPDATE ON event_store.retention
 ------------------------------------------------------------------------------
 ALTER TABLE event_store.events ALTER COLUMN data DROP NOT NULL;
 ALTER TABLE event_store_archive.events ALTER COLUMN data DROP NOT NULL;
+
+------------------------------------------------------------------------------
+-- issue 28: stream lifecycle -- delete_stream (soft and hard) and
+-- truncate_stream (src/lifecycle.c; README "Deleting and truncating
+-- streams").
+--
+-- The stream's row carries the state; no event is changed or removed (the
+-- log stays append-only, docs/append-only.md):
+--   truncate_before  events of the stream below this version are hidden
+--                    from every read path (NULL: none);
+--   deleted_at       set by delete_stream(): the stream is deleted while its
+--                    version is below truncate_before (a later append
+--                    recreates it, its versions continuing);
+--   tombstoned_at    set by delete_stream(hard => true): every later
+--                    append to the stream id fails with ES006.
+-- The columns have no default, so new rows (the direct append path writes
+-- them as NULL) need nothing new.  A row trigger with a WHEN clause refuses
+-- the version bump of a tombstoned stream on every executor path; the
+-- direct path (src/append_direct.c) checks the column itself and leaves
+-- such an append to the statement.  Reads filter with one condition
+-- against the row: e.stream_version >= truncate_before.
+------------------------------------------------------------------------------
+ALTER TABLE event_store.streams
+    ADD COLUMN truncate_before bigint,
+    ADD COLUMN deleted_at timestamptz,
+    ADD COLUMN tombstoned_at timestamptz;
+COMMENT ON COLUMN event_store.streams.truncate_before IS
+  'Events of the stream below this version are hidden from reads (delete_stream, truncate_stream); NULL: none.';
+COMMENT ON COLUMN event_store.streams.deleted_at IS
+  'When delete_stream() last deleted the stream; it stays deleted while version < truncate_before.';
+COMMENT ON COLUMN event_store.streams.tombstoned_at IS
+  'When delete_stream(hard => true) tombstoned the stream: appends to it fail with ES006.';
+-- the few streams with hidden events, for the readers' anti-join
+CREATE INDEX streams_truncated_idx ON event_store.streams (stream_id) INCLUDE (truncate_before)
+    WHERE truncate_before IS NOT NULL;
+
+CREATE FUNCTION event_store._refuse_tombstoned() RETURNS trigger
+AS 'MODULE_PATHNAME', 'es_refuse_tombstoned' LANGUAGE C;
+REVOKE ALL ON FUNCTION event_store._refuse_tombstoned() FROM PUBLIC;
+CREATE TRIGGER _refuse_tombstoned BEFORE UPDATE OF version ON event_store.streams
+    FOR EACH ROW WHEN (OLD.tombstoned_at IS NOT NULL)
+    EXECUTE FUNCTION event_store._refuse_tombstoned();
+ALTER TABLE event_store.streams ENABLE ALWAYS TRIGGER _refuse_tombstoned;
+
+CREATE FUNCTION event_store.delete_stream(stream_id text, expected_version bigint DEFAULT NULL,
+    hard boolean DEFAULT false, reason text DEFAULT NULL) RETURNS void
+AS 'MODULE_PATHNAME', 'es_delete_stream' LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_store.delete_stream(text, bigint, boolean, text) IS
+  'Hide a stream''s events from every read (hard: and refuse later appends, ES006); checked against expected_version (ES001); recorded in ''$audit-deletions''.';
+REVOKE ALL ON FUNCTION event_store.delete_stream(text, bigint, boolean, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.delete_stream(text, bigint, boolean, text) TO event_store_admin;
+
+CREATE FUNCTION event_store.truncate_stream(stream_id text, before_version bigint) RETURNS void
+AS 'MODULE_PATHNAME', 'es_truncate_stream' LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_store.truncate_stream(text, bigint) IS
+  'Hide the stream''s events below before_version from every read; recorded in ''$audit-deletions''.';
+REVOKE ALL ON FUNCTION event_store.truncate_stream(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.truncate_stream(text, bigint) TO event_store_admin;
+
+-- Each stream's lifecycle state, for readers.
+CREATE VIEW event_store.stream_lifecycle AS
+SELECT s.stream_id, s.category, s.version,
+       CASE WHEN s.tombstoned_at IS NOT NULL THEN 'tombstoned'
+            WHEN s.deleted_at IS NOT NULL AND s.version OPERATOR(pg_catalog.<) s.truncate_before THEN 'deleted'
+            WHEN s.truncate_before IS NOT NULL THEN 'truncated'
+            ELSE 'live' END AS state,
+       coalesce(s.truncate_before, 1) AS first_visible_version,
+       s.deleted_at, s.tombstoned_at
+  FROM event_store.streams s;
+COMMENT ON VIEW event_store.stream_lifecycle IS
+  'Each stream''s lifecycle state: live, truncated, deleted (soft) or tombstoned (hard), and its first visible version.';
+REVOKE ALL ON event_store.stream_lifecycle FROM PUBLIC;
+GRANT SELECT ON event_store.stream_lifecycle TO event_store_reader;
+
+-- A deleted stream has no version (NULL); an unknown one still 0.
+CREATE OR REPLACE FUNCTION event_store.stream_version(stream_id text) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT CASE WHEN s.stream_id IS NULL THEN 0
+                    WHEN s.tombstoned_at IS NOT NULL
+                      OR (s.deleted_at IS NOT NULL AND s.version OPERATOR(pg_catalog.<) s.truncate_before) THEN NULL
+                    ELSE s.version END
+          FROM (SELECT) d
+          LEFT JOIN event_store.streams s ON s.stream_id OPERATOR(pg_catalog.=) stream_version.stream_id);
+
+-- Stream reads start at the stream's first visible version: a page from
+-- version 1 of a truncated stream is its first visible events.
+CREATE OR REPLACE FUNCTION event_store.read_stream(
+    stream_id text, from_version bigint DEFAULT 1, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.>=) GREATEST($2, (SELECT s.truncate_before FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1))
+       AND e.stream_version OPERATOR(pg_catalog.<)
+           (CASE WHEN $3 IS NULL
+                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, (SELECT s.truncate_before FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)))
+                 THEN 9223372036854775807
+                 ELSE GREATEST($2, 1, (SELECT s.truncate_before FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)) OPERATOR(pg_catalog.+) $3 END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+     LIMIT $3
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_stream_backward(
+    stream_id text, from_version bigint DEFAULT NULL, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+       AND e.stream_version OPERATOR(pg_catalog.>)
+           (CASE WHEN $3 IS NULL THEN 0
+                 ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                      OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.stream_version OPERATOR(pg_catalog.>=) coalesce((SELECT s.truncate_before FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), 1)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+     LIMIT $3
+$$;
+
+-- The feeds and tag reads skip the hidden events of deleted and truncated
+-- streams: one anti-join against the streams that have any (a partial
+-- index holds only those).
+CREATE OR REPLACE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = auto
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    RETURN QUERY
+        SELECT e.*
+          FROM event_store.events e
+         WHERE e.global_position > after_position
+           AND e.global_position <= horizon
+           AND e.recorded_at >= scan_from
+           AND e.recorded_at < scan_to
+           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                             AND h.truncate_before IS NOT NULL AND e.stream_version < h.truncate_before)
+         ORDER BY e.global_position
+         LIMIT max_count;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_category(
+    category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    RETURN QUERY
+        SELECT e.*
+          FROM event_store.events e
+         WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+           AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+           AND e.recorded_at >= scan_from
+           AND e.recorded_at < scan_to
+           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                             AND h.truncate_before IS NOT NULL AND e.stream_version < h.truncate_before)
+         ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+         LIMIT max_count;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.poll(
+    name text, max_count int DEFAULT 100,
+    consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    s       event_store.subscriptions;
+    member  int := coalesce(consumer_group_member, 0);
+    size    int := coalesce(consumer_group_size, 1);
+    after_position bigint;
+    horizon        bigint;
+    scan_from      timestamptz;
+    scan_to        timestamptz;
+    categories     text[];
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
+    IF max_count IS NULL OR max_count <= 0 THEN
+        RAISE EXCEPTION 'max_count must be positive, got %', coalesce(max_count::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'poll() needs READ COMMITTED'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'The feed horizon must be read before the snapshot that reads the events.';
+    END IF;
+    after_position := event_store._subscription_position(name, member, size);
+    -- The horizon first; the next statement reads with a newer snapshot.
+    horizon := event_store.feed_horizon();
+    scan_from := event_store._feed_scan_from(after_position);
+    scan_to := event_store._feed_scan_to(horizon);
+    IF s.categories IS NULL THEN
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+               AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+               AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                 AND h.truncate_before IS NOT NULL AND e.stream_version < h.truncate_before)
+             ORDER BY e.global_position
+             LIMIT max_count;
+        RETURN;
+    END IF;
+    -- each category once, subscripts from 1 (whatever the stored array's bounds)
+    categories := ARRAY(SELECT DISTINCT c FROM pg_catalog.unnest(s.categories) AS c);
+    IF pg_catalog.cardinality(categories) = 1 THEN
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+               AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+               AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                 AND h.truncate_before IS NOT NULL AND e.stream_version < h.truncate_before)
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT max_count;
+        RETURN;
+    END IF;
+    -- Each category's index read in position order, up to max_count rows
+    -- each, then merged: a read stops after the rows it returns instead of
+    -- collecting and sorting the category's whole rest of the log.
+    RETURN QUERY
+        SELECT x.*
+          FROM pg_catalog.unnest(categories) AS c(category)
+         CROSS JOIN LATERAL (
+               SELECT e.*
+                 FROM event_store.events e
+                WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                  AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                  AND e.recorded_at >= scan_from
+                  AND e.recorded_at < scan_to
+                  AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                  AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                  AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                    AND h.truncate_before IS NOT NULL AND e.stream_version < h.truncate_before)
+                ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                LIMIT max_count) x
+         ORDER BY x.global_position
+         LIMIT max_count;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_by_tags(
+    tags text[], types text[] DEFAULT NULL, after_position bigint DEFAULT 0)
+RETURNS SETOF event_store.tagged_event
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+           e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.tags,
+           pg_catalog.max(e.global_position) OVER ()
+      FROM event_store.events e
+     WHERE e.tags OPERATOR(pg_catalog.@>) $1
+       AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($2))
+       AND e.global_position OPERATOR(pg_catalog.>) $3
+       AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                        AND h.truncate_before IS NOT NULL AND e.stream_version OPERATOR(pg_catalog.<) h.truncate_before)
+     ORDER BY e.global_position USING OPERATOR(pg_catalog.<)
+$$;

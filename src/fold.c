@@ -741,11 +741,15 @@ fold_sorted(FoldState *fs)
 	fs->sort = NULL;
 }
 
-/* The stream's row: false when the stream does not exist. */
+/*
+ * The stream's row: false when the stream does not exist.  *hidden_before
+ * (when asked for) is the stream's first visible version (1.11,
+ * lifecycle.c): events below it are deleted or truncated.
+ */
 static bool
 lookup_stream(text *stream_id, const char *reducer_key,
 			  TimestampTz *created_at, TimestampTz *updated_at,
-			  int *every, char **tag, MemoryContext mcxt)
+			  int *every, char **tag, MemoryContext mcxt, int64 *hidden_before)
 {
 	Datum		values[2];
 	bool		found = false;
@@ -758,9 +762,15 @@ lookup_stream(text *stream_id, const char *reducer_key,
 	if (plan_stream == NULL)
 	{
 		Oid			types[2] = {TEXTOID, TEXTOID};
+		bool		lifecycle = get_attnum(get_relname_relid("streams", get_namespace_oid(ES_SCHEMA, false)),
+										   "truncate_before") != InvalidAttrNumber;
 
-		plan_stream = es_keep_plan(
-									 "SELECT s.created_at, s.updated_at, r.snapshot_every, r.revision_tag "
+		plan_stream = es_keep_plan(lifecycle ?
+									 "SELECT s.created_at, s.updated_at, r.snapshot_every, r.revision_tag, s.truncate_before "
+									 "FROM (SELECT) d "
+									 "LEFT JOIN event_store.streams s ON s.stream_id OPERATOR(pg_catalog.=) $1 "
+									 "LEFT JOIN event_store.reducers r ON r.reducer OPERATOR(pg_catalog.=) $2" :
+									 "SELECT s.created_at, s.updated_at, r.snapshot_every, r.revision_tag, NULL::pg_catalog.int8 "
 									 "FROM (SELECT) d "
 									 "LEFT JOIN event_store.streams s ON s.stream_id OPERATOR(pg_catalog.=) $1 "
 									 "LEFT JOIN event_store.reducers r ON r.reducer OPERATOR(pg_catalog.=) $2", 2, types);
@@ -785,6 +795,9 @@ lookup_stream(text *stream_id, const char *reducer_key,
 		*every = isnull ? 0 : DatumGetInt32(d);
 		d = SPI_getbinval(tup, desc, 4, &isnull);
 		*tag = isnull ? NULL : MemoryContextStrdup(mcxt, TextDatumGetCString(d));
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		if (hidden_before)
+			*hidden_before = isnull ? 1 : DatumGetInt64(d);
 	}
 	SPI_finish();
 	return found;
@@ -870,6 +883,7 @@ fold_internal(FunctionCallInfo fcinfo, Oid reducer, Oid state_type,
 	TimestampTz created_at,
 				updated_at;
 	char	   *tag = NULL;
+	int64		hidden_before = 1;
 	Relation	parent;
 	List	   *parts;
 	ListCell   *lc;
@@ -890,7 +904,7 @@ fold_internal(FunctionCallInfo fcinfo, Oid reducer, Oid state_type,
 		*version_out = 0;
 
 	if (!lookup_stream(req->stream_id, rc->key, &created_at, &updated_at,
-					   &fs.every, &tag, caller) ||
+					   &fs.every, &tag, caller, &hidden_before) ||
 		req->to_version <= 0 || req->as_of < created_at)
 	{
 		/* No events before the cut: the initial state. */
@@ -916,6 +930,18 @@ fold_internal(FunctionCallInfo fcinfo, Oid reducer, Oid state_type,
 		fs.can_write = may_write_snapshots();
 		if (may_read_snapshots())
 			restore_snapshot(&fs);
+	}
+
+	/*
+	 * Deleted or truncated events (lifecycle.c) are not folded: the fold
+	 * starts from the initial state at the first visible version.  A
+	 * snapshot below it (the lifecycle functions drop the stream's
+	 * snapshots; one saved concurrently may remain) is not used.
+	 */
+	if (fs.version < hidden_before - 1)
+	{
+		set_state(&fs, initial, initial_isnull);
+		fs.version = fs.start_version = hidden_before - 1;
 	}
 
 	if (rc->merge_fast)
@@ -1211,7 +1237,7 @@ es_stream_partitions(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	relid = es_events_relid(false);
 	if (!lookup_stream(PG_GETARG_TEXT_PP(0), NULL, &created_at, &updated_at,
-					   &every, &tag, CurrentMemoryContext) || as_of < created_at)
+					   &every, &tag, CurrentMemoryContext, NULL) || as_of < created_at)
 		return (Datum) 0;
 	parent = table_open(relid, AccessShareLock);
 	parts = partitions_between(parent, created_at, Min(updated_at, as_of));
