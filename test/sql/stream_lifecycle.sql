@@ -127,6 +127,16 @@ RESET ROLE;
 SELECT try($$SELECT event_store.delete_stream('acct-2')$$) AS delete_tombstoned;
 SELECT try($$SELECT event_store.delete_stream('acct-2', hard => true)$$) AS hard_delete_tombstoned;
 SELECT try($$SELECT event_store.truncate_stream('acct-2', 1)$$) AS truncate_tombstoned;
+-- The owner (a superuser here) cannot lift a tombstone either: the row
+-- guard refuses its UPDATE, the DDL guard refuses disabling, dropping,
+-- renaming or replacing the trigger (ES003).
+SELECT try($$UPDATE event_store.streams SET tombstoned_at = NULL WHERE stream_id = 'acct-2'$$) AS owner_update;
+SELECT try($$ALTER TABLE event_store.streams DISABLE TRIGGER _refuse_tombstoned$$) AS owner_disable;
+SELECT try($$DROP TRIGGER _refuse_tombstoned ON event_store.streams$$) AS owner_drop;
+SELECT try($$ALTER TRIGGER _refuse_tombstoned ON event_store.streams RENAME TO x$$) AS owner_rename;
+SELECT try($$CREATE OR REPLACE TRIGGER _refuse_tombstoned BEFORE UPDATE ON event_store.streams
+              FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()$$) AS owner_replace;
+SELECT try($$SELECT event_store._refuse_tombstoned()$$) AS direct_call;
 SELECT public.fingerprint() = :'before' AS nothing_written;
 SELECT count(*) AS read_stream, event_store.stream_version('acct-2') AS version
   FROM event_store.read_stream('acct-2');
