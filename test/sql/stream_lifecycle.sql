@@ -120,6 +120,7 @@ SELECT try($$SELECT event_store.append_event('acct-2', 'Deposited', '{}')$$) AS 
 SELECT try($$SELECT event_store.append_event('acct-2', 'Deposited', '{}', expected_version => 2)$$) AS append_event_expected;
 SELECT try($$SELECT event_store.append('acct-2', ARRAY[event_store.event('A', '{}'), event_store.event('B', '{}')])$$) AS append_batch;
 SELECT try($$SELECT event_store.append_all(ARRAY[ROW('acct-2', NULL, ARRAY[event_store.event('A', '{}')])::event_store.stream_append])$$) AS append_all;
+SELECT try($$SELECT event_store.append_if(ARRAY[event_store.event('A', '{}', tags => ARRAY['t'])], 'acct-2', NULL, ARRAY['t'], 0)$$) AS append_if;
 SELECT try($$SELECT message_store.write_message(gen_random_uuid()::text, 'acct-2', 'Deposited', '{}')$$) AS write_message;
 SET ROLE es_lc_writer;
 SELECT try($$SELECT event_store.append_event('acct-2', 'Deposited', '{}')$$) AS writer_append;
