@@ -824,20 +824,36 @@ ALTER TABLE event_store_archive.events ALTER COLUMN data DROP NOT NULL;
 -- the version bump of a tombstoned stream on every executor path; the
 -- direct path (src/append_direct.c) checks the column itself and leaves
 -- such an append to the statement.  Reads filter with one condition
--- against the row: e.stream_version >= truncate_before.
+-- against the row: e.stream_version >= truncate_before (and, with stream
+-- metadata below, the max_count and max_age windows).
 ------------------------------------------------------------------------------
 ALTER TABLE event_store.streams
     ADD COLUMN truncate_before bigint,
     ADD COLUMN deleted_at timestamptz,
-    ADD COLUMN tombstoned_at timestamptz;
+    ADD COLUMN tombstoned_at timestamptz,
+    ADD COLUMN metadata jsonb,
+    ADD COLUMN metadata_version bigint,
+    ADD COLUMN max_age interval,
+    ADD COLUMN max_count bigint;
 COMMENT ON COLUMN event_store.streams.truncate_before IS
   'Events of the stream below this version are hidden from reads (delete_stream, truncate_stream); NULL: none.';
 COMMENT ON COLUMN event_store.streams.deleted_at IS
   'When delete_stream() last deleted the stream; it stays deleted while version < truncate_before.';
 COMMENT ON COLUMN event_store.streams.tombstoned_at IS
   'When delete_stream(hard => true) tombstoned the stream: appends to it fail with ES006.';
+COMMENT ON COLUMN event_store.streams.metadata IS
+  'The stream''s metadata object (set_stream_metadata); NULL when never set.';
+COMMENT ON COLUMN event_store.streams.metadata_version IS
+  'How many times set_stream_metadata() changed the metadata; NULL (0) when never.';
+COMMENT ON COLUMN event_store.streams.max_age IS
+  'Metadata max_age: events recorded longer ago than this are hidden from reads.';
+COMMENT ON COLUMN event_store.streams.max_count IS
+  'Metadata max_count: only the newest max_count events are visible.';
 -- the few streams with hidden events, for the readers' anti-join
-CREATE INDEX streams_truncated_idx ON event_store.streams (stream_id) INCLUDE (truncate_before)
+-- (max_age and max_count set truncate_before to at least 1, so that this
+-- one predicate finds every stream with hidden events)
+CREATE INDEX streams_truncated_idx ON event_store.streams (stream_id)
+    INCLUDE (truncate_before, version, max_count, max_age)
     WHERE truncate_before IS NOT NULL;
 
 CREATE FUNCTION event_store._refuse_tombstoned() RETURNS trigger
@@ -870,10 +886,11 @@ CREATE VIEW event_store.stream_lifecycle AS
 SELECT s.stream_id, s.category, s.version,
        CASE WHEN s.tombstoned_at IS NOT NULL THEN 'tombstoned'
             WHEN s.deleted_at IS NOT NULL AND s.version OPERATOR(pg_catalog.<) s.truncate_before THEN 'deleted'
-            WHEN s.truncate_before IS NOT NULL THEN 'truncated'
+            WHEN s.truncate_before OPERATOR(pg_catalog.>) 1
+              OR s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.>=) 1 THEN 'truncated'
             ELSE 'live' END AS state,
-       coalesce(s.truncate_before, 1) AS first_visible_version,
-       s.deleted_at, s.tombstoned_at
+       GREATEST(coalesce(s.truncate_before, 1), s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1) AS first_visible_version,
+       s.deleted_at, s.tombstoned_at, s.max_age, s.max_count, coalesce(s.metadata_version, 0) AS metadata_version
   FROM event_store.streams s;
 COMMENT ON VIEW event_store.stream_lifecycle IS
   'Each stream''s lifecycle state: live, truncated, deleted (soft) or tombstoned (hard), and its first visible version.';
@@ -890,8 +907,20 @@ RETURN (SELECT CASE WHEN s.stream_id IS NULL THEN 0
           FROM (SELECT) d
           LEFT JOIN event_store.streams s ON s.stream_id OPERATOR(pg_catalog.=) stream_version.stream_id);
 
+-- The first version of the stream that reads show, by truncate_before
+-- (deletions, truncation) and max_count; NULL when nothing is hidden that
+-- way.  max_age hides by recorded_at instead.
+CREATE FUNCTION event_store._first_visible_version(stream_id text) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
+          FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) _first_visible_version.stream_id);
+REVOKE ALL ON FUNCTION event_store._first_visible_version(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._first_visible_version(text) TO event_store_reader;
+
 -- Stream reads start at the stream's first visible version: a page from
--- version 1 of a truncated stream is its first visible events.
+-- version 1 of a truncated stream is its first visible events.  Under
+-- max_age a page has no upper version bound (old events inside it are
+-- skipped, and the page still holds max_count events when there are).
 CREATE OR REPLACE FUNCTION event_store.read_stream(
     stream_id text, from_version bigint DEFAULT 1, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events
@@ -900,14 +929,16 @@ AS $$
     SELECT e.*
       FROM event_store.events e
      WHERE e.stream_id OPERATOR(pg_catalog.=) $1
-       AND e.stream_version OPERATOR(pg_catalog.>=) GREATEST($2, (SELECT s.truncate_before FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1))
+       AND e.stream_version OPERATOR(pg_catalog.>=) GREATEST($2, event_store._first_visible_version($1))
        AND e.stream_version OPERATOR(pg_catalog.<)
            (CASE WHEN $3 IS NULL
-                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, (SELECT s.truncate_before FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)))
+                   OR (SELECT s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1) IS NOT NULL
+                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, event_store._first_visible_version($1)))
                  THEN 9223372036854775807
-                 ELSE GREATEST($2, 1, (SELECT s.truncate_before FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)) OPERATOR(pg_catalog.+) $3 END)
+                 ELSE GREATEST($2, 1, event_store._first_visible_version($1)) OPERATOR(pg_catalog.+) $3 END)
        AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
        AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
      ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
      LIMIT $3
 $$;
@@ -927,7 +958,8 @@ AS $$
                       OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
        AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
        AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-       AND e.stream_version OPERATOR(pg_catalog.>=) coalesce((SELECT s.truncate_before FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), 1)
+       AND e.stream_version OPERATOR(pg_catalog.>=) coalesce(event_store._first_visible_version($1), 1)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
      ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
      LIMIT $3
 $$;
@@ -955,7 +987,9 @@ BEGIN
            AND e.recorded_at >= scan_from
            AND e.recorded_at < scan_to
            AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                             AND h.truncate_before IS NOT NULL AND e.stream_version < h.truncate_before)
+                             AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age))
          ORDER BY e.global_position
          LIMIT max_count;
 END
@@ -982,7 +1016,9 @@ BEGIN
            AND e.recorded_at >= scan_from
            AND e.recorded_at < scan_to
            AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                             AND h.truncate_before IS NOT NULL AND e.stream_version < h.truncate_before)
+                             AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age))
          ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
          LIMIT max_count;
 END
@@ -1033,7 +1069,9 @@ BEGIN
                AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
                AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
                AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                 AND h.truncate_before IS NOT NULL AND e.stream_version < h.truncate_before)
+                                 AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age))
              ORDER BY e.global_position
              LIMIT max_count;
         RETURN;
@@ -1051,7 +1089,9 @@ BEGIN
                AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
                AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
                AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                 AND h.truncate_before IS NOT NULL AND e.stream_version < h.truncate_before)
+                                 AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age))
              ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
              LIMIT max_count;
         RETURN;
@@ -1072,7 +1112,9 @@ BEGIN
                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                    AND h.truncate_before IS NOT NULL AND e.stream_version < h.truncate_before)
+                                    AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age))
                 ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                 LIMIT max_count) x
          ORDER BY x.global_position
@@ -1093,6 +1135,30 @@ AS $$
        AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($2))
        AND e.global_position OPERATOR(pg_catalog.>) $3
        AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
-                        AND h.truncate_before IS NOT NULL AND e.stream_version OPERATOR(pg_catalog.<) h.truncate_before)
+                        AND h.truncate_before IS NOT NULL
+                        AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                             OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                             OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
      ORDER BY e.global_position USING OPERATOR(pg_catalog.<)
 $$;
+
+-- issue 28: stream metadata.  Versioned with optimistic concurrency on the
+-- metadata version; the keys max_age, max_count and truncate_before hide
+-- events from reads (above), the rest is kept for the user.
+CREATE FUNCTION event_store.set_stream_metadata(stream_id text, metadata jsonb,
+    expected_metadata_version bigint DEFAULT NULL) RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_set_stream_metadata' LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_store.set_stream_metadata(text, jsonb, bigint) IS
+  'Replace a stream''s metadata (keys max_age, max_count, truncate_before honoured); checked against expected_metadata_version (ES001); returns the new metadata version.';
+REVOKE ALL ON FUNCTION event_store.set_stream_metadata(text, jsonb, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.set_stream_metadata(text, jsonb, bigint) TO event_store_admin;
+
+CREATE FUNCTION event_store.stream_metadata(stream_id text) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT s.metadata FROM event_store.streams s
+         WHERE s.stream_id OPERATOR(pg_catalog.=) stream_metadata.stream_id);
+COMMENT ON FUNCTION event_store.stream_metadata(text) IS
+  'The stream''s metadata object; NULL when none was set or the stream does not exist.';
+REVOKE ALL ON FUNCTION event_store.stream_metadata(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.stream_metadata(text) TO event_store_reader;

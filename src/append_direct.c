@@ -99,7 +99,8 @@ static const char *const stream_column_names[ST_NCOLUMNS] = {
  * lifecycle state, 1.11: lifecycle.c).  They have no default.
  */
 static const char *const stream_null_column_names[] = {
-	"truncate_before", "deleted_at", "tombstoned_at", NULL
+	"truncate_before", "deleted_at", "tombstoned_at",
+	"metadata", "metadata_version", "max_age", "max_count", NULL
 };
 
 /* Is this one of the columns a new row leaves NULL? */

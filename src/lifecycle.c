@@ -35,6 +35,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
@@ -45,6 +46,7 @@
 PG_FUNCTION_INFO_V1(es_delete_stream);
 PG_FUNCTION_INFO_V1(es_truncate_stream);
 PG_FUNCTION_INFO_V1(es_refuse_tombstoned);
+PG_FUNCTION_INFO_V1(es_set_stream_metadata);
 
 #define ES_DELETIONS_STREAM		"$audit-deletions"
 
@@ -55,6 +57,7 @@ typedef struct StreamRow
 	int64		truncate_before;	/* 1 when NULL */
 	bool		deleted;		/* soft-deleted and not recreated since */
 	bool		tombstoned;
+	int64		metadata_version;	/* 0 when never set */
 } StreamRow;
 
 /* Owner of event_store.events: the role the lifecycle statements run as. */
@@ -114,7 +117,8 @@ lock_stream(text *sid)
 	int			rc;
 
 	values[0] = PointerGetDatum(sid);
-	rc = SPI_execute_with_args("SELECT s.version, s.truncate_before, s.deleted_at, s.tombstoned_at "
+	rc = SPI_execute_with_args("SELECT s.version, s.truncate_before, s.deleted_at, s.tombstoned_at, "
+							   "COALESCE(s.metadata_version, 0) "
 							   "FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1 "
 							   "FOR UPDATE",
 							   1, types, values, NULL, false, 1);
@@ -134,6 +138,7 @@ lock_stream(text *sid)
 	row.deleted = !isnull && row.version < row.truncate_before;
 	(void) SPI_getbinval(tup, desc, 4, &isnull);
 	row.tombstoned = !isnull;
+	row.metadata_version = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 
 	if (row.tombstoned)
 		ereport(ERROR,
@@ -371,4 +376,207 @@ es_refuse_tombstoned(PG_FUNCTION_ARGS)
 			 errdetail("The stream was deleted with event_store.delete_stream(hard => true); nothing can be appended to it."),
 			 errhint("Append to another stream id.")));
 	PG_RETURN_NULL();			/* keep compiler quiet */
+}
+
+/* The keys of stream metadata the store honours, checked. */
+typedef struct MetadataKeys
+{
+	bool		has_max_age;
+	Datum		max_age;		/* interval */
+	bool		has_max_count;
+	int64		max_count;
+	bool		has_truncate_before;
+	int64		truncate_before;
+} MetadataKeys;
+
+/* A JSON number that is a whole bigint >= min, or an error naming the key. */
+static int64
+metadata_integer(const char *key, const char *type, const char *text, int64 min)
+{
+	char	   *end;
+	long long	v;
+
+	errno = 0;
+	v = (type != NULL && strcmp(type, "number") == 0) ? strtoll(text, &end, 10) : 0;
+	if (type == NULL || strcmp(type, "number") != 0 || errno != 0 || *end != '\0' || v < min)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("metadata key \"%s\" must be a whole number of at least %lld, got %s",
+						key, (long long) min,
+						type == NULL || strcmp(type, "number") != 0 ? (type ? type : "nothing") : text)));
+	return (int64) v;
+}
+
+/*
+ * Check the metadata: an object; max_age a non-negative interval (a JSON
+ * string), max_count a whole number >= 0, truncate_before a whole number
+ * >= 1.  JSON null for a key is the same as no key.  Runs inside SPI.
+ */
+static MetadataKeys
+check_metadata(Datum metadata)
+{
+	Oid			types[1] = {JSONBOID};
+	Datum		values[1] = {metadata};
+	MetadataKeys k = {0};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	char	   *typ;
+	char	   *val;
+	int			rc;
+
+	rc = SPI_execute_with_args("SELECT pg_catalog.jsonb_typeof($1), "
+							   "pg_catalog.jsonb_typeof($1 OPERATOR(pg_catalog.->) 'max_age'), $1 OPERATOR(pg_catalog.->>) 'max_age', "
+							   "pg_catalog.jsonb_typeof($1 OPERATOR(pg_catalog.->) 'max_count'), $1 OPERATOR(pg_catalog.->>) 'max_count', "
+							   "pg_catalog.jsonb_typeof($1 OPERATOR(pg_catalog.->) 'truncate_before'), $1 OPERATOR(pg_catalog.->>) 'truncate_before'",
+							   1, types, values, NULL, true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "reading the metadata failed: %s", SPI_result_code_string(rc));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	typ = SPI_getvalue(tup, desc, 1);
+	if (strcmp(typ, "object") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream metadata must be a JSON object, got %s", typ)));
+
+	typ = SPI_getvalue(tup, desc, 2);
+	val = SPI_getvalue(tup, desc, 3);
+	if (typ != NULL && strcmp(typ, "null") != 0)
+	{
+		Datum		zero;
+
+		if (strcmp(typ, "string") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("metadata key \"max_age\" must be an interval as a string, got %s", typ),
+					 errhint("For example: {\"max_age\": \"30 days\"}.")));
+		k.max_age = DirectFunctionCall3(interval_in, CStringGetDatum(val),
+										ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		zero = DirectFunctionCall3(interval_in, CStringGetDatum("0"),
+								   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		if (DatumGetBool(DirectFunctionCall2(interval_lt, k.max_age, zero)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("metadata key \"max_age\" must not be negative, got %s", val)));
+		k.has_max_age = true;
+	}
+	typ = SPI_getvalue(tup, desc, 4);
+	val = SPI_getvalue(tup, desc, 5);
+	if (typ != NULL && strcmp(typ, "null") != 0)
+	{
+		k.max_count = metadata_integer("max_count", typ, val, 0);
+		k.has_max_count = true;
+	}
+	typ = SPI_getvalue(tup, desc, 6);
+	val = SPI_getvalue(tup, desc, 7);
+	if (typ != NULL && strcmp(typ, "null") != 0)
+	{
+		k.truncate_before = metadata_integer("truncate_before", typ, val, 1);
+		k.has_truncate_before = true;
+	}
+	return k;
+}
+
+/*
+ * event_store.set_stream_metadata(stream_id text, metadata jsonb,
+ * expected_metadata_version bigint DEFAULT NULL) RETURNS bigint: the new
+ * metadata version.  The object replaces the stream's metadata; max_age
+ * and max_count hide events from reads while they are set (removing them
+ * shows the events again); truncate_before acts as truncate_stream()
+ * (only rises, audited).
+ */
+Datum
+es_set_stream_metadata(PG_FUNCTION_ARGS)
+{
+	text	   *sid = stream_id_arg(fcinfo, "given metadata");
+	Datum		metadata;
+	bool		has_expected = !PG_ARGISNULL(2);
+	int64		expected = has_expected ? PG_GETARG_INT64(2) : 0;
+	int64		new_version = 0;
+	Oid			caller = GetUserId();
+	Oid			save_userid;
+	int			save_sec_context;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("metadata must not be null"),
+				 errhint("Pass '{}' to clear the stream's metadata.")));
+	metadata = PG_GETARG_DATUM(1);
+	if (has_expected && expected < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expected_metadata_version must be 0 or more, got %lld", (long long) expected)));
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_connect();
+	PG_TRY();
+	{
+		MetadataKeys k = check_metadata(metadata);
+		StreamRow	row = lock_stream(sid);
+		static SPIPlanPtr plan = NULL;
+		Datum		values[6];
+		char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+		int64		truncate_before;
+		int			rc;
+
+		if (has_expected && expected != row.metadata_version)
+			ereport(ERROR,
+					(errcode(ERRCODE_ES_WRONG_EXPECTED_VERSION),
+					 errmsg("wrong expected metadata version for stream \"%s\"", text_to_cstring(sid)),
+					 errdetail("Expected metadata version %lld, the stream's metadata is at version %lld.",
+							   (long long) expected, (long long) row.metadata_version),
+					 errhint("Read event_store.stream_lifecycle again and retry with its metadata_version.")));
+		if (k.has_truncate_before && k.truncate_before > row.version + 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("truncate_before %lld is past the end of stream \"%s\"",
+							(long long) k.truncate_before, text_to_cstring(sid)),
+					 errdetail("The stream is at version %lld; truncate_before can be at most %lld.",
+							   (long long) row.version, (long long) row.version + 1)));
+
+		/* max_age or max_count mark the row (truncate_before >= 1) for the readers' anti-join */
+		truncate_before = Max(row.truncate_before, k.has_truncate_before ? k.truncate_before : 1);
+		if (plan == NULL)
+		{
+			Oid			types[6] = {TEXTOID, JSONBOID, INTERVALOID, INT8OID, INT8OID, BOOLOID};
+
+			plan = es_keep_plan("UPDATE event_store.streams SET metadata = $2, "
+								"metadata_version = COALESCE(metadata_version, 0) OPERATOR(pg_catalog.+) 1, "
+								"max_age = $3, max_count = $4, "
+								"truncate_before = CASE WHEN $6 THEN $5 ELSE truncate_before END "
+								"WHERE stream_id OPERATOR(pg_catalog.=) $1 RETURNING metadata_version", 6, types);
+		}
+		values[0] = PointerGetDatum(sid);
+		values[1] = metadata;
+		values[2] = k.max_age;
+		nulls[2] = k.has_max_age ? ' ' : 'n';
+		values[3] = Int64GetDatum(k.max_count);
+		nulls[3] = k.has_max_count ? ' ' : 'n';
+		values[4] = Int64GetDatum(truncate_before);
+		values[5] = BoolGetDatum(k.has_truncate_before || k.has_max_age || k.has_max_count);
+		rc = es_exec_internal_write(plan, values, nulls);
+		if (rc != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
+			elog(ERROR, "updating stream \"%s\" failed: %s", text_to_cstring(sid),
+				 SPI_result_code_string(rc));
+		{
+			bool		isnull;
+
+			new_version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		if (truncate_before > row.truncate_before)
+		{
+			drop_snapshots(sid);
+			audit("StreamTruncated", sid, row.version, row.truncate_before, truncate_before,
+				  "set_stream_metadata: truncate_before", caller);
+		}
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+	SPI_finish();
+	PG_RETURN_INT64(new_version);
 }
