@@ -965,8 +965,27 @@ AS $$
 $$;
 
 -- The feeds and tag reads skip the hidden events of deleted and truncated
--- streams: one anti-join against the streams that have any (a partial
--- index holds only those).
+-- streams: a check against the stream's row for each event (a partial
+-- index holds only the streams that hide events).  The feeds first ask
+-- whether any stream they read hides events at all, and skip the per-event
+-- check when none does (one index probe per call).
+CREATE INDEX streams_truncated_category_idx ON event_store.streams (category)
+    WHERE truncate_before IS NOT NULL;
+
+-- Does any stream of these categories (NULL: any stream) hide events?
+-- The partial indexes answer it; seq scans are off because the planner
+-- expects an EXISTS over a large streams table to stop early, which it
+-- never does when the answer is no (the common case).
+CREATE FUNCTION event_store._streams_hide(categories text[]) RETURNS boolean
+LANGUAGE sql STABLE
+SET enable_seqscan = off
+RETURN CASE WHEN categories IS NULL
+            THEN EXISTS (SELECT FROM event_store.streams h WHERE h.truncate_before IS NOT NULL)
+            ELSE EXISTS (SELECT FROM event_store.streams h
+                          WHERE h.truncate_before IS NOT NULL
+                            AND h.category OPERATOR(pg_catalog.=) ANY (categories)) END;
+REVOKE ALL ON FUNCTION event_store._streams_hide(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._streams_hide(text[]) TO event_store_reader;
 CREATE OR REPLACE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events
 LANGUAGE plpgsql VOLATILE
@@ -977,6 +996,8 @@ DECLARE
     horizon bigint := event_store.feed_horizon();
     scan_from timestamptz := event_store._feed_scan_from(after_position);
     scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- any stream with hidden events at all? (else no per-event check)
+    _hides    boolean := event_store._streams_hide(NULL);
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     RETURN QUERY
@@ -986,10 +1007,10 @@ BEGIN
            AND e.global_position <= horizon
            AND e.recorded_at >= scan_from
            AND e.recorded_at < scan_to
-           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+           AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                              AND h.truncate_before IS NOT NULL
                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                  OR e.recorded_at < pg_catalog.now() - h.max_age))
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
          ORDER BY e.global_position
          LIMIT max_count;
 END
@@ -1006,6 +1027,8 @@ DECLARE
     horizon bigint := event_store.feed_horizon();
     scan_from timestamptz := event_store._feed_scan_from(after_position);
     scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- any stream of the category with hidden events? (else no per-event check)
+    _hides    boolean := event_store._streams_hide(ARRAY[category]);
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     RETURN QUERY
@@ -1015,10 +1038,10 @@ BEGIN
            AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
            AND e.recorded_at >= scan_from
            AND e.recorded_at < scan_to
-           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+           AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                              AND h.truncate_before IS NOT NULL
                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                  OR e.recorded_at < pg_catalog.now() - h.max_age))
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
          ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
          LIMIT max_count;
 END
@@ -1040,7 +1063,7 @@ DECLARE
     horizon        bigint;
     scan_from      timestamptz;
     scan_to        timestamptz;
-    categories     text[];
+    categories     text[]; _hides boolean;  -- (one line: error line numbers stay as in 1.10)
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
@@ -1058,6 +1081,8 @@ BEGIN
     horizon := event_store.feed_horizon();
     scan_from := event_store._feed_scan_from(after_position);
     scan_to := event_store._feed_scan_to(horizon);
+    -- any stream the subscription reads with hidden events? (else no per-event check)
+    _hides := event_store._streams_hide(s.categories);
     IF s.categories IS NULL THEN
         RETURN QUERY
             SELECT e.*
@@ -1068,10 +1093,10 @@ BEGIN
                AND e.recorded_at < scan_to
                AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
                AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
-               AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                  AND h.truncate_before IS NOT NULL
                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                  OR e.recorded_at < pg_catalog.now() - h.max_age))
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
              ORDER BY e.global_position
              LIMIT max_count;
         RETURN;
@@ -1088,10 +1113,10 @@ BEGIN
                AND e.recorded_at < scan_to
                AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
                AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
-               AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                  AND h.truncate_before IS NOT NULL
                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                  OR e.recorded_at < pg_catalog.now() - h.max_age))
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
              ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
              LIMIT max_count;
         RETURN;
@@ -1111,10 +1136,10 @@ BEGIN
                   AND e.recorded_at < scan_to
                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
-                  AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                  AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                     AND h.truncate_before IS NOT NULL
                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                  OR e.recorded_at < pg_catalog.now() - h.max_age))
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
                 ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                 LIMIT max_count) x
          ORDER BY x.global_position
