@@ -90,6 +90,18 @@ SELECT event_store.stream_version('acct-1') AS deleted_version,
        event_store.stream_version('acct-404') AS unknown_version,
        event_store.state_as_of('acct-1') AS state,
        event_store.fold('event_store.merge_patch(jsonb,event_store.events)', '{"init": true}'::jsonb, 'acct-1') AS fold;
+-- the Message DB reads too (event_store_messagedb 1.3)
+SELECT count(*) AS mdb_stream FROM message_store.get_stream_messages('acct-1');
+SELECT count(*) AS mdb_last FROM message_store.get_last_stream_message('acct-1');
+SELECT stream_name, position FROM message_store.get_category_messages('acct') ORDER BY global_position;
+SELECT stream_name, position FROM message_store.get_category_messages('acct', consumer_group_member => 0, consumer_group_size => 1)
+ ORDER BY global_position;
+SET message_store.sql_condition = on;
+SELECT count(*) AS mdb_stream_condition FROM message_store.get_stream_messages('acct-1', condition => 'true');
+SELECT stream_name, position FROM message_store.get_category_messages('acct', condition => 'true') ORDER BY global_position;
+RESET message_store.sql_condition;
+-- message_store.stream_version stays the real last position (writers' expected_version)
+SELECT message_store.stream_version('acct-1') AS mdb_version;
 SELECT count(*) AS snapshots_left FROM event_store.snapshots WHERE stream_id = 'acct-1';
 SELECT stream_id, version, state, first_visible_version, deleted_at IS NOT NULL AS deleted, tombstoned_at IS NOT NULL AS tombstoned
   FROM event_store.stream_lifecycle ORDER BY stream_id;
@@ -108,6 +120,8 @@ SELECT stream_version FROM event_store.read_stream_backward('acct-1');
 SELECT event_store.stream_version('acct-1') AS version, event_store.state_as_of('acct-1') AS state;
 SELECT stream_id, stream_version FROM event_store.read_category('acct') ORDER BY global_position;
 SELECT stream_id, stream_version FROM event_store.poll('accounts');
+SELECT position, type FROM message_store.get_stream_messages('acct-1');
+SELECT position, type FROM message_store.get_last_stream_message('acct-1');
 SELECT state FROM event_store.stream_lifecycle WHERE stream_id = 'acct-1';
 
 -- Hard delete: a tombstone.  Every append path refuses the stream (ES006)
