@@ -929,7 +929,7 @@ AS $$
     SELECT e.*
       FROM event_store.events e
      WHERE e.stream_id OPERATOR(pg_catalog.=) $1
-       AND e.stream_version OPERATOR(pg_catalog.>=) GREATEST($2, event_store._first_visible_version($1))
+       AND e.stream_version OPERATOR(pg_catalog.>=) (CASE WHEN $2 IS NOT NULL THEN GREATEST($2, event_store._first_visible_version($1)) END)
        AND e.stream_version OPERATOR(pg_catalog.<)
            (CASE WHEN $3 IS NULL
                    OR (SELECT s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1) IS NOT NULL

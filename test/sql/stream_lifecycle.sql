@@ -167,6 +167,7 @@ SELECT event_store.truncate_stream('t-1', 3);
 SELECT stream_version FROM event_store.read_stream('t-1');
 SELECT stream_version FROM event_store.read_stream('t-1', 1, 2);
 SELECT stream_version FROM event_store.read_stream('t-1', 4, 1);
+SELECT count(*) AS null_from_version FROM event_store.read_stream('t-1', NULL);  -- as for any stream: none
 SELECT stream_version FROM event_store.read_stream_backward('t-1');
 SELECT stream_version FROM event_store.read_category('t');
 SELECT event_store.state_as_of('t-1') AS state, event_store.stream_version('t-1') AS version,
