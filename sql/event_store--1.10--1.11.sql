@@ -1669,3 +1669,425 @@ BEGIN
     RETURN n;
 END
 $$;
+
+------------------------------------------------------------------------------
+-- issue 28: stream lifecycle -- delete_stream (soft and hard) and
+-- truncate_stream (src/lifecycle.c; README "Deleting and truncating
+-- streams").
+--
+-- The stream's row carries the state; no event is changed or removed (the
+-- log stays append-only, docs/append-only.md):
+--   truncate_before  events of the stream below this version are hidden
+--                    from every read path (NULL: none);
+--   deleted_at       set by delete_stream(): the stream is deleted while its
+--                    version is below truncate_before (a later append
+--                    recreates it, its versions continuing);
+--   tombstoned_at    set by delete_stream(hard => true): every later
+--                    append to the stream id fails with ES006.
+-- The columns have no default, so new rows (the direct append path writes
+-- them as NULL) need nothing new.  A row trigger with a WHEN clause refuses
+-- the version bump of a tombstoned stream on every executor path; the
+-- direct path (src/append_direct.c) checks the column itself and leaves
+-- such an append to the statement.  Reads filter with one condition
+-- against the row: e.stream_version >= truncate_before (and, with stream
+-- metadata below, the max_count and max_age windows).
+------------------------------------------------------------------------------
+ALTER TABLE event_store.streams
+    ADD COLUMN truncate_before bigint,
+    ADD COLUMN deleted_at timestamptz,
+    ADD COLUMN tombstoned_at timestamptz,
+    ADD COLUMN metadata jsonb,
+    ADD COLUMN metadata_version bigint,
+    ADD COLUMN max_age interval,
+    ADD COLUMN max_count bigint;
+COMMENT ON COLUMN event_store.streams.truncate_before IS
+  'Events of the stream below this version are hidden from reads (delete_stream, truncate_stream); NULL: none.';
+COMMENT ON COLUMN event_store.streams.deleted_at IS
+  'When delete_stream() last deleted the stream; it stays deleted while version < truncate_before.';
+COMMENT ON COLUMN event_store.streams.tombstoned_at IS
+  'When delete_stream(hard => true) tombstoned the stream: appends to it fail with ES006.';
+COMMENT ON COLUMN event_store.streams.metadata IS
+  'The stream''s metadata object (set_stream_metadata); NULL when never set.';
+COMMENT ON COLUMN event_store.streams.metadata_version IS
+  'How many times set_stream_metadata() changed the metadata; NULL (0) when never.';
+COMMENT ON COLUMN event_store.streams.max_age IS
+  'Metadata max_age: events recorded longer ago than this are hidden from reads.';
+COMMENT ON COLUMN event_store.streams.max_count IS
+  'Metadata max_count: only the newest max_count events are visible.';
+-- the few streams with hidden events, for the readers' anti-join
+-- (max_age and max_count set truncate_before to at least 1, so that this
+-- one predicate finds every stream with hidden events)
+CREATE INDEX streams_truncated_idx ON event_store.streams (stream_id)
+    INCLUDE (truncate_before, version, max_count, max_age)
+    WHERE truncate_before IS NOT NULL;
+
+CREATE FUNCTION event_store._refuse_tombstoned() RETURNS trigger
+AS 'MODULE_PATHNAME', 'es_refuse_tombstoned' LANGUAGE C;
+REVOKE ALL ON FUNCTION event_store._refuse_tombstoned() FROM PUBLIC;
+CREATE TRIGGER _refuse_tombstoned BEFORE UPDATE OF version ON event_store.streams
+    FOR EACH ROW WHEN (OLD.tombstoned_at IS NOT NULL)
+    EXECUTE FUNCTION event_store._refuse_tombstoned();
+ALTER TABLE event_store.streams ENABLE ALWAYS TRIGGER _refuse_tombstoned;
+
+CREATE FUNCTION event_store.delete_stream(stream_id text, expected_version bigint DEFAULT NULL,
+    hard boolean DEFAULT false, reason text DEFAULT NULL) RETURNS void
+AS 'MODULE_PATHNAME', 'es_delete_stream' LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_store.delete_stream(text, bigint, boolean, text) IS
+  'Hide a stream''s events from every read (hard: and refuse later appends, ES006); checked against expected_version (ES001); recorded in ''$audit-deletions''.';
+REVOKE ALL ON FUNCTION event_store.delete_stream(text, bigint, boolean, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.delete_stream(text, bigint, boolean, text) TO event_store_admin;
+
+CREATE FUNCTION event_store.truncate_stream(stream_id text, before_version bigint) RETURNS void
+AS 'MODULE_PATHNAME', 'es_truncate_stream' LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_store.truncate_stream(text, bigint) IS
+  'Hide the stream''s events below before_version from every read; recorded in ''$audit-deletions''.';
+REVOKE ALL ON FUNCTION event_store.truncate_stream(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.truncate_stream(text, bigint) TO event_store_admin;
+
+-- Each stream's lifecycle state, for readers.
+CREATE VIEW event_store.stream_lifecycle AS
+SELECT s.stream_id, s.category, s.version,
+       CASE WHEN s.tombstoned_at IS NOT NULL THEN 'tombstoned'
+            WHEN s.deleted_at IS NOT NULL AND s.version OPERATOR(pg_catalog.<) s.truncate_before THEN 'deleted'
+            WHEN s.truncate_before OPERATOR(pg_catalog.>) 1
+              OR s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.>=) 1 THEN 'truncated'
+            ELSE 'live' END AS state,
+       GREATEST(coalesce(s.truncate_before, 1), s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1) AS first_visible_version,
+       s.deleted_at, s.tombstoned_at, s.max_age, s.max_count, coalesce(s.metadata_version, 0) AS metadata_version
+  FROM event_store.streams s;
+COMMENT ON VIEW event_store.stream_lifecycle IS
+  'Each stream''s lifecycle state: live, truncated, deleted (soft) or tombstoned (hard), and its first visible version.';
+REVOKE ALL ON event_store.stream_lifecycle FROM PUBLIC;
+GRANT SELECT ON event_store.stream_lifecycle TO event_store_reader;
+
+-- A deleted stream has no version (NULL); an unknown one still 0.
+CREATE OR REPLACE FUNCTION event_store.stream_version(stream_id text) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT CASE WHEN s.stream_id IS NULL THEN 0
+                    WHEN s.tombstoned_at IS NOT NULL
+                      OR (s.deleted_at IS NOT NULL AND s.version OPERATOR(pg_catalog.<) s.truncate_before) THEN NULL
+                    ELSE s.version END
+          FROM (SELECT) d
+          LEFT JOIN event_store.streams s ON s.stream_id OPERATOR(pg_catalog.=) stream_version.stream_id);
+
+-- The first version of the stream that reads show, by truncate_before
+-- (deletions, truncation) and max_count; NULL when nothing is hidden that
+-- way.  max_age hides by recorded_at instead.
+CREATE FUNCTION event_store._first_visible_version(stream_id text) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
+          FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) _first_visible_version.stream_id);
+REVOKE ALL ON FUNCTION event_store._first_visible_version(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._first_visible_version(text) TO event_store_reader;
+
+-- Stream reads start at the stream's first visible version: a page from
+-- version 1 of a truncated stream is its first visible events.  Under
+-- max_age a page has no upper version bound (old events inside it are
+-- skipped, and the page still holds max_count events when there are).
+CREATE OR REPLACE FUNCTION event_store.read_stream(
+    stream_id text, from_version bigint DEFAULT 1, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.>=) (CASE WHEN $2 IS NOT NULL THEN GREATEST($2, event_store._first_visible_version($1)) END)
+       AND e.stream_version OPERATOR(pg_catalog.<)
+           (CASE WHEN $3 IS NULL
+                   OR (SELECT s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1) IS NOT NULL
+                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, event_store._first_visible_version($1)))
+                 THEN 9223372036854775807
+                 ELSE GREATEST($2, 1, event_store._first_visible_version($1)) OPERATOR(pg_catalog.+) $3 END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+     LIMIT $3
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_stream_backward(
+    stream_id text, from_version bigint DEFAULT NULL, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+       AND e.stream_version OPERATOR(pg_catalog.>)
+           (CASE WHEN $3 IS NULL THEN 0
+                 ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                      OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.stream_version OPERATOR(pg_catalog.>=) coalesce(event_store._first_visible_version($1), 1)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+     LIMIT $3
+$$;
+
+-- The feeds and tag reads skip the hidden events of deleted and truncated
+-- streams: a check against the stream's row for each event (a partial
+-- index holds only the streams that hide events).  The feeds first ask
+-- whether any stream they read hides events at all, and skip the per-event
+-- check when none does (one index probe per call).
+CREATE INDEX streams_truncated_category_idx ON event_store.streams (category)
+    WHERE truncate_before IS NOT NULL;
+
+-- Does any stream of these categories (NULL: any stream) hide events?
+-- The partial indexes answer it; seq scans are off because the planner
+-- expects an EXISTS over a large streams table to stop early, which it
+-- never does when the answer is no (the common case).
+CREATE FUNCTION event_store._streams_hide(categories text[]) RETURNS boolean
+LANGUAGE sql STABLE
+SET enable_seqscan = off
+RETURN CASE WHEN categories IS NULL
+            THEN EXISTS (SELECT FROM event_store.streams h WHERE h.truncate_before IS NOT NULL)
+            ELSE EXISTS (SELECT FROM event_store.streams h
+                          WHERE h.truncate_before IS NOT NULL
+                            AND h.category OPERATOR(pg_catalog.=) ANY (categories)) END;
+REVOKE ALL ON FUNCTION event_store._streams_hide(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._streams_hide(text[]) TO event_store_reader;
+CREATE OR REPLACE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = auto
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- any stream with hidden events at all? (else no per-event check)
+    _hides    boolean := event_store._streams_hide(NULL);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    RETURN QUERY
+        SELECT e.*
+          FROM event_store.events e
+         WHERE e.global_position > after_position
+           AND e.global_position <= horizon
+           AND e.recorded_at >= scan_from
+           AND e.recorded_at < scan_to
+           AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                             AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+         ORDER BY e.global_position
+         LIMIT max_count;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_category(
+    category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- any stream of the category with hidden events? (else no per-event check)
+    _hides    boolean := event_store._streams_hide(ARRAY[category]);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    RETURN QUERY
+        SELECT e.*
+          FROM event_store.events e
+         WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+           AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+           AND e.recorded_at >= scan_from
+           AND e.recorded_at < scan_to
+           AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                             AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+         ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+         LIMIT max_count;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.poll(
+    name text, max_count int DEFAULT 100,
+    consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    s       event_store.subscriptions;
+    member  int := coalesce(consumer_group_member, 0);
+    size    int := coalesce(consumer_group_size, 1);
+    after_position bigint;
+    horizon        bigint;
+    scan_from      timestamptz;
+    scan_to        timestamptz;
+    categories     text[];
+    pending        boolean;
+    retries        bigint[];
+    fresh          int; _hides boolean;  -- (one line: error line numbers stay)
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
+    IF max_count IS NULL OR max_count <= 0 THEN
+        RAISE EXCEPTION 'max_count must be positive, got %', coalesce(max_count::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'poll() needs READ COMMITTED'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'The feed horizon must be read before the snapshot that reads the events.';
+    END IF;
+    after_position := event_store._subscription_position(name, member, size);
+    -- The horizon first; the next statement reads with a newer snapshot.
+    horizon := event_store.feed_horizon();
+    scan_from := event_store._feed_scan_from(after_position);
+    scan_to := event_store._feed_scan_to(horizon); _hides := event_store._streams_hide(s.categories);  -- issue 28: hidden events?
+    -- Retries (and held events) of this member's streams that are due and
+    -- first of their stream; they are marked delivered, for ack() and nack().
+    -- (pending: any row, parked or not; a row's event is never new.)
+    pending := EXISTS (SELECT 1 FROM event_store.subscription_retries r WHERE r.name = poll.name);
+    IF pending THEN
+        retries := ARRAY(
+            SELECT r.global_position
+              FROM event_store.subscription_retries r
+             WHERE r.name = poll.name AND r.state = 'waiting'
+               AND r.global_position <= horizon
+               AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= pg_catalog.now())
+               AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
+               AND NOT event_store._subscription_held(poll.name, r.stream_id, r.global_position)
+             ORDER BY r.global_position
+             LIMIT max_count);
+        UPDATE event_store.subscription_retries r SET delivered_at = pg_catalog.now()
+         WHERE r.name = poll.name AND r.global_position = ANY (retries);
+    ELSE
+        retries := '{}';
+    END IF;
+    -- Retries first, then new events: max_count in all.
+    fresh := max_count - pg_catalog.cardinality(retries);
+    RETURN QUERY
+        SELECT e.* FROM event_store.events e
+         WHERE e.global_position = ANY (retries)
+         ORDER BY e.global_position;
+    IF fresh = 0 THEN
+        RETURN;
+    END IF;
+    IF s.categories IS NULL THEN
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+               AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+               AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                 AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY e.global_position
+             LIMIT fresh;
+        RETURN;
+    END IF;
+    -- each category once, subscripts from 1 (whatever the stored array's bounds)
+    categories := ARRAY(SELECT DISTINCT c FROM pg_catalog.unnest(s.categories) AS c);
+    IF pg_catalog.cardinality(categories) = 1 THEN
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+               AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+               AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                 AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT fresh;
+        RETURN;
+    END IF;
+    -- Each category's index read in position order, up to max_count rows
+    -- each, then merged: a read stops after the rows it returns instead of
+    -- collecting and sorting the category's whole rest of the log.
+    RETURN QUERY
+        SELECT x.*
+          FROM pg_catalog.unnest(categories) AS c(category)
+         CROSS JOIN LATERAL (
+               SELECT e.*
+                 FROM event_store.events e
+                WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                  AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                  AND e.recorded_at >= scan_from
+                  AND e.recorded_at < scan_to
+                  AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                  AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                  AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                       WHERE r.name = poll.name AND r.global_position = e.global_position)
+                           OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                  AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                    AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                LIMIT fresh) x
+         ORDER BY x.global_position
+         LIMIT fresh;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_by_tags(
+    tags text[], types text[] DEFAULT NULL, after_position bigint DEFAULT 0)
+RETURNS SETOF event_store.tagged_event
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+           e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.tags,
+           pg_catalog.max(e.global_position) OVER ()
+      FROM event_store.events e
+     WHERE e.tags OPERATOR(pg_catalog.@>) $1
+       AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($2))
+       AND e.global_position OPERATOR(pg_catalog.>) $3
+       AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                        AND h.truncate_before IS NOT NULL
+                        AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                             OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                             OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+     ORDER BY e.global_position USING OPERATOR(pg_catalog.<)
+$$;
+
+-- issue 28: stream metadata.  Versioned with optimistic concurrency on the
+-- metadata version; the keys max_age, max_count and truncate_before hide
+-- events from reads (above), the rest is kept for the user.
+CREATE FUNCTION event_store.set_stream_metadata(stream_id text, metadata jsonb,
+    expected_metadata_version bigint DEFAULT NULL) RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_set_stream_metadata' LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_store.set_stream_metadata(text, jsonb, bigint) IS
+  'Replace a stream''s metadata (keys max_age, max_count, truncate_before honoured); checked against expected_metadata_version (ES001); returns the new metadata version.';
+REVOKE ALL ON FUNCTION event_store.set_stream_metadata(text, jsonb, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.set_stream_metadata(text, jsonb, bigint) TO event_store_admin;
+
+CREATE FUNCTION event_store.stream_metadata(stream_id text) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT s.metadata FROM event_store.streams s
+         WHERE s.stream_id OPERATOR(pg_catalog.=) stream_metadata.stream_id);
+COMMENT ON FUNCTION event_store.stream_metadata(text) IS
+  'The stream''s metadata object; NULL when none was set or the stream does not exist.';
+REVOKE ALL ON FUNCTION event_store.stream_metadata(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.stream_metadata(text) TO event_store_reader;
