@@ -100,11 +100,15 @@ SELECT message_store.write_message('b0000000-0000-4000-8000-000000000001', 'scop
 SELECT event_store.append_event('scope-3', 'Opened', '{}', NULL, NULL, 'a0000000-0000-4000-8000-000000000001');
 -- ... and so are partitions made ahead that hold rows (restored, recorded
 -- an hour from now): nothing written.
+-- (one transaction: both statements see the same now(), whatever second
+-- boundary falls between them on a loaded machine)
+BEGIN;
 SELECT event_store._create_partition_for(now() + interval '1 hour') IS NOT NULL AS made_ahead;
 INSERT INTO event_store.events (global_position, stream_id, stream_version, event_type, data,
                                 event_id, recorded_at, occurred_at, transaction_id)
 VALUES (1000000, 'restoredAhead-1', 1, 'Restored', '{}', 'b0000000-0000-4000-8000-000000000003',
         now() + interval '1 hour', now(), pg_current_xact_id());
+COMMIT;
 SELECT message_store.write_message('b0000000-0000-4000-8000-000000000003', 'scopeAccount-4', 'Opened', '{}');
 SELECT count(*) AS written FROM event_store.events WHERE stream_id = 'scopeAccount-4';
 SELECT partitions >= 2 AS several_partitions, partitions = event_id_indexes AS one_each,
