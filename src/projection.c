@@ -747,7 +747,7 @@ dispatch_event(ProjectionCache *cache, TupleTableSlot *slot, EventColumns *cols)
 		resolve_projection(p, cache->cxt);
 		check_handler_acl(p);
 		if (event == (Datum) 0)
-			event = ExecFetchSlotHeapTupleDatum(slot);
+			event = es_upcast_event_datum(ExecFetchSlotHeapTupleDatum(slot));	/* issue 27 */
 		call_handler(p, event, position, cache->cxt);
 		called++;
 	}
@@ -1154,6 +1154,7 @@ feed_handler(RunTarget *t, int64 upto, int64 max, int notice_every, int64 *last,
 															   tuptable->tupdesc, 2, &isnull));
 			MemoryContext old = MemoryContextSwitchTo(event_cxt);
 
+			event = es_upcast_event_datum(event);	/* issue 27 */
 			check_handler_acl(&t->proj);
 			call_handler(&t->proj, event, position, NULL);
 			MemoryContextSwitchTo(old);
