@@ -929,6 +929,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     gap int;
+    first int;
 BEGIN
     LOCK TABLE event_store.upcasters IN SHARE ROW EXCLUSIVE MODE;
     IF TG_OP = 'DELETE' THEN
@@ -959,17 +960,21 @@ BEGIN
                       DETAIL = 'Events were appended at the current version; reads never downcast.';
         END IF;
     END IF;
-    -- Every version from 1 up must have a step: version 1 is where every
-    -- type starts, and appends may name any version up to the current one.
+    -- Every version from the first up must have a step: version 1 is where
+    -- a type starts (appends may name any version up to the current one),
+    -- unless steps of other types rename into it: then the lowest version
+    -- they deliver.
+    SELECT coalesce(pg_catalog.min(r.from_version) + 1, 1) INTO first
+      FROM event_store.upcasters r WHERE r.new_event_type = NEW.event_type;
     SELECT pg_catalog.min(c.v) INTO gap
-      FROM (SELECT 1 AS v
+      FROM (SELECT first AS v
             UNION ALL
             SELECT u.from_version + 1 FROM event_store.upcasters u WHERE u.event_type = NEW.event_type) c
-     WHERE c.v < NEW.current_version
+     WHERE c.v >= first AND c.v < NEW.current_version
        AND NOT EXISTS (SELECT 1 FROM event_store.upcasters u
                         WHERE u.event_type = NEW.event_type AND u.from_version = c.v);
     IF gap IS NOT NULL THEN
-        RAISE EXCEPTION 'version % of event type "%" cannot be reached from version 1', NEW.current_version, NEW.event_type
+        RAISE EXCEPTION 'version % of event type "%" cannot be reached from version %', NEW.current_version, NEW.event_type, first
             USING ERRCODE = 'ES021',
                   DETAIL = format('No upcaster is registered from version %s: stored events of version %s could not be upcast.', gap, gap),
                   HINT = format('Register the step first: event_store.register_upcaster(%L, %s, ...).', NEW.event_type, gap);
@@ -1000,7 +1005,7 @@ BEGIN
     END IF;
     INSERT INTO event_store.event_schema_versions AS v (event_type, current_version)
     VALUES (set_event_schema.event_type, set_event_schema.version)
-    ON CONFLICT (event_type) DO UPDATE SET current_version = EXCLUDED.current_version
+    ON CONFLICT ON CONSTRAINT event_schema_versions_pkey DO UPDATE SET current_version = EXCLUDED.current_version
      WHERE v.current_version <> EXCLUDED.current_version;
     RETURN set_event_schema.version;
 END
