@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Upcasters (issue 27): the cost of reading through upcaster chains, as
+# ratios to the same read without upcasters, measured in the same run.
+# Not part of the test suite.
+#
+#   bash test/bench/upcast_bench.sh            # BENCH_REPS (31) timings each
+#   bash test/bench/upcast_bench.sh --quick    # 11 timings each
+#
+# Run as root with the extension installed (make install) in PGBIN's
+# PostgreSQL (PGBIN=/usr/lib/postgresql/15/bin unless set).  A throw-away
+# cluster owned by the postgres OS user is made and removed (test/bench/lib.sh).
+#
+# Each timing is taken inside the server (clock_timestamp around the
+# statement, in a PL/pgSQL loop; the first run of each is discarded) and
+# the report gives medians and ratios:
+#   1. read_stream of 1,000 events, all through one declarative rename
+#      (target: <= 1.3x the same read of a type without upcasters);
+#   2. the same with a SQL-function upcaster (target: <= 3x);
+#   3. state_as_of over 10,000 events through a two-step declarative chain
+#      (target: <= 1.5x the same fold without upcasters);
+#   4. read_stream of 1,000 events already at the current version of a type
+#      that has upcasters (target: <= 1.05x);
+# and, for information, the plain SELECT from the table that read_stream
+# wrapped before 1.11.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+PG_MAJOR=${PG_MAJOR:-15}
+PGBIN=${PGBIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
+REPS=${BENCH_REPS:-31}
+for arg in "$@"; do
+    case $arg in
+        --quick) REPS=${BENCH_REPS:-11} ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+bench_cluster_start es_upcast_bench
+PSQL=("$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -d postgres)
+
+"${PSQL[@]}" <<'SQL'
+CREATE EXTENSION event_store;
+CREATE FUNCTION rename_cust(data jsonb) RETURNS jsonb LANGUAGE sql IMMUTABLE
+AS $$ SELECT (data - 'cust') || jsonb_build_object('customer', data->'cust') $$;
+-- 1,000-event streams, one type each, all written at version 1
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['None', 'Decl', 'Fn', 'Cur'] LOOP
+        PERFORM event_store.append('b' || lower(t) || '-1', ARRAY(
+            SELECT event_store.event('B' || t, jsonb_build_object('cust', 'c' || i, 'amount', i, 'note', repeat('x', 40)))
+              FROM generate_series(1, 1000) i), NULL);
+    END LOOP;
+    FOREACH t IN ARRAY ARRAY['None', 'Chain'] LOOP
+        FOR b IN 1..10 LOOP
+            PERFORM event_store.append('f' || lower(t) || '-1', ARRAY(
+                SELECT event_store.event('F' || t, jsonb_build_object('cust', 'c' || i, 'amount', i, 'k' || (i % 7), i))
+                  FROM generate_series(1, 1000) i), NULL);
+        END LOOP;
+    END LOOP;
+END $$;
+SELECT event_store.register_upcaster('BDecl', 1, '{"rename": {"cust": "customer"}}'::jsonb);
+SELECT event_store.register_upcaster('BFn', 1, 'rename_cust(jsonb)'::regprocedure);
+SELECT event_store.register_upcaster('BCur', 1, '{"rename": {"cust": "customer"}}'::jsonb);
+SELECT event_store.register_upcaster('FChain', 1, '{"rename": {"cust": "customer"}}'::jsonb);
+SELECT event_store.register_upcaster('FChain', 2, '{"set": {"currency": "EUR"}, "remove": ["k3"]}'::jsonb);
+SELECT event_store.set_event_schema('BDecl', 2), event_store.set_event_schema('BFn', 2),
+       event_store.set_event_schema('BCur', 2), event_store.set_event_schema('FChain', 3);
+-- a stream of a type with upcasters whose events are all at the current version
+SELECT event_store.append('bcurrent-1', ARRAY(
+    SELECT event_store.event('BCur', jsonb_build_object('customer', 'c' || i, 'amount', i, 'note', repeat('x', 40)))
+      FROM generate_series(1, 1000) i), NULL) IS NOT NULL AS appended;
+VACUUM ANALYZE;
+
+CREATE FUNCTION bench(stmt text, reps int) RETURNS float8 LANGUAGE plpgsql AS $$
+DECLARE t0 timestamptz; ms float8[] := '{}';
+BEGIN
+    EXECUTE stmt;   -- warm-up
+    FOR i IN 1..reps LOOP
+        t0 := clock_timestamp();
+        EXECUTE stmt;
+        ms := ms || extract(epoch FROM clock_timestamp() - t0) * 1000;
+    END LOOP;
+    RETURN (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x) FROM unnest(ms) x);
+END $$;
+SQL
+
+echo "upcast_bench: $(bench_machine); medians of $REPS"
+"${PSQL[@]}" -v reps="$REPS" <<'SQL'
+\pset footer off
+CREATE TEMP TABLE r AS
+SELECT 'read_stream 1,000, no upcasters' AS what,
+       bench($$SELECT sum(length(data::text)) FROM event_store.read_stream('bnone-1')$$, :reps) AS ms
+UNION ALL SELECT 'read_stream 1,000, declarative rename',
+       bench($$SELECT sum(length(data::text)) FROM event_store.read_stream('bdecl-1')$$, :reps)
+UNION ALL SELECT 'read_stream 1,000, SQL-function upcaster',
+       bench($$SELECT sum(length(data::text)) FROM event_store.read_stream('bfn-1')$$, :reps)
+UNION ALL SELECT 'read_stream 1,000, at the current version',
+       bench($$SELECT sum(length(data::text)) FROM event_store.read_stream('bcurrent-1')$$, :reps)
+UNION ALL SELECT 'plain SELECT from the table, 1,000 (before 1.11)',
+       bench($$SELECT sum(length(data::text)) FROM (SELECT * FROM event_store.events e WHERE e.stream_id = 'bnone-1' ORDER BY e.stream_version LIMIT 1000) x$$, :reps)
+UNION ALL SELECT 'state_as_of 10,000, no upcasters',
+       bench($$SELECT event_store.state_as_of('fnone-1')$$, :reps)
+UNION ALL SELECT 'state_as_of 10,000, two declarative steps',
+       bench($$SELECT event_store.state_as_of('fchain-1')$$, :reps);
+SELECT what, round(ms::numeric, 3) AS ms FROM r;
+SELECT 'declarative rename / none (target <= 1.3)' AS ratio,
+       round(((SELECT ms FROM r WHERE what LIKE '%declarative rename') / (SELECT ms FROM r WHERE what LIKE 'read_stream%no upcasters'))::numeric, 3) AS value
+UNION ALL SELECT 'SQL-function upcaster / none (target <= 3)',
+       round(((SELECT ms FROM r WHERE what LIKE '%SQL-function%') / (SELECT ms FROM r WHERE what LIKE 'read_stream%no upcasters'))::numeric, 3)
+UNION ALL SELECT 'state_as_of two steps / none (target <= 1.5)',
+       round(((SELECT ms FROM r WHERE what LIKE '%two declarative%') / (SELECT ms FROM r WHERE what LIKE 'state_as_of%no upcasters'))::numeric, 3)
+UNION ALL SELECT 'at the current version / none (target <= 1.05)',
+       round(((SELECT ms FROM r WHERE what LIKE '%current version') / (SELECT ms FROM r WHERE what LIKE 'read_stream%no upcasters'))::numeric, 3)
+UNION ALL SELECT 'read_stream (1.11) / plain SELECT (information)',
+       round(((SELECT ms FROM r WHERE what LIKE 'read_stream%no upcasters') / (SELECT ms FROM r WHERE what LIKE 'plain%'))::numeric, 3);
+SQL
