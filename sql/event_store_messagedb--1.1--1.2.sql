@@ -399,3 +399,6 @@ AS $$
      LIMIT 1) u
 $$;
 
+
+-- (issue 27) the role message_store reads through event_store._upcast()
+GRANT EXECUTE ON FUNCTION event_store._upcast(event_store.events) TO message_store;

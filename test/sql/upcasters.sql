@@ -79,7 +79,9 @@ SELECT event_store.subscribe('upc_sub', categories => ARRAY['upcorder']);
 SELECT stream_version, event_type, schema_version FROM event_store.poll('upc_sub', 3);
 
 -- Message DB reads
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS event_store_messagedb CASCADE;
+RESET client_min_messages;
 SELECT position, type, data FROM message_store.get_stream_messages('upcorder-1', 0, 2);
 SELECT position, type, data FROM message_store.get_category_messages('upcorder', 1, 2);
 SELECT position, type, data FROM message_store.get_last_stream_message('upcorder-1');
