@@ -8,13 +8,17 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# The server the demo runs: this machine's PostgreSQL 15 (Debian 12) unless
+# PG_MAJOR names another installed major (16, 17 or 18).
 PG_MAJOR=${PG_MAJOR:-15}
 PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
+export PG_CONFIG=$PGBIN/pg_config
 DIR=${ES_DEMO_DIR:-/tmp/event_store_demo}
 PORT=${ES_DEMO_PORT:-54329}
 
 bash scripts/ensure-deps.sh
 
+echo "== the demo runs on $("$PGBIN/postgres" --version) ($PGBIN)"
 echo "== building and installing event_store"
 make -s
 make -s install
@@ -52,7 +56,7 @@ echo "== the flight-booking demo"
 
 cat <<MSG
 
-The demo cluster is running.
+The demo cluster is running ($("$PGBIN/postgres" --version)).
   connect:  psql -h 127.0.0.1 -p $PORT -U postgres demo
   stop:     runuser -u postgres -- $PGBIN/pg_ctl -D $DIR/data stop
   log:      $DIR/server.log

@@ -16,6 +16,9 @@ ROOT=$(pwd)
 PG_MAJOR=${PG_MAJOR:-15}
 PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
 PGXS_DIR=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs
+# Build against the major under test, not whatever /usr/bin/pg_config
+# picks (the newest installed).
+export PG_CONFIG=$PGBIN/pg_config
 OUT=${ES_TEST_OUT:-$ROOT/test/results}
 
 bash scripts/ensure-deps.sh || exit 1
@@ -24,6 +27,7 @@ echo "== build (-Wall -Wextra -Werror) and install"
 make -s clean >/dev/null
 if ! make -s >"$OUT.build.log" 2>&1 || ! make -s install >>"$OUT.build.log" 2>&1; then
     cat "$OUT.build.log"
+    echo "build: FAILED (make against $PG_CONFIG)"
     echo "0 passed, 1 failed"
     exit 1
 fi
@@ -69,8 +73,10 @@ failed=0
 for suite in regress isolation; do
     log="$OUT/$suite.log"
     sed -n '/^test \|^     \|^ok \|^not ok /p' "$log" | grep -E '\.\.\. |^ok |^not ok ' || true
-    p=$(grep -Ec '\.\.\. ok' "$log")
-    f=$(grep -Ec '\.\.\. (FAILED|failed)' "$log")
+    # "test name ... ok" up to PostgreSQL 15; "ok N - name" (TAP style)
+    # from 16 on
+    p=$(grep -Ec '\.\.\. ok|^ok [0-9]+ ' "$log")
+    f=$(grep -Ec '\.\.\. (FAILED|failed)|^not ok [0-9]+ ' "$log")
     expected_n=$(wc -w <<<"$( [[ $suite == regress ]] && echo "$REGRESS" || echo "$ISOLATION")")
     if ((p + f < expected_n)); then
         # a suite that did not run its tests counts its missing tests as failed

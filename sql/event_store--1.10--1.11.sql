@@ -741,6 +741,55 @@ COMMENT ON FUNCTION event_store.drop_archived_partition(text) IS
 REVOKE ALL ON FUNCTION event_store.drop_archived_partition(text) FROM PUBLIC;
 
 ------------------------------------------------------------------------------
+-- issue 25 re-probe: routes the first round missed (all in C, no SQL here;
+-- test/sql/attack_regressions.sql, docs/security.md "Re-probe").
+--   * src/log_am.c: during redact() the access method itself checks each
+--     update is a redaction (same stream, other columns unchanged, data the
+--     marker or fields replaced by it).  An owner's BEFORE UPDATE trigger
+--     firing after the row guard, or a rule, forged redacted events.
+--   * src/guard.c: DROP / RENAME / CREATE OR REPLACE of the guard triggers;
+--     RENAME and SET SCHEMA of the extension's tables and sequences and
+--     RENAME of its schemas (the guards know streams and the position
+--     sequence by name); SET UNLOGGED of any of them; column changes of
+--     streams.  The existing ddl_command_start trigger reaches all of these
+--     commands when the library is not preloaded.
+--   * src/append.c: appends refuse row-level security that applies to the
+--     appender on event_store.events (0A000), as folds do: policies hid
+--     stored events from the idempotent-retry check, and a retry appended
+--     its events twice.
+------------------------------------------------------------------------------
+
+------------------------------------------------------------------------------
+-- issue 25 re-probe: event_store.retention written directly.  Admins hold
+-- INSERT and UPDATE on it; set_retention() checks that the caller may
+-- CREATE in the tablespace it names, but a row written directly skipped
+-- that check, and apply_retention() (SECURITY DEFINER, as the log's owner)
+-- then moved partitions into a tablespace the admin has no rights on.  A
+-- row trigger now makes the same check for every write.
+------------------------------------------------------------------------------
+CREATE FUNCTION event_store._check_retention() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.tablespace IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_tablespace t WHERE t.spcname = NEW.tablespace) THEN
+        RAISE EXCEPTION 'tablespace "%" does not exist', NEW.tablespace
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF NEW.tablespace IS NOT NULL AND NOT has_tablespace_privilege(NEW.tablespace, 'CREATE') THEN
+        RAISE EXCEPTION 'permission denied for tablespace %', NEW.tablespace
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'apply_retention() moves archived partitions there as the log''s owner.',
+                  HINT = 'The role setting the retention policy needs CREATE on its tablespace.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION event_store._check_retention() FROM PUBLIC;
+CREATE TRIGGER _check_retention BEFORE INSERT OR UPDATE ON event_store.retention
+    FOR EACH ROW EXECUTE FUNCTION event_store._check_retention();
+
+------------------------------------------------------------------------------
 -- issue 31: messages of Message DB whose data is not a JSON object
 --
 -- Message DB's data and metadata are any JSON value or NULL, and its
@@ -1282,3 +1331,28 @@ BEGIN
          LIMIT max_count) u;
 END
 $$;
+
+-- issue 26: push without NOTIFY's commit lock
+--
+-- wait_for_feed() blocks until the gap-free horizon passes a position,
+-- woken by the committing appender through shared memory (src/feed_wait.c,
+-- src/feed.c).  Appends no longer NOTIFY per transaction when the library
+-- is preloaded: a background worker per database sends one coalesced
+-- NOTIFY per 10 ms, payload the horizon (event_store.notify).
+------------------------------------------------------------------------------
+CREATE FUNCTION event_store.wait_for_feed(after bigint, timeout_ms integer DEFAULT 10000) RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_wait_for_feed' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_store.wait_for_feed(bigint, integer) IS
+  'Blocks until the feed horizon passes after, at most timeout_ms milliseconds; returns the horizon, or after on a timeout. Preloaded: woken by the committing appender; not preloaded (feed_mode() = locks): polls every 10 ms.';
+REVOKE ALL ON FUNCTION event_store.wait_for_feed(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.wait_for_feed(bigint, integer) TO event_store_reader;
+
+CREATE FUNCTION event_store._feed_waiters() RETURNS integer
+AS 'MODULE_PATHNAME', 'es_feed_waiters' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_store._feed_waiters() IS
+  'Backends of the cluster sleeping in wait_for_feed() (0 when not preloaded).';
+REVOKE ALL ON FUNCTION event_store._feed_waiters() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._feed_waiters() TO event_store_reader;
+
+COMMENT ON FUNCTION event_store.feed_mode() IS
+  '''registry'' when event_store is in shared_preload_libraries: gap-free by a shared-memory registry, wait_for_feed() is woken by committing appenders and NOTIFYs are coalesced by a worker. ''locks'' when not preloaded: gap-free by advisory locks, wait_for_feed() polls every 10 ms, and every appending transaction sends its own NOTIFY.';

@@ -37,6 +37,7 @@
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/rls.h"
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
 #include "utils/uuid.h"
@@ -226,7 +227,7 @@ es_refuse_direct_write(PG_FUNCTION_ARGS)
 		internal_writes_pending--;
 		return PointerGetDatum(NULL);
 	}
-	if (pg_class_ownercheck(RelationGetRelid(rel), GetUserId()))
+	if (pg_class_ownercheck_compat(RelationGetRelid(rel), GetUserId()))
 	{
 		owner_write_allowed(trigdata);
 		return PointerGetDatum(NULL);
@@ -994,12 +995,30 @@ static int64 append_batch_once(AppendRequest *req);
  * that becomes ES004, as the lookup would have said.  (Callers that proved
  * their ids new, message_store.write_message, give their own error.)
  */
+/*
+ * issue 25 re-probe: row-level security that applies to the appender on
+ * event_store.events hides stored events from the append's own lookups
+ * (the idempotent-retry check by event id, Message DB's id check), so a
+ * retry appended its events a second time.  Refused, as folds refuse it.
+ */
+static void
+refuse_row_security(void)
+{
+	if (check_enable_rls(es_events_relid(false), InvalidOid, false) == RLS_ENABLED)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("appends do not support row-level security on event_store.events"),
+				 errdetail("The policies would hide stored events from the append's check for the event ids it already holds, and a retry would append its events again."),
+				 errhint("Disable row-level security on event_store.events (ALTER TABLE ... DISABLE ROW LEVEL SECURITY); restrict readers with grants or views.")));
+}
+
 int64
 es_append_batch(AppendRequest *req)
 {
 	volatile int64 version = 0;
 	MemoryContext oldcxt = CurrentMemoryContext;
 
+	refuse_row_security();
 	if (req->ids_known_new)
 		return append_batch_once(req);
 	PG_TRY();

@@ -317,8 +317,8 @@ partition_takes_row_directly(Relation events, Relation part)
 {
 	if (checked_partition != RelationGetRelid(part))
 	{
-		AttrMap    *map = build_attrmap_by_name_if_req(RelationGetDescr(events),
-													   RelationGetDescr(part));
+		AttrMap    *map = build_attrmap_by_name_if_req_compat(RelationGetDescr(events),
+															  RelationGetDescr(part));
 		List	   *indexes = RelationGetIndexList(part);
 		ListCell   *lc;
 
@@ -579,7 +579,7 @@ insert_event_directly(Relation events, Datum *values, bool *nulls, TimestampTz r
 
 	table_tuple_insert(part, slot, GetCurrentCommandId(true), 0, NULL);
 	/* (no deferrable unique index here: nothing to recheck at commit) */
-	list_free(ExecInsertIndexTuples(rri, slot, target.estate, false, false, NULL, NIL));
+	list_free(ExecInsertIndexTuples_compat(rri, slot, target.estate, false, false, NULL, NIL, false));
 
 	partition_target_close(rri);
 	ExecDropSingleTupleTableSlot(slot);
@@ -723,7 +723,7 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 	TM_FailureData tmfd;
 	TM_Result	result;
 	LockTupleMode lockmode;
-	bool		update_indexes;
+	UpdateIndexesCompat update_indexes;
 	bool		found;
 	bool		isnull;
 	int64		version;
@@ -747,7 +747,7 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 	oldslot = table_slot_create(streams, NULL);
 	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
 						   pkey->rd_indcollation[0], F_TEXTEQ, PointerGetDatum(stream_id));
-	scan = index_beginscan(streams, pkey, snapshot, 1, 0);
+	scan = index_beginscan_compat(streams, pkey, snapshot, 1, 0);
 	index_rescan(scan, &key, 1, NULL, 0);
 	if (streams->rd_tableam == GetHeapamTableAmRoutine() && TTS_IS_BUFFERTUPLE(oldslot))
 		found = fetch_stream_row(scan, stream_id, oldslot);
@@ -791,13 +791,14 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 										true, &tmfd, &lockmode, &update_indexes);
 
 		estate = CreateExecutorState();
-		if (result == TM_Ok && update_indexes)
+		if (result == TM_Ok && update_indexes_needed_compat(update_indexes))
 		{
 			ResultRelInfo *rri = makeNode(ResultRelInfo);
 
 			InitResultRelInfo(rri, streams, 0, NULL, 0);
 			ExecOpenIndices(rri, false);
-			(void) ExecInsertIndexTuples(rri, newslot, estate, true, false, NULL, NIL);
+			(void) ExecInsertIndexTuples_compat(rri, newslot, estate, true, false, NULL, NIL,
+												update_indexes_only_summarizing_compat(update_indexes));
 			ExecCloseIndices(rri);
 		}
 
@@ -887,7 +888,7 @@ es_direct_create_and_insert(text *stream_id, int64 position, TimestampTz recorde
 
 	/* ON CONFLICT (stream_id): the primary key is the arbiter */
 	arbiters = list_make1_oid(tables.streams_pkey);
-	if (!ExecCheckIndexConstraints(rri, slot, estate, &conflict_tid, arbiters))
+	if (!ExecCheckIndexConstraints_compat(rri, slot, estate, &conflict_tid, arbiters))
 		*created = false;
 	else
 	{
@@ -896,7 +897,7 @@ es_direct_create_and_insert(text *stream_id, int64 position, TimestampTz recorde
 		bool		conflict = false;
 
 		table_tuple_insert_speculative(streams, slot, GetCurrentCommandId(true), 0, NULL, token);
-		list_free(ExecInsertIndexTuples(rri, slot, estate, false, true, &conflict, arbiters));
+		list_free(ExecInsertIndexTuples_compat(rri, slot, estate, false, true, &conflict, arbiters, false));
 		table_tuple_complete_speculative(streams, slot, token, !conflict);
 		SpeculativeInsertionLockRelease(xid);
 		*created = !conflict;
@@ -1047,7 +1048,7 @@ probe_partition(Oid relid, pg_uuid_t *id, Snapshot snapshot, bool ahead, bool *e
 
 		ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
 							   index->rd_indcollation[0], F_UUID_EQ, UUIDPGetDatum(id));
-		scan = index_beginscan(part, index, snapshot, 1, 0);
+		scan = index_beginscan_compat(part, index, snapshot, 1, 0);
 		index_rescan(scan, &key, 1, NULL, 0);
 		*exists = index_getnext_slot(scan, ForwardScanDirection, slot);
 		index_endscan(scan);

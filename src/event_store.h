@@ -11,6 +11,8 @@
 
 #include "postgres.h"
 
+#include "compat.h"
+
 #include "access/htup.h"
 #include "nodes/nodes.h"
 #include "utils/relcache.h"
@@ -67,6 +69,19 @@ extern bool es_feed_registry_active(void);
 extern void es_feed_draw_positions(Oid seq, int n, int64 *positions);
 extern TimestampTz es_feed_scan_bound(int64 after);
 extern TimestampTz es_feed_scan_end(void);
+extern int64 es_feed_current_horizon(void);
+extern void es_feed_wait_register(int64 after);
+extern bool es_notify;
+extern bool es_feed_wait_unregister(void);
+extern bool es_feed_notify_at_commit(void);
+extern bool es_feed_notifier_attach(int idx, Oid dbid);
+extern bool es_feed_notifier_take_kick(int idx);
+extern bool es_feed_notifier_retire(int idx);
+extern void es_feed_notifier_kick_self(int idx);
+extern void es_feed_notifier_detach(int idx, Oid dbid);
+
+/* feed_wait.c */
+extern bool es_feed_start_notifier(int idx, Oid dbid);
 
 /* src/projection.c (projections, subscriptions' push, 1.4) */
 extern void es_projection_init(void);

@@ -72,6 +72,7 @@
 #include "catalog/pg_class.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
@@ -83,13 +84,53 @@ PG_FUNCTION_INFO_V1(es_feed_in_flight);
 PG_FUNCTION_INFO_V1(es_feed_scan_from);
 PG_FUNCTION_INFO_V1(es_feed_choose_plan_mode);
 PG_FUNCTION_INFO_V1(es_feed_scan_to);
+PG_FUNCTION_INFO_V1(es_feed_waiters);
 
-/* One slot per backend; first_draw_time[] follows first_position[]. */
+/*
+ * The coalesced NOTIFY of one database (feed_wait.c runs the worker): a
+ * NOTIFY must be sent from a backend connected to the database, so each
+ * database that appends gets a worker of its own, started on demand and
+ * retired when idle.
+ */
+typedef enum NotifierState
+{
+	NOTIFIER_FREE = 0,			/* entry unused */
+	NOTIFIER_STARTING,			/* registered, not attached yet (since) */
+	NOTIFIER_RUNNING,			/* attached: pgprocno is its latch */
+	NOTIFIER_FAILED				/* could not start or died (since): appenders
+								 * NOTIFY themselves for a while */
+} NotifierState;
+
+typedef struct FeedNotifier
+{
+	Oid			dbid;
+	NotifierState state;
+	TimestampTz since;
+	int			pgprocno;
+	int			pins;			/* committing appenders that count on it */
+	bool		kicked;			/* an appender committed since it last looked */
+} FeedNotifier;
+
+#define ES_MAX_NOTIFIERS		32
+#define ES_NOTIFIER_START_GRACE_MS	10000	/* STARTING longer: start again */
+#define ES_NOTIFIER_RETRY_MS	1000	/* FAILED: NOTIFY directly this long */
+
+/* No waiter in this slot (waiters wait past positions >= 0). */
+#define ES_NOT_WAITING			INT64CONST(-1)
+
+/*
+ * One slot per backend (by pgprocno); first_draw_time[] and waiting_after[]
+ * follow first_position[].  Everything is protected by lock.
+ */
 typedef struct FeedRegistry
 {
 	LWLock	   *lock;
 	int			nslots;
 	TimestampTz *first_draw_time;
+	int64	   *waiting_after;	/* wait_for_feed: ES_NOT_WAITING or after */
+	int			nwaiters;		/* slots with waiting_after set */
+	int64		min_waiting_after;	/* <= every waiting_after set */
+	FeedNotifier notifiers[ES_MAX_NOTIFIERS];
 	int64		first_position[FLEXIBLE_ARRAY_MEMBER];	/* 0 = idle */
 } FeedRegistry;
 
@@ -240,6 +281,19 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 /* Has this backend recorded a position for its current transaction? */
 static bool my_slot_set = false;
 
+/* The highest position the current transaction drew (registry mode). */
+static int64 my_max_drawn = 0;
+
+/* The notifier entry the transaction pinned (-1: none), and whether it asked for a notification. */
+static int	my_notifier = -1;
+static bool my_notify_requested = false;
+
+/* Did this backend register as a waiter (it may have been woken since)? */
+static bool my_wait_registered = false;
+
+/* Waiters to wake, collected under the lock (nslots entries, TopMemoryContext). */
+static int *wake_buffer = NULL;
+
 static int
 registry_slots(void)
 {
@@ -249,9 +303,10 @@ registry_slots(void)
 static Size
 registry_size(void)
 {
-	return add_size(add_size(offsetof(FeedRegistry, first_position),
-							 mul_size(sizeof(int64), registry_slots())),
-					mul_size(sizeof(TimestampTz), registry_slots()));
+	return add_size(add_size(add_size(offsetof(FeedRegistry, first_position),
+									  mul_size(sizeof(int64), registry_slots())),
+							 mul_size(sizeof(TimestampTz), registry_slots())),
+					mul_size(sizeof(int64), registry_slots()));
 }
 
 static void
@@ -278,22 +333,112 @@ feed_shmem_startup(void)
 		registry->lock = &(GetNamedLWLockTranche("event_store_feed"))->lock;
 		registry->nslots = registry_slots();
 		memset(registry->first_position, 0, sizeof(int64) * registry->nslots);
+		registry->nwaiters = 0;
+		registry->min_waiting_after = PG_INT64_MAX;
+		memset(registry->notifiers, 0, sizeof(registry->notifiers));
 	}
-	/* the timestamps live right after the positions */
+	/* the timestamps live right after the positions, then the waiters */
 	registry->first_draw_time = (TimestampTz *) &registry->first_position[registry->nslots];
+	registry->waiting_after = (int64 *) &registry->first_draw_time[registry->nslots];
+	if (!found)
+		for (int i = 0; i < registry->nslots; i++)
+			registry->waiting_after[i] = ES_NOT_WAITING;
 	LWLockRelease(AddinShmemInitLock);
 }
 
-/* Clear this backend's slot: its appends are now committed or gone. */
-static void
-clear_my_slot(void)
+/*
+ * A lower bound of this database's horizon, for waking waiters: one below
+ * the lowest position in flight in this database, or, with none in flight,
+ * the highest position the committing transaction drew (every position
+ * drawn before it is settled then; a transaction that drew a higher one
+ * and committed woke its own waiters).  Positions are per database (one
+ * sequence each): slots of other databases are skipped.  Call holding the
+ * lock.
+ */
+static int64
+committed_horizon_locked(void)
 {
-	if (!my_slot_set)
+	int64		lowest = 0;
+
+	for (int i = 0; i < registry->nslots; i++)
+	{
+		int64		p = registry->first_position[i];
+
+		if (p != 0 && (lowest == 0 || p < lowest) &&
+			GetPGProcByNumber(i)->databaseId == MyDatabaseId)
+			lowest = p;
+	}
+	return lowest == 0 ? my_max_drawn : lowest - 1;
+}
+
+/*
+ * Clear this backend's slot: its appends are now committed or gone (the
+ * commit is visible to new snapshots).  In the same critical section, after
+ * a commit, wake the waiters whose position the horizon passed now (only
+ * when there are waiters; each is woken once, taken off the list) and, if
+ * the transaction asked for a notification, kick the database's notifier.
+ * The latches are set after the lock is released.
+ */
+static void
+clear_my_slot(bool committed)
+{
+	int			nwake = 0;
+	int			notifier_proc = -1;
+
+	if (!my_slot_set && my_notifier < 0)
 		return;
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	registry->first_position[MyProc->pgprocno] = 0;
+	if (my_slot_set)
+		registry->first_position[PGProcNumber_compat(MyProc)] = 0;
+	/* an abort leaves a hole, nothing to read: its waiters sleep on */
+	if (committed && registry->nwaiters > 0)
+	{
+		int64		horizon = committed_horizon_locked();
+
+		if (horizon > registry->min_waiting_after)
+		{
+			int64		new_min = PG_INT64_MAX;
+
+			for (int i = 0; i < registry->nslots; i++)
+			{
+				int64		after = registry->waiting_after[i];
+
+				if (after == ES_NOT_WAITING)
+					continue;
+				if (after < horizon && GetPGProcByNumber(i)->databaseId == MyDatabaseId)
+				{
+					registry->waiting_after[i] = ES_NOT_WAITING;
+					registry->nwaiters--;
+					wake_buffer[nwake++] = i;
+				}
+				else if (after < new_min)
+					new_min = after;
+			}
+			registry->min_waiting_after = new_min;
+		}
+	}
+	if (my_notifier >= 0)
+	{
+		FeedNotifier *n = &registry->notifiers[my_notifier];
+
+		n->pins--;
+		if (committed && my_notify_requested && !n->kicked)
+		{
+			n->kicked = true;
+			if (n->state == NOTIFIER_RUNNING)
+				notifier_proc = n->pgprocno;
+		}
+		my_notifier = -1;
+	}
 	LWLockRelease(registry->lock);
+	my_notify_requested = false;
 	my_slot_set = false;
+	my_max_drawn = 0;
+
+	for (int i = 0; i < nwake; i++)
+		SetLatch(&GetPGProcByNumber(wake_buffer[i])->procLatch);
+	if (notifier_proc >= 0)
+		SetLatch(&GetPGProcByNumber(notifier_proc)->procLatch);
 }
 
 /*
@@ -315,11 +460,13 @@ feed_xact_callback(XactEvent event, void *arg)
 						 errdetail("The gap-free feed tracks in-flight appends per session.")));
 			break;
 		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			clear_my_slot(true);
+			break;
+		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			clear_my_slot();
+			clear_my_slot(false);
 			break;
 		default:
 			break;
@@ -516,16 +663,37 @@ es_feed_draw_positions(Oid seq, int n, int64 *positions)
 	}
 	else if (registry != NULL && !my_slot_set)
 	{
+		if (wake_buffer == NULL)
+			wake_buffer = MemoryContextAlloc(TopMemoryContext, sizeof(int) * registry->nslots);
 		LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-		registry->first_draw_time[MyProc->pgprocno] = GetCurrentTimestamp();
+		registry->first_draw_time[PGProcNumber_compat(MyProc)] = GetCurrentTimestamp();
 		positions[0] = nextval_internal(seq, true);
-		registry->first_position[MyProc->pgprocno] = positions[0];
+		registry->first_position[PGProcNumber_compat(MyProc)] = positions[0];
 		my_slot_set = true;
+
+		/*
+		 * Pin the database's running notifier now, under the lock taken
+		 * anyway, so that the commit needs no extra lock to ask it for a
+		 * notification (es_feed_notify_at_commit() handles the rest).
+		 * After the draw: a draw that fails (no right on the sequence)
+		 * leaves no slot, and the pin must not outlive it.
+		 */
+		if (es_notify)
+			for (int k = 0; k < ES_MAX_NOTIFIERS; k++)
+				if (registry->notifiers[k].state == NOTIFIER_RUNNING &&
+					registry->notifiers[k].dbid == MyDatabaseId)
+				{
+					registry->notifiers[k].pins++;
+					my_notifier = k;
+					break;
+				}
 		LWLockRelease(registry->lock);
 		i = 1;
 	}
 	for (; i < n; i++)
 		positions[i] = nextval_internal(seq, true);
+	if (registry != NULL && n > 0 && positions[n - 1] > my_max_drawn)
+		my_max_drawn = positions[n - 1];
 }
 
 /*
@@ -622,11 +790,12 @@ log_max_position_any(void)
 }
 
 /*
- * event_store.feed_horizon(): the highest position safe to deliver.  Call it
- * before taking the snapshot that reads (an earlier statement).
+ * The highest position safe to deliver (feed_horizon(); wait_for_feed() and
+ * the notifier call it too).  Call it before taking the snapshot that reads
+ * (an earlier statement).
  */
-Datum
-es_feed_horizon(PG_FUNCTION_ARGS)
+int64
+es_feed_current_horizon(void)
 {
 	int64		horizon;
 	int64		logged;
@@ -650,12 +819,19 @@ es_feed_horizon(PG_FUNCTION_ARGS)
 			if (lowest_locked_position(NULL, &horizon) == 0)
 				horizon = Max(horizon, logged);
 		}
-		PG_RETURN_INT64(horizon);
+		return horizon;
 	}
 	logged = log_max_position();
 	if (lowest_in_flight(NULL, &horizon) == 0)
 		horizon = Max(horizon, logged);
-	PG_RETURN_INT64(horizon);
+	return horizon;
+}
+
+/* event_store.feed_horizon(): see es_feed_current_horizon(). */
+Datum
+es_feed_horizon(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(es_feed_current_horizon());
 }
 
 /*
@@ -917,4 +1093,276 @@ Datum
 es_feed_scan_to(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_TIMESTAMPTZ(es_feed_scan_end());
+}
+
+
+/* ------------------------------------------------------------------------
+ * wait_for_feed() waiters (feed_wait.c), registry mode
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * Take this backend off the waiter list.  Returns true if it was still on
+ * it (nobody woke it), false if an appender took it off to wake it.
+ */
+bool
+es_feed_wait_unregister(void)
+{
+	bool		was_waiting = false;
+
+	if (registry == NULL || !my_wait_registered)
+		return false;
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	if (registry->waiting_after[PGProcNumber_compat(MyProc)] != ES_NOT_WAITING)
+	{
+		registry->waiting_after[PGProcNumber_compat(MyProc)] = ES_NOT_WAITING;
+		registry->nwaiters--;
+		was_waiting = true;
+	}
+	LWLockRelease(registry->lock);
+	my_wait_registered = false;
+	return was_waiting;
+}
+
+/* Proc exit (pg_terminate_backend, FATAL): leave no waiter behind. */
+static void
+wait_exit_callback(int code, Datum arg)
+{
+	if (registry != NULL && MyProc != NULL)
+		(void) es_feed_wait_unregister();
+}
+
+/*
+ * Put this backend on the waiter list for positions of its database past
+ * after (>= 0).  An appender whose commit moves the horizon past after
+ * takes it off the list and sets its latch.  The caller computes the
+ * horizon after registering and before sleeping, so that a commit in
+ * between is not missed.
+ */
+void
+es_feed_wait_register(int64 after)
+{
+	static bool exit_callback_registered = false;
+
+	Assert(registry != NULL && after >= 0);
+	if (!exit_callback_registered)
+	{
+		before_shmem_exit(wait_exit_callback, (Datum) 0);
+		exit_callback_registered = true;
+	}
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	if (registry->waiting_after[PGProcNumber_compat(MyProc)] == ES_NOT_WAITING)
+		registry->nwaiters++;
+	registry->waiting_after[PGProcNumber_compat(MyProc)] = after;
+	if (after < registry->min_waiting_after)
+		registry->min_waiting_after = after;
+	my_wait_registered = true;
+	LWLockRelease(registry->lock);
+}
+
+/* event_store._feed_waiters() RETURNS int: backends waiting in wait_for_feed(). */
+Datum
+es_feed_waiters(PG_FUNCTION_ARGS)
+{
+	int			n = 0;
+
+	if (registry == NULL)
+		PG_RETURN_INT32(0);
+	LWLockAcquire(registry->lock, LW_SHARED);
+	for (int i = 0; i < registry->nslots; i++)
+		if (registry->waiting_after[i] != ES_NOT_WAITING)
+			n++;
+	LWLockRelease(registry->lock);
+	PG_RETURN_INT32(n);
+}
+
+/* ------------------------------------------------------------------------
+ * The coalesced NOTIFY: notifier entries (the worker is in feed_wait.c)
+ * ------------------------------------------------------------------------
+ */
+
+/*
+ * At pre-commit of a transaction that appended and asks for a
+ * notification: make sure this database has a notifier and pin it until
+ * the commit kicks it.  Returns false when the transaction must send its
+ * own NOTIFY: not preloaded, no entry or worker slot free, or the worker
+ * failed less than ES_NOTIFIER_RETRY_MS ago.
+ */
+bool
+es_feed_notify_at_commit(void)
+{
+	int			idx = -1;
+	int			free_idx = -1;
+	bool		start = false;
+	FeedNotifier *n;
+
+	if (registry == NULL || !my_slot_set || !IsUnderPostmaster)
+		return false;
+	my_notify_requested = true;
+	if (my_notifier >= 0)
+		return true;			/* pinned at the first draw */
+
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ES_MAX_NOTIFIERS; i++)
+	{
+		FeedNotifier *e = &registry->notifiers[i];
+
+		if (e->state != NOTIFIER_FREE && e->dbid == MyDatabaseId)
+		{
+			idx = i;
+			break;
+		}
+		/* a long-failed entry (its database may be gone) is reused */
+		if (free_idx < 0 &&
+			(e->state == NOTIFIER_FREE ||
+			 (e->state == NOTIFIER_FAILED && e->pins == 0 &&
+			  TimestampDifferenceExceeds(e->since, GetCurrentTimestamp(), 60 * 1000))))
+			free_idx = i;
+	}
+	if (idx < 0)
+	{
+		if (free_idx < 0)
+		{
+			LWLockRelease(registry->lock);
+			my_notify_requested = false;
+			return false;
+		}
+		idx = free_idx;
+		n = &registry->notifiers[idx];
+		memset(n, 0, sizeof(FeedNotifier));
+		n->dbid = MyDatabaseId;
+		n->pgprocno = -1;
+		start = true;
+	}
+	n = &registry->notifiers[idx];
+	if (n->state == NOTIFIER_STARTING &&
+		TimestampDifferenceExceeds(n->since, GetCurrentTimestamp(), ES_NOTIFIER_START_GRACE_MS))
+		start = true;
+	else if (n->state == NOTIFIER_FAILED)
+	{
+		if (!TimestampDifferenceExceeds(n->since, GetCurrentTimestamp(), ES_NOTIFIER_RETRY_MS))
+		{
+			LWLockRelease(registry->lock);
+			my_notify_requested = false;
+			return false;
+		}
+		start = true;
+	}
+	if (start)
+	{
+		n->state = NOTIFIER_STARTING;
+		n->since = GetCurrentTimestamp();
+		n->pgprocno = -1;
+	}
+	n->pins++;
+	my_notifier = idx;
+	LWLockRelease(registry->lock);
+
+	if (start && !es_feed_start_notifier(idx, MyDatabaseId))
+	{
+		LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+		n->pins--;
+		if (n->state == NOTIFIER_STARTING)
+		{
+			n->state = NOTIFIER_FAILED;
+			n->since = GetCurrentTimestamp();
+		}
+		LWLockRelease(registry->lock);
+		my_notifier = -1;
+		my_notify_requested = false;
+		return false;
+	}
+	return true;
+}
+
+/* The worker attaches to its entry; false if the entry is no longer its. */
+bool
+es_feed_notifier_attach(int idx, Oid dbid)
+{
+	FeedNotifier *n;
+	bool		ok;
+
+	if (registry == NULL || idx < 0 || idx >= ES_MAX_NOTIFIERS)
+		return false;
+	n = &registry->notifiers[idx];
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	ok = (n->dbid == dbid && n->state == NOTIFIER_STARTING);
+	if (ok)
+	{
+		n->state = NOTIFIER_RUNNING;
+		n->pgprocno = PGProcNumber_compat(MyProc);
+		n->kicked = true;		/* one notification after the commit that started it */
+	}
+	LWLockRelease(registry->lock);
+	return ok;
+}
+
+/* Did an appender commit since the worker last looked?  Clears the kick. */
+bool
+es_feed_notifier_take_kick(int idx)
+{
+	FeedNotifier *n = &registry->notifiers[idx];
+	bool		kicked;
+
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	kicked = n->kicked;
+	n->kicked = false;
+	LWLockRelease(registry->lock);
+	return kicked;
+}
+
+/* The worker could not notify now: it keeps the kick for its next round. */
+void
+es_feed_notifier_kick_self(int idx)
+{
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	registry->notifiers[idx].kicked = true;
+	LWLockRelease(registry->lock);
+}
+
+/*
+ * An idle worker retires: only when no committing appender pinned it and
+ * none kicked it since it last looked (both under the lock the appenders
+ * take), so that no commit is left unannounced.
+ */
+bool
+es_feed_notifier_retire(int idx)
+{
+	FeedNotifier *n = &registry->notifiers[idx];
+	bool		retired = false;
+
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	if (n->pins == 0 && !n->kicked && n->pgprocno == PGProcNumber_compat(MyProc))
+	{
+		memset(n, 0, sizeof(FeedNotifier));
+		n->pgprocno = -1;
+		retired = true;
+	}
+	LWLockRelease(registry->lock);
+	return retired;
+}
+
+/*
+ * The worker exits otherwise (error, SIGTERM, its database is gone, or it
+ * never attached): mark the entry failed, so that appenders notify
+ * themselves for ES_NOTIFIER_RETRY_MS and then start a new worker.
+ */
+void
+es_feed_notifier_detach(int idx, Oid dbid)
+{
+	FeedNotifier *n;
+
+	if (registry == NULL || idx < 0 || idx >= ES_MAX_NOTIFIERS)
+		return;
+	n = &registry->notifiers[idx];
+	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+	if (n->dbid == dbid &&
+		((n->state == NOTIFIER_RUNNING && n->pgprocno == PGProcNumber_compat(MyProc)) ||
+		 n->state == NOTIFIER_STARTING))
+	{
+		n->state = NOTIFIER_FAILED;
+		n->since = GetCurrentTimestamp();
+		n->pgprocno = -1;
+	}
+	LWLockRelease(registry->lock);
 }

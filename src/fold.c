@@ -258,7 +258,7 @@ reducer_cache(FunctionCallInfo fcinfo, Oid reducer, Oid state_type)
 	rc->strict = proc->proisstrict;
 	ReleaseSysCache(tp);
 
-	aclresult = pg_proc_aclcheck(reducer, GetUserId(), ACL_EXECUTE);
+	aclresult = pg_proc_aclcheck_compat(reducer, GetUserId(), ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(reducer));
 
@@ -611,7 +611,7 @@ scan_partition(FoldState *fs, Oid partoid)
 	Relation	rel = table_open(partoid, AccessShareLock);
 	Oid			indexoid = stream_index_of(rel);
 	Relation	irel = index_open(indexoid, AccessShareLock);
-	AttrMap    *map = build_attrmap_by_name(RelationGetDescr(rel), edesc);
+	AttrMap    *map = build_attrmap_by_name_compat(RelationGetDescr(rel), edesc);
 	TupleTableSlot *slot = table_slot_create(rel, NULL);
 	IndexScanDesc scan;
 	ScanKeyData keys[3];
@@ -631,7 +631,7 @@ scan_partition(FoldState *fs, Oid partoid)
 		nkeys = 3;
 	}
 
-	scan = index_beginscan(rel, irel, fs->snapshot, nkeys, 0);
+	scan = index_beginscan_compat(rel, irel, fs->snapshot, nkeys, 0);
 	index_rescan(scan, keys, nkeys, NULL, 0);
 
 	while (index_getnext_slot(scan, ForwardScanDirection, slot))

@@ -354,7 +354,168 @@ is_guard_trigger(const char *name)
 {
 	return name != NULL &&
 		(strcmp(name, "events_append_only") == 0 || strcmp(name, "events_no_truncate") == 0 ||
-		 strcmp(name, "_direct_write_guard") == 0);
+		 strcmp(name, "_direct_write_guard") == 0 ||
+		 strcmp(name, "_direct_write_guard_truncate") == 0);
+}
+
+/*
+ * issue 25 re-probe: the objects the guards find by name.
+ *
+ * event_store.streams (a stream's version and position range) and the
+ * position sequence are guarded by name (src/owner_guard.c), and the guard
+ * triggers by their names too.  Renaming one of them, moving it to another
+ * schema or renaming the schema, made those guards miss it: rename
+ * streams, disable its guard trigger, rewind versions, rename it back.
+ * CREATE OR REPLACE TRIGGER swapped a guard trigger's function for the
+ * owner's.  SET UNLOGGED on streams or the sequence let crash recovery
+ * empty them (versions and positions would repeat), as item 5 was for
+ * partitions.  These helpers and the checks below close that class.
+ */
+
+/* event_store.streams, or InvalidOid. */
+static Oid
+streams_relid(void)
+{
+	Oid			nsp = get_namespace_oid(ES_SCHEMA, true);
+
+	return OidIsValid(nsp) ? get_relname_relid("streams", nsp) : InvalidOid;
+}
+
+/* Is relid a relation (table, sequence, view) that belongs to event_store? */
+static bool
+is_member_relation(Oid relid)
+{
+	Oid			ext;
+
+	if (!OidIsValid(relid))
+		return false;
+	ext = get_extension_oid(ES_SCHEMA, true);
+	return OidIsValid(ext) && getExtensionOfObject(RelationRelationId, relid) == ext;
+}
+
+/* Does relid carry guard triggers: an event table or event_store.streams? */
+static bool
+has_guard_triggers(Oid relid)
+{
+	return OidIsValid(relid) && (is_event_table(relid) || relid == streams_relid());
+}
+
+/* Raise the append-only error for a command on one of event_store's own relations or schemas. */
+static void
+refuse_member(const char *command, const char *name, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_ES_APPEND_ONLY),
+			 errmsg("event log is append-only: %s is not allowed on \"%s\"", command, name),
+			 errdetail("%s", detail),
+			 errhint("event_store's own tables, sequences, schemas and guard triggers keep their names, schemas, persistence and columns.")));
+}
+
+/*
+ * Is this one of event_store's own columns of streams?  Columns a user
+ * added (append_direct.sql) are the user's to change.
+ */
+static bool
+is_streams_column(const char *name)
+{
+	static const char *const own[] = {"stream_id", "category", "version", "created_at",
+	"updated_at", "first_position", "last_position"};
+
+	if (name == NULL)
+		return false;
+	for (int i = 0; i < (int) lengthof(own); i++)
+		if (strcmp(name, own[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * ALTER TABLE / ALTER SEQUENCE on one of event_store's own relations that
+ * is not an event table: never SET UNLOGGED; on streams, its own columns
+ * (the version invariant) are not dropped, retyped (a USING clause
+ * rewrites every row) or made nullable outside event_store's scripts.
+ */
+static void
+guard_alter_member(AlterTableStmt *stmt, Oid relid)
+{
+	ListCell   *lc;
+	bool		streams;
+
+	if (!is_member_relation(relid))
+		return;
+	streams = relid == streams_relid();
+	foreach(lc, stmt->cmds)
+	{
+		AlterTableCmd *cmd = (AlterTableCmd *) lfirst(lc);
+
+		if (cmd->subtype == AT_SetUnLogged)
+			refuse_member("SET UNLOGGED", get_rel_name(relid),
+						  "Crash recovery empties unlogged relations: stream versions and global positions would repeat.");
+		if (streams && !in_own_extension_script() && is_streams_column(cmd->name) &&
+			(cmd->subtype == AT_DropColumn || cmd->subtype == AT_AlterColumnType ||
+			 cmd->subtype == AT_DropNotNull))
+			refuse_member(cmd->subtype == AT_DropColumn ? "DROP COLUMN" :
+						  cmd->subtype == AT_AlterColumnType ? "ALTER COLUMN ... TYPE" :
+						  "ALTER COLUMN ... DROP NOT NULL",
+						  get_rel_name(relid),
+						  "The columns of event_store.streams hold each stream's version and position range; rewriting them would let versions repeat.");
+	}
+}
+
+/* CREATE OR REPLACE TRIGGER of a guard trigger: the replacement would run the caller's function instead. */
+static void
+guard_create_trigger(CreateTrigStmt *stmt)
+{
+	Oid			relid;
+
+	if (!stmt->replace || stmt->relation == NULL || !is_guard_trigger(stmt->trigname) ||
+		in_own_extension_script())
+		return;
+	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+	if (has_guard_triggers(relid))
+		refuse_member("CREATE OR REPLACE TRIGGER", stmt->trigname,
+					  "The trigger is a layer of the append-only guarantee; replacing it would switch it off.");
+}
+
+/* DROP TRIGGER of a guard trigger on an event table or streams. */
+static void
+guard_drop_guard_trigger(DropStmt *stmt)
+{
+	ListCell   *lc;
+
+	if (in_own_extension_script())
+		return;
+	foreach(lc, stmt->objects)
+	{
+		List	   *names = (List *) lfirst(lc);
+		const char *trigger;
+		Oid			relid;
+
+		if (list_length(names) < 2)
+			continue;
+		trigger = strVal(llast(names));
+		if (!is_guard_trigger(trigger))
+			continue;
+		relid = RangeVarGetRelid(makeRangeVarFromNameList(list_truncate(list_copy(names), list_length(names) - 1)),
+								 NoLock, true);
+		if (has_guard_triggers(relid))
+			refuse_member("DROP TRIGGER", trigger,
+						  "The trigger is a layer of the append-only guarantee.");
+	}
+}
+
+/* ALTER TABLE / SEQUENCE / VIEW ... SET SCHEMA of one of event_store's relations. */
+static void
+guard_alter_object_schema(AlterObjectSchemaStmt *stmt)
+{
+	Oid			relid;
+
+	if (stmt->relation == NULL || in_own_extension_script())
+		return;
+	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+	if (is_member_relation(relid) || is_log_parent(relid))
+		refuse_member("SET SCHEMA", get_rel_name(relid),
+					  "event_store and its guards find their relations by schema and name.");
 }
 
 /*
@@ -464,7 +625,10 @@ guard_alter_table(AlterTableStmt *stmt)
 		return;
 	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
 	if (!is_event_table(relid))
+	{
+		guard_alter_member(stmt, relid);
 		return;
+	}
 
 	foreach(lc, stmt->cmds)
 	{
@@ -602,22 +766,48 @@ guard_alter_table(AlterTableStmt *stmt)
 	}
 }
 
-/* RENAME of a column of an event table, or of a parent of the log. */
+/*
+ * RENAME of a column of an event table or of streams, of a parent of the
+ * log or any other relation of event_store, of event_store's schemas, or
+ * of a guard trigger.
+ */
 static void
 guard_rename(RenameStmt *stmt)
 {
 	Oid			relid;
 
-	if (stmt->relation == NULL || in_own_extension_script())
+	if (in_own_extension_script())
 		return;
-	if (stmt->renameType != OBJECT_COLUMN && stmt->renameType != OBJECT_TABLE)
+	if (stmt->renameType == OBJECT_SCHEMA)
+	{
+		if (stmt->subname != NULL &&
+			(strcmp(stmt->subname, ES_SCHEMA) == 0 || strcmp(stmt->subname, "event_store_archive") == 0) &&
+			OidIsValid(get_extension_oid(ES_SCHEMA, true)))
+			refuse_member("ALTER SCHEMA ... RENAME", stmt->subname,
+						  "event_store and its guards find their relations by schema and name.");
+		return;
+	}
+	if (stmt->relation == NULL)
 		return;
 	relid = RangeVarGetRelid(stmt->relation, NoLock, true);
 	if (stmt->renameType == OBJECT_COLUMN && is_event_table(relid))
 		refuse_alter(relid, "RENAME COLUMN",
 					 "Renaming a column changes what every stored event shows under that name.");
+	if (stmt->renameType == OBJECT_COLUMN && OidIsValid(relid) && relid == streams_relid() &&
+		is_streams_column(stmt->subname))
+		refuse_member("RENAME COLUMN", get_rel_name(relid),
+					  "The columns of event_store.streams hold each stream's version.");
 	if (stmt->renameType == OBJECT_TABLE && is_log_parent(relid))
 		refuse_alter(relid, "RENAME", "event_store finds its log by name.");
+	if ((stmt->renameType == OBJECT_TABLE || stmt->renameType == OBJECT_SEQUENCE ||
+		 stmt->renameType == OBJECT_VIEW || stmt->renameType == OBJECT_MATVIEW) &&
+		is_member_relation(relid))
+		refuse_member("RENAME", get_rel_name(relid),
+					  "event_store and its guards find their relations by schema and name.");
+	if (stmt->renameType == OBJECT_TRIGGER && is_guard_trigger(stmt->subname) &&
+		has_guard_triggers(relid))
+		refuse_member("ALTER TRIGGER ... RENAME", stmt->subname,
+					  "The guards know their triggers by name: a renamed guard trigger could be disabled or dropped.");
 }
 
 /*
@@ -735,6 +925,11 @@ guard_drop(DropStmt *stmt)
 		guard_drop_am(stmt);
 		return;
 	}
+	if (stmt->removeType == OBJECT_TRIGGER)
+	{
+		guard_drop_guard_trigger(stmt);
+		return;
+	}
 	if (stmt->removeType != OBJECT_TABLE)
 		return;
 	foreach(lc, stmt->objects)
@@ -798,6 +993,12 @@ es_guard_utility(Node *parsetree)
 			break;
 		case T_AlterExtensionContentsStmt:
 			guard_alter_extension_contents((AlterExtensionContentsStmt *) parsetree);
+			break;
+		case T_CreateTrigStmt:
+			guard_create_trigger((CreateTrigStmt *) parsetree);
+			break;
+		case T_AlterObjectSchemaStmt:
+			guard_alter_object_schema((AlterObjectSchemaStmt *) parsetree);
 			break;
 		default:
 			break;

@@ -8,12 +8,19 @@
  *	  with the callbacks that could rewrite history replaced:
  *
  *	  - tuple_update: refused, except while event_store.redact() runs
- *	    (src/redact.c; the row trigger checks what the update changes);
+ *	    (src/redact.c), and then only an update that is a redaction: a row
+ *	    of the stream being redacted, every column but "data" unchanged,
+ *	    and "data" replaced by the redaction marker or with some of its
+ *	    keys' values replaced by it (issue 25 re-probe: a BEFORE UPDATE
+ *	    trigger or rule of the table's owner could otherwise forge any
+ *	    column of the redacted events, or of any event once the row
+ *	    trigger was dropped);
  *	  - tuple_delete: always refused;
- *	  - relation_set_new_filenode: never for unlogged storage (1.11: crash
- *	    recovery would empty it); allowed while the relation is being
- *	    created in this transaction (CREATE TABLE, the transient table of
- *	    VACUUM FULL / CLUSTER / table rewrites) or holds no block at all;
+ *	  - relation_set_new_filelocator (relation_set_new_filenode before 16):
+ *	    never for unlogged storage (1.11: crash recovery would empty it);
+ *	    allowed while the relation is being created in this transaction
+ *	    (CREATE TABLE, the transient table of VACUUM FULL / CLUSTER / table
+ *	    rewrites) or holds no block at all;
  *	    refused for an existing relation with data, which is how a
  *	    transactional TRUNCATE reaches us;
  *	  - relation_nontransactional_truncate: refused unless the relation was
@@ -34,8 +41,14 @@
 #include "commands/defrem.h"
 #include "fmgr.h"
 #include "storage/bufmgr.h"
+#include "executor/tuptable.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "event_store.h"
@@ -59,16 +72,142 @@ refuse(Relation rel, const char *operation)
 			 errhint("Append a compensating event instead; whole partitions are archived by the event_store maintenance functions.")));
 }
 
+/* The value redact() puts in place of what it erases (src/redact.c). */
+#define ES_REDACTION_MARKER "{\"$redacted\": true}"
+
+/* Are two JSON values (scalars or containers) equal? */
+static bool
+jsonb_values_equal(JsonbValue *a, JsonbValue *b)
+{
+	Jsonb	   *ja = JsonbValueToJsonb(a);
+	Jsonb	   *jb = JsonbValueToJsonb(b);
+
+	return compareJsonbContainers(&ja->root, &jb->root) == 0;
+}
+
+/*
+ * Is newdata what redact() makes of olddata: the marker itself (the whole
+ * data redacted), or an object with the same keys as olddata where each
+ * value is either unchanged or the marker (the named fields redacted)?
+ */
+static bool
+is_redaction_of(Jsonb *olddata, Jsonb *newdata)
+{
+	Jsonb	   *marker = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+															CStringGetDatum(ES_REDACTION_MARKER)));
+	JsonbValue	markerv;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			keys = 0;
+
+	if (compareJsonbContainers(&newdata->root, &marker->root) == 0)
+		return true;
+	if (olddata == NULL || !JB_ROOT_IS_OBJECT(olddata) || !JB_ROOT_IS_OBJECT(newdata) ||
+		JB_ROOT_COUNT(olddata) != JB_ROOT_COUNT(newdata))
+		return false;
+	markerv.type = jbvBinary;
+	markerv.val.binary.data = &marker->root;
+	markerv.val.binary.len = VARSIZE(marker) - VARHDRSZ;
+
+	it = JsonbIteratorInit(&newdata->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		JsonbValue *oldv;
+
+		if (tok != WJB_KEY)
+			continue;
+		oldv = getKeyJsonValueFromContainer(&olddata->root, v.val.string.val,
+											v.val.string.len, NULL);
+		tok = JsonbIteratorNext(&it, &v, true);
+		if (oldv == NULL || tok != WJB_VALUE)
+			return false;
+		if (!jsonb_values_equal(oldv, &v) && !jsonb_values_equal(&markerv, &v))
+			return false;
+		keys++;
+	}
+	return keys == (int) JB_ROOT_COUNT(olddata);
+}
+
+/*
+ * While redact() runs: is this update of the row at otid to the tuple in
+ * newslot a redaction of the stream being redacted?  Checked here, at the
+ * storage, whatever triggers and rules did to the update on its way (the
+ * row trigger checks the same but an owner can drop it, and a BEFORE
+ * UPDATE trigger that fires after it could change any column).
+ */
+static bool
+is_redaction_update(Relation rel, ItemPointer otid, TupleTableSlot *newslot)
+{
+	TupleDesc	td = RelationGetDescr(rel);
+	TupleTableSlot *oldslot;
+	int			stream_att = -1;
+	int			data_att = -1;
+	bool		ok = false;
+
+	for (int i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i);
+
+		if (att->attisdropped)
+			continue;
+		if (strcmp(NameStr(att->attname), "stream_id") == 0)
+			stream_att = i;
+		else if (strcmp(NameStr(att->attname), "data") == 0)
+			data_att = i;
+	}
+	if (stream_att < 0 || data_att < 0)
+		return false;
+
+	oldslot = table_slot_create(rel, NULL);
+	if (GetHeapamTableAmRoutine()->tuple_fetch_row_version(rel, otid, SnapshotAny, oldslot))
+	{
+		slot_getallattrs(oldslot);
+		slot_getallattrs(newslot);
+		ok = !oldslot->tts_isnull[stream_att] &&
+			strcmp(TextDatumGetCString(oldslot->tts_values[stream_att]), es_redaction_stream) == 0 &&
+			!newslot->tts_isnull[data_att];
+		for (int i = 0; ok && i < td->natts; i++)
+		{
+			Form_pg_attribute att = TupleDescAttr(td, i);
+
+			if (att->attisdropped || i == data_att)
+				continue;
+			if (oldslot->tts_isnull[i] != newslot->tts_isnull[i] ||
+				(!oldslot->tts_isnull[i] &&
+				 !datumIsEqual(oldslot->tts_values[i], newslot->tts_values[i],
+							   att->attbyval, att->attlen)))
+				ok = false;
+		}
+		if (ok)
+			ok = is_redaction_of(oldslot->tts_isnull[data_att] ? NULL :
+								 DatumGetJsonbP(oldslot->tts_values[data_att]),
+								 DatumGetJsonbP(newslot->tts_values[data_att]));
+	}
+	ExecDropSingleTupleTableSlot(oldslot);
+	return ok;
+}
+
 static TM_Result
 es_tuple_update(Relation rel, ItemPointer otid, TupleTableSlot *slot,
 				CommandId cid, Snapshot snapshot, Snapshot crosscheck,
 				bool wait, TM_FailureData *tmfd, LockTupleMode *lockmode,
-				bool *update_indexes)
+				UpdateIndexesCompat *update_indexes)
 {
 	if (es_redaction_stream != NULL)
+	{
+		if (!is_redaction_update(rel, otid, slot))
+			ereport(ERROR,
+					(errcode(ERRCODE_ES_APPEND_ONLY),
+					 errmsg("event log is append-only: an UPDATE of \"%s\" during event_store.redact() may only redact stream \"%s\"",
+							RelationGetRelationName(rel), es_redaction_stream),
+					 errdetail("Only the data of the stream being redacted may change, into the redaction marker %s.",
+							   ES_REDACTION_MARKER),
+					 errhint("A trigger or rule on the event tables changed the redaction's update; remove it.")));
 		return GetHeapamTableAmRoutine()->tuple_update(rel, otid, slot, cid, snapshot,
 													   crosscheck, wait, tmfd,
 													   lockmode, update_indexes);
+	}
 	refuse(rel, "UPDATE");
 	pg_unreachable();
 }
@@ -99,9 +238,9 @@ relation_is_empty(Relation rel)
  * holding rows (TRUNCATE).
  */
 static void
-es_relation_set_new_filenode(Relation rel, const RelFileNode *newrnode,
-							 char persistence, TransactionId *freezeXid,
-							 MultiXactId *minmulti)
+es_relation_set_new_filelocator(Relation rel, const RelFileLocatorCompat *newrnode,
+								char persistence, TransactionId *freezeXid,
+								MultiXactId *minmulti)
 {
 	/*
 	 * Never unlogged storage (CREATE UNLOGGED TABLE, or the new storage of
@@ -116,8 +255,8 @@ es_relation_set_new_filenode(Relation rel, const RelFileNode *newrnode,
 				 errhint("Tables stored with event_store_log are always logged (temporary ones are allowed).")));
 	if (rel->rd_createSubid == InvalidSubTransactionId && !relation_is_empty(rel))
 		refuse(rel, "TRUNCATE");
-	GetHeapamTableAmRoutine()->relation_set_new_filenode(rel, newrnode, persistence,
-														 freezeXid, minmulti);
+	GetHeapamTableAmRoutine()->relation_set_new_filelocator_compat(rel, newrnode, persistence,
+																  freezeXid, minmulti);
 }
 
 static void
@@ -201,7 +340,7 @@ es_log_am_handler(PG_FUNCTION_ARGS)
 		es_log_routine = *GetHeapamTableAmRoutine();
 		es_log_routine.tuple_update = es_tuple_update;
 		es_log_routine.tuple_delete = es_tuple_delete;
-		es_log_routine.relation_set_new_filenode = es_relation_set_new_filenode;
+		es_log_routine.relation_set_new_filelocator_compat = es_relation_set_new_filelocator;
 		es_log_routine.relation_nontransactional_truncate = es_relation_nontransactional_truncate;
 		es_log_routine.relation_toast_am = es_relation_toast_am;
 		es_log_routine.index_build_range_scan = es_index_build_range_scan;

@@ -168,7 +168,7 @@ check_trigger_clone_privileges(void)
 
 		if (!TRIGGER_FOR_ROW(trig->tgtype) || trig->tgisinternal)
 			continue;
-		if (pg_proc_aclcheck(trig->tgfoid, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK)
+		if (pg_proc_aclcheck_compat(trig->tgfoid, GetUserId(), ACL_EXECUTE) == ACLCHECK_OK)
 			continue;
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),

@@ -31,8 +31,11 @@
  *	  with the caller's search_path are qualified down to their operators.
  *
  *	  Push: with event_store.notify on (the default), a transaction that
- *	  appended sends one NOTIFY on channel "event_store_events" when it
- *	  commits; the payload is the highest global_position it appended.
+ *	  appended asks for a notification on channel "event_store_events".
+ *	  Preloaded, its commit kicks the database's notifier, which sends one
+ *	  NOTIFY per interval with the feed horizon as payload (feed_wait.c);
+ *	  otherwise (or when no notifier can run) it sends its own NOTIFY,
+ *	  payload the highest global_position it appended.
  *
  *-------------------------------------------------------------------------
  */
@@ -81,8 +84,8 @@ PG_FUNCTION_INFO_V1(es_call_projection_reset);
 
 #define ES_NOTIFY_CHANNEL	"event_store_events"
 
-/* GUC: send one NOTIFY per appending transaction */
-static bool es_notify = true;
+/* GUC: appending transactions ask for a notification (coalesced when preloaded) */
+bool		es_notify = true;
 
 /* One string filter (event types or categories); NULL list = everything. */
 typedef struct NameFilter
@@ -537,7 +540,7 @@ check_handler_acl(Projection *p)
 
 	if (p->acl_checked)
 		return;
-	aclresult = pg_proc_aclcheck(p->handler, p->registrar, ACL_EXECUTE);
+	aclresult = pg_proc_aclcheck_compat(p->handler, p->registrar, ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -1321,7 +1324,7 @@ es_call_projection_reset(PG_FUNCTION_ARGS)
 	{
 		resolve_projection(&p, CurrentMemoryContext);
 		reset = resolve_function_as(p.name, reset_text, p.registrar, "reset function");
-		aclresult = pg_proc_aclcheck(reset, p.registrar, ACL_EXECUTE);
+		aclresult = pg_proc_aclcheck_compat(reset, p.registrar, ACL_EXECUTE);
 		if (aclresult != ACLCHECK_OK)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -1332,11 +1335,11 @@ es_call_projection_reset(PG_FUNCTION_ARGS)
 		enter_handler_frame(&frame, p.registrar);
 		PG_TRY();
 		{
-			LOCAL_FCINFO(fcinfo, 0);
+			LOCAL_FCINFO(reset_fcinfo, 0);
 
 			/* a void result may be NULL (LANGUAGE sql): ignored */
-			InitFunctionCallInfoData(*fcinfo, &flinfo, 0, InvalidOid, NULL, NULL);
-			(void) FunctionCallInvoke(fcinfo);
+			InitFunctionCallInfoData(*reset_fcinfo, &flinfo, 0, InvalidOid, NULL, NULL);
+			(void) FunctionCallInvoke(reset_fcinfo);
 		}
 		PG_CATCH();
 		{
@@ -1357,7 +1360,13 @@ projection_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			if (notify_position > 0)
+			/*
+			 * Preloaded, the database's notifier sends the coalesced NOTIFY
+			 * (feed_wait.c): a NOTIFY here would hold the notification
+			 * queue's commit lock through this commit's WAL flush, and every
+			 * appender would wait for the one before.
+			 */
+			if (notify_position > 0 && !es_feed_notify_at_commit())
 			{
 				char		payload[32];
 
@@ -1365,6 +1374,7 @@ projection_xact_callback(XactEvent event, void *arg)
 				notify_position = 0;
 				Async_Notify(ES_NOTIFY_CHANNEL, payload);
 			}
+			notify_position = 0;
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 		case XACT_EVENT_ABORT:
@@ -1383,9 +1393,10 @@ void
 es_projection_init(void)
 {
 	DefineCustomBoolVariable("event_store.notify",
-							 "Send one NOTIFY on channel event_store_events per transaction that appends events.",
-							 "The payload is the highest global_position the transaction appended. "
-							 "Turn off where commit contention on the notification queue matters.",
+							 "Announce appends on channel event_store_events.",
+							 "Preloaded: a background worker per database sends at most one NOTIFY per 10 ms, "
+							 "payload the feed horizon, after commits of transactions with this on. "
+							 "Not preloaded: each appending transaction sends one NOTIFY, payload its highest global_position.",
 							 &es_notify,
 							 true,
 							 PGC_USERSET,

@@ -916,7 +916,7 @@ resolve_step(EsUpcastCache *c, UpcastStep *s, Oid events_type)
 					 errmsg("upcaster function %s does not exist", s->fn_text),
 					 errhint("Recreate the function, or unregister the step and register another.")));
 		s->fn = DatumGetObjectId(d);
-		aclresult = pg_proc_aclcheck(s->fn, role, ACL_EXECUTE);
+		aclresult = pg_proc_aclcheck_compat(s->fn, role, ACL_EXECUTE);
 		if (aclresult != ACLCHECK_OK)
 			aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(s->fn));
 

@@ -76,10 +76,10 @@ SELECT count(*) FROM event_store.poll('shipping');
 ROLLBACK;
 
 ------------------------------------------------------------------------------
--- Push: one NOTIFY per appending transaction, on event_store_events, with
--- the transaction's highest position; psql prints the sender's pid, so
--- this only shows the setting (the isolation spec projection_feed shows
--- the notifications).
+-- Push: NOTIFY on event_store_events, coalesced by a background worker
+-- when preloaded (payload: the feed horizon), else one per appending
+-- transaction; psql prints the sender's pid, so this only shows the
+-- setting (test/t/007_wait_for_feed.pl shows the notifications).
 ------------------------------------------------------------------------------
 SHOW event_store.notify;
 SET event_store.notify = off;

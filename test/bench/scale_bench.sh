@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# Append scaling with clients (issue 26): single-event appends to a random
+# one of 100k streams at 1, 4, 16 and 64 clients, with the shipped defaults
+# (event_store.notify on), against a raw INSERT into a table with Message
+# DB's columns and indexes and against Message DB's write_message (when npm
+# can fetch it), ratios from the same run; fsync and synchronous_commit on.
+# Then: wait_for_feed() latency from an append's commit to the waiter's
+# return at ~1k appends/s (p50/p99), the append rate at 16 clients with
+# 100 waiters vs none, and the locks an append holds (pg_locks and wait
+# events sampled at 16 clients).
+#
+#   bash test/bench/scale_bench.sh          # BENCH_SECONDS (8) per run, 2 passes
+#   bash test/bench/scale_bench.sh --quick  # 3 s per run, one pass, 20k streams seeded
+#
+# Run as root with the extension installed.  PGBIN (default
+# /usr/lib/postgresql/$PG_MAJOR/bin) may point at a private installation.
+#
+# Environment:
+#   BENCH_SECONDS   seconds per pgbench run
+#   BENCH_PASSES    interleaved passes, tps averaged
+#   BENCH_CLIENTS   client counts (default "1 4 16 64")
+#   BENCH_STREAMS   streams seeded and appended to (default 100000)
+#   BENCH_WAITERS   waiters of the waiter test (default 100)
+#   BENCH_OUT       results directory (default test/bench/results)
+#   BENCH_DOC=1     write the results into docs/benchmarks.md and redraw docs/scale_bench.svg
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+PG_MAJOR=${PG_MAJOR:-15}
+PGBIN=${PGBIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
+. "$HERE/lib.sh"
+
+SECS=${BENCH_SECONDS:-8}
+PASSES=${BENCH_PASSES:-2}
+NSTREAMS=${BENCH_STREAMS:-100000}
+if [[ ${1:-} == --quick ]]; then
+    SECS=${BENCH_SECONDS:-3}; PASSES=${BENCH_PASSES:-1}; NSTREAMS=${BENCH_STREAMS:-20000}
+fi
+CLIENTS=${BENCH_CLIENTS:-1 4 16 64}
+NWAITERS=${BENCH_WAITERS:-100}
+OUTDIR=${BENCH_OUT:-$HERE/results}
+
+BENCH_CONF="shared_buffers = 256MB
+max_wal_size = 4GB
+max_connections = 250
+max_worker_processes = 16
+synchronous_commit = on
+fsync = on"
+bench_cluster_start scale_bench
+as_pg() { runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT" "$@"; }
+psql_q() { as_pg "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
+echo "== seeding $NSTREAMS streams in each store"
+psql_q -d postgres -c 'CREATE DATABASE ours' -c 'CREATE DATABASE raw'
+psql_q -d ours -c 'CREATE EXTENSION event_store'
+psql_q -d ours -c "SELECT count(event_store.append_event('bench-' || s, 'Seeded', '{\"a\": 1}')) FROM generate_series(1, $NSTREAMS) s" >/dev/null
+psql_q -d ours -c 'VACUUM ANALYZE'
+# Message DB's messages table: its columns and its four indexes
+psql_q -d raw <<SQL
+CREATE FUNCTION category(stream_name varchar) RETURNS varchar IMMUTABLE LANGUAGE sql
+  AS \$\$ SELECT split_part(stream_name, '-', 1) \$\$;
+CREATE TABLE messages (
+  global_position bigserial NOT NULL,
+  position bigint NOT NULL,
+  time timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
+  stream_name text NOT NULL,
+  type text NOT NULL,
+  data jsonb,
+  metadata jsonb,
+  id uuid NOT NULL DEFAULT gen_random_uuid(),
+  PRIMARY KEY (global_position));
+CREATE UNIQUE INDEX messages_id ON messages (id);
+CREATE UNIQUE INDEX messages_stream ON messages (stream_name, position);
+CREATE INDEX messages_category ON messages (category(stream_name), global_position, category(metadata->>'correlationStreamName'));
+INSERT INTO messages (stream_name, position, type, data)
+SELECT 'bench-' || s, 0, 'Seeded', '{"a": 1}' FROM generate_series(1, $NSTREAMS) s;
+VACUUM ANALYZE messages;
+SQL
+MDB=0
+if bench_fetch_messagedb "$WORK/mdb" 2>/dev/null; then
+    chown -R postgres "$WORK/mdb"
+    as_pg env DATABASE_NAME=mdb PATH="$PGBIN:$PATH" bash "$WORK/mdb/package/database/install.sh" >/dev/null 2>&1 && MDB=1
+    if [[ $MDB == 1 ]]; then
+        psql_q -d mdb -c "SET search_path = message_store; SELECT count(message_store.write_message(gen_random_uuid()::varchar, 'bench-' || s, 'Seeded', '{\"a\": 1}')) FROM generate_series(1, $NSTREAMS) s" >/dev/null
+        psql_q -d mdb -c 'VACUUM ANALYZE'
+    fi
+fi
+[[ $MDB == 1 ]] || echo "   (Message DB not available: npm could not fetch it; its column stays empty)"
+
+cat >"$WORK/ours.sql" <<SQL
+\set s random(1, $NSTREAMS)
+SELECT event_store.append_event('bench-' || :s, 'Appended', '{"a": 1}');
+SQL
+cat >"$WORK/raw.sql" <<SQL
+\set s random(1, $NSTREAMS)
+\set p random(1, 1000000000)
+INSERT INTO messages (stream_name, position, type, data) VALUES ('bench-' || :s, :p, 'Appended', '{"a": 1}');
+SQL
+cat >"$WORK/mdb.sql" <<SQL
+\set s random(1, $NSTREAMS)
+SELECT write_message(gen_random_uuid()::varchar, ('bench-' || :s)::varchar, 'Appended'::varchar, '{"a": 1}'::jsonb);
+SQL
+chown postgres "$WORK"/*.sql
+
+tps() {
+    local db=$1 script=$2 clients=$3 threads=$(( $3 < 4 ? $3 : 4 )) user=postgres
+    # Message DB's functions call each other unqualified: its role's search_path finds them
+    [[ $db == mdb ]] && user=message_store
+    as_pg "$PGBIN/pgbench" -n -M prepared -U "$user" -c "$clients" -j "$threads" -T "$SECS" -f "$WORK/$script" "$db" 2>&1 |
+        sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+}
+mean_tps() {   # db script clients: the mean over PASSES
+    local s=0
+    for ((p = 0; p < PASSES; p++)); do s=$(awk -v a="$s" -v b="$(tps "$@")" 'BEGIN {print a + b}'); done
+    awk -v s="$s" -v n="$PASSES" 'BEGIN {printf "%.0f", s / n}'
+}
+
+mkdir -p "$OUTDIR"
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+REPORT="$OUTDIR/scale_$STAMP.txt"
+DAT="$WORK/scale.dat"
+{
+    echo "Append scaling benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "machine: $(bench_machine); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'); fsync on, synchronous_commit on; ${SECS}s per run, $PASSES pass(es); $NSTREAMS streams seeded; event_store defaults (notify on)"
+    echo
+    printf '%-8s %12s %12s %12s %10s %10s\n' clients "event_store" "raw INSERT" "Message DB" "ours/raw" "ours/MDB"
+} | tee "$REPORT"
+printf '# clients\tours\traw\tmdb\n' >"$DAT"
+for c in $CLIENTS; do
+    t_ours=0; t_raw=0; t_mdb=NaN
+    # interleaved, so that background load hits all alike
+    t_raw=$(mean_tps raw raw.sql "$c")
+    t_ours=$(mean_tps ours ours.sql "$c")
+    [[ $MDB == 1 ]] && t_mdb=$(mean_tps mdb mdb.sql "$c")
+    awk -v c="$c" -v o="$t_ours" -v r="$t_raw" -v m="$t_mdb" 'BEGIN {
+        printf "%-8s %12d %12d %12s %9.2fx %10s\n", c, o, r, (m == "NaN" ? "-" : sprintf("%d", m)), o / r,
+               (m == "NaN" ? "-" : sprintf("%.2fx", o / m)) }' | tee -a "$REPORT"
+    printf '%s\t%s\t%s\t%s\n' "$c" "$t_ours" "$t_raw" "$t_mdb" >>"$DAT"
+done
+
+echo | tee -a "$REPORT"
+echo "== wait_for_feed latency, commit to the waiter's return, ~1000 appends/s" | tee -a "$REPORT"
+psql_q -d ours -c 'CREATE UNLOGGED TABLE lat_commit (pos bigint, at timestamptz)' \
+       -c 'CREATE UNLOGGED TABLE lat_wake (horizon bigint, at timestamptz)'
+cat >"$WORK/lat.sql" <<SQL
+\set s random(1, $NSTREAMS)
+SELECT event_store.append_event('bench-' || :s, 'Appended', '{"a": 1}') AS v \gset
+INSERT INTO lat_commit SELECT global_position, clock_timestamp() FROM event_store.events
+ WHERE stream_id = 'bench-' || :s AND stream_version = :v;
+SQL
+chown postgres "$WORK/lat.sql"
+LATSECS=$((SECS + 2))
+as_pg "$PGBIN/psql" -X -q -d ours -c "DO \$\$
+DECLARE h bigint := event_store.feed_horizon(); n bigint; hs bigint[] := '{}'; ts timestamptz[] := '{}';
+        stop timestamptz := clock_timestamp() + interval '$LATSECS s';
+BEGIN
+  WHILE clock_timestamp() < stop LOOP
+    n := event_store.wait_for_feed(h, 1000);
+    IF n > h THEN hs := hs || n; ts := ts || clock_timestamp(); h := n; END IF;
+  END LOOP;
+  INSERT INTO lat_wake SELECT * FROM unnest(hs, ts);
+END \$\$" &
+WAITER=$!
+sleep 1
+as_pg "$PGBIN/pgbench" -n -M prepared -c 8 -j 2 -R 1000 -T "$SECS" -f "$WORK/lat.sql" ours 2>&1 | sed -n 's/^tps = \([0-9.]*\).*/   appender: \1 appends\/s/p' | tee -a "$REPORT"
+wait $WAITER
+psql_q -d ours -c "
+WITH lat AS (
+  SELECT extract(epoch FROM (SELECT min(w.at) FROM lat_wake w WHERE w.horizon >= c.pos) - c.at) * 1000 AS ms
+    FROM lat_commit c)
+SELECT format('   %s appends: p50 %s ms, p99 %s ms, max %s ms (negative: the waiter returned before the appender got its COMMIT reply)',
+              count(ms), round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2),
+              round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2), round(max(ms)::numeric, 2))
+  FROM lat WHERE ms IS NOT NULL" | tee -a "$REPORT"
+
+echo | tee -a "$REPORT"
+echo "== appends at 16 clients with $NWAITERS waiters vs none" | tee -a "$REPORT"
+# Waiters are pgbench clients too, one wait_for_feed() statement per call
+# (a waiter holds its statement's snapshot while it waits, like any
+# statement: one long transaction around many waits would hold back
+# vacuum and HOT pruning of the streams table and slow the appends down).
+cat >"$WORK/wait_far.sql" <<SQL
+SELECT event_store.wait_for_feed(event_store.feed_horizon() + 1000000000, 500);
+SQL
+cat >"$WORK/wait_follow.sql" <<SQL
+SELECT event_store.wait_for_feed(event_store.feed_horizon(), 1000);
+SQL
+chown postgres "$WORK"/wait_*.sql
+waiters() {   # mode: follow (each returns on every advance and waits again) or far (a position never reached)
+    local mode=$1 pid
+    as_pg "$PGBIN/pgbench" -n -M prepared -c "$NWAITERS" -j 2 -T $((SECS + 30)) -f "$WORK/wait_$mode.sql" ours >/dev/null 2>&1 &
+    pid=$!
+    # measure once all are connected and waiting (starting 100 backends takes a while here)
+    for _ in $(seq 1 300); do
+        [[ $(psql_q -d ours -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%wait_for_feed(event_store.feed_horizon()%' AND pid <> pg_backend_pid()") -ge $NWAITERS ]] && break
+        sleep 0.1
+    done
+    sleep 0.5
+    echo "   $mode: $(psql_q -d ours -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%wait_for_feed(event_store.feed_horizon()%' AND pid <> pg_backend_pid()") waiter sessions, $(psql_q -d ours -c 'SELECT event_store._feed_waiters()') on the waiter list when measuring started"
+    tps ours ours.sql 16 >"$WORK/waiters_$mode.tps"
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    psql_q -d ours -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%wait_for_feed(event_store.feed_horizon()%' AND pid <> pg_backend_pid()" >/dev/null
+}
+T0=$(tps ours ours.sql 16)
+waiters far | tee -a "$REPORT"; T_FAR=$(cat "$WORK/waiters_far.tps")
+waiters follow | tee -a "$REPORT"; T_FOLLOW=$(cat "$WORK/waiters_follow.tps")
+T1=$(tps ours ours.sql 16)
+awk -v a="$T0" -v b="$T1" -v f="$T_FAR" -v w="$T_FOLLOW" -v n="$NWAITERS" 'BEGIN {
+  base = (a + b) / 2;
+  printf "   no waiters: %d appends/s (before %d, after)\n", base, a, b;
+  printf "   %d waiters on a position never reached: %d appends/s (%.2fx)\n", n, f, f / base;
+  printf "   %d waiters following the feed (wake, return, wait again): %d appends/s (%.2fx)\n", n, w, w / base }' | tee -a "$REPORT"
+
+echo | tee -a "$REPORT"
+echo "== what appenders wait on and which locks they hold, 16 clients, sampled every 10 ms" | tee -a "$REPORT"
+psql_q -d ours -c 'CREATE UNLOGGED TABLE lock_samples (waiting text, lock text)'
+as_pg "$PGBIN/pgbench" -n -M prepared -c 16 -j 4 -T "$SECS" -f "$WORK/ours.sql" ours >/dev/null 2>&1 &
+PGB=$!
+sleep 1
+as_pg "$PGBIN/psql" -X -q -d ours -c "DO \$\$
+DECLARE stop timestamptz := clock_timestamp() + interval '$((SECS - 2)) s';
+BEGIN
+  WHILE clock_timestamp() < stop LOOP
+    INSERT INTO lock_samples
+    SELECT coalesce(a.wait_event_type || ':' || a.wait_event, 'CPU'), NULL
+      FROM pg_stat_activity a WHERE a.query LIKE '%append_event%' AND a.pid <> pg_backend_pid() AND a.state = 'active';
+    INSERT INTO lock_samples
+    SELECT NULL, l.locktype || ' ' || l.mode || ' ' ||
+           coalesce(CASE WHEN l.relation IS NOT NULL THEN regexp_replace(l.relation::regclass::text, '_p[0-9_]+\$', '_<partition>') END,
+                    CASE l.locktype WHEN 'object' THEN l.classid::regclass::text || '/' || l.objid
+                                    WHEN 'advisory' THEN 'advisory' ELSE '' END) ||
+           CASE WHEN l.granted THEN '' ELSE ' (waiting)' END
+      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE a.query LIKE '%append_event%' AND a.pid <> pg_backend_pid() AND a.state = 'active';
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END \$\$"
+wait $PGB || true
+psql_q -d ours -F ' ' -c "SELECT '   wait ' || waiting, count(*) FROM lock_samples WHERE waiting IS NOT NULL GROUP BY 1 ORDER BY 2 DESC" | tee -a "$REPORT"
+psql_q -d ours -F ' ' -c "SELECT '   lock ' || lock, count(*) FROM lock_samples WHERE lock IS NOT NULL GROUP BY 1 ORDER BY 2 DESC LIMIT 25" | tee -a "$REPORT"
+echo "   (counts: samples of an active appender in that wait / holding that lock)" | tee -a "$REPORT"
+cp "$DAT" "$OUTDIR/scale_$STAMP.dat"
+
+if [[ ${BENCH_DOC:-0} == 1 ]] && command -v gnuplot >/dev/null; then
+    gnuplot <<GP
+set terminal svg size 900,500 dynamic noenhanced font "sans,11" background "white"
+set yrange [0:*]
+set output "$ROOT/docs/scale_bench.svg"
+set title "Single-event appends to random streams vs clients (fsync on, synchronous_commit on, $(nproc) cores, $STAMP)"
+set logscale x 2
+set xlabel "clients"
+set ylabel "appends (INSERTs) per second"
+set grid
+set key top left
+set datafile separator "\t"
+set datafile missing "NaN"
+plot "$DAT" using 1:2 with linespoints lw 2 title "event_store 1.11 (defaults)", \
+     "" using 1:3 with linespoints lw 2 title "raw INSERT, Message DB's indexes", \
+     "" using 1:4 with linespoints lw 2 title "Message DB write_message"
+GP
+    echo "docs/scale_bench.svg: drawn"
+fi
+echo "report: $REPORT"
