@@ -858,6 +858,16 @@ COMMENT ON FUNCTION event_store._upcast(event_store.events) IS
 REVOKE ALL ON FUNCTION event_store._upcast(event_store.events) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store._upcast(event_store.events) TO event_store_reader;
 
+-- The reads branch once per call on this: false while no type has a step
+-- below its current version, and then they run the 1.10 statements.
+-- Answered from the backend's cache of the registry (src/upcast.c).
+CREATE FUNCTION event_store._upcasting() RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_upcasting' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION event_store._upcasting() IS
+  'Whether any event type has an upcasting step below its current schema version (the read functions skip event_store._upcast() when not).';
+REVOKE ALL ON FUNCTION event_store._upcasting() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._upcasting() TO event_store_reader;
+
 CREATE FUNCTION event_store._stamp_schema_version(event_type text, metadata jsonb) RETURNS int
 AS 'MODULE_PATHNAME', 'es_stamp_schema_version' LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION event_store._stamp_schema_version(text, jsonb) IS
@@ -1150,16 +1160,38 @@ REVOKE ALL ON event_store.event_schemas FROM PUBLIC;
 GRANT SELECT ON event_store.event_schemas TO event_store_reader;
 
 -- The reads: each row through event_store._upcast(), after the LIMIT (a
--- read upcasts only the rows it returns).  Bodies otherwise as in 1.10.
+-- read upcasts only the rows it returns).  When nothing can be upcast
+-- (event_store._upcasting() false: no type has a step below its current
+-- version) the 1.10 statement runs instead, unchanged: read_stream and
+-- read_stream_backward stay inlinable SQL, each branch gated by a
+-- one-time filter the planner evaluates once per execution.
 CREATE OR REPLACE FUNCTION event_store.read_stream(
     stream_id text, from_version bigint DEFAULT 1, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
 AS $$
-    SELECT (u.e).*
+    -- nothing to upcast: the 1.10 statement
+    (SELECT e.*
+      FROM event_store.events e
+     WHERE NOT event_store._upcasting()
+       AND e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.>=) $2
+       AND e.stream_version OPERATOR(pg_catalog.<)
+           (CASE WHEN $3 IS NULL
+                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1))
+                 THEN 9223372036854775807
+                 ELSE GREATEST($2, 1) OPERATOR(pg_catalog.+) $3 END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+     LIMIT $3)
+    UNION ALL
+    -- else each row through _upcast()
+    (SELECT (u.e).*
       FROM (SELECT event_store._upcast(e) AS e
               FROM event_store.events e
-             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+             WHERE event_store._upcasting()
+               AND e.stream_id OPERATOR(pg_catalog.=) $1
                AND e.stream_version OPERATOR(pg_catalog.>=) $2
                AND e.stream_version OPERATOR(pg_catalog.<)
                    (CASE WHEN $3 IS NULL
@@ -1169,7 +1201,7 @@ AS $$
                AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
                AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
              ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
-             LIMIT $3) u
+             LIMIT $3) u)
 $$;
 
 CREATE OR REPLACE FUNCTION event_store.read_stream_backward(
@@ -1177,10 +1209,27 @@ CREATE OR REPLACE FUNCTION event_store.read_stream_backward(
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
 AS $$
-    SELECT (u.e).*
+    -- nothing to upcast: the 1.10 statement
+    (SELECT e.*
+      FROM event_store.events e
+     WHERE NOT event_store._upcasting()
+       AND e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+       AND e.stream_version OPERATOR(pg_catalog.>)
+           (CASE WHEN $3 IS NULL THEN 0
+                 ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                      OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+     LIMIT $3)
+    UNION ALL
+    -- else each row through _upcast()
+    (SELECT (u.e).*
       FROM (SELECT event_store._upcast(e) AS e
               FROM event_store.events e
-             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+             WHERE event_store._upcasting()
+               AND e.stream_id OPERATOR(pg_catalog.=) $1
                AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
                AND e.stream_version OPERATOR(pg_catalog.>)
                    (CASE WHEN $3 IS NULL THEN 0
@@ -1189,7 +1238,7 @@ AS $$
                AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
                AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
              ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
-             LIMIT $3) u
+             LIMIT $3) u)
 $$;
 
 CREATE OR REPLACE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
@@ -1204,16 +1253,28 @@ DECLARE
     scan_to   timestamptz := event_store._feed_scan_to(horizon);
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
-    RETURN QUERY
-        SELECT (u.e).*
-          FROM (SELECT event_store._upcast(e) AS e
-                  FROM event_store.events e
-                 WHERE e.global_position > after_position
-                   AND e.global_position <= horizon
-                   AND e.recorded_at >= scan_from
-                   AND e.recorded_at < scan_to
-                 ORDER BY e.global_position
-                 LIMIT max_count) u;
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT (u.e).*
+              FROM (SELECT event_store._upcast(e) AS e
+                      FROM event_store.events e
+                     WHERE e.global_position > after_position
+                       AND e.global_position <= horizon
+                       AND e.recorded_at >= scan_from
+                       AND e.recorded_at < scan_to
+                     ORDER BY e.global_position
+                     LIMIT max_count) u;
+    ELSE  -- nothing to upcast: the 1.10 statement
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+             ORDER BY e.global_position
+             LIMIT max_count;
+    END IF;
 END
 $$;
 
@@ -1230,16 +1291,28 @@ DECLARE
     scan_to   timestamptz := event_store._feed_scan_to(horizon);
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
-    RETURN QUERY
-        SELECT (u.e).*
-          FROM (SELECT event_store._upcast(e) AS e
-                  FROM event_store.events e
-                 WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
-                   AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
-                   AND e.recorded_at >= scan_from
-                   AND e.recorded_at < scan_to
-                 ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
-                 LIMIT max_count) u;
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT (u.e).*
+              FROM (SELECT event_store._upcast(e) AS e
+                      FROM event_store.events e
+                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+                       AND e.recorded_at >= scan_from
+                       AND e.recorded_at < scan_to
+                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                     LIMIT max_count) u;
+    ELSE  -- nothing to upcast: the 1.10 statement
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT max_count;
+    END IF;
 END
 $$;
 
@@ -1278,57 +1351,104 @@ BEGIN
     scan_from := event_store._feed_scan_from(after_position);
     scan_to := event_store._feed_scan_to(horizon);
     IF s.categories IS NULL THEN
-        RETURN QUERY
-            SELECT (u.e).*
-              FROM (SELECT event_store._upcast(e) AS e
-                      FROM event_store.events e
-                     WHERE e.global_position > after_position
-                       AND e.global_position <= horizon
-                       AND e.recorded_at >= scan_from
-                       AND e.recorded_at < scan_to
-                       AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
-                       AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
-                     ORDER BY e.global_position
-                     LIMIT max_count) u;
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT (u.e).*
+                  FROM (SELECT event_store._upcast(e) AS e
+                          FROM event_store.events e
+                         WHERE e.global_position > after_position
+                           AND e.global_position <= horizon
+                           AND e.recorded_at >= scan_from
+                           AND e.recorded_at < scan_to
+                           AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                           AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                         ORDER BY e.global_position
+                         LIMIT max_count) u;
+        ELSE  -- nothing to upcast: the 1.10 statement
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE e.global_position > after_position
+                   AND e.global_position <= horizon
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                 ORDER BY e.global_position
+                 LIMIT max_count;
+        END IF;
         RETURN;
     END IF;
     -- each category once, subscripts from 1 (whatever the stored array's bounds)
     categories := ARRAY(SELECT DISTINCT c FROM pg_catalog.unnest(s.categories) AS c);
     IF pg_catalog.cardinality(categories) = 1 THEN
-        RETURN QUERY
-            SELECT (u.e).*
-              FROM (SELECT event_store._upcast(e) AS e
-                      FROM event_store.events e
-                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
-                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
-                       AND e.recorded_at >= scan_from
-                       AND e.recorded_at < scan_to
-                       AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
-                       AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
-                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
-                     LIMIT max_count) u;
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT (u.e).*
+                  FROM (SELECT event_store._upcast(e) AS e
+                          FROM event_store.events e
+                         WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                           AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                           AND e.recorded_at >= scan_from
+                           AND e.recorded_at < scan_to
+                           AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                           AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                         ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                         LIMIT max_count) u;
+        ELSE  -- nothing to upcast: the 1.10 statement
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                   AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                 ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                 LIMIT max_count;
+        END IF;
         RETURN;
     END IF;
     -- Each category's index read in position order, up to max_count rows
     -- each, then merged: a read stops after the rows it returns instead of
     -- collecting and sorting the category's whole rest of the log.
-    RETURN QUERY
-        SELECT (u.e).*
-          FROM (SELECT event_store._upcast(x.ev) AS e
-          FROM pg_catalog.unnest(categories) AS c(category)
-         CROSS JOIN LATERAL (
-               SELECT e AS ev, e.global_position
-                 FROM event_store.events e
-                WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
-                  AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
-                  AND e.recorded_at >= scan_from
-                  AND e.recorded_at < scan_to
-                  AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
-                  AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
-                ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
-                LIMIT max_count) x
-         ORDER BY x.global_position
-         LIMIT max_count) u;
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT (u.e).*
+              FROM (SELECT event_store._upcast(x.ev) AS e
+              FROM pg_catalog.unnest(categories) AS c(category)
+             CROSS JOIN LATERAL (
+                   SELECT e AS ev, e.global_position
+                     FROM event_store.events e
+                    WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                    ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                    LIMIT max_count) x
+             ORDER BY x.global_position
+             LIMIT max_count) u;
+    ELSE  -- nothing to upcast: the 1.10 statement
+        RETURN QUERY
+            SELECT x.*
+              FROM pg_catalog.unnest(categories) AS c(category)
+             CROSS JOIN LATERAL (
+                   SELECT e.*
+                     FROM event_store.events e
+                    WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                    ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                    LIMIT max_count) x
+             ORDER BY x.global_position
+             LIMIT max_count;
+    END IF;
 END
 $$;
 

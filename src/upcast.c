@@ -75,6 +75,7 @@ PG_FUNCTION_INFO_V1(es_upcast);
 PG_FUNCTION_INFO_V1(es_stamp_schema_version);
 PG_FUNCTION_INFO_V1(es_check_upcast_transform);
 PG_FUNCTION_INFO_V1(es_upcasters_changed);
+PG_FUNCTION_INFO_V1(es_upcasting);
 
 #define UPCAST_SEARCH_PATH	"\"$user\", public, pg_temp"
 #define UPCAST_MAX_STEPS	100000	/* versions strictly ascend; a bound anyway */
@@ -141,6 +142,7 @@ struct EsUpcastCache
 	MemoryContext cxt;
 	HTAB	   *types;
 	int			ntypes;
+	bool		active;			/* some type has a step below its current version */
 	char	   *signature;		/* "" when the registry is empty */
 };
 
@@ -483,6 +485,36 @@ type_entry(EsUpcastCache *c, const char *name, bool create)
 }
 
 /*
+ * Can any stored event need a step?  Only if some type has a step below its
+ * current version (events are stamped at most the current version).  When
+ * none has, the reads run their 1.10 statements (event_store._upcasting()).
+ */
+static bool
+cache_active(EsUpcastCache *c)
+{
+	HASH_SEQ_STATUS seq;
+	UpcastType *t;
+	bool		active = false;
+
+	hash_seq_init(&seq, c->types);
+	while ((t = hash_seq_search(&seq)) != NULL)
+	{
+		for (int32 v = 1; v < t->nsteps && v < t->current_version; v++)
+			if (t->steps[v].present)
+			{
+				active = true;
+				break;
+			}
+		if (active)
+		{
+			hash_seq_term(&seq);
+			break;
+		}
+	}
+	return active;
+}
+
+/*
  * Load the registry into a new cache.  The tables are read as their owner
  * (readers need no privilege on them) with the caller's snapshot.
  */
@@ -593,6 +625,7 @@ load_cache(void)
 			}
 			appendStringInfoChar(&sig, '\n');
 		}
+		c->active = cache_active(c);
 		if (sig.len > 0)
 		{
 			char	   *hex = palloc(33);
@@ -663,11 +696,24 @@ es_upcast_signature(void)
 	return c ? c->signature : "";
 }
 
-/* Does any step or version exist at all? */
+/* Can any event need a step (see cache_active)? */
 bool
 es_upcast_any(EsUpcastCache *c)
 {
-	return c != NULL && c->ntypes > 0;
+	return c != NULL && c->active;
+}
+
+/*
+ * event_store._upcasting() RETURNS boolean: the read functions branch on it
+ * once per call and run their 1.10 statements when it is false, so that a
+ * database with no upcasting to do reads exactly as before 1.11.  The
+ * backend's cache answers (loaded once, dropped by the relcache callback
+ * when the registry changes).
+ */
+Datum
+es_upcasting(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(es_upcast_any(get_cache()));
 }
 
 /* ------------------------------------------------------------------------
@@ -1089,7 +1135,7 @@ es_upcast_values(EsUpcastCache *c, const EsEventAttrs *a, TupleDesc desc,
 	UpcastErrorContext ec;
 	int			steps = 0;
 
-	if (c == NULL || c->ntypes == 0 || a->event_type == 0 || a->data == 0 ||
+	if (c == NULL || !c->active || a->event_type == 0 || a->data == 0 ||
 		nulls[a->event_type - 1])
 		return false;
 	sv = (a->schema_version == 0 || nulls[a->schema_version - 1]) ? 1 :
@@ -1151,7 +1197,7 @@ upcast_composite(EsUpcastCache *c, Datum event, TupleDesc desc, const EsEventAtt
 	Datum	   *values;
 	bool	   *nulls;
 
-	if (c == NULL || c->ntypes == 0 || a->event_type == 0 || a->data == 0)
+	if (c == NULL || !c->active || a->event_type == 0 || a->data == 0)
 		return event;
 	tuple.t_len = HeapTupleHeaderGetDatumLength(th);
 	ItemPointerSetInvalid(&tuple.t_self);
@@ -1193,7 +1239,7 @@ es_upcast_event_datum(Datum event)
 	TupleDesc	desc;
 	Datum		result;
 
-	if (c == NULL || c->ntypes == 0)
+	if (c == NULL || !c->active)
 		return event;
 	th = DatumGetHeapTupleHeader(event);
 	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(th), HeapTupleHeaderGetTypMod(th));
@@ -1229,7 +1275,7 @@ es_upcast(PG_FUNCTION_ARGS)
 	EsUpcastCache *c = get_cache();
 	Datum		event = PG_GETARG_DATUM(0);
 
-	if (c == NULL || c->ntypes == 0)
+	if (c == NULL || !c->active)
 		PG_RETURN_DATUM(event);
 	if (fc == NULL)
 	{

@@ -12,13 +12,25 @@ SELECT stream_version, event_type, data, schema_version FROM event_store.events
 -- a fold before any upcaster (and a snapshot of it)
 SELECT event_store.take_snapshot('event_store.merge_patch(jsonb, event_store.events)', NULL::jsonb, 'upcorder-1');
 SELECT event_store.state_as_of('upcorder-1');
+-- Nothing to upcast yet: the reads run their 1.10 statements
+-- (event_store._upcasting() is what they branch on, once per call).  A
+-- statement prepared now upcasts once a chain applies (below): the branch
+-- is taken per execution, not when the plan is made.
+SELECT event_store._upcasting();
+PREPARE upc_read AS
+    SELECT stream_version, data, schema_version FROM event_store.read_stream('upcorder-1');
+EXECUTE upc_read;
 
 -- A declarative step 1 -> 2 is registered; it applies once the current
 -- version moves past it.
 SELECT event_store.register_upcaster('UpcPlaced', 1,
     '{"rename": {"cust": "customer"}, "remove": ["legacy"], "set": {"currency": "EUR"}}'::jsonb);
+SELECT event_store._upcasting();
 SELECT stream_version, event_type, data, schema_version FROM event_store.read_stream('upcorder-1');
 SELECT event_store.set_event_schema('UpcPlaced', 2);
+SELECT event_store._upcasting();
+EXECUTE upc_read;
+DEALLOCATE upc_read;
 SELECT * FROM event_store.event_schemas WHERE event_type LIKE 'Upc%';
 
 -- Every read path now returns version 2; the stored rows are unchanged.
