@@ -868,6 +868,22 @@ COMMENT ON FUNCTION event_store._upcasting() IS
 REVOKE ALL ON FUNCTION event_store._upcasting() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store._upcasting() TO event_store_reader;
 
+-- The same, folded to a constant when a plan is made (read_stream and
+-- read_stream_backward: their 1.10 statement plans as in 1.10).  Plans that
+-- hold it are dropped when the registry changes (a relcache invalidation
+-- of event_store.events); not for PL/pgSQL conditions, whose simple
+-- expressions read no table.
+CREATE FUNCTION event_store._upcasting_support(internal) RETURNS internal
+AS 'MODULE_PATHNAME', 'es_upcasting_support' LANGUAGE C STRICT;
+REVOKE ALL ON FUNCTION event_store._upcasting_support(internal) FROM PUBLIC;
+CREATE FUNCTION event_store._upcasting_planned() RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_upcasting' LANGUAGE C STABLE PARALLEL SAFE
+SUPPORT event_store._upcasting_support;
+COMMENT ON FUNCTION event_store._upcasting_planned() IS
+  'event_store._upcasting(), folded to a constant when a plan is made (only in statements that read event_store.events: their plans are invalidated when the registry changes).';
+REVOKE ALL ON FUNCTION event_store._upcasting_planned() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._upcasting_planned() TO event_store_reader;
+
 CREATE FUNCTION event_store._stamp_schema_version(event_type text, metadata jsonb) RETURNS int
 AS 'MODULE_PATHNAME', 'es_stamp_schema_version' LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION event_store._stamp_schema_version(text, jsonb) IS
@@ -1162,9 +1178,36 @@ GRANT SELECT ON event_store.event_schemas TO event_store_reader;
 -- The reads: each row through event_store._upcast(), after the LIMIT (a
 -- read upcasts only the rows it returns).  When nothing can be upcast
 -- (event_store._upcasting() false: no type has a step below its current
--- version) the 1.10 statement runs instead, unchanged: read_stream and
--- read_stream_backward stay inlinable SQL, each branch gated by a
--- one-time filter the planner evaluates once per execution.
+-- version) the 1.10 statement runs instead, unchanged.  read_stream and
+-- read_stream_backward stay inlinable SQL: the 1.10 statement UNION ALL a
+-- call of the upcasting reader (not inlinable), each gated by
+-- _upcasting_planned(), which the planner folds to a constant: the branch
+-- that does not apply is removed and the plan is 1.10's.  A prepared plan
+-- is invalidated when the registry changes (src/upcast.c).  The PL/pgSQL
+-- reads branch with IF on _upcasting(), evaluated per call.
+CREATE FUNCTION event_store._read_stream_upcast(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (u.e).*
+      FROM (SELECT event_store._upcast(e) AS e
+              FROM event_store.events e
+             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+               AND e.stream_version OPERATOR(pg_catalog.>=) $2
+               AND e.stream_version OPERATOR(pg_catalog.<)
+                   (CASE WHEN $3 IS NULL
+                           OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1))
+                         THEN 9223372036854775807
+                         ELSE GREATEST($2, 1) OPERATOR(pg_catalog.+) $3 END)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+             ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+             LIMIT $3) u
+$$;
+REVOKE ALL ON FUNCTION event_store._read_stream_upcast(text, bigint, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._read_stream_upcast(text, bigint, int) TO event_store_reader;
+
 CREATE OR REPLACE FUNCTION event_store.read_stream(
     stream_id text, from_version bigint DEFAULT 1, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events
@@ -1173,7 +1216,7 @@ AS $$
     -- nothing to upcast: the 1.10 statement
     (SELECT e.*
       FROM event_store.events e
-     WHERE NOT event_store._upcasting()
+     WHERE NOT event_store._upcasting_planned()
        AND e.stream_id OPERATOR(pg_catalog.=) $1
        AND e.stream_version OPERATOR(pg_catalog.>=) $2
        AND e.stream_version OPERATOR(pg_catalog.<)
@@ -1186,23 +1229,31 @@ AS $$
      ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
      LIMIT $3)
     UNION ALL
-    -- else each row through _upcast()
-    (SELECT (u.e).*
+    -- else the same rows upcast (not inlined: planned only when it runs)
+    SELECT * FROM event_store._read_stream_upcast($1, $2, $3) WHERE event_store._upcasting_planned()
+$$;
+
+CREATE FUNCTION event_store._read_stream_backward_upcast(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (u.e).*
       FROM (SELECT event_store._upcast(e) AS e
               FROM event_store.events e
-             WHERE event_store._upcasting()
-               AND e.stream_id OPERATOR(pg_catalog.=) $1
-               AND e.stream_version OPERATOR(pg_catalog.>=) $2
-               AND e.stream_version OPERATOR(pg_catalog.<)
-                   (CASE WHEN $3 IS NULL
-                           OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1))
-                         THEN 9223372036854775807
-                         ELSE GREATEST($2, 1) OPERATOR(pg_catalog.+) $3 END)
+             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+               AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+               AND e.stream_version OPERATOR(pg_catalog.>)
+                   (CASE WHEN $3 IS NULL THEN 0
+                         ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                              OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
                AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
                AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-             ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
-             LIMIT $3) u)
+             ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+             LIMIT $3) u
 $$;
+REVOKE ALL ON FUNCTION event_store._read_stream_backward_upcast(text, bigint, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._read_stream_backward_upcast(text, bigint, int) TO event_store_reader;
 
 CREATE OR REPLACE FUNCTION event_store.read_stream_backward(
     stream_id text, from_version bigint DEFAULT NULL, max_count int DEFAULT 1000)
@@ -1212,7 +1263,7 @@ AS $$
     -- nothing to upcast: the 1.10 statement
     (SELECT e.*
       FROM event_store.events e
-     WHERE NOT event_store._upcasting()
+     WHERE NOT event_store._upcasting_planned()
        AND e.stream_id OPERATOR(pg_catalog.=) $1
        AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
        AND e.stream_version OPERATOR(pg_catalog.>)
@@ -1224,21 +1275,8 @@ AS $$
      ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
      LIMIT $3)
     UNION ALL
-    -- else each row through _upcast()
-    (SELECT (u.e).*
-      FROM (SELECT event_store._upcast(e) AS e
-              FROM event_store.events e
-             WHERE event_store._upcasting()
-               AND e.stream_id OPERATOR(pg_catalog.=) $1
-               AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
-               AND e.stream_version OPERATOR(pg_catalog.>)
-                   (CASE WHEN $3 IS NULL THEN 0
-                         ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
-                              OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
-               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-             ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
-             LIMIT $3) u)
+    -- else the same rows upcast (not inlined: planned only when it runs)
+    SELECT * FROM event_store._read_stream_backward_upcast($1, $2, $3) WHERE event_store._upcasting_planned()
 $$;
 
 CREATE OR REPLACE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)

@@ -55,6 +55,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
+#include "nodes/supportnodes.h"
 #include "optimizer/optimizer.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -76,6 +77,7 @@ PG_FUNCTION_INFO_V1(es_stamp_schema_version);
 PG_FUNCTION_INFO_V1(es_check_upcast_transform);
 PG_FUNCTION_INFO_V1(es_upcasters_changed);
 PG_FUNCTION_INFO_V1(es_upcasting);
+PG_FUNCTION_INFO_V1(es_upcasting_support);
 
 #define UPCAST_SEARCH_PATH	"\"$user\", public, pg_temp"
 #define UPCAST_MAX_STEPS	100000	/* versions strictly ascend; a bound anyway */
@@ -714,6 +716,25 @@ Datum
 es_upcasting(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(es_upcast_any(get_cache()));
+}
+
+/*
+ * Planner support of event_store._upcasting_planned() (same value as
+ * _upcasting()): the call is folded to a constant when the plan is made,
+ * so that read_stream inlined into a query plans exactly as in 1.10, its
+ * upcasting branch removed (and the other way round).  Plans that hold the
+ * folded value all read event_store.events: es_upcasters_changed() sends a
+ * relcache invalidation of that table, which drops them when the registry
+ * changes.
+ */
+Datum
+es_upcasting_support(PG_FUNCTION_ARGS)
+{
+	Node	   *rawreq = (Node *) PG_GETARG_POINTER(0);
+
+	if (IsA(rawreq, SupportRequestSimplify) && IsTransactionState())
+		PG_RETURN_POINTER(makeBoolConst(es_upcast_any(get_cache()), false));
+	PG_RETURN_POINTER(NULL);
 }
 
 /* ------------------------------------------------------------------------
@@ -1399,8 +1420,13 @@ es_upcasters_changed(PG_FUNCTION_ARGS)
 				 errmsg("%s must be called as a trigger", "event_store._upcasters_changed()")));
 	if (lookup_registry())
 	{
+		Oid			events = get_relname_relid("events", get_namespace_oid(ES_SCHEMA, false));
+
 		CacheInvalidateRelcacheByRelid(upcasters_relid);
 		CacheInvalidateRelcacheByRelid(versions_relid);
+		/* plans of read_stream hold _upcasting_planned() folded */
+		if (OidIsValid(events))
+			CacheInvalidateRelcacheByRelid(events);
 	}
 	retire_cache();
 	return PointerGetDatum(NULL);

@@ -20,8 +20,12 @@
 #      (target: <= 1.5x the same fold without upcasters);
 #   4. read_stream of 1,000 events already at the current version of a type
 #      that has upcasters (target: <= 1.05x);
-# and, for information, the plain SELECT from the table that read_stream
-# wrapped before 1.11.
+#   5. first, before anything is registered: read_stream against a copy of
+#      1.10's read_stream, each timed twice, interleaved (target: <= 1.03x;
+#      it runs the 1.10 statement), and both against the plain SELECT;
+# and, for information, reads of a type without upcasters once other types
+# have chains (each row then passes event_store._upcast(), which returns it
+# untouched).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -31,7 +35,7 @@ REPS=${BENCH_REPS:-31}
 for arg in "$@"; do
     case $arg in
         --quick) REPS=${BENCH_REPS:-11} ;;
-        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -61,18 +65,25 @@ BEGIN
         END LOOP;
     END LOOP;
 END $$;
-SELECT event_store.register_upcaster('BDecl', 1, '{"rename": {"cust": "customer"}}'::jsonb);
-SELECT event_store.register_upcaster('BFn', 1, 'rename_cust(jsonb)'::regprocedure);
-SELECT event_store.register_upcaster('BCur', 1, '{"rename": {"cust": "customer"}}'::jsonb);
-SELECT event_store.register_upcaster('FChain', 1, '{"rename": {"cust": "customer"}}'::jsonb);
-SELECT event_store.register_upcaster('FChain', 2, '{"set": {"currency": "EUR"}, "remove": ["k3"]}'::jsonb);
-SELECT event_store.set_event_schema('BDecl', 2), event_store.set_event_schema('BFn', 2),
-       event_store.set_event_schema('BCur', 2), event_store.set_event_schema('FChain', 3);
--- a stream of a type with upcasters whose events are all at the current version
-SELECT event_store.append('bcurrent-1', ARRAY(
-    SELECT event_store.event('BCur', jsonb_build_object('customer', 'c' || i, 'amount', i, 'note', repeat('x', 40)))
-      FROM generate_series(1, 1000) i), NULL) IS NOT NULL AS appended;
 VACUUM ANALYZE;
+-- read_stream as 1.10 defined it (sql/event_store--1.6--1.7.sql), the baseline
+CREATE FUNCTION read_stream_110(stream_id text, from_version bigint DEFAULT 1, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.>=) $2
+       AND e.stream_version OPERATOR(pg_catalog.<)
+           (CASE WHEN $3 IS NULL
+                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1))
+                 THEN 9223372036854775807
+                 ELSE GREATEST($2, 1) OPERATOR(pg_catalog.+) $3 END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+     LIMIT $3
+$$;
 
 CREATE FUNCTION bench(stmt text, reps int) RETURNS float8 LANGUAGE plpgsql AS $$
 DECLARE t0 timestamptz; ms float8[] := '{}';
@@ -87,11 +98,42 @@ BEGIN
 END $$;
 SQL
 
+
 echo "upcast_bench: $(bench_machine); medians of $REPS"
+# 1. nothing registered: read_stream against the 1.10 statement it runs
+"${PSQL[@]}" -v reps="$REPS" <<'SQL'
+CREATE TABLE r0 AS
+SELECT 'read_stream 1,000, nothing registered' AS what,
+       bench($$SELECT sum(length(data::text)) FROM event_store.read_stream('bnone-1')$$, :reps) AS ms
+UNION ALL SELECT 'plain SELECT from the table, 1,000 (before 1.11)',
+       bench($$SELECT sum(length(data::text)) FROM (SELECT * FROM event_store.events e WHERE e.stream_id = 'bnone-1' ORDER BY e.stream_version LIMIT 1000) x$$, :reps)
+UNION ALL SELECT '1.10 read_stream (a copy), 1,000',
+       bench($$SELECT sum(length(data::text)) FROM read_stream_110('bnone-1')$$, :reps)
+UNION ALL SELECT 'read_stream 1,000, nothing registered (again)',
+       bench($$SELECT sum(length(data::text)) FROM event_store.read_stream('bnone-1')$$, :reps)
+UNION ALL SELECT '1.10 read_stream (a copy), 1,000 (again)',
+       bench($$SELECT sum(length(data::text)) FROM read_stream_110('bnone-1')$$, :reps)
+UNION ALL SELECT 'state_as_of 10,000, nothing registered',
+       bench($$SELECT event_store.state_as_of('fnone-1')$$, :reps);
+SQL
+# 2. the chains
+"${PSQL[@]}" <<'SQL'
+SELECT event_store.register_upcaster('BDecl', 1, '{"rename": {"cust": "customer"}}'::jsonb);
+SELECT event_store.register_upcaster('BFn', 1, 'rename_cust(jsonb)'::regprocedure);
+SELECT event_store.register_upcaster('BCur', 1, '{"rename": {"cust": "customer"}}'::jsonb);
+SELECT event_store.register_upcaster('FChain', 1, '{"rename": {"cust": "customer"}}'::jsonb);
+SELECT event_store.register_upcaster('FChain', 2, '{"set": {"currency": "EUR"}, "remove": ["k3"]}'::jsonb);
+SELECT event_store.set_event_schema('BDecl', 2), event_store.set_event_schema('BFn', 2),
+       event_store.set_event_schema('BCur', 2), event_store.set_event_schema('FChain', 3);
+-- a stream of a type with upcasters whose events are all at the current version
+SELECT event_store.append('bcurrent-1', ARRAY(
+    SELECT event_store.event('BCur', jsonb_build_object('customer', 'c' || i, 'amount', i, 'note', repeat('x', 40)))
+      FROM generate_series(1, 1000) i), NULL) IS NOT NULL AS appended;
+SQL
 "${PSQL[@]}" -v reps="$REPS" <<'SQL'
 \pset footer off
 CREATE TEMP TABLE r AS
-SELECT 'read_stream 1,000, no upcasters' AS what,
+SELECT 'read_stream 1,000, type without upcasters (others have)' AS what,
        bench($$SELECT sum(length(data::text)) FROM event_store.read_stream('bnone-1')$$, :reps) AS ms
 UNION ALL SELECT 'read_stream 1,000, declarative rename',
        bench($$SELECT sum(length(data::text)) FROM event_store.read_stream('bdecl-1')$$, :reps)
@@ -101,19 +143,27 @@ UNION ALL SELECT 'read_stream 1,000, at the current version',
        bench($$SELECT sum(length(data::text)) FROM event_store.read_stream('bcurrent-1')$$, :reps)
 UNION ALL SELECT 'plain SELECT from the table, 1,000 (before 1.11)',
        bench($$SELECT sum(length(data::text)) FROM (SELECT * FROM event_store.events e WHERE e.stream_id = 'bnone-1' ORDER BY e.stream_version LIMIT 1000) x$$, :reps)
-UNION ALL SELECT 'state_as_of 10,000, no upcasters',
+UNION ALL SELECT 'state_as_of 10,000, type without upcasters (others have)',
        bench($$SELECT event_store.state_as_of('fnone-1')$$, :reps)
 UNION ALL SELECT 'state_as_of 10,000, two declarative steps',
        bench($$SELECT event_store.state_as_of('fchain-1')$$, :reps);
-SELECT what, round(ms::numeric, 3) AS ms FROM r;
+SELECT what, round(ms::numeric, 3) AS ms FROM r0 UNION ALL SELECT what, round(ms::numeric, 3) FROM r;
 SELECT 'declarative rename / none (target <= 1.3)' AS ratio,
-       round(((SELECT ms FROM r WHERE what LIKE '%declarative rename') / (SELECT ms FROM r WHERE what LIKE 'read_stream%no upcasters'))::numeric, 3) AS value
+       round(((SELECT ms FROM r WHERE what LIKE '%declarative rename') / (SELECT ms FROM r WHERE what LIKE 'read_stream%without upcasters%'))::numeric, 3) AS value
 UNION ALL SELECT 'SQL-function upcaster / none (target <= 3)',
-       round(((SELECT ms FROM r WHERE what LIKE '%SQL-function%') / (SELECT ms FROM r WHERE what LIKE 'read_stream%no upcasters'))::numeric, 3)
+       round(((SELECT ms FROM r WHERE what LIKE '%SQL-function%') / (SELECT ms FROM r WHERE what LIKE 'read_stream%without upcasters%'))::numeric, 3)
 UNION ALL SELECT 'state_as_of two steps / none (target <= 1.5)',
-       round(((SELECT ms FROM r WHERE what LIKE '%two declarative%') / (SELECT ms FROM r WHERE what LIKE 'state_as_of%no upcasters'))::numeric, 3)
+       round(((SELECT ms FROM r WHERE what LIKE '%two declarative%') / (SELECT ms FROM r WHERE what LIKE 'state_as_of%without upcasters%'))::numeric, 3)
 UNION ALL SELECT 'at the current version / none (target <= 1.05)',
-       round(((SELECT ms FROM r WHERE what LIKE '%current version') / (SELECT ms FROM r WHERE what LIKE 'read_stream%no upcasters'))::numeric, 3)
-UNION ALL SELECT 'read_stream (1.11) / plain SELECT (information)',
-       round(((SELECT ms FROM r WHERE what LIKE 'read_stream%no upcasters') / (SELECT ms FROM r WHERE what LIKE 'plain%'))::numeric, 3);
+       round(((SELECT ms FROM r WHERE what LIKE '%current version') / (SELECT ms FROM r WHERE what LIKE 'read_stream%without upcasters%'))::numeric, 3)
+UNION ALL SELECT 'nothing registered: read_stream / 1.10 read_stream (target <= 1.03)',
+       round(((SELECT sum(ms) FROM r0 WHERE what LIKE 'read_stream%') / (SELECT sum(ms) FROM r0 WHERE what LIKE '1.10%'))::numeric, 3)
+UNION ALL SELECT 'nothing registered: read_stream / plain SELECT (information)',
+       round(((SELECT ms FROM r0 WHERE what = 'read_stream 1,000, nothing registered') / (SELECT ms FROM r0 WHERE what LIKE 'plain%'))::numeric, 3)
+UNION ALL SELECT '1.10 read_stream / plain SELECT (information)',
+       round(((SELECT ms FROM r0 WHERE what = '1.10 read_stream (a copy), 1,000') / (SELECT ms FROM r0 WHERE what LIKE 'plain%'))::numeric, 3)
+UNION ALL SELECT 'others have chains: read_stream / plain SELECT (information)',
+       round(((SELECT ms FROM r WHERE what LIKE 'read_stream%without upcasters%') / (SELECT ms FROM r WHERE what LIKE 'plain%'))::numeric, 3)
+UNION ALL SELECT 'others have chains: state_as_of / nothing registered (information)',
+       round(((SELECT ms FROM r WHERE what LIKE 'state_as_of%without upcasters%') / (SELECT ms FROM r0 WHERE what LIKE 'state_as_of%'))::numeric, 3);
 SQL

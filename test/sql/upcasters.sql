@@ -14,11 +14,28 @@ SELECT event_store.take_snapshot('event_store.merge_patch(jsonb, event_store.eve
 SELECT event_store.state_as_of('upcorder-1');
 -- Nothing to upcast yet: the reads run their 1.10 statements
 -- (event_store._upcasting() is what they branch on, once per call).  A
--- statement prepared now upcasts once a chain applies (below): the branch
--- is taken per execution, not when the plan is made.
+-- generic plan prepared now upcasts once a chain applies (below): the
+-- registry change invalidates it.
 SELECT event_store._upcasting();
+CREATE FUNCTION pg_temp.upc_plan(query text) RETURNS TABLE (upcasting_branch bool, one_time_filter bool)
+LANGUAGE plpgsql AS $$
+DECLARE
+    plan text := '';
+    line text;
+BEGIN
+    FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || query LOOP
+        plan := plan || line || E'\n';
+    END LOOP;
+    RETURN QUERY SELECT plan LIKE '%_read_stream%upcast%', plan LIKE '%One-Time Filter%';
+END
+$$;
+-- read_stream plans as in 1.10: no upcasting branch, no filter left
+SELECT * FROM pg_temp.upc_plan($$SELECT * FROM event_store.read_stream('upcorder-1')$$);
+SELECT * FROM pg_temp.upc_plan($$SELECT * FROM event_store.read_stream_backward('upcorder-1')$$);
+SET plan_cache_mode = force_generic_plan;
 PREPARE upc_read AS
     SELECT stream_version, data, schema_version FROM event_store.read_stream('upcorder-1');
+RESET plan_cache_mode;
 EXECUTE upc_read;
 
 -- A declarative step 1 -> 2 is registered; it applies once the current
@@ -31,6 +48,7 @@ SELECT event_store.set_event_schema('UpcPlaced', 2);
 SELECT event_store._upcasting();
 EXECUTE upc_read;
 DEALLOCATE upc_read;
+SELECT * FROM pg_temp.upc_plan($$SELECT * FROM event_store.read_stream('upcorder-1')$$);
 SELECT * FROM event_store.event_schemas WHERE event_type LIKE 'Upc%';
 
 -- Every read path now returns version 2; the stored rows are unchanged.
