@@ -1179,16 +1179,24 @@ GRANT SELECT ON event_store.event_schemas TO event_store_reader;
 -- read upcasts only the rows it returns).  When nothing can be upcast
 -- (event_store._upcasting() false: no type has a step below its current
 -- version) the 1.10 statement runs instead, unchanged.  read_stream and
--- read_stream_backward stay inlinable SQL: the 1.10 statement UNION ALL a
--- call of the upcasting reader (not inlinable), each gated by
--- _upcasting_planned(), which the planner folds to a constant: the branch
--- that does not apply is removed and the plan is 1.10's.  A prepared plan
--- is invalidated when the registry changes (src/upcast.c).  The PL/pgSQL
--- reads branch with IF on _upcasting(), evaluated per call.
+-- read_stream_backward have a planner support function that replaces the
+-- call by _<name>_plain (1.10's body) or _<name>_upcast, both inlinable
+-- SQL: a read with nothing to upcast plans exactly as in 1.10.  Their own
+-- bodies (used only where the support does not run) are both statements,
+-- gated by _upcasting_planned(), folded to a constant when planned.  Plans
+-- holding the choice are invalidated when the registry changes
+-- (src/upcast.c).  The PL/pgSQL reads branch with IF on _upcasting(),
+-- evaluated per call.
+-- Planner support of read_stream and read_stream_backward (src/upcast.c):
+-- the call is replaced when the plan is made by _<name>_plain (1.10's
+-- statement) or _<name>_upcast, which the planner then inlines.
+CREATE FUNCTION event_store._read_stream_support(internal) RETURNS internal
+AS 'MODULE_PATHNAME', 'es_read_stream_support' LANGUAGE C STRICT;
+REVOKE ALL ON FUNCTION event_store._read_stream_support(internal) FROM PUBLIC;
+
 CREATE FUNCTION event_store._read_stream_upcast(stream_id text, from_version bigint, max_count int)
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT (u.e).*
       FROM (SELECT event_store._upcast(e) AS e
@@ -1205,14 +1213,34 @@ AS $$
              ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
              LIMIT $3) u
 $$;
-REVOKE ALL ON FUNCTION event_store._read_stream_upcast(text, bigint, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION event_store._read_stream_upcast(text, bigint, int) TO event_store_reader;
+
+CREATE FUNCTION event_store._read_stream_plain(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.>=) $2
+       AND e.stream_version OPERATOR(pg_catalog.<)
+           (CASE WHEN $3 IS NULL
+                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1))
+                 THEN 9223372036854775807
+                 ELSE GREATEST($2, 1) OPERATOR(pg_catalog.+) $3 END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+     LIMIT $3
+$$;
 
 CREATE OR REPLACE FUNCTION event_store.read_stream(
     stream_id text, from_version bigint DEFAULT 1, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
+SUPPORT event_store._read_stream_support
 AS $$
+    -- replaced when planned by _read_stream_plain or _read_stream_upcast
+    -- (_read_stream_support); this body where the support does not run
     -- nothing to upcast: the 1.10 statement
     (SELECT e.*
       FROM event_store.events e
@@ -1229,14 +1257,13 @@ AS $$
      ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
      LIMIT $3)
     UNION ALL
-    -- else the same rows upcast (not inlined: planned only when it runs)
+    -- else the same rows upcast
     SELECT * FROM event_store._read_stream_upcast($1, $2, $3) WHERE event_store._upcasting_planned()
 $$;
 
 CREATE FUNCTION event_store._read_stream_backward_upcast(stream_id text, from_version bigint, max_count int)
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT (u.e).*
       FROM (SELECT event_store._upcast(e) AS e
@@ -1252,14 +1279,33 @@ AS $$
              ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
              LIMIT $3) u
 $$;
-REVOKE ALL ON FUNCTION event_store._read_stream_backward_upcast(text, bigint, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION event_store._read_stream_backward_upcast(text, bigint, int) TO event_store_reader;
+
+CREATE FUNCTION event_store._read_stream_backward_plain(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+       AND e.stream_version OPERATOR(pg_catalog.>)
+           (CASE WHEN $3 IS NULL THEN 0
+                 ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                      OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+     LIMIT $3
+$$;
 
 CREATE OR REPLACE FUNCTION event_store.read_stream_backward(
     stream_id text, from_version bigint DEFAULT NULL, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
+SUPPORT event_store._read_stream_support
 AS $$
+    -- replaced when planned by _read_stream_backward_plain or _read_stream_backward_upcast
+    -- (_read_stream_support); this body where the support does not run
     -- nothing to upcast: the 1.10 statement
     (SELECT e.*
       FROM event_store.events e
@@ -1275,7 +1321,7 @@ AS $$
      ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
      LIMIT $3)
     UNION ALL
-    -- else the same rows upcast (not inlined: planned only when it runs)
+    -- else the same rows upcast
     SELECT * FROM event_store._read_stream_backward_upcast($1, $2, $3) WHERE event_store._upcasting_planned()
 $$;
 

@@ -57,6 +57,7 @@
 #include "nodes/nodeFuncs.h"
 #include "nodes/supportnodes.h"
 #include "optimizer/optimizer.h"
+#include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -78,6 +79,7 @@ PG_FUNCTION_INFO_V1(es_check_upcast_transform);
 PG_FUNCTION_INFO_V1(es_upcasters_changed);
 PG_FUNCTION_INFO_V1(es_upcasting);
 PG_FUNCTION_INFO_V1(es_upcasting_support);
+PG_FUNCTION_INFO_V1(es_read_stream_support);
 
 #define UPCAST_SEARCH_PATH	"\"$user\", public, pg_temp"
 #define UPCAST_MAX_STEPS	100000	/* versions strictly ascend; a bound anyway */
@@ -735,6 +737,52 @@ es_upcasting_support(PG_FUNCTION_ARGS)
 	if (IsA(rawreq, SupportRequestSimplify) && IsTransactionState())
 		PG_RETURN_POINTER(makeBoolConst(es_upcast_any(get_cache()), false));
 	PG_RETURN_POINTER(NULL);
+}
+
+/*
+ * Planner support of read_stream and read_stream_backward: the call is
+ * replaced, when the plan is made, by the reader that applies, and the
+ * planner then inlines that one (a LANGUAGE sql function like them):
+ * _<name>_plain, 1.10's statement, when no type has a chain to apply;
+ * _<name>_upcast otherwise.  So a read with nothing to upcast plans and
+ * runs exactly as in 1.10.  The plans hold the choice; they all read
+ * event_store.events, whose relcache invalidation (es_upcasters_changed)
+ * drops them when the registry changes.  Left alone (NULL) when the
+ * registry cannot be read or the reader is missing: the function's own
+ * body then decides per execution.
+ */
+Datum
+es_read_stream_support(PG_FUNCTION_ARGS)
+{
+	Node	   *rawreq = (Node *) PG_GETARG_POINTER(0);
+	SupportRequestSimplify *req;
+	FuncExpr   *call;
+	FuncExpr   *repl;
+	char	   *name;
+	char		target[NAMEDATALEN + 16];
+	Oid			argtypes[3] = {TEXTOID, INT8OID, INT4OID};
+	Oid			fn;
+
+	if (!IsA(rawreq, SupportRequestSimplify) || !IsTransactionState())
+		PG_RETURN_POINTER(NULL);
+	req = (SupportRequestSimplify *) rawreq;
+	call = req->fcall;
+	if (list_length(call->args) != 3)
+		PG_RETURN_POINTER(NULL);
+	name = get_func_name(call->funcid);
+	if (name == NULL ||
+		(strcmp(name, "read_stream") != 0 && strcmp(name, "read_stream_backward") != 0))
+		PG_RETURN_POINTER(NULL);
+	snprintf(target, sizeof(target), "_%s_%s", name,
+			 es_upcast_any(get_cache()) ? "upcast" : "plain");
+	fn = LookupFuncName(list_make2(makeString(ES_SCHEMA), makeString(target)), 3, argtypes, true);
+	if (!OidIsValid(fn))
+		PG_RETURN_POINTER(NULL);
+	repl = makeFuncExpr(fn, call->funcresulttype, call->args, call->funccollid,
+						call->inputcollid, call->funcformat);
+	repl->funcretset = call->funcretset;
+	repl->location = call->location;
+	PG_RETURN_POINTER(repl);
 }
 
 /* ------------------------------------------------------------------------
