@@ -912,20 +912,165 @@ apply_op(TransformOp *op, Jsonb *data)
 	return build_object(okeys, ovals, m);
 }
 
-/* Run a declarative step; data that is not an object passes unchanged. */
-static void
-run_transform(UpcastStep *s, Datum *data, bool *isnull)
+/*
+ * The data of an event while a chain's declarative steps run: its fields
+ * as arrays, deformed once, changed in place by every rename, remove and
+ * set of consecutive steps, and made into jsonb once (fuse_flush) before a
+ * merge, a function step or the end of the chain.  One rebuild per event
+ * instead of one per operation: fields keep their values (nested ones as
+ * references into the stored jsonb), and pushJsonbValue orders the keys
+ * at the end as each rebuild did.
+ */
+typedef struct FusedData
 {
-	Jsonb	   *jb;
+	bool		valid;			/* keys/vals hold the data */
+	bool		dirty;			/* and differ from *data */
+	int			n;
+	int			cap;
+	JsonbValue *keys;
+	JsonbValue *vals;
+} FusedData;
 
+/* Room for extra more fields. */
+static void
+fuse_reserve(FusedData *fd, int extra)
+{
+	if (fd->n + extra <= fd->cap)
+		return;
+	fd->cap = Max(fd->n + extra, fd->cap * 2);
+	fd->keys = repalloc(fd->keys, sizeof(JsonbValue) * fd->cap);
+	fd->vals = repalloc(fd->vals, sizeof(JsonbValue) * fd->cap);
+}
+
+/* One rename, remove or set on the arrays (the semantics of apply_op). */
+static void
+fuse_op(TransformOp *op, FusedData *fd)
+{
+	int			n = fd->n;
+	int			m = 0;
+	JsonbValue *okeys,
+			   *ovals;
+
+	switch (op->kind)
+	{
+		case TF_RENAME:
+			{
+				bool		changed = false;
+
+				okeys = palloc(sizeof(JsonbValue) * (n + 1));
+				ovals = palloc(sizeof(JsonbValue) * (n + 1));
+				for (int i = 0; i < n; i++)
+				{
+					int			r = find_key(op->from, op->n, &fd->keys[i]);
+
+					if (r >= 0)
+					{
+						okeys[m] = op->to[r];
+						ovals[m++] = fd->vals[i];
+						changed = true;
+					}
+				}
+				if (!changed)
+					return;
+				for (int i = 0; i < n; i++)
+				{
+					if (find_key(op->from, op->n, &fd->keys[i]) >= 0 ||
+						find_key(okeys, m, &fd->keys[i]) >= 0)
+						continue;
+					okeys[m] = fd->keys[i];
+					ovals[m++] = fd->vals[i];
+				}
+				fd->keys = okeys;
+				fd->vals = ovals;
+				fd->cap = n + 1;
+				fd->n = m;
+				fd->dirty = true;
+				break;
+			}
+		case TF_REMOVE:
+			for (int i = 0; i < n; i++)
+			{
+				if (find_key(op->from, op->n, &fd->keys[i]) >= 0)
+					continue;
+				fd->keys[m] = fd->keys[i];
+				fd->vals[m++] = fd->vals[i];
+			}
+			if (m != n)
+				fd->dirty = true;
+			fd->n = m;
+			break;
+		case TF_SET:
+			fuse_reserve(fd, op->n);
+			for (int j = 0; j < op->n; j++)
+			{
+				if (find_key(fd->keys, n, &op->from[j]) >= 0)
+					continue;	/* a default: a present field is kept */
+				fd->keys[fd->n] = op->from[j];
+				fd->vals[fd->n++] = op->to[j];
+				fd->dirty = true;
+			}
+			break;
+		case TF_MERGE:
+			elog(ERROR, "a merge is not fused");
+	}
+}
+
+/* The pending arrays into *data (if they changed it); the arrays are gone. */
+static void
+fuse_flush(FusedData *fd, Datum *data)
+{
+	if (fd->valid && fd->dirty)
+		*data = JsonbPGetDatum(build_object(fd->keys, fd->vals, fd->n));
+	fd->valid = false;
+	fd->dirty = false;
+}
+
+/* A declarative step, fused with the steps around it (see FusedData). */
+static void
+run_transform_fused(UpcastStep *s, Datum *data, bool *isnull, FusedData *fd)
+{
 	if (*isnull)
 		return;
-	jb = DatumGetJsonbP(*data);
-	if (!jsonb_is_object(jb))
-		return;
+	if (!fd->valid)
+	{
+		Jsonb	   *jb = DatumGetJsonbP(*data);
+
+		if (!jsonb_is_object(jb))
+			return;
+		fd->n = object_pairs(jb, &fd->keys, &fd->vals);
+		fd->cap = JB_ROOT_COUNT(jb) > 0 ? JB_ROOT_COUNT(jb) : 1;
+		fd->valid = true;
+		fd->dirty = false;
+	}
 	for (int i = 0; i < s->nops; i++)
-		jb = apply_op(&s->ops[i], jb);
-	*data = JsonbPGetDatum(jb);
+	{
+		if (s->ops[i].kind == TF_MERGE)
+		{
+			Jsonb	   *jb;
+
+			fuse_flush(fd, data);
+			jb = apply_op(&s->ops[i], DatumGetJsonbP(*data));
+			*data = JsonbPGetDatum(jb);
+			if (i + 1 < s->nops)
+			{
+				/* more operations of this step: deform the merged object */
+				if (!jsonb_is_object(jb))
+				{
+					/* (apply_op on a non-object: what run_transform does) */
+					for (int k = i + 1; k < s->nops; k++)
+						jb = apply_op(&s->ops[k], jb);
+					*data = JsonbPGetDatum(jb);
+					return;
+				}
+				fd->n = object_pairs(jb, &fd->keys, &fd->vals);
+				fd->cap = JB_ROOT_COUNT(jb) > 0 ? JB_ROOT_COUNT(jb) : 1;
+				fd->valid = true;
+				fd->dirty = false;
+			}
+		}
+		else
+			fuse_op(&s->ops[i], fd);
+	}
 }
 
 /* ------------------------------------------------------------------------
@@ -1203,6 +1348,7 @@ es_upcast_values(EsUpcastCache *c, const EsEventAttrs *a, TupleDesc desc,
 	ErrorContextCallback errcallback;
 	UpcastErrorContext ec;
 	int			steps = 0;
+	FusedData	fd = {0};
 
 	if (c == NULL || !c->active || a->event_type == 0 || a->data == 0 ||
 		nulls[a->event_type - 1])
@@ -1230,9 +1376,12 @@ es_upcast_values(EsUpcastCache *c, const EsEventAttrs *a, TupleDesc desc,
 
 		CHECK_FOR_INTERRUPTS();
 		if (s->kind == STEP_TRANSFORM)
-			run_transform(s, &values[a->data - 1], &nulls[a->data - 1]);
+			run_transform_fused(s, &values[a->data - 1], &nulls[a->data - 1], &fd);
 		else
+		{
+			fuse_flush(&fd, &values[a->data - 1]);
 			run_function(c, s, desc, values, nulls, a);
+		}
 		sv++;
 		if (a->schema_version)
 		{
@@ -1245,6 +1394,7 @@ es_upcast_values(EsUpcastCache *c, const EsEventAttrs *a, TupleDesc desc,
 			t = find_type(c, values[a->event_type - 1]);
 		}
 	}
+	fuse_flush(&fd, &values[a->data - 1]);
 	error_context_stack = errcallback.previous;
 	return true;
 }
