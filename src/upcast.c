@@ -67,6 +67,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
@@ -520,7 +521,7 @@ cache_active(EsUpcastCache *c)
 
 /*
  * Load the registry into a new cache.  The tables are read as their owner
- * (readers need no privilege on them) with the caller's snapshot.
+ * (readers need no privilege on them) with the latest snapshot.
  */
 static EsUpcastCache *
 load_cache(void)
@@ -553,6 +554,14 @@ load_cache(void)
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
+		/*
+		 * The latest committed registry (and this transaction's own
+		 * changes), not the transaction's snapshot: the cache and the plans
+		 * that hold its answer outlive the transaction, so one loaded under
+		 * an older REPEATABLE READ snapshot would keep a chain from
+		 * applying after the change that the invalidation announced.
+		 */
+		PushActiveSnapshot(GetLatestSnapshot());
 		rc = SPI_execute(
 						 "SELECT t.event_type, coalesce(v.current_version, 1), u.from_version, "
 						 "u.upcaster, u.takes_event, u.transform, u.new_event_type, u.registered_by, "
@@ -564,6 +573,7 @@ load_cache(void)
 						 "LEFT JOIN event_store.upcasters u "
 						 "  ON u.event_type OPERATOR(pg_catalog.=) t.event_type "
 						 "ORDER BY t.event_type COLLATE \"C\", u.from_version", true, 0);
+		PopActiveSnapshot();
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "reading event_store.upcasters failed: %s", SPI_result_code_string(rc));
 
