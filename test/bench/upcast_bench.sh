@@ -11,23 +11,24 @@
 # cluster owned by the postgres OS user is made and removed (test/bench/lib.sh).
 #
 # Each timing is taken inside the server (clock_timestamp around the
-# statement, in a PL/pgSQL loop; the first run of each is discarded) and
-# the report gives medians and ratios:
+# statement, in a PL/pgSQL loop; the first run is discarded).  Ratios come
+# from interleaved pairs -- the two reads alternated BENCH_PAIRS times (401;
+# 101 with --quick), in each order; the ratio is the geometric mean of the
+# two orders' median pair ratios, which cancels the order's own bias and
+# keeps a shared machine's noise out of the ratio (it hits both alike):
 #   1. read_stream of 1,000 events, all through one declarative rename
 #      (target: <= 1.3x the same read of a type without upcasters);
 #   2. the same with a SQL-function upcaster (target: <= 3x);
 #   3. state_as_of over 10,000 events through a two-step declarative chain
-#      (target: <= 1.5x the same fold without upcasters);
+#      (target: <= 1.5x the same fold of a type without upcasters);
 #   4. read_stream of 1,000 events already at the current version of a type
 #      that has upcasters (target: <= 1.05x);
 #   5. first, before anything is registered: read_stream against a copy of
-#      1.10's read_stream (target: <= 1.03x), timed in BENCH_PAIRS (401;
-#      101 with --quick) interleaved pairs in each order; the ratio is the
-#      geometric mean of the two orders' median pair ratios (which cancels
-#      the order's own bias); and both against the plain SELECT;
-# and, for information, reads of a type without upcasters once other types
-# have chains (each row then passes event_store._upcast(), which returns it
-# untouched).
+#      1.10's read_stream (target: <= 1.03x);
+# and, for information, a type without upcasters once other types have
+# chains (each row then passes event_store._upcast(), which returns it
+# untouched) against 1.10's read_stream and the plain SELECT, and medians
+# of BENCH_REPS (31; 11 with --quick) separate timings.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -38,7 +39,7 @@ PAIRS=${BENCH_PAIRS:-401}
 for arg in "$@"; do
     case $arg in
         --quick) REPS=${BENCH_REPS:-11}; PAIRS=${BENCH_PAIRS:-101} ;;
-        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -137,7 +138,7 @@ INSERT INTO r0 SELECT 'read_stream 1,000, nothing registered', (SELECT med_b FRO
 INSERT INTO r0 SELECT '1.10 read_stream (a copy), 1,000', (SELECT med_a FROM p0 LIMIT 1);
 SQL
 # 2. the chains
-"${PSQL[@]}" <<'SQL'
+"${PSQL[@]}" -o /dev/null <<'SQL'
 SELECT event_store.register_upcaster('BDecl', 1, '{"rename": {"cust": "customer"}}'::jsonb);
 SELECT event_store.register_upcaster('BFn', 1, 'rename_cust(jsonb)'::regprocedure);
 SELECT event_store.register_upcaster('BCur', 1, '{"rename": {"cust": "customer"}}'::jsonb);
@@ -145,45 +146,54 @@ SELECT event_store.register_upcaster('FChain', 1, '{"rename": {"cust": "customer
 SELECT event_store.register_upcaster('FChain', 2, '{"set": {"currency": "EUR"}, "remove": ["k3"]}'::jsonb);
 SELECT event_store.set_event_schema('BDecl', 2), event_store.set_event_schema('BFn', 2),
        event_store.set_event_schema('BCur', 2), event_store.set_event_schema('FChain', 3);
--- a stream of a type with upcasters whose events are all at the current version
+-- a stream of a type with upcasters whose events are all at the current
+-- version, and the same data in a type without upcasters (its baseline:
+-- the same bytes to print)
 SELECT event_store.append('bcurrent-1', ARRAY(
     SELECT event_store.event('BCur', jsonb_build_object('customer', 'c' || i, 'amount', i, 'note', repeat('x', 40)))
       FROM generate_series(1, 1000) i), NULL) IS NOT NULL AS appended;
+SELECT event_store.append('bnonecust-1', ARRAY(
+    SELECT event_store.event('BNone', jsonb_build_object('customer', 'c' || i, 'amount', i, 'note', repeat('x', 40)))
+      FROM generate_series(1, 1000) i), NULL) IS NOT NULL AS appended;
+VACUUM ANALYZE;
 SQL
-"${PSQL[@]}" -v reps="$REPS" <<'SQL'
+"${PSQL[@]}" -v reps="$REPS" -v pairs="$PAIRS" <<'SQL'
 \pset footer off
+-- each target: the read with the chain against the same read of a type
+-- without upcasters, in interleaved pairs, both orders (as in 1.)
+CREATE TEMP TABLE q (what text, target text, base text, stmt text, against text);
+INSERT INTO q VALUES
+ ('read_stream 1,000, declarative rename', '1.3', 'read_stream, type without upcasters',
+  $$SELECT sum(length(data::text)) FROM event_store.read_stream('bdecl-1')$$,
+  $$SELECT sum(length(data::text)) FROM event_store.read_stream('bnone-1')$$),
+ ('read_stream 1,000, SQL-function upcaster', '3', 'read_stream, type without upcasters',
+  $$SELECT sum(length(data::text)) FROM event_store.read_stream('bfn-1')$$,
+  $$SELECT sum(length(data::text)) FROM event_store.read_stream('bnone-1')$$),
+ ('read_stream 1,000, at the current version', '1.05', 'read_stream, type without upcasters',
+  $$SELECT sum(length(data::text)) FROM event_store.read_stream('bcurrent-1')$$,
+  $$SELECT sum(length(data::text)) FROM event_store.read_stream('bnonecust-1')$$),
+ ('state_as_of 10,000, two declarative steps', '1.5', 'state_as_of, type without upcasters',
+  $$SELECT event_store.state_as_of('fchain-1')$$,
+  $$SELECT event_store.state_as_of('fnone-1')$$),
+ ('read_stream 1,000, type without upcasters (others have chains)', NULL, '1.10 read_stream',
+  $$SELECT sum(length(data::text)) FROM event_store.read_stream('bnone-1')$$,
+  $$SELECT sum(length(data::text)) FROM read_stream_110('bnone-1')$$),
+ ('read_stream 1,000, type without upcasters (others have chains)', NULL, 'plain SELECT',
+  $$SELECT sum(length(data::text)) FROM event_store.read_stream('bnone-1')$$,
+  $$SELECT sum(length(data::text)) FROM (SELECT * FROM event_store.events e WHERE e.stream_id = 'bnone-1' ORDER BY e.stream_version LIMIT 1000) x$$);
 CREATE TEMP TABLE r AS
-SELECT 'read_stream 1,000, type without upcasters (others have)' AS what,
-       bench($$SELECT sum(length(data::text)) FROM event_store.read_stream('bnone-1')$$, :reps) AS ms
-UNION ALL SELECT 'read_stream 1,000, declarative rename',
-       bench($$SELECT sum(length(data::text)) FROM event_store.read_stream('bdecl-1')$$, :reps)
-UNION ALL SELECT 'read_stream 1,000, SQL-function upcaster',
-       bench($$SELECT sum(length(data::text)) FROM event_store.read_stream('bfn-1')$$, :reps)
-UNION ALL SELECT 'read_stream 1,000, at the current version',
-       bench($$SELECT sum(length(data::text)) FROM event_store.read_stream('bcurrent-1')$$, :reps)
-UNION ALL SELECT 'plain SELECT from the table, 1,000 (before 1.11)',
-       bench($$SELECT sum(length(data::text)) FROM (SELECT * FROM event_store.events e WHERE e.stream_id = 'bnone-1' ORDER BY e.stream_version LIMIT 1000) x$$, :reps)
-UNION ALL SELECT 'state_as_of 10,000, type without upcasters (others have)',
-       bench($$SELECT event_store.state_as_of('fnone-1')$$, :reps)
-UNION ALL SELECT 'state_as_of 10,000, two declarative steps',
-       bench($$SELECT event_store.state_as_of('fchain-1')$$, :reps);
-SELECT what, round(ms::numeric, 3) AS ms FROM r0 UNION ALL SELECT what, round(ms::numeric, 3) FROM r;
-SELECT 'declarative rename / none (target <= 1.3)' AS ratio,
-       round(((SELECT ms FROM r WHERE what LIKE '%declarative rename') / (SELECT ms FROM r WHERE what LIKE 'read_stream%without upcasters%'))::numeric, 3) AS value
-UNION ALL SELECT 'SQL-function upcaster / none (target <= 3)',
-       round(((SELECT ms FROM r WHERE what LIKE '%SQL-function%') / (SELECT ms FROM r WHERE what LIKE 'read_stream%without upcasters%'))::numeric, 3)
-UNION ALL SELECT 'state_as_of two steps / none (target <= 1.5)',
-       round(((SELECT ms FROM r WHERE what LIKE '%two declarative%') / (SELECT ms FROM r WHERE what LIKE 'state_as_of%without upcasters%'))::numeric, 3)
-UNION ALL SELECT 'at the current version / none (target <= 1.05)',
-       round(((SELECT ms FROM r WHERE what LIKE '%current version') / (SELECT ms FROM r WHERE what LIKE 'read_stream%without upcasters%'))::numeric, 3)
-UNION ALL SELECT 'nothing registered: read_stream / 1.10 read_stream, pairs (target <= 1.03)',
-       round(sqrt((SELECT med_ratio FROM p0 LIMIT 1) / (SELECT med_ratio FROM p0 OFFSET 1 LIMIT 1))::numeric, 3)
-UNION ALL SELECT 'nothing registered: read_stream / plain SELECT (information)',
-       round(((SELECT ms FROM r0 WHERE what = 'read_stream 1,000, nothing registered') / (SELECT ms FROM r0 WHERE what LIKE 'plain%'))::numeric, 3)
-UNION ALL SELECT '1.10 read_stream / plain SELECT (information)',
-       round(((SELECT ms FROM r0 WHERE what = '1.10 read_stream (a copy), 1,000') / (SELECT ms FROM r0 WHERE what LIKE 'plain%'))::numeric, 3)
-UNION ALL SELECT 'others have chains: read_stream / plain SELECT (information)',
-       round(((SELECT ms FROM r WHERE what LIKE 'read_stream%without upcasters%') / (SELECT ms FROM r WHERE what LIKE 'plain%'))::numeric, 3)
-UNION ALL SELECT 'others have chains: state_as_of / nothing registered (information)',
-       round(((SELECT ms FROM r WHERE what LIKE 'state_as_of%without upcasters%') / (SELECT ms FROM r0 WHERE what LIKE 'state_as_of%'))::numeric, 3);
+SELECT q.what, q.base, q.target, f.med_b AS ms, f.med_a AS base_ms,
+       sqrt(f.med_ratio / b.med_ratio) AS ratio
+  FROM q, LATERAL pairs(q.against, q.stmt, :pairs) f, LATERAL pairs(q.stmt, q.against, :pairs) b;
+SELECT what, round(ms::numeric, 3) AS ms FROM r0;
+SELECT what, 'vs ' || base AS against, round(ms::numeric, 3) AS ms, round(base_ms::numeric, 3) AS against_ms,
+       round(ratio::numeric, 3) AS ratio, coalesce('<= ' || target, '(information)') AS target
+  FROM r;
+SELECT 'nothing registered: read_stream / 1.10 read_stream, pairs' AS ratio,
+       round(sqrt((SELECT med_ratio FROM p0 LIMIT 1) / (SELECT med_ratio FROM p0 OFFSET 1 LIMIT 1))::numeric, 3) AS value,
+       '<= 1.03' AS target
+UNION ALL SELECT 'nothing registered: read_stream / plain SELECT, medians',
+       round(((SELECT ms FROM r0 WHERE what = 'read_stream 1,000, nothing registered') / (SELECT ms FROM r0 WHERE what LIKE 'plain%'))::numeric, 3), '(information)'
+UNION ALL SELECT 'nothing registered: 1.10 read_stream / plain SELECT, medians',
+       round(((SELECT ms FROM r0 WHERE what = '1.10 read_stream (a copy), 1,000') / (SELECT ms FROM r0 WHERE what LIKE 'plain%'))::numeric, 3), '(information)';
 SQL
