@@ -1213,6 +1213,8 @@ AS $$
              ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
              LIMIT $3) u
 $$;
+REVOKE ALL ON FUNCTION event_store._read_stream_upcast(text, bigint, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._read_stream_upcast(text, bigint, int) TO event_store_reader;
 
 CREATE FUNCTION event_store._read_stream_plain(stream_id text, from_version bigint, max_count int)
 RETURNS SETOF event_store.events
@@ -1232,6 +1234,8 @@ AS $$
      ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
      LIMIT $3
 $$;
+REVOKE ALL ON FUNCTION event_store._read_stream_plain(text, bigint, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._read_stream_plain(text, bigint, int) TO event_store_reader;
 
 CREATE OR REPLACE FUNCTION event_store.read_stream(
     stream_id text, from_version bigint DEFAULT 1, max_count int DEFAULT 1000)
@@ -1279,6 +1283,8 @@ AS $$
              ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
              LIMIT $3) u
 $$;
+REVOKE ALL ON FUNCTION event_store._read_stream_backward_upcast(text, bigint, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._read_stream_backward_upcast(text, bigint, int) TO event_store_reader;
 
 CREATE FUNCTION event_store._read_stream_backward_plain(stream_id text, from_version bigint, max_count int)
 RETURNS SETOF event_store.events
@@ -1297,6 +1303,8 @@ AS $$
      ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
      LIMIT $3
 $$;
+REVOKE ALL ON FUNCTION event_store._read_stream_backward_plain(text, bigint, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._read_stream_backward_plain(text, bigint, int) TO event_store_reader;
 
 CREATE OR REPLACE FUNCTION event_store.read_stream_backward(
     stream_id text, from_version bigint DEFAULT NULL, max_count int DEFAULT 1000)
