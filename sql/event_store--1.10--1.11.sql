@@ -1568,3 +1568,1700 @@ GRANT EXECUTE ON FUNCTION event_store._feed_waiters() TO event_store_reader;
 
 COMMENT ON FUNCTION event_store.feed_mode() IS
   '''registry'' when event_store is in shared_preload_libraries: gap-free by a shared-memory registry, wait_for_feed() is woken by committing appenders and NOTIFYs are coalesced by a worker. ''locks'' when not preloaded: gap-free by advisory locks, wait_for_feed() polls every 10 ms, and every appending transaction sends its own NOTIFY.';
+
+------------------------------------------------------------------------------
+-- issue 29: subscriptions that survive failures: nack(), retries with
+-- backoff, parking, parked_events, replay_parked() and skip_parked().
+--
+-- A subscription now has max_attempts (1 to 1000, default 5) and
+-- retry_delay (over 0, at most 1 day, default 1 second).  nack() records a
+-- failed delivery in subscription_retries; the n-th retry of an event is
+-- due retry_delay * 2^(n-1) after its n-th nack (the exponent capped at
+-- 16), and the max_attempts-th nack parks it.  poll() delivers, in
+-- position order: retries that are due, and events after the member's
+-- checkpoint, but never an event of a stream that has an earlier event
+-- waiting (for its retry, or behind another one): per stream order holds.
+-- A parked event no longer holds its stream back.  ack(p) resolves the
+-- retries at or before p that poll() delivered, and keeps the events after
+-- the checkpoint that poll() held back as "held" rows, delivered once
+-- their stream's earlier event is resolved or parked.  The guarantee (at
+-- least once, ordered per stream, group size changes): README
+-- "Failures: nack, retries and parking".
+------------------------------------------------------------------------------
+ALTER TABLE event_store.subscriptions
+    ADD COLUMN max_attempts int NOT NULL DEFAULT 5
+        CONSTRAINT subscriptions_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000),
+    ADD COLUMN retry_delay interval NOT NULL DEFAULT '1 second'
+        CONSTRAINT subscriptions_retry_delay_check CHECK (retry_delay > '0' AND retry_delay <= '1 day');
+
+-- One row per event of a subscription that failed (nack) or waits behind
+-- one of its stream that did (held: attempts 0).  Rows follow the stream:
+-- the member that receives it is computed at poll time, for the group size
+-- polled.
+CREATE TABLE event_store.subscription_retries (
+    name            text NOT NULL REFERENCES event_store.subscriptions (name) ON DELETE CASCADE,
+    global_position bigint NOT NULL,
+    stream_id       text NOT NULL,
+    event_type      text NOT NULL,
+    attempts        int NOT NULL CHECK (attempts >= 0),
+    last_error      text,
+    first_failed_at timestamptz,
+    last_failed_at  timestamptz,
+    next_attempt_at timestamptz,
+    delivered_at    timestamptz,
+    state           text NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'parked', 'skipped')),
+    PRIMARY KEY (name, global_position)
+);
+CREATE INDEX subscription_retries_stream ON event_store.subscription_retries (name, stream_id, global_position);
+SELECT pg_catalog.pg_extension_config_dump('event_store.subscription_retries', '');
+COMMENT ON TABLE event_store.subscription_retries IS
+  'Events of subscriptions that were nacked (attempts >= 1; state parked after max_attempts), wait behind an earlier event of their stream (held, attempts 0), or were skipped (skip_parked(), until the checkpoint passes them).';
+REVOKE ALL ON event_store.subscription_retries FROM PUBLIC;
+GRANT SELECT ON event_store.subscription_retries TO event_store_reader;
+-- nack(), ack() and poll() run as the consumer, like the checkpoint writes.
+GRANT INSERT, DELETE ON event_store.subscription_retries TO event_store_reader;
+GRANT UPDATE (attempts, last_error, first_failed_at, last_failed_at, next_attempt_at, delivered_at, state)
+    ON event_store.subscription_retries TO event_store_reader;
+GRANT INSERT, UPDATE, DELETE ON event_store.subscription_retries TO event_store_admin;
+
+-- The 3-argument subscribe() would make calls with 3 arguments ambiguous.
+DROP FUNCTION event_store.subscribe(text, text[], text[]);
+CREATE FUNCTION event_store.subscribe(
+    name text, categories text[] DEFAULT NULL, event_types text[] DEFAULT NULL,
+    max_attempts int DEFAULT 5, retry_delay interval DEFAULT '1 second')
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s event_store.subscriptions;
+BEGIN
+    PERFORM event_store._check_name(subscribe.name, 'subscription');
+    PERFORM event_store._check_filter(categories, 'categories');
+    PERFORM event_store._check_filter(event_types, 'event_types');
+    IF subscribe.max_attempts IS NULL OR subscribe.max_attempts NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and 1000, got %', coalesce(subscribe.max_attempts::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'max_attempts 1 parks an event at its first nack().';
+    END IF;
+    IF subscribe.retry_delay IS NULL OR NOT (subscribe.retry_delay > '0' AND subscribe.retry_delay <= '1 day') THEN
+        RAISE EXCEPTION 'retry_delay must be over 0 and at most 1 day, got %', coalesce(subscribe.retry_delay::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO event_store.subscriptions (name, categories, event_types, max_attempts, retry_delay)
+    VALUES (subscribe.name, subscribe.categories, subscribe.event_types, subscribe.max_attempts, subscribe.retry_delay)
+    ON CONFLICT ON CONSTRAINT subscriptions_pkey DO NOTHING;
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    SELECT * INTO s FROM event_store.subscriptions x WHERE x.name = subscribe.name;
+    IF s.categories IS DISTINCT FROM subscribe.categories OR s.event_types IS DISTINCT FROM subscribe.event_types THEN
+        RAISE EXCEPTION 'subscription "%" already exists with other filters', subscribe.name
+            USING ERRCODE = 'duplicate_object',
+                  DETAIL = format('It has categories %s and event_types %s.',
+                                  coalesce(s.categories::text, 'NULL'), coalesce(s.event_types::text, 'NULL')),
+                  HINT = 'Unsubscribe first, or use another name.';
+    END IF;
+    -- The retry policy may change; rows already waiting keep their times.
+    UPDATE event_store.subscriptions x
+       SET max_attempts = subscribe.max_attempts, retry_delay = subscribe.retry_delay
+     WHERE x.name = subscribe.name
+       AND (x.max_attempts, x.retry_delay) IS DISTINCT FROM (subscribe.max_attempts, subscribe.retry_delay);
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION event_store.subscribe(text, text[], text[], int, interval) IS
+  'Create a subscription (true), or nothing when it exists with the same filters (false; its max_attempts and retry_delay are set). It starts at the beginning of the log.';
+REVOKE ALL ON FUNCTION event_store.subscribe(text, text[], text[], int, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.subscribe(text, text[], text[], int, interval) TO event_store_admin;
+
+-- The delay before the n-th retry (after the n-th nack): retry_delay *
+-- 2^(n-1), the exponent capped at 16 so that it cannot overflow.
+CREATE FUNCTION event_store.retry_backoff(retry_delay interval, attempt int) RETURNS interval
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+RETURN retry_delay * pg_catalog.power(2, least(greatest(attempt, 1) - 1, 16))::float8;
+COMMENT ON FUNCTION event_store.retry_backoff(interval, int) IS
+  'The delay before the retry that follows an event''s attempt-th nack(): retry_delay * 2^(attempt-1), exponent capped at 16.';
+REVOKE ALL ON FUNCTION event_store.retry_backoff(interval, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.retry_backoff(interval, int) TO event_store_reader;
+
+-- Whether poll() holds back an event at pos of stream: an unparked retry
+-- row of an earlier event of the same stream waits.
+CREATE FUNCTION event_store._subscription_held(name text, stream_id text, pos bigint) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                WHERE r.name = $1 AND r.stream_id = $2 AND r.global_position < $3 AND r.state = 'waiting');
+REVOKE ALL ON FUNCTION event_store._subscription_held(text, text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._subscription_held(text, text, bigint) TO event_store_reader;
+
+CREATE OR REPLACE FUNCTION event_store.poll(
+    name text, max_count int DEFAULT 100,
+    consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    s       event_store.subscriptions;
+    member  int := coalesce(consumer_group_member, 0);
+    size    int := coalesce(consumer_group_size, 1);
+    after_position bigint;
+    horizon        bigint;
+    scan_from      timestamptz;
+    scan_to        timestamptz;
+    categories     text[];
+    pending        boolean;
+    retries        bigint[];
+    fresh          int;
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
+    IF max_count IS NULL OR max_count <= 0 THEN
+        RAISE EXCEPTION 'max_count must be positive, got %', coalesce(max_count::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'poll() needs READ COMMITTED'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'The feed horizon must be read before the snapshot that reads the events.';
+    END IF;
+    after_position := event_store._subscription_position(name, member, size);
+    -- The horizon first; the next statement reads with a newer snapshot.
+    horizon := event_store.feed_horizon();
+    scan_from := event_store._feed_scan_from(after_position);
+    scan_to := event_store._feed_scan_to(horizon);
+    -- Retries (and held events) of this member's streams that are due and
+    -- first of their stream; they are marked delivered, for ack() and nack().
+    -- (pending: any row, parked or not; a row's event is never new.)
+    pending := EXISTS (SELECT 1 FROM event_store.subscription_retries r WHERE r.name = poll.name);
+    IF pending THEN
+        retries := ARRAY(
+            SELECT r.global_position
+              FROM event_store.subscription_retries r
+             WHERE r.name = poll.name AND r.state = 'waiting'
+               AND r.global_position <= horizon
+               AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= pg_catalog.now())
+               AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
+               AND NOT event_store._subscription_held(poll.name, r.stream_id, r.global_position)
+             ORDER BY r.global_position
+             LIMIT max_count);
+        UPDATE event_store.subscription_retries r SET delivered_at = pg_catalog.now()
+         WHERE r.name = poll.name AND r.global_position = ANY (retries);
+    ELSE
+        retries := '{}';
+    END IF;
+    -- Retries first, then new events: max_count in all.
+    fresh := max_count - pg_catalog.cardinality(retries);
+    RETURN QUERY
+        SELECT e.* FROM event_store.events e
+         WHERE e.global_position = ANY (retries)
+         ORDER BY e.global_position;
+    IF fresh = 0 THEN
+        RETURN;
+    END IF;
+    IF s.categories IS NULL THEN
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+               AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+               AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+             ORDER BY e.global_position
+             LIMIT fresh;
+        RETURN;
+    END IF;
+    -- each category once, subscripts from 1 (whatever the stored array's bounds)
+    categories := ARRAY(SELECT DISTINCT c FROM pg_catalog.unnest(s.categories) AS c);
+    IF pg_catalog.cardinality(categories) = 1 THEN
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+               AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+               AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT fresh;
+        RETURN;
+    END IF;
+    -- Each category's index read in position order, up to max_count rows
+    -- each, then merged: a read stops after the rows it returns instead of
+    -- collecting and sorting the category's whole rest of the log.
+    RETURN QUERY
+        SELECT x.*
+          FROM pg_catalog.unnest(categories) AS c(category)
+         CROSS JOIN LATERAL (
+               SELECT e.*
+                 FROM event_store.events e
+                WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                  AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                  AND e.recorded_at >= scan_from
+                  AND e.recorded_at < scan_to
+                  AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                  AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                  AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                       WHERE r.name = poll.name AND r.global_position = e.global_position)
+                           OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                LIMIT fresh) x
+         ORDER BY x.global_position
+         LIMIT fresh;
+END
+$$;
+COMMENT ON FUNCTION event_store.poll(text, int, int, int) IS
+  'The next events of a subscription (member): retries that are due, then events after its checkpoint from the gap-free feed, by global_position; never an event whose stream has an earlier one waiting. Does not move the checkpoint: ack() does.';
+
+CREATE OR REPLACE FUNCTION event_store.ack(
+    name text, "position" bigint,
+    consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s       event_store.subscriptions;
+    member  int := coalesce(consumer_group_member, 0);
+    size    int := coalesce(consumer_group_size, 1);
+    after_position bigint;
+BEGIN
+    s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
+    IF ack.position IS NULL THEN
+        RAISE EXCEPTION 'position must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF ack.position < 0 OR ack.position > event_store._last_drawn_position() THEN
+        RAISE EXCEPTION 'position % is not a position of the log', ack.position
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Positions drawn so far: 1 to %s.', event_store._last_drawn_position()),
+                  HINT = 'Acknowledge the global_position of the last event poll() returned and you handled.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM event_store.subscription_retries r WHERE r.name = ack.name AND r.state <> 'parked') THEN
+        after_position := event_store._subscription_position(ack.name, member, size);
+        -- Events the checkpoint passes that poll() held back behind an
+        -- earlier event of their stream stay, as held rows.
+        INSERT INTO event_store.subscription_retries (name, global_position, stream_id, event_type, attempts)
+        SELECT ack.name, e.global_position, e.stream_id, e.event_type, 0
+          FROM event_store.events e
+         WHERE e.global_position > after_position AND e.global_position <= ack.position
+           AND (s.categories IS NULL OR pg_catalog.split_part(e.stream_id, '-', 1) = ANY (s.categories))
+           AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+           AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+           AND NOT EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                            WHERE r.name = ack.name AND r.global_position = e.global_position)
+           AND event_store._subscription_held(ack.name, e.stream_id, e.global_position);
+        -- Retries and held events poll() delivered are done.
+        DELETE FROM event_store.subscription_retries r
+         WHERE r.name = ack.name AND r.global_position <= ack.position
+           AND r.state = 'waiting' AND r.delivered_at IS NOT NULL
+           AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size));
+        -- Skipped events kept poll() from delivering them again while they
+        -- were after the checkpoint; once it passes them they can go.
+        DELETE FROM event_store.subscription_retries r
+         WHERE r.name = ack.name AND r.state = 'skipped'
+           AND r.global_position <= greatest(after_position, ack.position)
+           AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size));
+    END IF;
+    INSERT INTO event_store.subscription_checkpoints AS c
+           (name, consumer_group_member, consumer_group_size, position, updated_at)
+    VALUES (ack.name, member, size, ack.position, now())
+    ON CONFLICT ON CONSTRAINT subscription_checkpoints_pkey
+    DO UPDATE SET position = greatest(c.position, excluded.position), updated_at = excluded.updated_at;
+END
+$$;
+COMMENT ON FUNCTION event_store.ack(text, bigint, int, int) IS
+  'Acknowledge everything poll() delivered up to position for a subscription (member), retries included; the checkpoint never moves back. Events nacked and not redelivered since stay waiting.';
+
+-- A consumer failed on an event poll() gave it: record the attempt and when
+-- to retry, or park it.  The reason is kept for parked_events (at most
+-- 10000 characters).
+CREATE FUNCTION event_store.nack(
+    subscription text, "position" bigint, reason text,
+    consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    s       event_store.subscriptions;
+    member  int := coalesce(consumer_group_member, 0);
+    size    int := coalesce(consumer_group_size, 1);
+    r       event_store.subscription_retries;
+    e       record;
+    n       int;
+BEGIN
+    s := event_store._subscription_args(subscription, consumer_group_member, consumer_group_size);
+    IF nack.position IS NULL THEN
+        RAISE EXCEPTION 'position must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF reason IS NULL THEN
+        RAISE EXCEPTION 'reason must not be null' USING ERRCODE = 'null_value_not_allowed',
+              HINT = 'Pass the error the handler raised; parked_events shows it.';
+    END IF;
+    IF pg_catalog.length(reason) > 10000 THEN
+        RAISE EXCEPTION 'reason is too long: % characters', pg_catalog.length(reason)
+            USING ERRCODE = 'string_data_right_truncation',
+                  DETAIL = 'A reason has at most 10000 characters.';
+    END IF;
+    SELECT * INTO r FROM event_store.subscription_retries x
+     WHERE x.name = nack.subscription AND x.global_position = nack.position
+       FOR UPDATE;
+    IF FOUND THEN
+        IF size > 1 AND NOT event_store._in_consumer_group(r.stream_id, member, size) THEN
+            RAISE EXCEPTION 'event at position % was not delivered to member % of %', nack.position, member, size
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Its stream %s goes to member %s.', r.stream_id,
+                                      event_store.consumer_group_member(r.stream_id, size));
+        END IF;
+        IF r.state = 'skipped' THEN
+            RAISE EXCEPTION 'event at position % of subscription "%" was skipped', nack.position, nack.subscription
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'skip_parked() dropped it.';
+        END IF;
+        IF r.state = 'parked' THEN
+            RAISE EXCEPTION 'event at position % of subscription "%" is parked', nack.position, nack.subscription
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'event_store.replay_parked() puts it back into delivery.';
+        END IF;
+        IF r.delivered_at IS NULL THEN
+            RAISE EXCEPTION 'event at position % of subscription "%" was not delivered since its last nack', nack.position, nack.subscription
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = CASE WHEN r.next_attempt_at IS NULL THEN 'It waits behind an earlier event of its stream.'
+                                    ELSE 'It waits for its retry (next_attempt_at in event_store.subscription_retries).' END;
+        END IF;
+        n := r.attempts + 1;
+        UPDATE event_store.subscription_retries x
+           SET attempts = n, last_error = reason, last_failed_at = pg_catalog.now(),
+               first_failed_at = coalesce(x.first_failed_at, pg_catalog.now()),
+               state = CASE WHEN n >= s.max_attempts THEN 'parked' ELSE 'waiting' END,
+               next_attempt_at = CASE WHEN n >= s.max_attempts THEN NULL
+                                      ELSE pg_catalog.now() + event_store.retry_backoff(s.retry_delay, n) END,
+               delivered_at = NULL
+         WHERE x.name = nack.subscription AND x.global_position = nack.position;
+        RETURN CASE WHEN n >= s.max_attempts THEN 'parked' ELSE 'retry' END;
+    END IF;
+    -- A first failure: an event after the member's checkpoint that poll()
+    -- delivered to it (it matches, and no earlier event of its stream waits).
+    IF nack.position <= event_store._subscription_position(nack.subscription, member, size) THEN
+        RAISE EXCEPTION 'event at position % of subscription "%" is already acknowledged', nack.position, nack.subscription
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('The checkpoint is at %s.', event_store._subscription_position(nack.subscription, member, size));
+    END IF;
+    SELECT x.global_position, x.stream_id, x.event_type INTO e
+      FROM event_store.events x
+     WHERE x.global_position = nack.position AND x.global_position <= event_store.feed_horizon();
+    IF NOT FOUND
+       OR NOT (s.categories IS NULL OR pg_catalog.split_part(e.stream_id, '-', 1) = ANY (s.categories))
+       OR NOT (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+       OR NOT (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size)) THEN
+        RAISE EXCEPTION 'event at position % was not delivered to subscription "%"%', nack.position, nack.subscription,
+                        CASE WHEN size > 1 THEN format(' member %s of %s', member, size) ELSE '' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Nack the global_position of an event poll() returned.';
+    END IF;
+    IF event_store._subscription_held(nack.subscription, e.stream_id, nack.position) THEN
+        RAISE EXCEPTION 'event at position % of subscription "%" was not delivered', nack.position, nack.subscription
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'An earlier event of its stream waits for a retry.';
+    END IF;
+    n := 1;
+    INSERT INTO event_store.subscription_retries AS x
+           (name, global_position, stream_id, event_type, attempts, last_error,
+            first_failed_at, last_failed_at, next_attempt_at, state)
+    VALUES (nack.subscription, nack.position, e.stream_id, e.event_type, n, reason,
+            pg_catalog.now(), pg_catalog.now(),
+            CASE WHEN n >= s.max_attempts THEN NULL ELSE pg_catalog.now() + event_store.retry_backoff(s.retry_delay, n) END,
+            CASE WHEN n >= s.max_attempts THEN 'parked' ELSE 'waiting' END)
+    ON CONFLICT ON CONSTRAINT subscription_retries_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event at position % of subscription "%" was nacked concurrently', nack.position, nack.subscription
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'It waits for its retry.';
+    END IF;
+    RETURN CASE WHEN n >= s.max_attempts THEN 'parked' ELSE 'retry' END;
+END
+$$;
+COMMENT ON FUNCTION event_store.nack(text, bigint, text, int, int) IS
+  'A delivered event failed: it comes back from poll() after retry_backoff(retry_delay, attempts); at max_attempts it is parked. Returns ''retry'' or ''parked''.';
+REVOKE ALL ON FUNCTION event_store.nack(text, bigint, text, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.nack(text, bigint, text, int, int) TO event_store_reader;
+
+CREATE VIEW event_store.parked_events AS
+SELECT r.name AS consumer, 'subscription'::text AS kind, r.global_position, r.stream_id, r.event_type,
+       r.attempts, r.last_error, r.first_failed_at, r.last_failed_at
+  FROM event_store.subscription_retries r
+ WHERE r.state = 'parked';
+COMMENT ON VIEW event_store.parked_events IS
+  'Events that failed max_attempts times (or were parked at once) and are out of delivery until replay_parked() or skip_parked().';
+REVOKE ALL ON event_store.parked_events FROM PUBLIC;
+GRANT SELECT ON event_store.parked_events TO event_store_reader;
+
+-- The consumer's parked rows to act on: all, or the one at position; an
+-- unknown consumer or position is an error.
+CREATE FUNCTION event_store._parked_args(consumer text, "position" bigint) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_store._check_name(consumer, 'consumer');
+    IF NOT EXISTS (SELECT 1 FROM event_store.subscriptions s WHERE s.name = consumer) THEN
+        RAISE EXCEPTION 'consumer "%" does not exist', consumer
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'A consumer is a subscription; see event_store.parked_events.';
+    END IF;
+    IF "position" IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM event_store.subscription_retries r
+         WHERE r.name = consumer AND r.global_position = "position" AND r.state = 'parked') THEN
+        RAISE EXCEPTION 'no parked event at position % of consumer "%"', "position", consumer
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'See event_store.parked_events.';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION event_store._parked_args(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._parked_args(text, bigint) TO event_store_reader;
+
+CREATE FUNCTION event_store.replay_parked(consumer text, "position" bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM event_store._parked_args(consumer, "position");
+    UPDATE event_store.subscription_retries r
+       SET state = 'waiting', attempts = 0, next_attempt_at = NULL, delivered_at = NULL
+     WHERE r.name = consumer AND r.state = 'parked' AND (replay_parked.position IS NULL OR r.global_position = replay_parked.position);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION event_store.replay_parked(text, bigint) IS
+  'Put a consumer''s parked event (all of them when position is NULL) back into delivery, with max_attempts new attempts; returns how many.';
+REVOKE ALL ON FUNCTION event_store.replay_parked(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.replay_parked(text, bigint) TO event_store_reader;
+
+CREATE FUNCTION event_store.skip_parked(consumer text, "position" bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM event_store._parked_args(consumer, "position");
+    UPDATE event_store.subscription_retries r
+       SET state = 'skipped', next_attempt_at = NULL, delivered_at = NULL
+     WHERE r.name = consumer AND r.state = 'parked' AND (skip_parked.position IS NULL OR r.global_position = skip_parked.position);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION event_store.skip_parked(text, bigint) IS
+  'Drop a consumer''s parked event (all of them when position is NULL) for good; returns how many.';
+REVOKE ALL ON FUNCTION event_store.skip_parked(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.skip_parked(text, bigint) TO event_store_reader;
+
+------------------------------------------------------------------------------
+-- issue 29: async projections that park failing events instead of
+-- blocking.  create_projection(..., on_error DEFAULT 'retry', max_attempts
+-- DEFAULT 5, retry_delay DEFAULT '1 second'):
+--   'stop'  a handler error aborts run_projection() (the behaviour before
+--           1.11, kept for projections registered before it);
+--   'park'  the event is parked at its first failure and the run goes on;
+--   'retry' the event is retried by later runs, retry_backoff(retry_delay, n)
+--           after its n-th failure, and parked at the max_attempts-th;
+--           later events of its stream wait for it (held), other streams go
+--           on.
+-- run_projection() (src/projection.c) calls the handler in a subtransaction
+-- for 'park' and 'retry', handles due retries before new events, and moves
+-- the checkpoint past failed and held events.  Inline projections ignore
+-- on_error: a handler error rolls the append back.
+------------------------------------------------------------------------------
+ALTER TABLE event_store.projection_registry
+    ADD COLUMN on_error text NOT NULL DEFAULT 'stop'
+        CONSTRAINT projection_registry_on_error_check CHECK (on_error IN ('retry', 'park', 'stop')),
+    ADD COLUMN max_attempts int NOT NULL DEFAULT 5
+        CONSTRAINT projection_registry_max_attempts_check CHECK (max_attempts BETWEEN 1 AND 1000),
+    ADD COLUMN retry_delay interval NOT NULL DEFAULT '1 second'
+        CONSTRAINT projection_registry_retry_delay_check CHECK (retry_delay > '0' AND retry_delay <= '1 day');
+-- Registered before 1.11: 'stop' (unchanged); from now on 'retry'.
+ALTER TABLE event_store.projection_registry ALTER COLUMN on_error SET DEFAULT 'retry';
+
+CREATE TABLE event_store.projection_retries (
+    name            text NOT NULL REFERENCES event_store.projection_registry (name) ON DELETE CASCADE,
+    global_position bigint NOT NULL,
+    stream_id       text NOT NULL,
+    event_type      text NOT NULL,
+    attempts        int NOT NULL CHECK (attempts >= 0),
+    last_error      text,
+    first_failed_at timestamptz,
+    last_failed_at  timestamptz,
+    next_attempt_at timestamptz,
+    state           text NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'parked')),
+    PRIMARY KEY (name, global_position)
+);
+CREATE INDEX projection_retries_stream ON event_store.projection_retries (name, stream_id, global_position);
+SELECT pg_catalog.pg_extension_config_dump('event_store.projection_retries', '');
+COMMENT ON TABLE event_store.projection_retries IS
+  'Events of async projections whose handler failed (attempts >= 1; parked after max_attempts, or at once with on_error ''park'') or that wait behind such an event of their stream (held, attempts 0).';
+REVOKE ALL ON event_store.projection_retries FROM PUBLIC;
+GRANT SELECT ON event_store.projection_retries TO event_store_reader;
+GRANT INSERT, UPDATE, DELETE ON event_store.projection_retries TO event_store_admin;
+
+DROP FUNCTION event_store.create_projection(text, regprocedure, text[], text[], text, regprocedure);
+CREATE FUNCTION event_store.create_projection(
+    name text, handler regprocedure, event_types text[] DEFAULT NULL,
+    categories text[] DEFAULT NULL, mode text DEFAULT 'inline',
+    reset regprocedure DEFAULT NULL, on_error text DEFAULT 'retry',
+    max_attempts int DEFAULT 5, retry_delay interval DEFAULT '1 second')
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_store._check_name(create_projection.name, 'projection');
+    IF handler IS NULL THEN
+        RAISE EXCEPTION 'projection handler must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF mode IS NULL OR mode NOT IN ('inline', 'async') THEN
+        RAISE EXCEPTION 'invalid projection mode "%"', coalesce(mode, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''inline'' (in the appending transaction) or ''async'' (run_projection()).';
+    END IF;
+    IF on_error IS NULL OR on_error NOT IN ('retry', 'park', 'stop') THEN
+        RAISE EXCEPTION 'invalid on_error "%"', coalesce(on_error, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''retry'' (with backoff, then park), ''park'' or ''stop''.';
+    END IF;
+    IF create_projection.max_attempts IS NULL OR create_projection.max_attempts NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and 1000, got %', coalesce(create_projection.max_attempts::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF create_projection.retry_delay IS NULL
+       OR NOT (create_projection.retry_delay > '0' AND create_projection.retry_delay <= '1 day') THEN
+        RAISE EXCEPTION 'retry_delay must be over 0 and at most 1 day, got %', coalesce(create_projection.retry_delay::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM event_store._check_handler(handler, 'handler');
+    IF reset IS NOT NULL THEN
+        PERFORM event_store._check_handler(reset, 'reset');
+    END IF;
+    PERFORM event_store._check_filter(event_types, 'event_types');
+    PERFORM event_store._check_filter(categories, 'categories');
+    IF EXISTS (SELECT 1 FROM event_store.projection_registry r WHERE r.name = create_projection.name) THEN
+        RAISE EXCEPTION 'projection "%" already exists', create_projection.name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Drop it first with event_store.drop_projection().';
+    END IF;
+    INSERT INTO event_store.projection_registry (name, handler, event_types, categories, mode, reset_handler,
+                                                 on_error, max_attempts, retry_delay)
+    VALUES (create_projection.name, handler::text, event_types, categories, mode, reset::text,
+            on_error, create_projection.max_attempts, create_projection.retry_delay);
+    INSERT INTO event_store.projection_checkpoints (name) VALUES (create_projection.name);
+END
+$$;
+COMMENT ON FUNCTION event_store.create_projection(text, regprocedure, text[], text[], text, regprocedure, text, int, interval) IS
+  'Register a projection: handler (event event_store.events) RETURNS void, optional filters, mode inline|async, optional reset function () RETURNS void for rebuilds, on_error retry|park|stop for async runs. Past events are not replayed: call rebuild_projection().';
+REVOKE ALL ON FUNCTION event_store.create_projection(text, regprocedure, text[], text[], text, regprocedure, text, int, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.create_projection(text, regprocedure, text[], text[], text, regprocedure, text, int, interval) TO event_store_admin;
+
+-- Called by run_projection() (C) for 'retry' and 'park' projections.
+-- Whether an event waits behind an earlier one of its stream.
+CREATE FUNCTION event_store._projection_held(name text, stream_id text, pos bigint) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+RETURN EXISTS (SELECT 1 FROM event_store.projection_retries r
+                WHERE r.name = $1 AND r.stream_id = $2 AND r.global_position < $3 AND r.state = 'waiting');
+
+-- Keep an event that waits behind an earlier one of its stream.
+CREATE FUNCTION event_store._projection_hold(name text, pos bigint, stream_id text, event_type text) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    INSERT INTO event_store.projection_retries (name, global_position, stream_id, event_type, attempts)
+    VALUES ($1, $2, $3, $4, 0)
+    ON CONFLICT ON CONSTRAINT projection_retries_pkey DO NOTHING;
+END;
+
+-- A handler failed on an event: count the attempt, schedule the retry or
+-- park it.  True when it waits (later events of its stream are held).
+CREATE FUNCTION event_store._projection_failed(name text, pos bigint, stream_id text, event_type text, error text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    reg event_store.projection_registry;
+    n   int;
+BEGIN
+    SELECT r.* INTO reg FROM event_store.projection_registry r WHERE r.name = _projection_failed.name;
+    n := coalesce((SELECT x.attempts FROM event_store.projection_retries x
+                    WHERE x.name = _projection_failed.name AND x.global_position = pos), 0) + 1;
+    INSERT INTO event_store.projection_retries AS x
+           (name, global_position, stream_id, event_type, attempts, last_error,
+            first_failed_at, last_failed_at, next_attempt_at, state)
+    VALUES (_projection_failed.name, pos, _projection_failed.stream_id, _projection_failed.event_type, n,
+            pg_catalog.left(error, 10000), pg_catalog.now(), pg_catalog.now(),
+            CASE WHEN reg.on_error = 'park' OR n >= reg.max_attempts THEN NULL
+                 ELSE pg_catalog.now() + event_store.retry_backoff(reg.retry_delay, n) END,
+            CASE WHEN reg.on_error = 'park' OR n >= reg.max_attempts THEN 'parked' ELSE 'waiting' END)
+    ON CONFLICT ON CONSTRAINT projection_retries_pkey DO UPDATE
+       SET attempts = excluded.attempts, last_error = excluded.last_error,
+           first_failed_at = coalesce(x.first_failed_at, excluded.first_failed_at),
+           last_failed_at = excluded.last_failed_at, next_attempt_at = excluded.next_attempt_at,
+           state = excluded.state;
+    RETURN NOT (reg.on_error = 'park' OR n >= reg.max_attempts);
+END
+$$;
+
+-- The waiting events whose turn has come: due, and first of their stream.
+CREATE FUNCTION event_store._projection_due(name text, max_count bigint)
+RETURNS TABLE (e event_store.events, global_position bigint, stream_id text, event_type text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT ev, ev.global_position, ev.stream_id, ev.event_type
+      FROM event_store.projection_retries r
+      JOIN event_store.events ev ON ev.global_position = r.global_position
+     WHERE r.name = $1 AND r.state = 'waiting'
+       AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= pg_catalog.now())
+       AND NOT event_store._projection_held($1, r.stream_id, r.global_position)
+     ORDER BY r.global_position
+     LIMIT $2;
+END;
+
+-- A retried or held event went through.
+CREATE FUNCTION event_store._projection_done(name text, pos bigint) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    DELETE FROM event_store.projection_retries r WHERE r.name = $1 AND r.global_position = $2;
+END;
+
+DO $$
+DECLARE
+    f text;
+BEGIN
+    FOREACH f IN ARRAY ARRAY['event_store._projection_held(text,text,bigint)',
+                             'event_store._projection_hold(text,bigint,text,text)',
+                             'event_store._projection_failed(text,bigint,text,text,text)',
+                             'event_store._projection_due(text,bigint)',
+                             'event_store._projection_done(text,bigint)'] LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO event_store_admin', f);
+    END LOOP;
+END
+$$;
+
+-- A rebuild starts the projection over: its retries and parked events go.
+CREATE OR REPLACE FUNCTION event_store._rebuild_start(name text, OUT mode text, OUT target bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    reg event_store.projection_registry;
+BEGIN
+    PERFORM event_store._check_name(_rebuild_start.name, 'projection');
+    SELECT r.* INTO reg FROM event_store.projection_registry r WHERE r.name OPERATOR(pg_catalog.=) _rebuild_start.name;
+    IF NOT FOUND THEN
+        PERFORM event_store._projection_not_found(_rebuild_start.name);
+    END IF;
+    PERFORM 1 FROM event_store.projection_checkpoints c WHERE c.name OPERATOR(pg_catalog.=) _rebuild_start.name FOR UPDATE;
+    target := event_store._last_drawn_position();
+    UPDATE event_store.projection_checkpoints c
+       SET position = 0, events_processed = 0, updated_at = pg_catalog.now(),
+           rebuild_started_at = pg_catalog.clock_timestamp(), rebuild_target = target, rebuild_finished_at = NULL
+     WHERE c.name OPERATOR(pg_catalog.=) _rebuild_start.name;
+    DELETE FROM event_store.projection_retries r WHERE r.name OPERATOR(pg_catalog.=) _rebuild_start.name;
+    -- as the registrar (issue 25 item 2; 1.10 ran it as the caller)
+    PERFORM event_store._call_projection_reset(_rebuild_start.name);
+    mode := reg.mode;
+END
+$$;
+
+CREATE OR REPLACE VIEW event_store.parked_events AS
+SELECT r.name AS consumer, 'subscription'::text AS kind, r.global_position, r.stream_id, r.event_type,
+       r.attempts, r.last_error, r.first_failed_at, r.last_failed_at
+  FROM event_store.subscription_retries r
+ WHERE r.state = 'parked'
+UNION ALL
+SELECT r.name, 'projection', r.global_position, r.stream_id, r.event_type,
+       r.attempts, r.last_error, r.first_failed_at, r.last_failed_at
+  FROM event_store.projection_retries r
+ WHERE r.state = 'parked';
+
+CREATE OR REPLACE VIEW event_store.projection_status AS
+SELECT p.name,
+       p.mode,
+       p.checkpoint,
+       p.lag AS lag_events,
+       CASE WHEN p.mode = 'async' THEN
+            coalesce(pg_catalog.now() - (SELECT e.recorded_at FROM event_store.events e
+                                           WHERE e.global_position > p.checkpoint
+                                           ORDER BY e.global_position LIMIT 1),
+                     interval '0')
+       END AS lag_time,
+       p.last_run_at,
+       p.events_processed,
+       (SELECT count(*) FROM event_store.projection_retries r
+         WHERE r.name = p.name AND r.state = 'parked') AS parked,
+       (SELECT count(*) FROM event_store.projection_retries r
+         WHERE r.name = p.name AND r.state = 'waiting') AS waiting,
+       (SELECT r.last_error FROM event_store.projection_retries r
+         WHERE r.name = p.name AND r.last_failed_at IS NOT NULL
+         ORDER BY r.last_failed_at DESC, r.global_position DESC LIMIT 1) AS last_error
+  FROM event_store.projections p
+ ORDER BY p.name;
+COMMENT ON VIEW event_store.projection_status IS
+  'Projections: checkpoint, lag in events and in time (age of the oldest unprocessed event; async only), last run; events parked and waiting for a retry, and the last handler error.';
+
+-- replay_parked() and skip_parked() act on subscriptions and projections
+-- (both, when a subscription and a projection share the name).
+CREATE OR REPLACE FUNCTION event_store._parked_args(consumer text, "position" bigint) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM event_store._check_name(consumer, 'consumer');
+    IF NOT EXISTS (SELECT 1 FROM event_store.subscriptions s WHERE s.name = consumer)
+       AND NOT EXISTS (SELECT 1 FROM event_store.projection_registry p WHERE p.name = consumer) THEN
+        RAISE EXCEPTION 'consumer "%" does not exist', consumer
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'A consumer is a subscription or a projection; see event_store.parked_events.';
+    END IF;
+    IF "position" IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM event_store.parked_events r
+         WHERE r.consumer = _parked_args.consumer AND r.global_position = "position") THEN
+        RAISE EXCEPTION 'no parked event at position % of consumer "%"', "position", consumer
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'See event_store.parked_events.';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.replay_parked(consumer text, "position" bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint := 0;
+    m bigint;
+BEGIN
+    PERFORM event_store._parked_args(consumer, "position");
+    IF EXISTS (SELECT 1 FROM event_store.subscriptions s WHERE s.name = consumer) THEN
+        UPDATE event_store.subscription_retries r
+           SET state = 'waiting', attempts = 0, next_attempt_at = NULL, delivered_at = NULL
+         WHERE r.name = consumer AND r.state = 'parked'
+           AND (replay_parked.position IS NULL OR r.global_position = replay_parked.position);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
+    IF EXISTS (SELECT 1 FROM event_store.projection_registry p WHERE p.name = consumer) THEN
+        -- the next run_projection() handles it first
+        UPDATE event_store.projection_retries r
+           SET state = 'waiting', attempts = 0, next_attempt_at = NULL
+         WHERE r.name = consumer AND r.state = 'parked'
+           AND (replay_parked.position IS NULL OR r.global_position = replay_parked.position);
+        GET DIAGNOSTICS m = ROW_COUNT;
+        n := n + m;
+    END IF;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.skip_parked(consumer text, "position" bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint := 0;
+    m bigint;
+BEGIN
+    PERFORM event_store._parked_args(consumer, "position");
+    IF EXISTS (SELECT 1 FROM event_store.subscriptions s WHERE s.name = consumer) THEN
+        UPDATE event_store.subscription_retries r
+           SET state = 'skipped', next_attempt_at = NULL, delivered_at = NULL
+         WHERE r.name = consumer AND r.state = 'parked'
+           AND (skip_parked.position IS NULL OR r.global_position = skip_parked.position);
+        GET DIAGNOSTICS n = ROW_COUNT;
+    END IF;
+    IF EXISTS (SELECT 1 FROM event_store.projection_registry p WHERE p.name = consumer) THEN
+        -- the checkpoint is past it already
+        DELETE FROM event_store.projection_retries r
+         WHERE r.name = consumer AND r.state = 'parked'
+           AND (skip_parked.position IS NULL OR r.global_position = skip_parked.position);
+        GET DIAGNOSTICS m = ROW_COUNT;
+        n := n + m;
+    END IF;
+    RETURN n;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- issue 28: stream lifecycle -- delete_stream (soft and hard) and
+-- truncate_stream (src/lifecycle.c; README "Deleting and truncating
+-- streams").
+--
+-- The stream's row carries the state; no event is changed or removed (the
+-- log stays append-only, docs/append-only.md):
+--   truncate_before  events of the stream below this version are hidden
+--                    from every read path (NULL: none);
+--   deleted_at       set by delete_stream(): the stream is deleted while its
+--                    version is below truncate_before (a later append
+--                    recreates it, its versions continuing);
+--   tombstoned_at    set by delete_stream(hard => true): every later
+--                    append to the stream id fails with ES006.
+-- The columns have no default, so new rows (the direct append path writes
+-- them as NULL) need nothing new.  A row trigger with a WHEN clause refuses
+-- the version bump of a tombstoned stream on every executor path; the
+-- direct path (src/append_direct.c) checks the column itself and leaves
+-- such an append to the statement.  Reads filter with one condition
+-- against the row: e.stream_version >= truncate_before (and, with stream
+-- metadata below, the max_count and max_age windows).
+------------------------------------------------------------------------------
+ALTER TABLE event_store.streams
+    ADD COLUMN truncate_before bigint,
+    ADD COLUMN deleted_at timestamptz,
+    ADD COLUMN tombstoned_at timestamptz,
+    ADD COLUMN metadata jsonb,
+    ADD COLUMN metadata_version bigint,
+    ADD COLUMN max_age interval,
+    ADD COLUMN max_count bigint;
+COMMENT ON COLUMN event_store.streams.truncate_before IS
+  'Events of the stream below this version are hidden from reads (delete_stream, truncate_stream); NULL: none.';
+COMMENT ON COLUMN event_store.streams.deleted_at IS
+  'When delete_stream() last deleted the stream; it stays deleted while version < truncate_before.';
+COMMENT ON COLUMN event_store.streams.tombstoned_at IS
+  'When delete_stream(hard => true) tombstoned the stream: appends to it fail with ES006.';
+COMMENT ON COLUMN event_store.streams.metadata IS
+  'The stream''s metadata object (set_stream_metadata); NULL when never set.';
+COMMENT ON COLUMN event_store.streams.metadata_version IS
+  'How many times set_stream_metadata() changed the metadata; NULL (0) when never.';
+COMMENT ON COLUMN event_store.streams.max_age IS
+  'Metadata max_age: events recorded longer ago than this are hidden from reads.';
+COMMENT ON COLUMN event_store.streams.max_count IS
+  'Metadata max_count: only the newest max_count events are visible.';
+-- the few streams with hidden events, for the readers' anti-join
+-- (max_age and max_count set truncate_before to at least 1, so that this
+-- one predicate finds every stream with hidden events)
+CREATE INDEX streams_truncated_idx ON event_store.streams (stream_id)
+    INCLUDE (truncate_before, version, max_count, max_age)
+    WHERE truncate_before IS NOT NULL;
+
+CREATE FUNCTION event_store._refuse_tombstoned() RETURNS trigger
+AS 'MODULE_PATHNAME', 'es_refuse_tombstoned' LANGUAGE C;
+REVOKE ALL ON FUNCTION event_store._refuse_tombstoned() FROM PUBLIC;
+CREATE TRIGGER _refuse_tombstoned BEFORE UPDATE OF version ON event_store.streams
+    FOR EACH ROW WHEN (OLD.tombstoned_at IS NOT NULL)
+    EXECUTE FUNCTION event_store._refuse_tombstoned();
+ALTER TABLE event_store.streams ENABLE ALWAYS TRIGGER _refuse_tombstoned;
+
+CREATE FUNCTION event_store.delete_stream(stream_id text, expected_version bigint DEFAULT NULL,
+    hard boolean DEFAULT false, reason text DEFAULT NULL) RETURNS void
+AS 'MODULE_PATHNAME', 'es_delete_stream' LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_store.delete_stream(text, bigint, boolean, text) IS
+  'Hide a stream''s events from every read (hard: and refuse later appends, ES006); checked against expected_version (ES001); recorded in ''$audit-deletions''.';
+REVOKE ALL ON FUNCTION event_store.delete_stream(text, bigint, boolean, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.delete_stream(text, bigint, boolean, text) TO event_store_admin;
+
+CREATE FUNCTION event_store.truncate_stream(stream_id text, before_version bigint) RETURNS void
+AS 'MODULE_PATHNAME', 'es_truncate_stream' LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_store.truncate_stream(text, bigint) IS
+  'Hide the stream''s events below before_version from every read; recorded in ''$audit-deletions''.';
+REVOKE ALL ON FUNCTION event_store.truncate_stream(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.truncate_stream(text, bigint) TO event_store_admin;
+
+-- Each stream's lifecycle state, for readers.
+CREATE VIEW event_store.stream_lifecycle AS
+SELECT s.stream_id, s.category, s.version,
+       CASE WHEN s.tombstoned_at IS NOT NULL THEN 'tombstoned'
+            WHEN s.deleted_at IS NOT NULL AND s.version OPERATOR(pg_catalog.<) s.truncate_before THEN 'deleted'
+            WHEN s.truncate_before OPERATOR(pg_catalog.>) 1
+              OR s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.>=) 1 THEN 'truncated'
+            ELSE 'live' END AS state,
+       GREATEST(coalesce(s.truncate_before, 1), s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1) AS first_visible_version,
+       s.deleted_at, s.tombstoned_at, s.max_age, s.max_count, coalesce(s.metadata_version, 0) AS metadata_version
+  FROM event_store.streams s;
+COMMENT ON VIEW event_store.stream_lifecycle IS
+  'Each stream''s lifecycle state: live, truncated, deleted (soft) or tombstoned (hard), and its first visible version.';
+REVOKE ALL ON event_store.stream_lifecycle FROM PUBLIC;
+GRANT SELECT ON event_store.stream_lifecycle TO event_store_reader;
+
+-- A deleted stream has no version (NULL); an unknown one still 0.
+CREATE OR REPLACE FUNCTION event_store.stream_version(stream_id text) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT CASE WHEN s.stream_id IS NULL THEN 0
+                    WHEN s.tombstoned_at IS NOT NULL
+                      OR (s.deleted_at IS NOT NULL AND s.version OPERATOR(pg_catalog.<) s.truncate_before) THEN NULL
+                    ELSE s.version END
+          FROM (SELECT) d
+          LEFT JOIN event_store.streams s ON s.stream_id OPERATOR(pg_catalog.=) stream_version.stream_id);
+
+-- The first version of the stream that reads show, by truncate_before
+-- (deletions, truncation) and max_count; NULL when nothing is hidden that
+-- way.  max_age hides by recorded_at instead.
+CREATE FUNCTION event_store._first_visible_version(stream_id text) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
+          FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) _first_visible_version.stream_id);
+REVOKE ALL ON FUNCTION event_store._first_visible_version(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._first_visible_version(text) TO event_store_reader;
+
+-- Stream reads start at the stream's first visible version: a page from
+-- version 1 of a truncated stream is its first visible events.  Under
+-- max_age a page has no upper version bound (old events inside it are
+-- skipped, and the page still holds max_count events when there are).
+CREATE OR REPLACE FUNCTION event_store.read_stream(
+    stream_id text, from_version bigint DEFAULT 1, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.>=) (CASE WHEN $2 IS NOT NULL THEN GREATEST($2, event_store._first_visible_version($1)) END)
+       AND e.stream_version OPERATOR(pg_catalog.<)
+           (CASE WHEN $3 IS NULL
+                   OR (SELECT s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1) IS NOT NULL
+                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, event_store._first_visible_version($1)))
+                 THEN 9223372036854775807
+                 ELSE GREATEST($2, 1, event_store._first_visible_version($1)) OPERATOR(pg_catalog.+) $3 END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+     LIMIT $3
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_stream_backward(
+    stream_id text, from_version bigint DEFAULT NULL, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+       AND e.stream_version OPERATOR(pg_catalog.>)
+           (CASE WHEN $3 IS NULL THEN 0
+                 ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                      OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.stream_version OPERATOR(pg_catalog.>=) coalesce(event_store._first_visible_version($1), 1)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+     LIMIT $3
+$$;
+
+-- The feeds and tag reads skip the hidden events of deleted and truncated
+-- streams: a check against the stream's row for each event (a partial
+-- index holds only the streams that hide events).  The feeds first ask
+-- whether any stream they read hides events at all, and skip the per-event
+-- check when none does (one index probe per call).
+CREATE INDEX streams_truncated_category_idx ON event_store.streams (category)
+    WHERE truncate_before IS NOT NULL;
+
+-- Does any stream of these categories (NULL: any stream) hide events?
+-- The partial indexes answer it; seq scans are off because the planner
+-- expects an EXISTS over a large streams table to stop early, which it
+-- never does when the answer is no (the common case).
+CREATE FUNCTION event_store._streams_hide(categories text[]) RETURNS boolean
+LANGUAGE sql STABLE
+SET enable_seqscan = off
+RETURN CASE WHEN categories IS NULL
+            THEN EXISTS (SELECT FROM event_store.streams h WHERE h.truncate_before IS NOT NULL)
+            ELSE EXISTS (SELECT FROM event_store.streams h
+                          WHERE h.truncate_before IS NOT NULL
+                            AND h.category OPERATOR(pg_catalog.=) ANY (categories)) END;
+REVOKE ALL ON FUNCTION event_store._streams_hide(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._streams_hide(text[]) TO event_store_reader;
+CREATE OR REPLACE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = auto
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- any stream with hidden events at all? (else no per-event check)
+    _hides    boolean := event_store._streams_hide(NULL);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    RETURN QUERY
+        SELECT e.*
+          FROM event_store.events e
+         WHERE e.global_position > after_position
+           AND e.global_position <= horizon
+           AND e.recorded_at >= scan_from
+           AND e.recorded_at < scan_to
+           AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                             AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+         ORDER BY e.global_position
+         LIMIT max_count;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_category(
+    category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- any stream of the category with hidden events? (else no per-event check)
+    _hides    boolean := event_store._streams_hide(ARRAY[category]);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    RETURN QUERY
+        SELECT e.*
+          FROM event_store.events e
+         WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+           AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+           AND e.recorded_at >= scan_from
+           AND e.recorded_at < scan_to
+           AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                             AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+         ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+         LIMIT max_count;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.poll(
+    name text, max_count int DEFAULT 100,
+    consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    s       event_store.subscriptions;
+    member  int := coalesce(consumer_group_member, 0);
+    size    int := coalesce(consumer_group_size, 1);
+    after_position bigint;
+    horizon        bigint;
+    scan_from      timestamptz;
+    scan_to        timestamptz;
+    categories     text[];
+    pending        boolean;
+    retries        bigint[];
+    fresh          int; _hides boolean;  -- (one line: error line numbers stay)
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
+    IF max_count IS NULL OR max_count <= 0 THEN
+        RAISE EXCEPTION 'max_count must be positive, got %', coalesce(max_count::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'poll() needs READ COMMITTED'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'The feed horizon must be read before the snapshot that reads the events.';
+    END IF;
+    after_position := event_store._subscription_position(name, member, size);
+    -- The horizon first; the next statement reads with a newer snapshot.
+    horizon := event_store.feed_horizon();
+    scan_from := event_store._feed_scan_from(after_position);
+    scan_to := event_store._feed_scan_to(horizon); _hides := event_store._streams_hide(s.categories);  -- issue 28: hidden events?
+    -- Retries (and held events) of this member's streams that are due and
+    -- first of their stream; they are marked delivered, for ack() and nack().
+    -- (pending: any row, parked or not; a row's event is never new.)
+    pending := EXISTS (SELECT 1 FROM event_store.subscription_retries r WHERE r.name = poll.name);
+    IF pending THEN
+        retries := ARRAY(
+            SELECT r.global_position
+              FROM event_store.subscription_retries r
+             WHERE r.name = poll.name AND r.state = 'waiting'
+               AND r.global_position <= horizon
+               AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= pg_catalog.now())
+               AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
+               AND NOT event_store._subscription_held(poll.name, r.stream_id, r.global_position)
+             ORDER BY r.global_position
+             LIMIT max_count);
+        UPDATE event_store.subscription_retries r SET delivered_at = pg_catalog.now()
+         WHERE r.name = poll.name AND r.global_position = ANY (retries);
+    ELSE
+        retries := '{}';
+    END IF;
+    -- Retries first, then new events: max_count in all.
+    fresh := max_count - pg_catalog.cardinality(retries);
+    RETURN QUERY
+        SELECT e.* FROM event_store.events e
+         WHERE e.global_position = ANY (retries)
+         ORDER BY e.global_position;
+    IF fresh = 0 THEN
+        RETURN;
+    END IF;
+    IF s.categories IS NULL THEN
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+               AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+               AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                 AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY e.global_position
+             LIMIT fresh;
+        RETURN;
+    END IF;
+    -- each category once, subscripts from 1 (whatever the stored array's bounds)
+    categories := ARRAY(SELECT DISTINCT c FROM pg_catalog.unnest(s.categories) AS c);
+    IF pg_catalog.cardinality(categories) = 1 THEN
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+               AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+               AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                 AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT fresh;
+        RETURN;
+    END IF;
+    -- Each category's index read in position order, up to max_count rows
+    -- each, then merged: a read stops after the rows it returns instead of
+    -- collecting and sorting the category's whole rest of the log.
+    RETURN QUERY
+        SELECT x.*
+          FROM pg_catalog.unnest(categories) AS c(category)
+         CROSS JOIN LATERAL (
+               SELECT e.*
+                 FROM event_store.events e
+                WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                  AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                  AND e.recorded_at >= scan_from
+                  AND e.recorded_at < scan_to
+                  AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                  AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                  AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                       WHERE r.name = poll.name AND r.global_position = e.global_position)
+                           OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                  AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                    AND h.truncate_before IS NOT NULL
+                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                LIMIT fresh) x
+         ORDER BY x.global_position
+         LIMIT fresh;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_by_tags(
+    tags text[], types text[] DEFAULT NULL, after_position bigint DEFAULT 0)
+RETURNS SETOF event_store.tagged_event
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+           e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.tags,
+           pg_catalog.max(e.global_position) OVER ()
+      FROM event_store.events e
+     WHERE e.tags OPERATOR(pg_catalog.@>) $1
+       AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($2))
+       AND e.global_position OPERATOR(pg_catalog.>) $3
+       AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                        AND h.truncate_before IS NOT NULL
+                        AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                             OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                             OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+     ORDER BY e.global_position USING OPERATOR(pg_catalog.<)
+$$;
+
+-- issue 28: stream metadata.  Versioned with optimistic concurrency on the
+-- metadata version; the keys max_age, max_count and truncate_before hide
+-- events from reads (above), the rest is kept for the user.
+CREATE FUNCTION event_store.set_stream_metadata(stream_id text, metadata jsonb,
+    expected_metadata_version bigint DEFAULT NULL) RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_set_stream_metadata' LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_store.set_stream_metadata(text, jsonb, bigint) IS
+  'Replace a stream''s metadata (keys max_age, max_count, truncate_before honoured); checked against expected_metadata_version (ES001); returns the new metadata version.';
+REVOKE ALL ON FUNCTION event_store.set_stream_metadata(text, jsonb, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.set_stream_metadata(text, jsonb, bigint) TO event_store_admin;
+
+CREATE FUNCTION event_store.stream_metadata(stream_id text) RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN (SELECT s.metadata FROM event_store.streams s
+         WHERE s.stream_id OPERATOR(pg_catalog.=) stream_metadata.stream_id);
+COMMENT ON FUNCTION event_store.stream_metadata(text) IS
+  'The stream''s metadata object; NULL when none was set or the stream does not exist.';
+REVOKE ALL ON FUNCTION event_store.stream_metadata(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.stream_metadata(text) TO event_store_reader;
+
+------------------------------------------------------------------------------
+-- issues 27, 28, 29: read functions combined.  Issue 27 (upcasters), issue
+-- 28 (lifecycle hiding) and issue 29 (poll's retries and held events) each
+-- redefined these reads above; the last definition in this script is the
+-- one installed, so each is given once more here with all three: upcasting
+-- only when event_store._upcasting() is true (the plain statement
+-- otherwise), and the _hides filter of issue 28 in both variants.
+------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION event_store._read_stream_plain(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.>=) (CASE WHEN $2 IS NOT NULL THEN GREATEST($2, event_store._first_visible_version($1)) END)
+       AND e.stream_version OPERATOR(pg_catalog.<)
+           (CASE WHEN $3 IS NULL
+                   OR (SELECT s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1) IS NOT NULL
+                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, event_store._first_visible_version($1)))
+                 THEN 9223372036854775807
+                 ELSE GREATEST($2, 1, event_store._first_visible_version($1)) OPERATOR(pg_catalog.+) $3 END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+     LIMIT $3
+$$;
+
+CREATE OR REPLACE FUNCTION event_store._read_stream_upcast(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT (u.e).*
+      FROM (SELECT event_store._upcast(e) AS e
+              FROM event_store.events e
+             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+               AND e.stream_version OPERATOR(pg_catalog.>=) (CASE WHEN $2 IS NOT NULL THEN GREATEST($2, event_store._first_visible_version($1)) END)
+               AND e.stream_version OPERATOR(pg_catalog.<)
+                   (CASE WHEN $3 IS NULL
+                           OR (SELECT s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1) IS NOT NULL
+                           OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, event_store._first_visible_version($1)))
+                         THEN 9223372036854775807
+                         ELSE GREATEST($2, 1, event_store._first_visible_version($1)) OPERATOR(pg_catalog.+) $3 END)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+             ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+             LIMIT $3) u
+$$;
+
+-- SUPPORT restated: a CREATE OR REPLACE without it would drop it.
+CREATE OR REPLACE FUNCTION event_store.read_stream(
+    stream_id text, from_version bigint DEFAULT 1, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+SUPPORT event_store._read_stream_support
+AS $$
+    -- replaced when planned by _read_stream_plain or _read_stream_upcast
+    -- (_read_stream_support); this body where the support does not run
+    (SELECT * FROM event_store._read_stream_plain($1, $2, $3) WHERE NOT event_store._upcasting_planned())
+    UNION ALL
+    SELECT * FROM event_store._read_stream_upcast($1, $2, $3) WHERE event_store._upcasting_planned()
+$$;
+
+CREATE OR REPLACE FUNCTION event_store._read_stream_backward_plain(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+       AND e.stream_version OPERATOR(pg_catalog.>)
+           (CASE WHEN $3 IS NULL THEN 0
+                 ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                      OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.stream_version OPERATOR(pg_catalog.>=) coalesce(event_store._first_visible_version($1), 1)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+     LIMIT $3
+$$;
+
+CREATE OR REPLACE FUNCTION event_store._read_stream_backward_upcast(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT (u.e).*
+      FROM (SELECT event_store._upcast(e) AS e
+              FROM event_store.events e
+             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+               AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+               AND e.stream_version OPERATOR(pg_catalog.>)
+                   (CASE WHEN $3 IS NULL THEN 0
+                         ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                              OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.stream_version OPERATOR(pg_catalog.>=) coalesce(event_store._first_visible_version($1), 1)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+             ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+             LIMIT $3) u
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_stream_backward(
+    stream_id text, from_version bigint DEFAULT NULL, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+SUPPORT event_store._read_stream_support
+AS $$
+    -- replaced when planned by _read_stream_backward_plain or _read_stream_backward_upcast
+    -- (_read_stream_support); this body where the support does not run
+    (SELECT * FROM event_store._read_stream_backward_plain($1, $2, $3) WHERE NOT event_store._upcasting_planned())
+    UNION ALL
+    SELECT * FROM event_store._read_stream_backward_upcast($1, $2, $3) WHERE event_store._upcasting_planned()
+$$;
+CREATE OR REPLACE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = auto
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- any stream with hidden events at all? (else no per-event check)
+    _hides    boolean := event_store._streams_hide(NULL);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT (u.e).*
+              FROM (SELECT event_store._upcast(e) AS e
+                      FROM event_store.events e
+                     WHERE e.global_position > after_position
+                       AND e.global_position <= horizon
+                       AND e.recorded_at >= scan_from
+                       AND e.recorded_at < scan_to
+                       AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                     ORDER BY e.global_position
+                     LIMIT max_count) u;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY e.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_category(
+    category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- any stream of the category with hidden events? (else no per-event check)
+    _hides    boolean := event_store._streams_hide(ARRAY[category]);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT (u.e).*
+              FROM (SELECT event_store._upcast(e) AS e
+                      FROM event_store.events e
+                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+                       AND e.recorded_at >= scan_from
+                       AND e.recorded_at < scan_to
+                       AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                     LIMIT max_count) u;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.poll(
+    name text, max_count int DEFAULT 100,
+    consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    s       event_store.subscriptions;
+    member  int := coalesce(consumer_group_member, 0);
+    size    int := coalesce(consumer_group_size, 1);
+    after_position bigint;
+    horizon        bigint;
+    scan_from      timestamptz;
+    scan_to        timestamptz;
+    categories     text[];
+    pending        boolean;
+    retries        bigint[];
+    fresh          int; _hides boolean;  -- (one line: error line numbers stay)
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
+    IF max_count IS NULL OR max_count <= 0 THEN
+        RAISE EXCEPTION 'max_count must be positive, got %', coalesce(max_count::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'poll() needs READ COMMITTED'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'The feed horizon must be read before the snapshot that reads the events.';
+    END IF;
+    after_position := event_store._subscription_position(name, member, size);
+    -- The horizon first; the next statement reads with a newer snapshot.
+    horizon := event_store.feed_horizon();
+    scan_from := event_store._feed_scan_from(after_position);
+    scan_to := event_store._feed_scan_to(horizon); _hides := event_store._streams_hide(s.categories);  -- issue 28: hidden events?
+    -- Retries (and held events) of this member's streams that are due and
+    -- first of their stream; they are marked delivered, for ack() and nack().
+    -- (pending: any row, parked or not; a row's event is never new.)
+    pending := EXISTS (SELECT 1 FROM event_store.subscription_retries r WHERE r.name = poll.name);
+    IF pending THEN
+        retries := ARRAY(
+            SELECT r.global_position
+              FROM event_store.subscription_retries r
+             WHERE r.name = poll.name AND r.state = 'waiting'
+               AND r.global_position <= horizon
+               AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= pg_catalog.now())
+               AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
+               AND NOT event_store._subscription_held(poll.name, r.stream_id, r.global_position)
+             ORDER BY r.global_position
+             LIMIT max_count);
+        UPDATE event_store.subscription_retries r SET delivered_at = pg_catalog.now()
+         WHERE r.name = poll.name AND r.global_position = ANY (retries);
+    ELSE
+        retries := '{}';
+    END IF;
+    -- Retries first, then new events: max_count in all.  A retry is upcast
+    -- like a new event (issue 27).
+    fresh := max_count - pg_catalog.cardinality(retries);
+    IF pg_catalog.cardinality(retries) > 0 THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT (u.e).*
+                  FROM (SELECT event_store._upcast(e) AS e FROM event_store.events e
+                         WHERE e.global_position = ANY (retries)
+                         ORDER BY e.global_position
+                         LIMIT max_count) u;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.* FROM event_store.events e
+                 WHERE e.global_position = ANY (retries)
+                 ORDER BY e.global_position;
+        END IF;
+    END IF;
+    IF fresh = 0 THEN
+        RETURN;
+    END IF;
+    IF s.categories IS NULL THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT (u.e).*
+                  FROM (SELECT event_store._upcast(e) AS e
+                          FROM event_store.events e
+                         WHERE e.global_position > after_position
+                           AND e.global_position <= horizon
+                           AND e.recorded_at >= scan_from
+                           AND e.recorded_at < scan_to
+                           AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                           AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                           AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                           AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                             AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                         ORDER BY e.global_position
+                         LIMIT fresh) u;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE e.global_position > after_position
+                   AND e.global_position <= horizon
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                             AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                 ORDER BY e.global_position
+                 LIMIT fresh;
+        END IF;
+        RETURN;
+    END IF;
+    -- each category once, subscripts from 1 (whatever the stored array's bounds)
+    categories := ARRAY(SELECT DISTINCT c FROM pg_catalog.unnest(s.categories) AS c);
+    IF pg_catalog.cardinality(categories) = 1 THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT (u.e).*
+                  FROM (SELECT event_store._upcast(e) AS e
+                          FROM event_store.events e
+                         WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                           AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                           AND e.recorded_at >= scan_from
+                           AND e.recorded_at < scan_to
+                           AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                           AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                           AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                           AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                             AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                         ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                         LIMIT fresh) u;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                   AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                             AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                 ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                 LIMIT fresh;
+        END IF;
+        RETURN;
+    END IF;
+    -- Each category's index read in position order, up to max_count rows
+    -- each, then merged: a read stops after the rows it returns instead of
+    -- collecting and sorting the category's whole rest of the log.
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT (u.e).*
+              FROM (SELECT event_store._upcast(x.ev) AS e
+                      FROM pg_catalog.unnest(categories) AS c(category)
+                     CROSS JOIN LATERAL (
+                           SELECT e AS ev, e.global_position
+                             FROM event_store.events e
+                            WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                      AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                    OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                            ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                            LIMIT fresh) x
+                     ORDER BY x.global_position
+                     LIMIT fresh) u;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT x.*
+              FROM pg_catalog.unnest(categories) AS c(category)
+             CROSS JOIN LATERAL (
+                   SELECT e.*
+                     FROM event_store.events e
+                    WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                      AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                    OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                    ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                    LIMIT fresh) x
+             ORDER BY x.global_position
+             LIMIT fresh;
+    END IF;
+END
+$$;
+

@@ -126,6 +126,17 @@ exec_write_tables(SPIPlanPtr plan, Datum *args, const char *nulls, long tcount,
 	return rc;
 }
 
+/*
+ * A write to event_store.streams by a sanctioned lifecycle function
+ * (lifecycle.c: delete_stream, truncate_stream), let through the
+ * direct-write guard as the append path's own statements are.
+ */
+int
+es_exec_internal_write(SPIPlanPtr plan, Datum *args, const char *nulls)
+{
+	return exec_write_tables(plan, args, nulls, 0, 1);
+}
+
 /* A statement of the append path that writes one table. */
 static int
 exec_write(SPIPlanPtr plan, Datum *args, const char *nulls, long tcount)
@@ -501,7 +512,7 @@ check_audit_stream(text *stream_id)
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("stream \"%s\" is an audit stream", text_to_cstring(stream_id)),
-			 errdetail("Streams of category \"%s\" are written only by event_store.redact() and event_store.drop_archived_partition().",
+			 errdetail("Streams of category \"%s\" are written only by event_store.redact(), event_store.delete_stream(), event_store.truncate_stream() and event_store.drop_archived_partition().",
 					   ES_AUDIT_CATEGORY),
 			 errhint("Append to a stream of another category.")));
 }

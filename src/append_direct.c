@@ -95,12 +95,33 @@ static const char *const stream_column_names[ST_NCOLUMNS] = {
 };
 
 /*
+ * Columns of event_store.streams a new stream's row leaves NULL (the
+ * lifecycle state, 1.11: lifecycle.c).  They have no default.
+ */
+static const char *const stream_null_column_names[] = {
+	"truncate_before", "deleted_at", "tombstoned_at",
+	"metadata", "metadata_version", "max_age", "max_count", NULL
+};
+
+/* Is this one of the columns a new row leaves NULL? */
+static bool
+is_null_column(const char *const *null_names, const char *name)
+{
+	for (int i = 0; null_names != NULL && null_names[i] != NULL; i++)
+		if (strcmp(null_names[i], name) == 0)
+			return true;
+	return false;
+}
+
+/*
  * Match a table's columns against the names the direct path writes: set
  * attnums[] and return whether every name is there and nothing else is
- * (a column of the user's may have a default only the executor fills in).
+ * (a column of the user's may have a default only the executor fills in),
+ * but for the columns of null_names left NULL, when they have no default.
  */
 static bool
-match_columns(TupleDesc desc, const char *const *names, int nnames, AttrNumber *attnums,
+match_columns(TupleDesc desc, const char *const *names, int nnames,
+			  const char *const *null_names, AttrNumber *attnums,
 			  const char *optional, AttrNumber *optional_attnum)
 {
 	int			known = 0;
@@ -122,6 +143,9 @@ match_columns(TupleDesc desc, const char *const *names, int nnames, AttrNumber *
 		for (c = 0; c < nnames; c++)
 			if (strcmp(NameStr(att->attname), names[c]) == 0)
 				break;
+		if (c == nnames && !att->atthasdef && !att->attidentity && !att->attgenerated &&
+			is_null_column(null_names, NameStr(att->attname)))
+			continue;			/* left NULL, as the executor would */
 		if (c == nnames || att->atthasdef || att->attidentity)
 			exact = false;	/* a default or identity only the executor fills in */
 		else
@@ -151,6 +175,7 @@ typedef struct DirectAppendTables
 	AttrNumber	stream_version;
 	AttrNumber	stream_updated_at;
 	AttrNumber	stream_last_position;
+	AttrNumber	stream_tombstoned_at;	/* 1.11; InvalidAttrNumber before */
 	bool		creatable;		/* streams has exactly the columns a new stream's row sets */
 	AttrNumber	stream_attnum[ST_NCOLUMNS]; /* attnums in streams' tuple descriptor */
 } DirectAppendTables;
@@ -210,7 +235,8 @@ only_own_triggers(Relation rel, Oid nsp, bool *dispatches)
 		if (is_own_function(t->tgfoid, nsp, "_dispatch_projections"))
 			*dispatches = true;
 		else if (!is_own_function(t->tgfoid, nsp, "_refuse_direct_write") &&
-				 !is_own_function(t->tgfoid, nsp, "_refuse_modification"))
+				 !is_own_function(t->tgfoid, nsp, "_refuse_modification") &&
+				 !is_own_function(t->tgfoid, nsp, "_refuse_tombstoned"))
 			return false;
 	}
 	return true;
@@ -264,16 +290,19 @@ load_tables(Oid events_relid)
 
 	/* events: exactly the columns the append writes, nothing with a default of its own */
 	if (!match_columns(RelationGetDescr(events), event_column_names, EV_NCOLUMNS,
-					   tables.events_attnum, "schema_version", &tables.events_schema_version))
+					   NULL, tables.events_attnum,
+					   "schema_version", &tables.events_schema_version))
 		tables.usable = false;
 	tables.creatable = match_columns(RelationGetDescr(streams), stream_column_names,
-									 ST_NCOLUMNS, tables.stream_attnum, NULL, NULL);
+									 ST_NCOLUMNS, stream_null_column_names,
+									 tables.stream_attnum, NULL, NULL);
 
 	list_free(RelationGetIndexList(streams));	/* fills rd_pkindex */
 	tables.streams_pkey = streams->rd_pkindex;
 	tables.stream_version = get_attnum(tables.streams_relid, "version");
 	tables.stream_updated_at = get_attnum(tables.streams_relid, "updated_at");
 	tables.stream_last_position = get_attnum(tables.streams_relid, "last_position");
+	tables.stream_tombstoned_at = get_attnum(tables.streams_relid, "tombstoned_at");
 	if (!OidIsValid(tables.streams_pkey) ||
 		tables.stream_version == InvalidAttrNumber ||
 		tables.stream_updated_at == InvalidAttrNumber ||
@@ -757,6 +786,20 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 
 	*exists = found;
 	result = TM_Ok;
+
+	/*
+	 * A tombstoned stream (lifecycle.c): its row trigger refuses the
+	 * version bump, which only the statement fires.  Nothing written here.
+	 */
+	if (found && tables.stream_tombstoned_at != InvalidAttrNumber)
+	{
+		(void) slot_getattr(oldslot, tables.stream_tombstoned_at, &isnull);
+		if (!isnull)
+		{
+			found = false;
+			result = TM_Invisible;
+		}
+	}
 	if (found)
 	{
 		/* The new row: version + 1, updated_at at least now, last_position moved up. */

@@ -25,6 +25,7 @@
 #define ERRCODE_ES_APPEND_ONLY				MAKE_SQLSTATE('E','S','0','0','3')
 #define ERRCODE_ES_DUPLICATE_EVENT_ID		MAKE_SQLSTATE('E','S','0','0','4')
 #define ERRCODE_ES_APPEND_CONDITION_FAILED	MAKE_SQLSTATE('E','S','0','0','5')
+#define ERRCODE_ES_STREAM_TOMBSTONED		MAKE_SQLSTATE('E','S','0','0','6')
 
 /* Documented limits (README.md, "Limits"). */
 #define ES_MAX_STREAM_ID_BYTES		1024
@@ -108,6 +109,7 @@ extern bool es_relation_is_empty(Oid relid);
  */
 #define ES_AUDIT_CATEGORY			"$audit"
 extern int64 es_append_audit_event(const char *stream_id, const char *event_type, Datum data);
+extern int	es_exec_internal_write(SPIPlanPtr plan, Datum *args, const char *nulls);
 
 /*
  * src/fold.c, src/reducers.c (temporal reducers, 1.1)

@@ -121,6 +121,14 @@ typedef struct FoldRequest
 } FoldRequest;
 
 /* The running fold. */
+/* Which events of a stream reads hide (1.11, lifecycle.c). */
+typedef struct HiddenEvents
+{
+	int64		before_version; /* truncate_before, max_count: first visible version */
+	TimestampTz before_time;	/* max_age: recorded before this is hidden */
+	bool		sliding;		/* max_count or max_age set: no snapshots */
+} HiddenEvents;
+
 typedef struct FoldState
 {
 	ReducerCache *rc;
@@ -136,6 +144,7 @@ typedef struct FoldState
 	int64		nfolded;
 	int			every;			/* automatic snapshots every N versions; 0 off */
 	bool		can_write;
+	TimestampTz hidden_before_time; /* max_age: events recorded before are skipped */
 	char	   *revision;
 	char	   *digest;
 	Tuplesortstate *sort;		/* bitemporal: events to fold, by occurred_at */
@@ -668,6 +677,8 @@ scan_partition(FoldState *fs, Oid partoid)
 			fs->stop = true;
 			break;
 		}
+		if (recorded_at < fs->hidden_before_time)
+			continue;			/* older than the stream's max_age (lifecycle.c) */
 		if (version <= fs->version)
 			ereport(ERROR,
 					(errcode(ERRCODE_DATA_CORRUPTED),
@@ -748,11 +759,14 @@ fold_sorted(FoldState *fs)
 	fs->sort = NULL;
 }
 
-/* The stream's row: false when the stream does not exist. */
+/*
+ * The stream's row: false when the stream does not exist.  *hidden (when
+ * asked for) says which events reads hide (1.11, lifecycle.c).
+ */
 static bool
 lookup_stream(text *stream_id, const char *reducer_key,
 			  TimestampTz *created_at, TimestampTz *updated_at,
-			  int *every, char **tag, MemoryContext mcxt)
+			  int *every, char **tag, MemoryContext mcxt, HiddenEvents *hidden)
 {
 	Datum		values[2];
 	bool		found = false;
@@ -765,9 +779,19 @@ lookup_stream(text *stream_id, const char *reducer_key,
 	if (plan_stream == NULL)
 	{
 		Oid			types[2] = {TEXTOID, TEXTOID};
+		bool		lifecycle = get_attnum(get_relname_relid("streams", get_namespace_oid(ES_SCHEMA, false)),
+										   "truncate_before") != InvalidAttrNumber;
 
-		plan_stream = es_keep_plan(
-									 "SELECT s.created_at, s.updated_at, r.snapshot_every, r.revision_tag "
+		plan_stream = es_keep_plan(lifecycle ?
+									 "SELECT s.created_at, s.updated_at, r.snapshot_every, r.revision_tag, "
+									 "GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1), "
+									 "pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age, "
+									 "s.max_count IS NOT NULL OR s.max_age IS NOT NULL "
+									 "FROM (SELECT) d "
+									 "LEFT JOIN event_store.streams s ON s.stream_id OPERATOR(pg_catalog.=) $1 "
+									 "LEFT JOIN event_store.reducers r ON r.reducer OPERATOR(pg_catalog.=) $2" :
+									 "SELECT s.created_at, s.updated_at, r.snapshot_every, r.revision_tag, NULL::pg_catalog.int8, "
+									 "NULL::pg_catalog.timestamptz, false "
 									 "FROM (SELECT) d "
 									 "LEFT JOIN event_store.streams s ON s.stream_id OPERATOR(pg_catalog.=) $1 "
 									 "LEFT JOIN event_store.reducers r ON r.reducer OPERATOR(pg_catalog.=) $2", 2, types);
@@ -792,6 +816,15 @@ lookup_stream(text *stream_id, const char *reducer_key,
 		*every = isnull ? 0 : DatumGetInt32(d);
 		d = SPI_getbinval(tup, desc, 4, &isnull);
 		*tag = isnull ? NULL : MemoryContextStrdup(mcxt, TextDatumGetCString(d));
+		d = SPI_getbinval(tup, desc, 5, &isnull);
+		if (hidden)
+			hidden->before_version = isnull ? 1 : DatumGetInt64(d);
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		if (hidden)
+			hidden->before_time = isnull ? DT_NOBEGIN : DatumGetTimestampTz(d);
+		d = SPI_getbinval(tup, desc, 7, &isnull);
+		if (hidden)
+			hidden->sliding = !isnull && DatumGetBool(d);
 	}
 	SPI_finish();
 	return found;
@@ -877,6 +910,7 @@ fold_internal(FunctionCallInfo fcinfo, Oid reducer, Oid state_type,
 	TimestampTz created_at,
 				updated_at;
 	char	   *tag = NULL;
+	HiddenEvents hidden = {1, DT_NOBEGIN, false};
 	Relation	parent;
 	List	   *parts;
 	ListCell   *lc;
@@ -897,7 +931,7 @@ fold_internal(FunctionCallInfo fcinfo, Oid reducer, Oid state_type,
 		*version_out = 0;
 
 	if (!lookup_stream(req->stream_id, rc->key, &created_at, &updated_at,
-					   &fs.every, &tag, caller) ||
+					   &fs.every, &tag, caller, &hidden) ||
 		req->to_version <= 0 || req->as_of < created_at)
 	{
 		/* No events before the cut: the initial state. */
@@ -918,13 +952,28 @@ fold_internal(FunctionCallInfo fcinfo, Oid reducer, Oid state_type,
 	fs.upcast = es_upcast_acquire();
 	es_upcast_attrs(rc->events_desc, &fs.upcast_attrs);
 
-	if (req->use_snapshots && !req->bitemporal)
+	fs.hidden_before_time = hidden.before_time;
+	if (req->use_snapshots && !req->bitemporal && !hidden.sliding)
 	{
 		fs.revision = compute_revision(reducer, tag);
 		fs.digest = compute_digest(rc, initial, initial_isnull);
 		fs.can_write = may_write_snapshots();
 		if (may_read_snapshots())
 			restore_snapshot(&fs);
+	}
+
+	/*
+	 * Deleted or truncated events (lifecycle.c) are not folded: the fold
+	 * starts from the initial state at the first visible version.  A
+	 * snapshot below it (the lifecycle functions drop the stream's
+	 * snapshots; one saved concurrently may remain) is not used.  Under
+	 * max_count or max_age (a sliding window) no snapshot is read above:
+	 * each would hold events the window has since left.
+	 */
+	if (fs.version < hidden.before_version - 1)
+	{
+		set_state(&fs, initial, initial_isnull);
+		fs.version = fs.start_version = hidden.before_version - 1;
 	}
 
 	if (rc->merge_fast)
@@ -966,7 +1015,7 @@ fold_internal(FunctionCallInfo fcinfo, Oid reducer, Oid state_type,
 		fold_sorted(&fs);
 	}
 
-	if (req->force_snapshot && fs.version > 0 && fs.version > fs.start_version)
+	if (req->force_snapshot && !hidden.sliding && fs.version > 0 && fs.version > fs.start_version)
 		save_snapshot(&fs);
 	sync_merge_state(&fs);
 	if (version_out)
@@ -1220,7 +1269,7 @@ es_stream_partitions(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	relid = es_events_relid(false);
 	if (!lookup_stream(PG_GETARG_TEXT_PP(0), NULL, &created_at, &updated_at,
-					   &every, &tag, CurrentMemoryContext) || as_of < created_at)
+					   &every, &tag, CurrentMemoryContext, NULL) || as_of < created_at)
 		return (Datum) 0;
 	parent = table_open(relid, AccessShareLock);
 	parts = partitions_between(parent, created_at, Min(updated_at, as_of));

@@ -355,7 +355,8 @@ is_guard_trigger(const char *name)
 	return name != NULL &&
 		(strcmp(name, "events_append_only") == 0 || strcmp(name, "events_no_truncate") == 0 ||
 		 strcmp(name, "_direct_write_guard") == 0 ||
-		 strcmp(name, "_direct_write_guard_truncate") == 0);
+		 strcmp(name, "_direct_write_guard_truncate") == 0 ||
+		 strcmp(name, "_refuse_tombstoned") == 0);
 }
 
 /*

@@ -13,7 +13,9 @@
  *	    function call and is not refused: docs/security.md.)
  *	  - ALTER TABLE event_store.streams DISABLE TRIGGER and DROP TRIGGER of
  *	    its _direct_write_guard triggers: the guard that refuses the
- *	    owner's UPDATE, DELETE and TRUNCATE of streams (src/append.c).
+ *	    owner's UPDATE, DELETE and TRUNCATE of streams (src/append.c);
+ *	    since 1.11 also of _refuse_tombstoned, which refuses appends to
+ *	    tombstoned streams (src/lifecycle.c).
  *	  - CREATE TABLE ... PARTITION OF event_store.events and ATTACH
  *	    PARTITION by a role without EXECUTE on the log's row trigger
  *	    functions: PostgreSQL's error for the trigger clone names no
@@ -43,6 +45,19 @@
 #define ES_POSITION_SEQ "global_position_seq"
 #define ES_STREAMS_TABLE "streams"
 #define ES_DIRECT_WRITE_GUARD "_direct_write_guard"
+#define ES_TOMBSTONE_GUARD "_refuse_tombstoned"
+
+/*
+ * Is this one of the guard triggers of event_store.streams: the
+ * direct-write guards, or (1.11, lifecycle.c) the trigger that refuses
+ * appends to tombstoned streams?
+ */
+static bool
+is_streams_guard(const char *name)
+{
+	return strncmp(name, ES_DIRECT_WRITE_GUARD, strlen(ES_DIRECT_WRITE_GUARD)) == 0 ||
+		strcmp(name, ES_TOMBSTONE_GUARD) == 0;
+}
 
 /* The oid of event_store.<name>, or InvalidOid. */
 static Oid
@@ -104,13 +119,14 @@ guard_disable_trigger(AlterTableStmt *stmt)
 			cmd->subtype != AT_EnableTrigUser)
 			continue;
 		/* a named trigger other than the guard is the owner's own */
-		if (cmd->name != NULL && strncmp(cmd->name, ES_DIRECT_WRITE_GUARD,
-										 strlen(ES_DIRECT_WRITE_GUARD)) != 0)
+		if (cmd->name != NULL && !is_streams_guard(cmd->name))
 			continue;
 		/* ENABLE ALL/USER re-enable every trigger: harmless but for ALWAYS -> ORIGIN */
 		ereport(ERROR,
 				(errcode(ERRCODE_ES_APPEND_ONLY),
-				 errmsg("changing how the direct-write guard of event_store.streams fires is not allowed"),
+				 errmsg("changing how the %s of event_store.streams fires is not allowed",
+						cmd->name != NULL && strcmp(cmd->name, ES_TOMBSTONE_GUARD) == 0 ?
+						"tombstone guard" : "direct-write guard"),
 				 errdetail("The trigger keeps stream versions and positions consistent with the log."),
 				 errhint("Name the trigger you mean: ALTER TABLE event_store.streams DISABLE TRIGGER your_trigger.")));
 	}
@@ -133,7 +149,7 @@ guard_drop_trigger(DropStmt *stmt)
 		if (list_length(names) < 2)
 			continue;
 		trigger = strVal(llast(names));
-		if (strncmp(trigger, ES_DIRECT_WRITE_GUARD, strlen(ES_DIRECT_WRITE_GUARD)) != 0)
+		if (!is_streams_guard(trigger))
 			continue;
 		rel = makeRangeVarFromNameList(list_truncate(list_copy(names), list_length(names) - 1));
 		if (!names_es_relation(rel, ES_STREAMS_TABLE) && !names_es_relation(rel, ES_EVENTS_TABLE))

@@ -29,6 +29,10 @@
  *	  reads the events), calls the handler for each event and advances the
  *	  checkpoint, all in the caller's transaction.  The statements run here
  *	  with the caller's search_path are qualified down to their operators.
+ *	  Since 1.11 (issue 29) a projection with on_error 'park' or 'retry'
+ *	  has each call in a subtransaction: a failing event is recorded in
+ *	  projection_retries (parked, or retried by later runs with backoff,
+ *	  later events of its stream held behind it) and the run goes on.
  *
  *	  Push: with event_store.notify on (the default), a transaction that
  *	  appended asks for a notification on channel "event_store_events".
@@ -63,6 +67,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/tuplestore.h"
@@ -1003,6 +1008,14 @@ static SPIPlanPtr plan_horizon = NULL;
 static SPIPlanPtr plan_read_feed = NULL;
 static SPIPlanPtr plan_save_checkpoint = NULL;
 
+/* issue 29: the failure bookkeeping of 'park' and 'retry' projections */
+static SPIPlanPtr plan_has_waiting = NULL;
+static SPIPlanPtr plan_held = NULL;
+static SPIPlanPtr plan_hold = NULL;
+static SPIPlanPtr plan_failed = NULL;
+static SPIPlanPtr plan_due = NULL;
+static SPIPlanPtr plan_done = NULL;
+
 static void
 prepare_run_plans(void)
 {
@@ -1013,7 +1026,8 @@ prepare_run_plans(void)
 		plan_lock_projection = es_keep_plan(
 										 "SELECT r.mode, r.handler, "
 										 "pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) 'registered_by', "
-										 "r.event_types, r.categories, c.position "
+										 "r.event_types, r.categories, c.position, "
+										 "pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) 'on_error' "
 										 "FROM event_store.projection_registry r "
 										 "JOIN event_store.projection_checkpoints c ON c.name OPERATOR(pg_catalog.=) r.name "
 										 "WHERE r.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE OF c", 1, types);
@@ -1031,7 +1045,7 @@ prepare_run_plans(void)
 		 * skips old partitions and those premade for the future
 		 */
 		plan_read_feed = es_keep_plan(
-								   "SELECT e, e.global_position FROM event_store.events e "
+								   "SELECT e, e.global_position, e.stream_id, e.event_type FROM event_store.events e "
 								   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
 								   "AND e.global_position OPERATOR(pg_catalog.<=) $2 "
 								   "AND ($3 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($3)) "
@@ -1053,6 +1067,14 @@ prepare_run_plans(void)
 	}
 }
 
+/* What a run does when the handler fails (issue 29). */
+typedef enum OnError
+{
+	ON_ERROR_STOP,				/* the error aborts the run (before 1.11) */
+	ON_ERROR_PARK,				/* park the event, go on */
+	ON_ERROR_RETRY				/* retry in later runs with backoff, then park */
+} OnError;
+
 /* A projection for a run, with its locked checkpoint. */
 typedef struct RunTarget
 {
@@ -1063,7 +1085,221 @@ typedef struct RunTarget
 	bool		types_null;
 	Datum		categories;
 	bool		categories_null;
+	OnError		on_error;
+	bool		has_waiting;	/* some event of it waits for a retry */
 } RunTarget;
+
+/*
+ * The plans of the failure bookkeeping, prepared on first use (only
+ * projections with on_error 'park' or 'retry', which exist from 1.11 on,
+ * need them).
+ */
+static void
+prepare_failure_plans(void)
+{
+	if (plan_has_waiting == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan_has_waiting = es_keep_plan(
+									 "SELECT EXISTS (SELECT 1 FROM event_store.projection_retries r "
+									 "WHERE r.name OPERATOR(pg_catalog.=) $1 "
+									 "AND r.state OPERATOR(pg_catalog.=) 'waiting')", 1, types);
+	}
+	if (plan_held == NULL)
+	{
+		Oid			types[3] = {TEXTOID, TEXTOID, INT8OID};
+
+		plan_held = es_keep_plan("SELECT event_store._projection_held($1, $2, $3)", 3, types);
+	}
+	if (plan_hold == NULL)
+	{
+		Oid			types[4] = {TEXTOID, INT8OID, TEXTOID, TEXTOID};
+
+		plan_hold = es_keep_plan("SELECT event_store._projection_hold($1, $2, $3, $4)", 4, types);
+	}
+	if (plan_failed == NULL)
+	{
+		Oid			types[5] = {TEXTOID, INT8OID, TEXTOID, TEXTOID, TEXTOID};
+
+		plan_failed = es_keep_plan("SELECT event_store._projection_failed($1, $2, $3, $4, $5)", 5, types);
+	}
+	if (plan_due == NULL)
+	{
+		Oid			types[2] = {TEXTOID, INT8OID};
+
+		plan_due = es_keep_plan("SELECT d.e, d.global_position, d.stream_id, d.event_type "
+								"FROM event_store._projection_due($1, $2) d", 2, types);
+	}
+	if (plan_done == NULL)
+	{
+		Oid			types[2] = {TEXTOID, INT8OID};
+
+		plan_done = es_keep_plan("SELECT event_store._projection_done($1, $2)", 2, types);
+	}
+}
+
+/* Run one of the bookkeeping plans; returns its boolean result, if any. */
+static bool
+run_failure_plan(SPIPlanPtr plan, Datum *args)
+{
+	int			rc = SPI_execute_plan(plan, args, NULL, false, 0);
+	bool		result = false;
+
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "projection failure bookkeeping failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 1 &&
+		SPI_tuptable->tupdesc->natts == 1 &&
+		TupleDescAttr(SPI_tuptable->tupdesc, 0)->atttypid == BOOLOID)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		result = !isnull && DatumGetBool(d);
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return result;
+}
+
+/*
+ * Call the handler in a subtransaction, as PL/pgSQL runs a block with an
+ * EXCEPTION clause: when it fails, its writes are rolled back and the error
+ * ("SQLSTATE: message") is returned, allocated in the caller's memory
+ * context; NULL when it succeeded.  A cancel (statement_timeout included)
+ * is not caught: it ends the run, as it would any statement.
+ */
+static char *
+call_handler_guarded(Projection *p, Datum event, int64 position)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	char	   *volatile message = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		call_handler(p, event, position, NULL);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		/* as PL/pgSQL: the subtransaction goes first, caught or not */
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			edata->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+			ReThrowError(edata);
+		message = psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode),
+						   edata->message ? edata->message : "");
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return message;
+}
+
+/*
+ * One event of a 'park' or 'retry' projection: held when an earlier event
+ * of its stream waits, else handled; a failure is recorded.  retried: the
+ * event comes from projection_retries (a due retry or held event), whose
+ * row goes when it succeeds.
+ */
+static void
+handle_guarded(RunTarget *t, Datum event, int64 position, Datum stream_id,
+			   Datum event_type, bool retried)
+{
+	Datum		args[5];
+	char	   *message;
+
+	args[0] = CStringGetTextDatum(t->proj.name);
+	args[1] = Int64GetDatum(position);
+	if (!retried && t->has_waiting)
+	{
+		Datum		held_args[3] = {args[0], stream_id, args[1]};
+
+		if (run_failure_plan(plan_held, held_args))
+		{
+			args[2] = stream_id;
+			args[3] = event_type;
+			(void) run_failure_plan(plan_hold, args);
+			return;
+		}
+	}
+	check_handler_acl(&t->proj);
+	message = call_handler_guarded(&t->proj, event, position);
+	if (message == NULL)
+	{
+		if (retried)
+			(void) run_failure_plan(plan_done, args);
+		return;
+	}
+	args[2] = stream_id;
+	args[3] = event_type;
+	args[4] = CStringGetTextDatum(message);
+	if (run_failure_plan(plan_failed, args))
+		t->has_waiting = true;
+}
+
+/*
+ * Before new events: the retries that are due and the held events whose
+ * turn has come, in position order, at most max; a success lets the next
+ * event of its stream come, in the same run.  Returns how many were tried.
+ */
+static int64
+run_due_retries(RunTarget *t, int64 max, MemoryContext event_cxt)
+{
+	int64		count = 0;
+
+	while (count < max)
+	{
+		Datum		args[2];
+		SPITupleTable *tuptable;
+		uint64		n;
+		int			rc;
+
+		args[0] = CStringGetTextDatum(t->proj.name);
+		args[1] = Int64GetDatum(max - count);
+		rc = SPI_execute_plan(plan_due, args, NULL, false, 0);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "reading due retries failed: %s", SPI_result_code_string(rc));
+		tuptable = SPI_tuptable;
+		n = SPI_processed;
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
+			HeapTuple	tup = tuptable->vals[i];
+			Datum		event = SPI_getbinval(tup, tuptable->tupdesc, 1, &isnull);
+			int64		position = DatumGetInt64(SPI_getbinval(tup, tuptable->tupdesc, 2, &isnull));
+			Datum		stream_id = SPI_getbinval(tup, tuptable->tupdesc, 3, &isnull);
+			Datum		event_type = SPI_getbinval(tup, tuptable->tupdesc, 4, &isnull);
+			MemoryContext old = MemoryContextSwitchTo(event_cxt);
+
+			event = es_upcast_event_datum(event);	/* issue 27: a retry sees what a live run sees */
+			handle_guarded(t, event, position, stream_id, event_type, true);
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(event_cxt);
+			count++;
+		}
+		SPI_freetuptable(tuptable);
+
+		/*
+		 * Again: a success deleted its row, so the next event of its stream
+		 * may be due now.  A failure is not due again in this transaction
+		 * (its retry is after now()), so this ends.
+		 */
+		if (n == 0)
+			break;
+	}
+	return count;
+}
 
 /* Look up and lock a projection's checkpoint; errors for an unknown name. */
 static void
@@ -1099,6 +1335,17 @@ lock_projection(text *name, RunTarget *t, MemoryContext cxt)
 	d = SPI_getbinval(tup, desc, 5, &t->categories_null);
 	t->categories = t->categories_null ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
 	t->checkpoint = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+	{
+		/* NULL before the update to 1.11: the old behaviour */
+		char	   *on_error = SPI_getvalue(tup, desc, 7);
+
+		if (t->is_inline || on_error == NULL || strcmp(on_error, "stop") == 0)
+			t->on_error = ON_ERROR_STOP;
+		else if (strcmp(on_error, "park") == 0)
+			t->on_error = ON_ERROR_PARK;
+		else
+			t->on_error = ON_ERROR_RETRY;
+	}
 	MemoryContextSwitchTo(old);
 	resolve_projection(&t->proj, cxt);
 }
@@ -1158,8 +1405,16 @@ feed_handler(RunTarget *t, int64 upto, int64 max, int notice_every, int64 *last,
 			MemoryContext old = MemoryContextSwitchTo(event_cxt);
 
 			event = es_upcast_event_datum(event);	/* issue 27 */
-			check_handler_acl(&t->proj);
-			call_handler(&t->proj, event, position, NULL);
+			if (t->on_error == ON_ERROR_STOP)
+			{
+				check_handler_acl(&t->proj);
+				call_handler(&t->proj, event, position, NULL);
+			}
+			else
+				handle_guarded(t, event, position,
+							   SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 3, &isnull),
+							   SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 4, &isnull),
+							   false);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(event_cxt);
 			*last = position;
@@ -1193,6 +1448,7 @@ es_run_projection(PG_FUNCTION_ARGS)
 	int64		upto;
 	int64		last = 0;
 	int64		count;
+	int64		retried = 0;
 	int64		new_checkpoint;
 	Datum		args[3];
 
@@ -1233,19 +1489,31 @@ es_run_projection(PG_FUNCTION_ARGS)
 	horizon = query_int8(plan_horizon, NULL, false);
 	upto = Min(last_drawn, horizon);
 
-	count = feed_handler(&t, upto, max_events, 0, &last, event_cxt);
+	/* issue 29: due retries first, then new events, max_events in all */
+	if (t.on_error != ON_ERROR_STOP)
+	{
+		Datum		name_arg = PointerGetDatum(name);
+
+		prepare_failure_plans();
+		t.has_waiting = run_failure_plan(plan_has_waiting, &name_arg);
+		if (t.has_waiting)
+			retried = run_due_retries(&t, max_events, event_cxt);
+		t.has_waiting = run_failure_plan(plan_has_waiting, &name_arg);
+	}
+
+	count = feed_handler(&t, upto, max_events - retried, 0, &last, event_cxt);
 
 	/* a short batch read everything up to upto: the checkpoint may go there */
-	new_checkpoint = count < max_events ? upto : last;
+	new_checkpoint = count < max_events - retried ? upto : last;
 	args[0] = PointerGetDatum(name);
 	args[1] = Int64GetDatum(Max(new_checkpoint, t.checkpoint));
-	args[2] = Int64GetDatum(count);
+	args[2] = Int64GetDatum(count + retried);
 	if (SPI_execute_plan(plan_save_checkpoint, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "saving the checkpoint failed");
 
 	SPI_finish();
 	MemoryContextDelete(call_cxt);
-	PG_RETURN_INT64(count);
+	PG_RETURN_INT64(count + retried);
 }
 
 /*

@@ -269,3 +269,45 @@ SELECT count(*) AS events,
   FROM event_store.read_stream('upcprop-decl') d
   JOIN event_store.read_stream('upcprop-fn') f USING (stream_version);
 SELECT event_store.state_as_of('upcprop-decl') = event_store.state_as_of('upcprop-fn') AS same_state;
+
+-- Issues 27, 28 and 29 together (the combined read functions at the end
+-- of event_store--1.10--1.11.sql): a poll retry is upcast like a new
+-- event, and a deleted stream's events stay hidden while upcasters apply.
+SELECT event_store.subscribe('upclc', categories => ARRAY['upclc']);
+SELECT event_store.append('upclc-1', ARRAY[event_store.event('UpcLc', '{"v": 1}')], NULL) IS NOT NULL AS appended;
+SELECT event_store.append('upclc-2', ARRAY[event_store.event('UpcLc', '{"v": 2}')], NULL) IS NOT NULL AS appended;
+SELECT event_store.register_upcaster('UpcLc', 1, '{"set": {"upcast": true}}'::jsonb);
+SELECT event_store.set_event_schema('UpcLc', 2);
+SELECT event_store._upcasting();
+SELECT stream_id, data, schema_version FROM event_store.poll('upclc');
+SELECT event_store.nack('upclc', (SELECT global_position FROM event_store.events WHERE stream_id = 'upclc-1'), 'later');
+SELECT event_store.ack('upclc', (SELECT global_position FROM event_store.events WHERE stream_id = 'upclc-2'));
+UPDATE event_store.subscription_retries SET next_attempt_at = now() - interval '1 second' WHERE name = 'upclc';
+-- the retry, upcast
+SELECT stream_id, data, schema_version FROM event_store.poll('upclc');
+SELECT event_store.ack('upclc', (SELECT global_position FROM event_store.events WHERE stream_id = 'upclc-1'));
+SELECT stream_id, data, schema_version FROM event_store.events WHERE stream_id LIKE 'upclc-%' ORDER BY 1;
+-- delete upclc-2: hidden from every read, the rest still upcast
+SELECT event_store.delete_stream('upclc-2');
+SELECT count(*) AS forward FROM event_store.read_stream('upclc-2');
+SELECT count(*) AS backward FROM event_store.read_stream_backward('upclc-2');
+SELECT * FROM pg_temp.upc_plan($$SELECT * FROM event_store.read_stream('upclc-2')$$);
+SELECT stream_id, data, schema_version FROM event_store.read_category('upclc');
+SELECT stream_id, data, schema_version FROM event_store.read_all((SELECT min(global_position) - 1 FROM event_store.events WHERE stream_id LIKE 'upclc-%'))
+ WHERE stream_id LIKE 'upclc-%';
+SELECT stream_id, data, schema_version FROM event_store.read_stream('upclc-1');
+SELECT stream_id, data, schema_version FROM event_store.read_stream_backward('upclc-1');
+SELECT event_store.append('upclc-2', ARRAY[event_store.event('UpcLc', '{"v": 3}')], NULL) IS NOT NULL AS appended;
+-- a new event of the deleted stream (stored at version 2): only it is polled
+SELECT stream_id, data, schema_version FROM event_store.poll('upclc');
+SELECT stream_version, data, schema_version FROM event_store.read_stream('upclc-2');
+-- Message DB reads (messagedb 1.3): upclc-2's deleted event stays hidden,
+-- the others are upcast, with a condition too (it sees the upcast data)
+SELECT position, type, data FROM message_store.get_stream_messages('upclc-1');
+SELECT position, type, data FROM message_store.get_stream_messages('upclc-2');
+SELECT stream_name, data FROM message_store.get_category_messages('upclc');
+SELECT position, data FROM message_store.get_last_stream_message('upclc-1');
+SET message_store.sql_condition = on;
+SELECT position, data FROM message_store.get_stream_messages('upclc-1', condition => $$data::jsonb ? 'upcast'$$);
+SELECT stream_name, data FROM message_store.get_category_messages('upclc', condition => $$data::jsonb ? 'upcast'$$);
+RESET message_store.sql_condition;

@@ -1,0 +1,582 @@
+/*-------------------------------------------------------------------------
+ *
+ * lifecycle.c
+ *	  Stream lifecycle inside the append-only log (issue 28):
+ *	  event_store.delete_stream() and event_store.truncate_stream().
+ *
+ *	  Neither changes or removes an event.  The stream's row in
+ *	  event_store.streams carries the state: truncate_before (events of the
+ *	  stream below it are hidden from every read path), deleted_at and
+ *	  tombstoned_at.  A soft delete hides every event so far; a later append
+ *	  recreates the stream, its versions continuing.  A hard delete also
+ *	  tombstones the stream: the row trigger _refuse_tombstoned (below)
+ *	  refuses every later version bump with ES006, and the direct append
+ *	  path (append_direct.c) leaves such appends to the statement.
+ *	  truncate_before only ever rises, so hidden events never reappear.
+ *
+ *	  Both functions run their fixed statements as the owner of
+ *	  event_store.events, as redact() does (redact.c): the streams row is
+ *	  written through the append path's direct-write guard
+ *	  (es_exec_internal_write), the stream's snapshots (folds of hidden
+ *	  events) are dropped, and one audit event (who, why, which versions)
+ *	  goes to '$audit-deletions' through es_append_audit_event(), the one
+ *	  sanctioned path into audit streams.  Who may call them is decided by
+ *	  EXECUTE (event_store_admin by default).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "append.h"
+#include "event_store.h"
+
+PG_FUNCTION_INFO_V1(es_delete_stream);
+PG_FUNCTION_INFO_V1(es_truncate_stream);
+PG_FUNCTION_INFO_V1(es_refuse_tombstoned);
+PG_FUNCTION_INFO_V1(es_set_stream_metadata);
+
+#define ES_DELETIONS_STREAM		"$audit-deletions"
+
+/* The stream's row as the lifecycle functions see it (locked FOR UPDATE). */
+typedef struct StreamRow
+{
+	int64		version;
+	int64		truncate_before;	/* 1 when NULL */
+	bool		deleted;		/* soft-deleted and not recreated since */
+	bool		tombstoned;
+	int64		metadata_version;	/* 0 when never set */
+} StreamRow;
+
+/* Owner of event_store.events: the role the lifecycle statements run as. */
+static Oid
+log_owner(void)
+{
+	Oid			relid = es_events_relid(false);
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* The stream id argument: not NULL, a valid id, not an audit stream. */
+static text *
+stream_id_arg(FunctionCallInfo fcinfo, const char *what)
+{
+	text	   *sid;
+	char	   *s;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stream_id must not be null")));
+	sid = PG_GETARG_TEXT_PP(0);
+	if (VARSIZE_ANY_EXHDR(sid) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream_id must not be empty")));
+	s = text_to_cstring(sid);
+	if (strncmp(s, "$audit", 6) == 0 && (s[6] == '\0' || s[6] == '-'))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("audit stream \"%s\" cannot be %s", s, what),
+				 errdetail("Audit streams record deletions, redactions and dropped partitions; they are kept.")));
+	return sid;
+}
+
+/*
+ * Lock the stream's row (appends wait for the lock) and read its state.
+ * A stream that does not exist is an error.  Runs inside SPI.
+ */
+static StreamRow
+lock_stream(text *sid)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	StreamRow	row;
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+	int			rc;
+
+	values[0] = PointerGetDatum(sid);
+	rc = SPI_execute_with_args("SELECT s.version, s.truncate_before, s.deleted_at, s.tombstoned_at, "
+							   "COALESCE(s.metadata_version, 0) "
+							   "FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1 "
+							   "FOR UPDATE",
+							   1, types, values, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "reading event_store.streams failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("stream \"%s\" does not exist", text_to_cstring(sid)),
+				 errhint("Check the stream id: SELECT * FROM event_store.stream_lifecycle WHERE stream_id = ...")));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	row.version = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	d = SPI_getbinval(tup, desc, 2, &isnull);
+	row.truncate_before = isnull ? 1 : DatumGetInt64(d);
+	(void) SPI_getbinval(tup, desc, 3, &isnull);
+	row.deleted = !isnull && row.version < row.truncate_before;
+	(void) SPI_getbinval(tup, desc, 4, &isnull);
+	row.tombstoned = !isnull;
+	row.metadata_version = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+
+	if (row.tombstoned)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_STREAM_TOMBSTONED),
+				 errmsg("stream \"%s\" is tombstoned", text_to_cstring(sid)),
+				 errdetail("The stream was deleted with hard => true; it cannot be written or deleted again.")));
+	return row;
+}
+
+/*
+ * Set the row's lifecycle columns: truncate_before rises to at least $2;
+ * $3 true marks a deletion, $4 true a tombstone.
+ */
+static void
+update_stream(text *sid, int64 truncate_before, bool deleted, bool tombstoned)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		values[4];
+	int			rc;
+
+	if (plan == NULL)
+	{
+		Oid			types[4] = {TEXTOID, INT8OID, BOOLOID, BOOLOID};
+
+		plan = es_keep_plan("UPDATE event_store.streams SET "
+							"truncate_before = GREATEST(truncate_before, $2), "
+							"deleted_at = CASE WHEN $3 THEN pg_catalog.now() ELSE deleted_at END, "
+							"tombstoned_at = CASE WHEN $4 THEN pg_catalog.now() ELSE tombstoned_at END "
+							"WHERE stream_id OPERATOR(pg_catalog.=) $1", 4, types);
+	}
+	values[0] = PointerGetDatum(sid);
+	values[1] = Int64GetDatum(truncate_before);
+	values[2] = BoolGetDatum(deleted);
+	values[3] = BoolGetDatum(tombstoned);
+	rc = es_exec_internal_write(plan, values, NULL);
+	if (rc != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "updating stream \"%s\" failed: %s", text_to_cstring(sid),
+			 SPI_result_code_string(rc));
+}
+
+/* Snapshots of the stream hold folds of events now hidden: drop them. */
+static void
+drop_snapshots(text *sid)
+{
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+	int			rc;
+
+	values[0] = PointerGetDatum(sid);
+	rc = SPI_execute_with_args("DELETE FROM event_store.snapshots "
+							   "WHERE stream_id OPERATOR(pg_catalog.=) $1",
+							   1, types, values, NULL, false, 0);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "dropping snapshots failed: %s", SPI_result_code_string(rc));
+}
+
+/*
+ * The audit event in '$audit-deletions': the stream, the versions hidden,
+ * the reason, the calling role and the session user.
+ */
+static void
+audit(const char *event_type, text *sid, int64 version, int64 hidden_before,
+	  int64 truncate_before, const char *reason, Oid caller)
+{
+	Oid			types[7] = {TEXTOID, INT8OID, INT8OID, INT8OID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	Datum		data;
+	int			rc;
+
+	values[0] = PointerGetDatum(sid);
+	values[1] = Int64GetDatum(version);
+	values[2] = Int64GetDatum(hidden_before);
+	values[3] = Int64GetDatum(truncate_before);
+	values[4] = reason ? CStringGetTextDatum(reason) : (Datum) 0;
+	nulls[4] = reason ? ' ' : 'n';
+	values[5] = CStringGetTextDatum(GetUserNameFromId(caller, false));
+	values[6] = CStringGetTextDatum(GetUserNameFromId(GetSessionUserId(), false));
+	rc = SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object('stream_id', $1, 'version', $2, "
+							   "'previous_truncate_before', $3, 'truncate_before', $4, 'reason', $5, "
+							   "'by', $6, 'session_user', $7, 'at', pg_catalog.now())",
+							   7, types, values, nulls, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "building the audit event failed: %s", SPI_result_code_string(rc));
+	data = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	(void) es_append_audit_event(ES_DELETIONS_STREAM, event_type, data);
+}
+
+/*
+ * event_store.delete_stream(stream_id text, expected_version bigint DEFAULT
+ * NULL, hard boolean DEFAULT false, reason text DEFAULT NULL) RETURNS void
+ */
+Datum
+es_delete_stream(PG_FUNCTION_ARGS)
+{
+	text	   *sid = stream_id_arg(fcinfo, "deleted");
+	bool		has_expected = !PG_ARGISNULL(1);
+	int64		expected = has_expected ? PG_GETARG_INT64(1) : 0;
+	bool		hard;
+	char	   *reason = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
+	Oid			caller = GetUserId();
+	Oid			save_userid;
+	int			save_sec_context;
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("hard must not be null")));
+	hard = PG_GETARG_BOOL(2);
+	if (has_expected && expected < -1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expected_version must be -1, 0 or more, got %lld", (long long) expected)));
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_connect();
+	PG_TRY();
+	{
+		StreamRow	row = lock_stream(sid);
+
+		if (row.deleted && !hard)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("stream \"%s\" does not exist", text_to_cstring(sid)),
+					 errdetail("The stream was deleted at version %lld and has no events since.",
+							   (long long) row.version),
+					 errhint("Pass hard => true to tombstone it.")));
+		/* as for an append: -1 the stream must exist, N exactly version N */
+		if (has_expected && expected != -1 && expected != row.version)
+			ereport(ERROR,
+					(errcode(ERRCODE_ES_WRONG_EXPECTED_VERSION),
+					 errmsg("wrong expected version for stream \"%s\"", text_to_cstring(sid)),
+					 errdetail("Expected version %lld, stream is at version %lld.",
+							   (long long) expected, (long long) row.version),
+					 errhint("Read the stream again and retry with its current version.")));
+
+		update_stream(sid, row.version + 1, true, hard);
+		drop_snapshots(sid);
+		audit(hard ? "StreamTombstoned" : "StreamDeleted", sid, row.version,
+			  row.truncate_before, row.version + 1, reason, caller);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * event_store.truncate_stream(stream_id text, before_version bigint)
+ * RETURNS void.  Raising truncate_before to where it already is (or below)
+ * changes and records nothing.
+ */
+Datum
+es_truncate_stream(PG_FUNCTION_ARGS)
+{
+	text	   *sid = stream_id_arg(fcinfo, "truncated");
+	int64		before;
+	Oid			caller = GetUserId();
+	Oid			save_userid;
+	int			save_sec_context;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("before_version must not be null")));
+	before = PG_GETARG_INT64(1);
+	if (before < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("before_version must be at least 1, got %lld", (long long) before)));
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_connect();
+	PG_TRY();
+	{
+		StreamRow	row = lock_stream(sid);
+
+		if (before > row.version + 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("before_version %lld is past the end of stream \"%s\"",
+							(long long) before, text_to_cstring(sid)),
+					 errdetail("The stream is at version %lld; before_version can be at most %lld.",
+							   (long long) row.version, (long long) row.version + 1)));
+		if (before > row.truncate_before)
+		{
+			update_stream(sid, before, false, false);
+			drop_snapshots(sid);
+			audit("StreamTruncated", sid, row.version, row.truncate_before, before,
+				  NULL, caller);
+		}
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * BEFORE UPDATE OF version ... FOR EACH ROW WHEN (OLD.tombstoned_at IS NOT
+ * NULL) on event_store.streams: every append path bumps the version of the
+ * stream's row, so this refuses appends to a tombstoned stream, whichever
+ * function makes them (append, append_all, append_if, Message DB).
+ */
+Datum
+es_refuse_tombstoned(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	bool		isnull;
+	Datum		sid;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s must be called as a BEFORE UPDATE ... FOR EACH ROW trigger",
+						"event_store._refuse_tombstoned()")));
+	sid = heap_getattr(trigdata->tg_trigtuple,
+					   get_attnum(RelationGetRelid(trigdata->tg_relation), "stream_id"),
+					   RelationGetDescr(trigdata->tg_relation), &isnull);
+	ereport(ERROR,
+			(errcode(ERRCODE_ES_STREAM_TOMBSTONED),
+			 errmsg("stream \"%s\" is tombstoned", isnull ? "?" : TextDatumGetCString(sid)),
+			 errdetail("The stream was deleted with event_store.delete_stream(hard => true); nothing can be appended to it."),
+			 errhint("Append to another stream id.")));
+	PG_RETURN_NULL();			/* keep compiler quiet */
+}
+
+/* The keys of stream metadata the store honours, checked. */
+typedef struct MetadataKeys
+{
+	bool		has_max_age;
+	Datum		max_age;		/* interval */
+	bool		has_max_count;
+	int64		max_count;
+	bool		has_truncate_before;
+	int64		truncate_before;
+} MetadataKeys;
+
+/* A JSON number that is a whole bigint >= min, or an error naming the key. */
+static int64
+metadata_integer(const char *key, const char *type, const char *text, int64 min)
+{
+	char	   *end;
+	long long	v;
+
+	errno = 0;
+	v = (type != NULL && strcmp(type, "number") == 0) ? strtoll(text, &end, 10) : 0;
+	if (type == NULL || strcmp(type, "number") != 0 || errno != 0 || *end != '\0' || v < min)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("metadata key \"%s\" must be a whole number of at least %lld, got %s",
+						key, (long long) min,
+						type == NULL || strcmp(type, "number") != 0 ? (type ? type : "nothing") : text)));
+	return (int64) v;
+}
+
+/*
+ * Check the metadata: an object; max_age a non-negative interval (a JSON
+ * string), max_count a whole number >= 0, truncate_before a whole number
+ * >= 1.  JSON null for a key is the same as no key.  Runs inside SPI.
+ */
+static MetadataKeys
+check_metadata(Datum metadata)
+{
+	Oid			types[1] = {JSONBOID};
+	Datum		values[1] = {metadata};
+	MetadataKeys k = {0};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	char	   *typ;
+	char	   *val;
+	int			rc;
+
+	rc = SPI_execute_with_args("SELECT pg_catalog.jsonb_typeof($1), "
+							   "pg_catalog.jsonb_typeof($1 OPERATOR(pg_catalog.->) 'max_age'), $1 OPERATOR(pg_catalog.->>) 'max_age', "
+							   "pg_catalog.jsonb_typeof($1 OPERATOR(pg_catalog.->) 'max_count'), $1 OPERATOR(pg_catalog.->>) 'max_count', "
+							   "pg_catalog.jsonb_typeof($1 OPERATOR(pg_catalog.->) 'truncate_before'), $1 OPERATOR(pg_catalog.->>) 'truncate_before'",
+							   1, types, values, NULL, true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "reading the metadata failed: %s", SPI_result_code_string(rc));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	typ = SPI_getvalue(tup, desc, 1);
+	if (strcmp(typ, "object") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("stream metadata must be a JSON object, got %s", typ)));
+
+	typ = SPI_getvalue(tup, desc, 2);
+	val = SPI_getvalue(tup, desc, 3);
+	if (typ != NULL && strcmp(typ, "null") != 0)
+	{
+		Datum		zero;
+
+		if (strcmp(typ, "string") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("metadata key \"max_age\" must be an interval as a string, got %s", typ),
+					 errhint("For example: {\"max_age\": \"30 days\"}.")));
+		k.max_age = DirectFunctionCall3(interval_in, CStringGetDatum(val),
+										ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		zero = DirectFunctionCall3(interval_in, CStringGetDatum("0"),
+								   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+		if (DatumGetBool(DirectFunctionCall2(interval_lt, k.max_age, zero)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("metadata key \"max_age\" must not be negative, got %s", val)));
+		k.has_max_age = true;
+	}
+	typ = SPI_getvalue(tup, desc, 4);
+	val = SPI_getvalue(tup, desc, 5);
+	if (typ != NULL && strcmp(typ, "null") != 0)
+	{
+		k.max_count = metadata_integer("max_count", typ, val, 0);
+		k.has_max_count = true;
+	}
+	typ = SPI_getvalue(tup, desc, 6);
+	val = SPI_getvalue(tup, desc, 7);
+	if (typ != NULL && strcmp(typ, "null") != 0)
+	{
+		k.truncate_before = metadata_integer("truncate_before", typ, val, 1);
+		k.has_truncate_before = true;
+	}
+	return k;
+}
+
+/*
+ * event_store.set_stream_metadata(stream_id text, metadata jsonb,
+ * expected_metadata_version bigint DEFAULT NULL) RETURNS bigint: the new
+ * metadata version.  The object replaces the stream's metadata; max_age
+ * and max_count hide events from reads while they are set (removing them
+ * shows the events again); truncate_before acts as truncate_stream()
+ * (only rises, audited).
+ */
+Datum
+es_set_stream_metadata(PG_FUNCTION_ARGS)
+{
+	text	   *sid = stream_id_arg(fcinfo, "given metadata");
+	Datum		metadata;
+	bool		has_expected = !PG_ARGISNULL(2);
+	int64		expected = has_expected ? PG_GETARG_INT64(2) : 0;
+	int64		new_version = 0;
+	Oid			caller = GetUserId();
+	Oid			save_userid;
+	int			save_sec_context;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("metadata must not be null"),
+				 errhint("Pass '{}' to clear the stream's metadata.")));
+	metadata = PG_GETARG_DATUM(1);
+	if (has_expected && expected < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expected_metadata_version must be 0 or more, got %lld", (long long) expected)));
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_connect();
+	PG_TRY();
+	{
+		MetadataKeys k = check_metadata(metadata);
+		StreamRow	row = lock_stream(sid);
+		static SPIPlanPtr plan = NULL;
+		Datum		values[6];
+		char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+		int64		truncate_before;
+		int			rc;
+
+		if (has_expected && expected != row.metadata_version)
+			ereport(ERROR,
+					(errcode(ERRCODE_ES_WRONG_EXPECTED_VERSION),
+					 errmsg("wrong expected metadata version for stream \"%s\"", text_to_cstring(sid)),
+					 errdetail("Expected metadata version %lld, the stream's metadata is at version %lld.",
+							   (long long) expected, (long long) row.metadata_version),
+					 errhint("Read event_store.stream_lifecycle again and retry with its metadata_version.")));
+		if (k.has_truncate_before && k.truncate_before > row.version + 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("truncate_before %lld is past the end of stream \"%s\"",
+							(long long) k.truncate_before, text_to_cstring(sid)),
+					 errdetail("The stream is at version %lld; truncate_before can be at most %lld.",
+							   (long long) row.version, (long long) row.version + 1)));
+
+		/* max_age or max_count mark the row (truncate_before >= 1) for the readers' anti-join */
+		truncate_before = Max(row.truncate_before, k.has_truncate_before ? k.truncate_before : 1);
+		if (plan == NULL)
+		{
+			Oid			types[6] = {TEXTOID, JSONBOID, INTERVALOID, INT8OID, INT8OID, BOOLOID};
+
+			plan = es_keep_plan("UPDATE event_store.streams SET metadata = $2, "
+								"metadata_version = COALESCE(metadata_version, 0) OPERATOR(pg_catalog.+) 1, "
+								"max_age = $3, max_count = $4, "
+								"truncate_before = CASE WHEN $6 THEN $5 ELSE truncate_before END "
+								"WHERE stream_id OPERATOR(pg_catalog.=) $1 RETURNING metadata_version", 6, types);
+		}
+		values[0] = PointerGetDatum(sid);
+		values[1] = metadata;
+		values[2] = k.max_age;
+		nulls[2] = k.has_max_age ? ' ' : 'n';
+		values[3] = Int64GetDatum(k.max_count);
+		nulls[3] = k.has_max_count ? ' ' : 'n';
+		values[4] = Int64GetDatum(truncate_before);
+		values[5] = BoolGetDatum(k.has_truncate_before || k.has_max_age || k.has_max_count);
+		rc = es_exec_internal_write(plan, values, nulls);
+		if (rc != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
+			elog(ERROR, "updating stream \"%s\" failed: %s", text_to_cstring(sid),
+				 SPI_result_code_string(rc));
+		{
+			bool		isnull;
+
+			new_version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		if (truncate_before > row.truncate_before)
+		{
+			drop_snapshots(sid);
+			audit("StreamTruncated", sid, row.version, row.truncate_before, truncate_before,
+				  "set_stream_metadata: truncate_before", caller);
+		}
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+	SPI_finish();
+	PG_RETURN_INT64(new_version);
+}
