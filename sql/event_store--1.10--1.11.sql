@@ -806,6 +806,744 @@ ALTER TABLE event_store.events ALTER COLUMN data DROP NOT NULL;
 ALTER TABLE event_store_archive.events ALTER COLUMN data DROP NOT NULL;
 
 ------------------------------------------------------------------------------
+-- issue 27: event schema evolution -- upcasters applied on every read path
+--
+-- Every event carries schema_version (the version of its type's data when
+-- it was appended; 1 for every event written before 1.11: a fast default,
+-- no rewrite, no scan of the log).  event_store.upcasters holds the steps
+-- from version v of a type to v + 1 (a function, or a declarative jsonb
+-- transform run in C), event_store.event_schema_versions the current
+-- version of each type (1 when absent).  Appends stamp the current version
+-- (or "$schema_version" of the metadata); every read path returns events
+-- upcast to the current version (src/upcast.c); the stored rows never
+-- change.  The reads apply event_store._upcast() to each row they return;
+-- folds and projections call the C code directly.  docs/upcasting.md.
+------------------------------------------------------------------------------
+ALTER TABLE event_store.events ADD COLUMN schema_version int NOT NULL DEFAULT 1;
+ALTER TABLE event_store_archive.events ADD COLUMN schema_version int NOT NULL DEFAULT 1;
+COMMENT ON COLUMN event_store.events.schema_version IS
+  'The version of the event type''s data the event was appended with (1.11). Reads return events upcast to the current version: docs/upcasting.md.';
+
+CREATE TABLE event_store.event_schema_versions (
+    event_type      text        PRIMARY KEY,
+    current_version int         NOT NULL,
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE event_store.event_schema_versions IS
+  'The current schema version of each event type (1 when absent). Write with event_store.set_event_schema().';
+
+CREATE TABLE event_store.upcasters (
+    event_type     text        NOT NULL,
+    from_version   int         NOT NULL,
+    upcaster       text,
+    takes_event    boolean     NOT NULL DEFAULT false,
+    transform      jsonb,
+    new_event_type text,
+    registered_by  text        NOT NULL DEFAULT CURRENT_USER,
+    registered_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (event_type, from_version)
+);
+COMMENT ON TABLE event_store.upcasters IS
+  'Upcasting steps: version from_version of event_type to from_version + 1 (renamed to new_event_type when set), by the function upcaster (a schema-qualified signature) or the declarative transform. Write with event_store.register_upcaster().';
+SELECT pg_catalog.pg_extension_config_dump('event_store.event_schema_versions', '');
+SELECT pg_catalog.pg_extension_config_dump('event_store.upcasters', '');
+REVOKE ALL ON event_store.event_schema_versions, event_store.upcasters FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON event_store.event_schema_versions TO event_store_admin;
+GRANT SELECT, INSERT, DELETE ON event_store.upcasters TO event_store_admin;
+
+CREATE FUNCTION event_store._upcast(event event_store.events) RETURNS event_store.events
+AS 'MODULE_PATHNAME', 'es_upcast' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION event_store._upcast(event_store.events) IS
+  'The event upcast to the current schema version of its type (the read functions apply it to every row).';
+REVOKE ALL ON FUNCTION event_store._upcast(event_store.events) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._upcast(event_store.events) TO event_store_reader;
+
+-- The reads branch once per call on this: false while no type has a step
+-- below its current version, and then they run the 1.10 statements.
+-- Answered from the backend's cache of the registry (src/upcast.c).
+CREATE FUNCTION event_store._upcasting() RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_upcasting' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION event_store._upcasting() IS
+  'Whether any event type has an upcasting step below its current schema version (the read functions skip event_store._upcast() when not).';
+REVOKE ALL ON FUNCTION event_store._upcasting() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._upcasting() TO event_store_reader;
+
+-- The same, folded to a constant when a plan is made (read_stream and
+-- read_stream_backward: their 1.10 statement plans as in 1.10).  Plans that
+-- hold it are dropped when the registry changes (a relcache invalidation
+-- of event_store.events); not for PL/pgSQL conditions, whose simple
+-- expressions read no table.
+CREATE FUNCTION event_store._upcasting_support(internal) RETURNS internal
+AS 'MODULE_PATHNAME', 'es_upcasting_support' LANGUAGE C STRICT;
+REVOKE ALL ON FUNCTION event_store._upcasting_support(internal) FROM PUBLIC;
+CREATE FUNCTION event_store._upcasting_planned() RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_upcasting' LANGUAGE C STABLE PARALLEL SAFE
+SUPPORT event_store._upcasting_support;
+COMMENT ON FUNCTION event_store._upcasting_planned() IS
+  'event_store._upcasting(), folded to a constant when a plan is made (only in statements that read event_store.events: their plans are invalidated when the registry changes).';
+REVOKE ALL ON FUNCTION event_store._upcasting_planned() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._upcasting_planned() TO event_store_reader;
+
+CREATE FUNCTION event_store._stamp_schema_version(event_type text, metadata jsonb) RETURNS int
+AS 'MODULE_PATHNAME', 'es_stamp_schema_version' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION event_store._stamp_schema_version(text, jsonb) IS
+  'The schema_version an append stamps: "$schema_version" of the metadata, else the current version of the type.';
+REVOKE ALL ON FUNCTION event_store._stamp_schema_version(text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._stamp_schema_version(text, jsonb) TO event_store_writer;
+
+CREATE FUNCTION event_store._check_upcast_transform(transform jsonb) RETURNS void
+AS 'MODULE_PATHNAME', 'es_check_upcast_transform' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+REVOKE ALL ON FUNCTION event_store._check_upcast_transform(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._check_upcast_transform(jsonb) TO event_store_admin;
+
+CREATE FUNCTION event_store._upcasters_changed() RETURNS trigger
+AS 'MODULE_PATHNAME', 'es_upcasters_changed' LANGUAGE C;
+REVOKE ALL ON FUNCTION event_store._upcasters_changed() FROM PUBLIC;
+
+-- Every write of the registry is checked here, whether it comes through
+-- the functions below or straight from an admin; one lock serializes the
+-- writers of both tables, so a chain is checked against a stable registry.
+CREATE FUNCTION event_store._upcasters_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cur int;
+    fn oid;
+    p record;
+BEGIN
+    LOCK TABLE event_store.upcasters IN SHARE ROW EXCLUSIVE MODE;
+    IF TG_OP = 'UPDATE' THEN
+        RAISE EXCEPTION 'a registered upcaster cannot be changed'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Unregister the step and register it again (event_store.unregister_upcaster, register_upcaster).';
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        SELECT v.current_version INTO cur FROM event_store.event_schema_versions v
+         WHERE v.event_type = OLD.event_type;
+        IF OLD.from_version < coalesce(cur, 1) THEN
+            RAISE EXCEPTION 'the upcaster of event type "%" from version % is in use', OLD.event_type, OLD.from_version
+                USING ERRCODE = 'ES021',
+                      DETAIL = format('The current version of "%s" is %s: events of version %s reach it through this step.',
+                                      OLD.event_type, cur, OLD.from_version),
+                      HINT = 'Only steps at or above the current version can be unregistered.';
+        END IF;
+        RETURN OLD;
+    END IF;
+    IF NEW.event_type IS NULL OR NEW.event_type = '' OR octet_length(NEW.event_type) > 255 THEN
+        RAISE EXCEPTION 'event_type must be a non-empty text of at most 255 bytes'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.from_version IS NULL OR NEW.from_version < 1 THEN
+        RAISE EXCEPTION 'from_version must be at least 1, got %', coalesce(NEW.from_version::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Schema versions start at 1; a step turns from_version into from_version + 1.';
+    END IF;
+    IF NEW.new_event_type IS NOT NULL AND (NEW.new_event_type = '' OR octet_length(NEW.new_event_type) > 255) THEN
+        RAISE EXCEPTION 'new_event_type must be a non-empty text of at most 255 bytes'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF (NEW.upcaster IS NULL) = (NEW.transform IS NULL) THEN
+        RAISE EXCEPTION 'an upcaster is either a function or a transform'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF EXISTS (SELECT 1 FROM event_store.upcasters u
+                WHERE u.event_type = NEW.event_type AND u.from_version = NEW.from_version) THEN
+        RAISE EXCEPTION 'an upcaster of event type "%" from version % is already registered', NEW.event_type, NEW.from_version
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Unregister it first (event_store.unregister_upcaster), if it is not in use.';
+    END IF;
+    IF NEW.transform IS NOT NULL THEN
+        PERFORM event_store._check_upcast_transform(NEW.transform);
+        NEW.takes_event := false;
+    ELSE
+        fn := pg_catalog.to_regprocedure(NEW.upcaster);
+        IF fn IS NULL THEN
+            RAISE EXCEPTION 'upcaster function % does not exist', NEW.upcaster
+                USING ERRCODE = 'undefined_function',
+                      HINT = 'Name it with its schema and argument types, e.g. public.my_upcaster(jsonb).';
+        END IF;
+        SELECT pr.prokind, pr.proretset, pr.pronargs, pr.prorettype, pr.proargtypes[0] AS arg,
+               pr.pronamespace = pg_my_temp_schema() OR pg_is_other_temp_schema(pr.pronamespace) AS temp
+          INTO p FROM pg_catalog.pg_proc pr WHERE pr.oid = fn;
+        IF p.prokind <> 'f' OR p.proretset OR p.pronargs <> 1 OR p.prorettype <> 'jsonb'::regtype
+           OR p.arg NOT IN ('jsonb'::regtype, 'event_store.events'::regtype) THEN
+            RAISE EXCEPTION 'function % is not an upcaster', fn::regprocedure
+                USING ERRCODE = 'invalid_function_definition',
+                      DETAIL = format('An upcaster has the signature (data jsonb) RETURNS jsonb or (event event_store.events) RETURNS jsonb; %s returns %s%s.',
+                                      fn::regprocedure, CASE WHEN p.proretset THEN 'setof ' ELSE '' END, p.prorettype::regtype);
+        END IF;
+        IF p.temp THEN
+            RAISE EXCEPTION 'upcaster function % is in a temporary schema', fn::regprocedure
+                USING ERRCODE = 'invalid_function_definition',
+                      DETAIL = 'A temporary function exists only for the session that created it; other sessions cannot run it.';
+        END IF;
+        IF NOT pg_catalog.has_function_privilege(fn, 'EXECUTE') THEN
+            RAISE EXCEPTION 'permission denied for function %', fn::regprocedure
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'Upcasters run as the role that registers them.';
+        END IF;
+        NEW.upcaster := event_store._reducer_key(fn);
+        NEW.takes_event := p.arg = 'event_store.events'::regtype;
+    END IF;
+    IF NEW.registered_by IS NULL
+       OR NOT pg_catalog.pg_has_role(current_user,
+                                     (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = TG_RELID),
+                                     'USAGE') THEN
+        NEW.registered_by := current_user;
+    END IF;
+    NEW.registered_at := pg_catalog.now();
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION event_store._upcasters_check() FROM PUBLIC;
+
+CREATE FUNCTION event_store._event_schema_versions_check() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    gap int;
+    first int;
+BEGIN
+    LOCK TABLE event_store.upcasters IN SHARE ROW EXCLUSIVE MODE;
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.current_version > 1 THEN
+            RAISE EXCEPTION 'the current version of event type "%" cannot go back from % to 1', OLD.event_type, OLD.current_version
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'Events were appended at the current version; reads never downcast.';
+        END IF;
+        RETURN OLD;
+    END IF;
+    IF NEW.event_type IS NULL OR NEW.event_type = '' OR octet_length(NEW.event_type) > 255 THEN
+        RAISE EXCEPTION 'event_type must be a non-empty text of at most 255 bytes'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.current_version IS NULL OR NEW.current_version < 1 THEN
+        RAISE EXCEPTION 'a schema version must be at least 1, got %', coalesce(NEW.current_version::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.event_type <> OLD.event_type THEN
+            RAISE EXCEPTION 'the event type of a schema version cannot be changed'
+                USING ERRCODE = 'feature_not_supported';
+        END IF;
+        IF NEW.current_version < OLD.current_version THEN
+            RAISE EXCEPTION 'the current version of event type "%" cannot go back from % to %',
+                            NEW.event_type, OLD.current_version, NEW.current_version
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'Events were appended at the current version; reads never downcast.';
+        END IF;
+    END IF;
+    -- Every version from the first up must have a step: version 1 is where
+    -- a type starts (appends may name any version up to the current one),
+    -- unless steps of other types rename into it: then the lowest version
+    -- they deliver.
+    SELECT coalesce(pg_catalog.min(r.from_version) + 1, 1) INTO first
+      FROM event_store.upcasters r WHERE r.new_event_type = NEW.event_type;
+    SELECT pg_catalog.min(c.v) INTO gap
+      FROM (SELECT first AS v
+            UNION ALL
+            SELECT u.from_version + 1 FROM event_store.upcasters u WHERE u.event_type = NEW.event_type) c
+     WHERE c.v >= first AND c.v < NEW.current_version
+       AND NOT EXISTS (SELECT 1 FROM event_store.upcasters u
+                        WHERE u.event_type = NEW.event_type AND u.from_version = c.v);
+    IF gap IS NOT NULL THEN
+        RAISE EXCEPTION 'version % of event type "%" cannot be reached from version %', NEW.current_version, NEW.event_type, first
+            USING ERRCODE = 'ES021',
+                  DETAIL = format('No upcaster is registered from version %s: stored events of version %s could not be upcast.', gap, gap),
+                  HINT = format('Register the step first: event_store.register_upcaster(%L, %s, ...).', NEW.event_type, gap);
+    END IF;
+    NEW.updated_at := pg_catalog.now();
+    RETURN NEW;
+END
+$$;
+REVOKE ALL ON FUNCTION event_store._event_schema_versions_check() FROM PUBLIC;
+
+CREATE TRIGGER upcasters_check BEFORE INSERT OR UPDATE OR DELETE ON event_store.upcasters
+    FOR EACH ROW EXECUTE FUNCTION event_store._upcasters_check();
+CREATE TRIGGER event_schema_versions_check BEFORE INSERT OR UPDATE OR DELETE ON event_store.event_schema_versions
+    FOR EACH ROW EXECUTE FUNCTION event_store._event_schema_versions_check();
+CREATE TRIGGER upcasters_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON event_store.upcasters
+    FOR EACH STATEMENT EXECUTE FUNCTION event_store._upcasters_changed();
+CREATE TRIGGER event_schema_versions_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON event_store.event_schema_versions
+    FOR EACH STATEMENT EXECUTE FUNCTION event_store._upcasters_changed();
+
+CREATE FUNCTION event_store.set_event_schema(event_type text, version int) RETURNS int
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF set_event_schema.event_type IS NULL OR set_event_schema.version IS NULL THEN
+        RAISE EXCEPTION 'event_type and version must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    INSERT INTO event_store.event_schema_versions AS v (event_type, current_version)
+    VALUES (set_event_schema.event_type, set_event_schema.version)
+    ON CONFLICT ON CONSTRAINT event_schema_versions_pkey DO UPDATE SET current_version = EXCLUDED.current_version
+     WHERE v.current_version <> EXCLUDED.current_version;
+    RETURN set_event_schema.version;
+END
+$$;
+COMMENT ON FUNCTION event_store.set_event_schema(text, int) IS
+  'Set the current schema version of an event type: appends stamp it, reads upcast to it. It never goes back, and every version below it must have an upcaster.';
+
+CREATE FUNCTION event_store.register_upcaster(event_type text, from_version int, upcaster regprocedure,
+                                              new_event_type text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF register_upcaster.event_type IS NULL OR register_upcaster.from_version IS NULL
+       OR register_upcaster.upcaster IS NULL THEN
+        RAISE EXCEPTION 'event_type, from_version and upcaster must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    INSERT INTO event_store.upcasters (event_type, from_version, upcaster, new_event_type)
+    VALUES (register_upcaster.event_type, register_upcaster.from_version,
+            event_store._reducer_key(register_upcaster.upcaster), register_upcaster.new_event_type);
+END
+$$;
+COMMENT ON FUNCTION event_store.register_upcaster(text, int, regprocedure, text) IS
+  'Register a function (data jsonb) or (event event_store.events) RETURNS jsonb that turns version from_version of event_type into from_version + 1, optionally renaming the type. It runs as the registering role.';
+
+CREATE FUNCTION event_store.register_upcaster(event_type text, from_version int, transform jsonb,
+                                              new_event_type text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF register_upcaster.event_type IS NULL OR register_upcaster.from_version IS NULL
+       OR register_upcaster.transform IS NULL THEN
+        RAISE EXCEPTION 'event_type, from_version and transform must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    INSERT INTO event_store.upcasters (event_type, from_version, transform, new_event_type)
+    VALUES (register_upcaster.event_type, register_upcaster.from_version,
+            register_upcaster.transform, register_upcaster.new_event_type);
+END
+$$;
+COMMENT ON FUNCTION event_store.register_upcaster(text, int, jsonb, text) IS
+  'Register a declarative step (rename, remove, set, merge; docs/upcasting.md), run in C, that turns version from_version of event_type into from_version + 1, optionally renaming the type.';
+
+CREATE FUNCTION event_store.unregister_upcaster(event_type text, from_version int) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    n bigint;
+BEGIN
+    DELETE FROM event_store.upcasters u
+     WHERE u.event_type = unregister_upcaster.event_type
+       AND u.from_version = unregister_upcaster.from_version;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n > 0;
+END
+$$;
+COMMENT ON FUNCTION event_store.unregister_upcaster(text, int) IS
+  'Remove a step that the current version does not depend on (from_version at or above it); false when there was none.';
+
+REVOKE ALL ON FUNCTION event_store.set_event_schema(text, int),
+    event_store.register_upcaster(text, int, regprocedure, text),
+    event_store.register_upcaster(text, int, jsonb, text),
+    event_store.unregister_upcaster(text, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.set_event_schema(text, int),
+    event_store.register_upcaster(text, int, regprocedure, text),
+    event_store.register_upcaster(text, int, jsonb, text),
+    event_store.unregister_upcaster(text, int) TO event_store_admin;
+
+CREATE VIEW event_store.event_schemas AS
+SELECT t.event_type,
+       coalesce(v.current_version, 1) AS current_version,
+       coalesce((SELECT pg_catalog.jsonb_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+                        'from_version', u.from_version,
+                        'to_version', u.from_version OPERATOR(pg_catalog.+) 1,
+                        'upcaster', u.upcaster,
+                        'transform', u.transform,
+                        'new_event_type', u.new_event_type,
+                        'active', u.from_version OPERATOR(pg_catalog.<) coalesce(v.current_version, 1),
+                        'registered_by', u.registered_by))
+                        ORDER BY u.from_version)
+                   FROM event_store.upcasters u
+                  WHERE u.event_type OPERATOR(pg_catalog.=) t.event_type), '[]'::jsonb) AS upcasters
+  FROM (SELECT x.event_type FROM event_store.event_schema_versions x
+        UNION
+        SELECT y.event_type FROM event_store.upcasters y) t
+  LEFT JOIN event_store.event_schema_versions v ON v.event_type OPERATOR(pg_catalog.=) t.event_type;
+COMMENT ON VIEW event_store.event_schemas IS
+  'Event types with their current schema version and upcaster chain (active: the step applies to reads now).';
+REVOKE ALL ON event_store.event_schemas FROM PUBLIC;
+GRANT SELECT ON event_store.event_schemas TO event_store_reader;
+
+-- The reads: each row through event_store._upcast(), after the LIMIT (a
+-- read upcasts only the rows it returns).  When nothing can be upcast
+-- (event_store._upcasting() false: no type has a step below its current
+-- version) the 1.10 statement runs instead, unchanged.  read_stream and
+-- read_stream_backward have a planner support function that replaces the
+-- call by _<name>_plain (1.10's body) or _<name>_upcast, both inlinable
+-- SQL: a read with nothing to upcast plans exactly as in 1.10.  Their own
+-- bodies (used only where the support does not run) are both statements,
+-- gated by _upcasting_planned(), folded to a constant when planned.  Plans
+-- holding the choice are invalidated when the registry changes
+-- (src/upcast.c).  The PL/pgSQL reads branch with IF on _upcasting(),
+-- evaluated per call.
+-- Planner support of read_stream and read_stream_backward (src/upcast.c):
+-- the call is replaced when the plan is made by _<name>_plain (1.10's
+-- statement) or _<name>_upcast, which the planner then inlines.
+CREATE FUNCTION event_store._read_stream_support(internal) RETURNS internal
+AS 'MODULE_PATHNAME', 'es_read_stream_support' LANGUAGE C STRICT;
+REVOKE ALL ON FUNCTION event_store._read_stream_support(internal) FROM PUBLIC;
+
+CREATE FUNCTION event_store._read_stream_upcast(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT (u.e).*
+      FROM (SELECT event_store._upcast(e) AS e
+              FROM event_store.events e
+             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+               AND e.stream_version OPERATOR(pg_catalog.>=) $2
+               AND e.stream_version OPERATOR(pg_catalog.<)
+                   (CASE WHEN $3 IS NULL
+                           OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1))
+                         THEN 9223372036854775807
+                         ELSE GREATEST($2, 1) OPERATOR(pg_catalog.+) $3 END)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+             ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+             LIMIT $3) u
+$$;
+REVOKE ALL ON FUNCTION event_store._read_stream_upcast(text, bigint, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._read_stream_upcast(text, bigint, int) TO event_store_reader;
+
+CREATE FUNCTION event_store._read_stream_plain(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.>=) $2
+       AND e.stream_version OPERATOR(pg_catalog.<)
+           (CASE WHEN $3 IS NULL
+                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1))
+                 THEN 9223372036854775807
+                 ELSE GREATEST($2, 1) OPERATOR(pg_catalog.+) $3 END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+     LIMIT $3
+$$;
+REVOKE ALL ON FUNCTION event_store._read_stream_plain(text, bigint, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._read_stream_plain(text, bigint, int) TO event_store_reader;
+
+CREATE OR REPLACE FUNCTION event_store.read_stream(
+    stream_id text, from_version bigint DEFAULT 1, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+SUPPORT event_store._read_stream_support
+AS $$
+    -- replaced when planned by _read_stream_plain or _read_stream_upcast
+    -- (_read_stream_support); this body where the support does not run
+    -- nothing to upcast: the 1.10 statement
+    (SELECT e.*
+      FROM event_store.events e
+     WHERE NOT event_store._upcasting_planned()
+       AND e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.>=) $2
+       AND e.stream_version OPERATOR(pg_catalog.<)
+           (CASE WHEN $3 IS NULL
+                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1))
+                 THEN 9223372036854775807
+                 ELSE GREATEST($2, 1) OPERATOR(pg_catalog.+) $3 END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+     LIMIT $3)
+    UNION ALL
+    -- else the same rows upcast
+    SELECT * FROM event_store._read_stream_upcast($1, $2, $3) WHERE event_store._upcasting_planned()
+$$;
+
+CREATE FUNCTION event_store._read_stream_backward_upcast(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT (u.e).*
+      FROM (SELECT event_store._upcast(e) AS e
+              FROM event_store.events e
+             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+               AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+               AND e.stream_version OPERATOR(pg_catalog.>)
+                   (CASE WHEN $3 IS NULL THEN 0
+                         ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                              OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+             ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+             LIMIT $3) u
+$$;
+REVOKE ALL ON FUNCTION event_store._read_stream_backward_upcast(text, bigint, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._read_stream_backward_upcast(text, bigint, int) TO event_store_reader;
+
+CREATE FUNCTION event_store._read_stream_backward_plain(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+       AND e.stream_version OPERATOR(pg_catalog.>)
+           (CASE WHEN $3 IS NULL THEN 0
+                 ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                      OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+     LIMIT $3
+$$;
+REVOKE ALL ON FUNCTION event_store._read_stream_backward_plain(text, bigint, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._read_stream_backward_plain(text, bigint, int) TO event_store_reader;
+
+CREATE OR REPLACE FUNCTION event_store.read_stream_backward(
+    stream_id text, from_version bigint DEFAULT NULL, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+SUPPORT event_store._read_stream_support
+AS $$
+    -- replaced when planned by _read_stream_backward_plain or _read_stream_backward_upcast
+    -- (_read_stream_support); this body where the support does not run
+    -- nothing to upcast: the 1.10 statement
+    (SELECT e.*
+      FROM event_store.events e
+     WHERE NOT event_store._upcasting_planned()
+       AND e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+       AND e.stream_version OPERATOR(pg_catalog.>)
+           (CASE WHEN $3 IS NULL THEN 0
+                 ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                      OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+     LIMIT $3)
+    UNION ALL
+    -- else the same rows upcast
+    SELECT * FROM event_store._read_stream_backward_upcast($1, $2, $3) WHERE event_store._upcasting_planned()
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = auto
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT (u.e).*
+              FROM (SELECT event_store._upcast(e) AS e
+                      FROM event_store.events e
+                     WHERE e.global_position > after_position
+                       AND e.global_position <= horizon
+                       AND e.recorded_at >= scan_from
+                       AND e.recorded_at < scan_to
+                     ORDER BY e.global_position
+                     LIMIT max_count) u;
+    ELSE  -- nothing to upcast: the 1.10 statement
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+             ORDER BY e.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_category(
+    category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT (u.e).*
+              FROM (SELECT event_store._upcast(e) AS e
+                      FROM event_store.events e
+                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+                       AND e.recorded_at >= scan_from
+                       AND e.recorded_at < scan_to
+                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                     LIMIT max_count) u;
+    ELSE  -- nothing to upcast: the 1.10 statement
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.poll(
+    name text, max_count int DEFAULT 100,
+    consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    s       event_store.subscriptions;
+    member  int := coalesce(consumer_group_member, 0);
+    size    int := coalesce(consumer_group_size, 1);
+    after_position bigint;
+    horizon        bigint;
+    scan_from      timestamptz;
+    scan_to        timestamptz;
+    categories     text[];
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
+    IF max_count IS NULL OR max_count <= 0 THEN
+        RAISE EXCEPTION 'max_count must be positive, got %', coalesce(max_count::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'poll() needs READ COMMITTED'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'The feed horizon must be read before the snapshot that reads the events.';
+    END IF;
+    after_position := event_store._subscription_position(name, member, size);
+    -- The horizon first; the next statement reads with a newer snapshot.
+    horizon := event_store.feed_horizon();
+    scan_from := event_store._feed_scan_from(after_position);
+    scan_to := event_store._feed_scan_to(horizon);
+    IF s.categories IS NULL THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT (u.e).*
+                  FROM (SELECT event_store._upcast(e) AS e
+                          FROM event_store.events e
+                         WHERE e.global_position > after_position
+                           AND e.global_position <= horizon
+                           AND e.recorded_at >= scan_from
+                           AND e.recorded_at < scan_to
+                           AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                           AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                         ORDER BY e.global_position
+                         LIMIT max_count) u;
+        ELSE  -- nothing to upcast: the 1.10 statement
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE e.global_position > after_position
+                   AND e.global_position <= horizon
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                 ORDER BY e.global_position
+                 LIMIT max_count;
+        END IF;
+        RETURN;
+    END IF;
+    -- each category once, subscripts from 1 (whatever the stored array's bounds)
+    categories := ARRAY(SELECT DISTINCT c FROM pg_catalog.unnest(s.categories) AS c);
+    IF pg_catalog.cardinality(categories) = 1 THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT (u.e).*
+                  FROM (SELECT event_store._upcast(e) AS e
+                          FROM event_store.events e
+                         WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                           AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                           AND e.recorded_at >= scan_from
+                           AND e.recorded_at < scan_to
+                           AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                           AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                         ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                         LIMIT max_count) u;
+        ELSE  -- nothing to upcast: the 1.10 statement
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                   AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                 ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                 LIMIT max_count;
+        END IF;
+        RETURN;
+    END IF;
+    -- Each category's index read in position order, up to max_count rows
+    -- each, then merged: a read stops after the rows it returns instead of
+    -- collecting and sorting the category's whole rest of the log.
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT (u.e).*
+              FROM (SELECT event_store._upcast(x.ev) AS e
+              FROM pg_catalog.unnest(categories) AS c(category)
+             CROSS JOIN LATERAL (
+                   SELECT e AS ev, e.global_position
+                     FROM event_store.events e
+                    WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                    ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                    LIMIT max_count) x
+             ORDER BY x.global_position
+             LIMIT max_count) u;
+    ELSE  -- nothing to upcast: the 1.10 statement
+        RETURN QUERY
+            SELECT x.*
+              FROM pg_catalog.unnest(categories) AS c(category)
+             CROSS JOIN LATERAL (
+                   SELECT e.*
+                     FROM event_store.events e
+                    WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                    ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                    LIMIT max_count) x
+             ORDER BY x.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
+
 -- issue 26: push without NOTIFY's commit lock
 --
 -- wait_for_feed() blocks until the gap-free horizon passes a position,
@@ -2091,3 +2829,439 @@ COMMENT ON FUNCTION event_store.stream_metadata(text) IS
   'The stream''s metadata object; NULL when none was set or the stream does not exist.';
 REVOKE ALL ON FUNCTION event_store.stream_metadata(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store.stream_metadata(text) TO event_store_reader;
+
+------------------------------------------------------------------------------
+-- issues 27, 28, 29: read functions combined.  Issue 27 (upcasters), issue
+-- 28 (lifecycle hiding) and issue 29 (poll's retries and held events) each
+-- redefined these reads above; the last definition in this script is the
+-- one installed, so each is given once more here with all three: upcasting
+-- only when event_store._upcasting() is true (the plain statement
+-- otherwise), and the _hides filter of issue 28 in both variants.
+------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION event_store._read_stream_plain(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.>=) (CASE WHEN $2 IS NOT NULL THEN GREATEST($2, event_store._first_visible_version($1)) END)
+       AND e.stream_version OPERATOR(pg_catalog.<)
+           (CASE WHEN $3 IS NULL
+                   OR (SELECT s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1) IS NOT NULL
+                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, event_store._first_visible_version($1)))
+                 THEN 9223372036854775807
+                 ELSE GREATEST($2, 1, event_store._first_visible_version($1)) OPERATOR(pg_catalog.+) $3 END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+     LIMIT $3
+$$;
+
+CREATE OR REPLACE FUNCTION event_store._read_stream_upcast(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT (u.e).*
+      FROM (SELECT event_store._upcast(e) AS e
+              FROM event_store.events e
+             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+               AND e.stream_version OPERATOR(pg_catalog.>=) (CASE WHEN $2 IS NOT NULL THEN GREATEST($2, event_store._first_visible_version($1)) END)
+               AND e.stream_version OPERATOR(pg_catalog.<)
+                   (CASE WHEN $3 IS NULL
+                           OR (SELECT s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1) IS NOT NULL
+                           OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, event_store._first_visible_version($1)))
+                         THEN 9223372036854775807
+                         ELSE GREATEST($2, 1, event_store._first_visible_version($1)) OPERATOR(pg_catalog.+) $3 END)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+             ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+             LIMIT $3) u
+$$;
+
+-- SUPPORT restated: a CREATE OR REPLACE without it would drop it.
+CREATE OR REPLACE FUNCTION event_store.read_stream(
+    stream_id text, from_version bigint DEFAULT 1, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+SUPPORT event_store._read_stream_support
+AS $$
+    -- replaced when planned by _read_stream_plain or _read_stream_upcast
+    -- (_read_stream_support); this body where the support does not run
+    (SELECT * FROM event_store._read_stream_plain($1, $2, $3) WHERE NOT event_store._upcasting_planned())
+    UNION ALL
+    SELECT * FROM event_store._read_stream_upcast($1, $2, $3) WHERE event_store._upcasting_planned()
+$$;
+
+CREATE OR REPLACE FUNCTION event_store._read_stream_backward_plain(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+       AND e.stream_version OPERATOR(pg_catalog.>)
+           (CASE WHEN $3 IS NULL THEN 0
+                 ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                      OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+       AND e.stream_version OPERATOR(pg_catalog.>=) coalesce(event_store._first_visible_version($1), 1)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+     LIMIT $3
+$$;
+
+CREATE OR REPLACE FUNCTION event_store._read_stream_backward_upcast(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT (u.e).*
+      FROM (SELECT event_store._upcast(e) AS e
+              FROM event_store.events e
+             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+               AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+               AND e.stream_version OPERATOR(pg_catalog.>)
+                   (CASE WHEN $3 IS NULL THEN 0
+                         ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                              OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.stream_version OPERATOR(pg_catalog.>=) coalesce(event_store._first_visible_version($1), 1)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+             ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+             LIMIT $3) u
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_stream_backward(
+    stream_id text, from_version bigint DEFAULT NULL, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+SUPPORT event_store._read_stream_support
+AS $$
+    -- replaced when planned by _read_stream_backward_plain or _read_stream_backward_upcast
+    -- (_read_stream_support); this body where the support does not run
+    (SELECT * FROM event_store._read_stream_backward_plain($1, $2, $3) WHERE NOT event_store._upcasting_planned())
+    UNION ALL
+    SELECT * FROM event_store._read_stream_backward_upcast($1, $2, $3) WHERE event_store._upcasting_planned()
+$$;
+CREATE OR REPLACE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = auto
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- any stream with hidden events at all? (else no per-event check)
+    _hides    boolean := event_store._streams_hide(NULL);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT (u.e).*
+              FROM (SELECT event_store._upcast(e) AS e
+                      FROM event_store.events e
+                     WHERE e.global_position > after_position
+                       AND e.global_position <= horizon
+                       AND e.recorded_at >= scan_from
+                       AND e.recorded_at < scan_to
+                       AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                     ORDER BY e.global_position
+                     LIMIT max_count) u;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY e.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_category(
+    category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- any stream of the category with hidden events? (else no per-event check)
+    _hides    boolean := event_store._streams_hide(ARRAY[category]);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT (u.e).*
+              FROM (SELECT event_store._upcast(e) AS e
+                      FROM event_store.events e
+                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+                       AND e.recorded_at >= scan_from
+                       AND e.recorded_at < scan_to
+                       AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                     LIMIT max_count) u;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.poll(
+    name text, max_count int DEFAULT 100,
+    consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    s       event_store.subscriptions;
+    member  int := coalesce(consumer_group_member, 0);
+    size    int := coalesce(consumer_group_size, 1);
+    after_position bigint;
+    horizon        bigint;
+    scan_from      timestamptz;
+    scan_to        timestamptz;
+    categories     text[];
+    pending        boolean;
+    retries        bigint[];
+    fresh          int; _hides boolean;  -- (one line: error line numbers stay)
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
+    IF max_count IS NULL OR max_count <= 0 THEN
+        RAISE EXCEPTION 'max_count must be positive, got %', coalesce(max_count::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'poll() needs READ COMMITTED'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'The feed horizon must be read before the snapshot that reads the events.';
+    END IF;
+    after_position := event_store._subscription_position(name, member, size);
+    -- The horizon first; the next statement reads with a newer snapshot.
+    horizon := event_store.feed_horizon();
+    scan_from := event_store._feed_scan_from(after_position);
+    scan_to := event_store._feed_scan_to(horizon); _hides := event_store._streams_hide(s.categories);  -- issue 28: hidden events?
+    -- Retries (and held events) of this member's streams that are due and
+    -- first of their stream; they are marked delivered, for ack() and nack().
+    -- (pending: any row, parked or not; a row's event is never new.)
+    pending := EXISTS (SELECT 1 FROM event_store.subscription_retries r WHERE r.name = poll.name);
+    IF pending THEN
+        retries := ARRAY(
+            SELECT r.global_position
+              FROM event_store.subscription_retries r
+             WHERE r.name = poll.name AND r.state = 'waiting'
+               AND r.global_position <= horizon
+               AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= pg_catalog.now())
+               AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
+               AND NOT event_store._subscription_held(poll.name, r.stream_id, r.global_position)
+             ORDER BY r.global_position
+             LIMIT max_count);
+        UPDATE event_store.subscription_retries r SET delivered_at = pg_catalog.now()
+         WHERE r.name = poll.name AND r.global_position = ANY (retries);
+    ELSE
+        retries := '{}';
+    END IF;
+    -- Retries first, then new events: max_count in all.  A retry is upcast
+    -- like a new event (issue 27).
+    fresh := max_count - pg_catalog.cardinality(retries);
+    IF pg_catalog.cardinality(retries) > 0 THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT (u.e).*
+                  FROM (SELECT event_store._upcast(e) AS e FROM event_store.events e
+                         WHERE e.global_position = ANY (retries)
+                         ORDER BY e.global_position
+                         LIMIT max_count) u;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.* FROM event_store.events e
+                 WHERE e.global_position = ANY (retries)
+                 ORDER BY e.global_position;
+        END IF;
+    END IF;
+    IF fresh = 0 THEN
+        RETURN;
+    END IF;
+    IF s.categories IS NULL THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT (u.e).*
+                  FROM (SELECT event_store._upcast(e) AS e
+                          FROM event_store.events e
+                         WHERE e.global_position > after_position
+                           AND e.global_position <= horizon
+                           AND e.recorded_at >= scan_from
+                           AND e.recorded_at < scan_to
+                           AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                           AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                           AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                           AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                             AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                         ORDER BY e.global_position
+                         LIMIT fresh) u;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE e.global_position > after_position
+                   AND e.global_position <= horizon
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                             AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                 ORDER BY e.global_position
+                 LIMIT fresh;
+        END IF;
+        RETURN;
+    END IF;
+    -- each category once, subscripts from 1 (whatever the stored array's bounds)
+    categories := ARRAY(SELECT DISTINCT c FROM pg_catalog.unnest(s.categories) AS c);
+    IF pg_catalog.cardinality(categories) = 1 THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT (u.e).*
+                  FROM (SELECT event_store._upcast(e) AS e
+                          FROM event_store.events e
+                         WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                           AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                           AND e.recorded_at >= scan_from
+                           AND e.recorded_at < scan_to
+                           AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                           AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                           AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                           AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                             AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                         ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                         LIMIT fresh) u;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                   AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                             AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                 ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                 LIMIT fresh;
+        END IF;
+        RETURN;
+    END IF;
+    -- Each category's index read in position order, up to max_count rows
+    -- each, then merged: a read stops after the rows it returns instead of
+    -- collecting and sorting the category's whole rest of the log.
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT (u.e).*
+              FROM (SELECT event_store._upcast(x.ev) AS e
+                      FROM pg_catalog.unnest(categories) AS c(category)
+                     CROSS JOIN LATERAL (
+                           SELECT e AS ev, e.global_position
+                             FROM event_store.events e
+                            WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                      AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                    OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                            ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                            LIMIT fresh) x
+                     ORDER BY x.global_position
+                     LIMIT fresh) u;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT x.*
+              FROM pg_catalog.unnest(categories) AS c(category)
+             CROSS JOIN LATERAL (
+                   SELECT e.*
+                     FROM event_store.events e
+                    WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                      AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                    OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                    ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                    LIMIT fresh) x
+             ORDER BY x.global_position
+             LIMIT fresh;
+    END IF;
+END
+$$;
+

@@ -11,6 +11,10 @@
 -- last position: writers pass it as expected_version, and a soft-deleted
 -- stream's versions continue.  The views (message_store.messages, the
 -- summaries) still show every stored message.
+--
+-- The reads also keep upcasting their messages (event_store issue 27,
+-- messagedb 1.2), now only while event_store._upcasting() is true: with no
+-- upcaster to apply they run the plain statement, no _upcast() per row.
 ------------------------------------------------------------------------------
 DO $$
 BEGIN
@@ -47,6 +51,26 @@ BEGIN
             RAISE EXCEPTION 'Retrieval with SQL condition is not activated'
                 USING HINT = 'SET message_store.sql_condition = on';
         END IF;
+        IF event_store._upcasting() THEN  -- (event_store issue 27) the condition sees the upcast message
+        RETURN QUERY EXECUTE
+            'SELECT id::varchar, stream_name::varchar, type::varchar, position, global_position,
+                    data::varchar, metadata::varchar, time
+               FROM (SELECT (x.e).event_id AS id, (x.e).stream_id AS stream_name, (x.e).event_type AS type,
+                            (x.e).stream_version OPERATOR(pg_catalog.-) 1 AS position, (x.e).global_position,
+                            (x.e).data, (x.e).metadata, ((x.e).recorded_at AT TIME ZONE ''UTC'') AS time
+                       FROM (SELECT event_store._upcast(e) AS e FROM event_store.events e
+                      WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+                        AND e.stream_version OPERATOR(pg_catalog.>) $2
+                        AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                              AND h.truncate_before IS NOT NULL
+                              AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                                   OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                                   OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age))) OFFSET 0) x) messages
+              WHERE (' || get_stream_messages.condition || ')
+              ORDER BY position
+              LIMIT $3'
+            USING _stream, _position, _limit;
+        ELSE
         RETURN QUERY EXECUTE
             'SELECT id::varchar, stream_name::varchar, type::varchar, position, global_position,
                     data::varchar, metadata::varchar, time
@@ -65,25 +89,45 @@ BEGIN
               ORDER BY position
               LIMIT $3'
             USING _stream, _position, _limit;
+        END IF;
         RETURN;
     END IF;
 
-    RETURN QUERY
-    SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
-           e.stream_version OPERATOR(pg_catalog.-) 1, e.global_position,
-           e.data::varchar, e.metadata::varchar, (e.recorded_at AT TIME ZONE 'UTC')
-      FROM event_store.events e
-     WHERE e.stream_id OPERATOR(pg_catalog.=) _stream
-       AND e.stream_version OPERATOR(pg_catalog.>) _position
-       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) _stream)
-       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) _stream)
-       AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
-             AND h.truncate_before IS NOT NULL
-             AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
-                  OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
-                  OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
-     ORDER BY e.stream_version
-     LIMIT _limit;
+    IF event_store._upcasting() THEN  -- (event_store issue 27)
+        RETURN QUERY
+        SELECT (u.e).event_id::varchar, (u.e).stream_id::varchar, (u.e).event_type::varchar,
+               (u.e).stream_version OPERATOR(pg_catalog.-) 1, (u.e).global_position,
+               (u.e).data::varchar, (u.e).metadata::varchar, ((u.e).recorded_at AT TIME ZONE 'UTC')
+          FROM (SELECT event_store._upcast(e) AS e FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) _stream
+           AND e.stream_version OPERATOR(pg_catalog.>) _position
+           AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) _stream)
+           AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) _stream)
+           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                 AND h.truncate_before IS NOT NULL
+                 AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                      OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                      OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+         ORDER BY e.stream_version
+         LIMIT _limit) u;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+        SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
+               e.stream_version OPERATOR(pg_catalog.-) 1, e.global_position,
+               e.data::varchar, e.metadata::varchar, (e.recorded_at AT TIME ZONE 'UTC')
+          FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) _stream
+           AND e.stream_version OPERATOR(pg_catalog.>) _position
+           AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) _stream)
+           AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) _stream)
+           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                 AND h.truncate_before IS NOT NULL
+                 AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                      OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                      OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+         ORDER BY e.stream_version
+         LIMIT _limit;
+    END IF;
 END
 $$;
 
@@ -149,6 +193,29 @@ BEGIN
     END IF;
 
     IF get_category_messages.condition IS NOT NULL THEN
+        IF event_store._upcasting() THEN  -- (event_store issue 27) the condition sees the upcast message
+        RETURN QUERY EXECUTE
+            'SELECT id::varchar, stream_name::varchar, type::varchar, position, global_position,
+                    data::varchar, metadata::varchar, time
+               FROM (SELECT (x.e).event_id AS id, (x.e).stream_id AS stream_name, (x.e).event_type AS type,
+                            (x.e).stream_version OPERATOR(pg_catalog.-) 1 AS position, (x.e).global_position,
+                            (x.e).data, (x.e).metadata, ((x.e).recorded_at AT TIME ZONE ''UTC'') AS time
+                       FROM (SELECT event_store._upcast(e) AS e FROM event_store.events e
+                      WHERE (pg_catalog.split_part(e.stream_id, ''-'', 1), e.global_position) OPERATOR(pg_catalog.>=) ($1, $2)
+                        AND (pg_catalog.split_part(e.stream_id, ''-'', 1), e.global_position)
+                            OPERATOR(pg_catalog.<=) ($1, 9223372036854775807::bigint)
+                        AND ($4 IS NULL OR pg_catalog.split_part(e.metadata OPERATOR(pg_catalog.->>) ''correlationStreamName'', ''-'', 1) OPERATOR(pg_catalog.=) $4)
+                        AND ($6 IS NULL OR message_store._in_consumer_group(e.stream_id, $5, $6))
+                        AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                              AND h.truncate_before IS NOT NULL
+                              AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                                   OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                                   OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age))) OFFSET 0) x) messages
+              WHERE (' || get_category_messages.condition || ')
+              ORDER BY pg_catalog.split_part(stream_name, ''-'', 1), global_position
+              LIMIT $3'
+            USING _category, _position, _limit, _correlation, _member, _size;
+        ELSE
         RETURN QUERY EXECUTE
             'SELECT id::varchar, stream_name::varchar, type::varchar, position, global_position,
                     data::varchar, metadata::varchar, time
@@ -170,6 +237,7 @@ BEGIN
               ORDER BY pg_catalog.split_part(stream_name, ''-'', 1), global_position
               LIMIT $3'
             USING _category, _position, _limit, _correlation, _member, _size;
+        END IF;
         RETURN;
     END IF;
 
@@ -178,42 +246,83 @@ BEGIN
     -- underestimate the rows of a read without a group, and could then
     -- collect and sort the category's whole rest instead of stopping.
     IF _size IS NULL THEN
-        RETURN QUERY
-        SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
-               e.stream_version OPERATOR(pg_catalog.-) 1, e.global_position,
-               e.data::varchar, e.metadata::varchar, (e.recorded_at AT TIME ZONE 'UTC')
-          FROM event_store.events e
-         WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) OPERATOR(pg_catalog.>=) (_category, _position)
-           AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position)
-               OPERATOR(pg_catalog.<=) (_category, 9223372036854775807::bigint)
-           AND (_correlation IS NULL OR
-                pg_catalog.split_part(e.metadata OPERATOR(pg_catalog.->>) 'correlationStreamName', '-', 1) OPERATOR(pg_catalog.=) _correlation)
-           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
-                 AND h.truncate_before IS NOT NULL
-                 AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
-                      OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
-                      OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
-         ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
-         LIMIT _limit;
+        IF event_store._upcasting() THEN  -- (event_store issue 27)
+            RETURN QUERY
+            SELECT (u.e).event_id::varchar, (u.e).stream_id::varchar, (u.e).event_type::varchar,
+                   (u.e).stream_version OPERATOR(pg_catalog.-) 1, (u.e).global_position,
+                   (u.e).data::varchar, (u.e).metadata::varchar, ((u.e).recorded_at AT TIME ZONE 'UTC')
+              FROM (SELECT event_store._upcast(e) AS e FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) OPERATOR(pg_catalog.>=) (_category, _position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position)
+                   OPERATOR(pg_catalog.<=) (_category, 9223372036854775807::bigint)
+               AND (_correlation IS NULL OR
+                    pg_catalog.split_part(e.metadata OPERATOR(pg_catalog.->>) 'correlationStreamName', '-', 1) OPERATOR(pg_catalog.=) _correlation)
+               AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                     AND h.truncate_before IS NOT NULL
+                     AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                          OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                          OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT _limit) u;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+            SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
+                   e.stream_version OPERATOR(pg_catalog.-) 1, e.global_position,
+                   e.data::varchar, e.metadata::varchar, (e.recorded_at AT TIME ZONE 'UTC')
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) OPERATOR(pg_catalog.>=) (_category, _position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position)
+                   OPERATOR(pg_catalog.<=) (_category, 9223372036854775807::bigint)
+               AND (_correlation IS NULL OR
+                    pg_catalog.split_part(e.metadata OPERATOR(pg_catalog.->>) 'correlationStreamName', '-', 1) OPERATOR(pg_catalog.=) _correlation)
+               AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                     AND h.truncate_before IS NOT NULL
+                     AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                          OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                          OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT _limit;
+        END IF;
     ELSE
-        RETURN QUERY
-        SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
-               e.stream_version OPERATOR(pg_catalog.-) 1, e.global_position,
-               e.data::varchar, e.metadata::varchar, (e.recorded_at AT TIME ZONE 'UTC')
-          FROM event_store.events e
-         WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) OPERATOR(pg_catalog.>=) (_category, _position)
-           AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position)
-               OPERATOR(pg_catalog.<=) (_category, 9223372036854775807::bigint)
-           AND (_correlation IS NULL OR
-                pg_catalog.split_part(e.metadata OPERATOR(pg_catalog.->>) 'correlationStreamName', '-', 1) OPERATOR(pg_catalog.=) _correlation)
-           AND message_store._in_consumer_group(e.stream_id, _member, _size)
-           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
-                 AND h.truncate_before IS NOT NULL
-                 AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
-                      OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
-                      OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
-         ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
-         LIMIT _limit;
+        IF event_store._upcasting() THEN  -- (event_store issue 27)
+            RETURN QUERY
+            SELECT (u.e).event_id::varchar, (u.e).stream_id::varchar, (u.e).event_type::varchar,
+                   (u.e).stream_version OPERATOR(pg_catalog.-) 1, (u.e).global_position,
+                   (u.e).data::varchar, (u.e).metadata::varchar, ((u.e).recorded_at AT TIME ZONE 'UTC')
+              FROM (SELECT event_store._upcast(e) AS e FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) OPERATOR(pg_catalog.>=) (_category, _position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position)
+                   OPERATOR(pg_catalog.<=) (_category, 9223372036854775807::bigint)
+               AND (_correlation IS NULL OR
+                    pg_catalog.split_part(e.metadata OPERATOR(pg_catalog.->>) 'correlationStreamName', '-', 1) OPERATOR(pg_catalog.=) _correlation)
+               AND message_store._in_consumer_group(e.stream_id, _member, _size)
+               AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                     AND h.truncate_before IS NOT NULL
+                     AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                          OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                          OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT _limit) u;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+            SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
+                   e.stream_version OPERATOR(pg_catalog.-) 1, e.global_position,
+                   e.data::varchar, e.metadata::varchar, (e.recorded_at AT TIME ZONE 'UTC')
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) OPERATOR(pg_catalog.>=) (_category, _position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position)
+                   OPERATOR(pg_catalog.<=) (_category, 9223372036854775807::bigint)
+               AND (_correlation IS NULL OR
+                    pg_catalog.split_part(e.metadata OPERATOR(pg_catalog.->>) 'correlationStreamName', '-', 1) OPERATOR(pg_catalog.=) _correlation)
+               AND message_store._in_consumer_group(e.stream_id, _member, _size)
+               AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                     AND h.truncate_before IS NOT NULL
+                     AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                          OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                          OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT _limit;
+        END IF;
     END IF;
 END
 $$;
@@ -222,20 +331,43 @@ CREATE OR REPLACE FUNCTION message_store.get_last_stream_message(stream_name var
 RETURNS SETOF message_store.message
 LANGUAGE sql STABLE
 AS $$
-    SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
-           e.stream_version OPERATOR(pg_catalog.-) 1, e.global_position,
-           e.data::varchar, e.metadata::varchar, (e.recorded_at AT TIME ZONE 'UTC')
-      FROM event_store.events e
-     WHERE e.stream_id OPERATOR(pg_catalog.=) $1::text
-       AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) $2::text)
-       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1::text)
-       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1::text)
-       AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
-             AND h.truncate_before IS NOT NULL
-             AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
-                  OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
-                  OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
-     ORDER BY e.stream_version DESC
-     LIMIT 1
+    -- (event_store issue 27) upcast only while event_store._upcasting(),
+    -- a one-time filter of each branch
+    (SELECT * FROM (
+        SELECT e.event_id::varchar, e.stream_id::varchar, e.event_type::varchar,
+               e.stream_version OPERATOR(pg_catalog.-) 1, e.global_position,
+               e.data::varchar, e.metadata::varchar, (e.recorded_at AT TIME ZONE 'UTC')
+          FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) $1::text
+           AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) $2::text)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1::text)
+           AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1::text)
+           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                 AND h.truncate_before IS NOT NULL
+                 AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                      OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                      OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+         ORDER BY e.stream_version DESC
+         LIMIT 1) p WHERE NOT event_store._upcasting())
+    UNION ALL
+    (SELECT * FROM (
+        SELECT (u.e).event_id::varchar, (u.e).stream_id::varchar, (u.e).event_type::varchar,
+               (u.e).stream_version OPERATOR(pg_catalog.-) 1, (u.e).global_position,
+               (u.e).data::varchar, (u.e).metadata::varchar, ((u.e).recorded_at AT TIME ZONE 'UTC')
+          FROM (SELECT event_store._upcast(e) AS e FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) $1::text
+           AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) $2::text)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1::text)
+           AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1::text)
+           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                 AND h.truncate_before IS NOT NULL
+                 AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                      OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                      OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+         ORDER BY e.stream_version DESC
+         LIMIT 1) u) q WHERE event_store._upcasting())
 $$;
 
+-- (event_store issue 27) the reads ask event_store._upcasting() whether to
+-- call event_store._upcast() on each row
+GRANT EXECUTE ON FUNCTION event_store._upcasting() TO message_store;

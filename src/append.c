@@ -253,9 +253,30 @@ es_refuse_direct_write(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);	/* keep compiler quiet */
 }
 
+/*
+ * issue 27: since 1.11 every INSERT also stamps schema_version, the current
+ * version of the event's type (or "$schema_version" of its metadata):
+ * SV_COL ends the column list, SV_VAL(type, metadata) the values.  Before
+ * 1.11 both are empty and the log has no such column.
+ */
+static bool
+events_have_schema_version(void)
+{
+	Oid			relid = es_events_relid(true);
+
+	return OidIsValid(relid) && get_attnum(relid, "schema_version") != InvalidAttrNumber;
+}
+#define SV_COL	(sv ? ", schema_version" : "")
+#define SV_VAL(t, m) (sv ? ", event_store._stamp_schema_version(" t ", " m ")" : "")
+
 static void
 prepare_plans(void)
 {
+	bool		sv = (plan_bump_and_insert == NULL || plan_create_and_insert == NULL ||
+					  plan_insert_one == NULL || plan_insert_many == NULL ||
+					  plan_insert_one_tagged == NULL || plan_insert_many_tagged == NULL) &&
+		events_have_schema_version();
+
 	if (plan_lock_stream == NULL)
 	{
 		Oid			types[1] = {TEXTOID};
@@ -299,7 +320,7 @@ prepare_plans(void)
 		 * when not, the caller finds out why from the others and finishes
 		 * (or fails) the append the slower way, holding the row lock.
 		 */
-		plan_bump_and_insert = es_keep_plan(
+		plan_bump_and_insert = es_keep_plan(psprintf(
 										 "WITH s AS ("
 										 "UPDATE event_store.streams SET version = version OPERATOR(pg_catalog.+) 1, "
 										 "updated_at = greatest(updated_at, $3), "
@@ -308,13 +329,14 @@ prepare_plans(void)
 										 "RETURNING version OPERATOR(pg_catalog.-) 1 AS prior, updated_at, "
 										 "last_position OPERATOR(pg_catalog.=) $2 AS fresh), "
 										 "i AS ("
-										 ES_INSERT_EVENTS_COLUMNS ") "
+										 ES_INSERT_EVENTS_COLUMNS "%s) "
 										 "SELECT $2, $1, s.prior OPERATOR(pg_catalog.+) 1, $4, $5, $6, $8, s.updated_at, "
-										 "coalesce($9, s.updated_at), $10 FROM s "
+										 "coalesce($9, s.updated_at), $10%s FROM s "
 										 "WHERE s.fresh AND s.updated_at OPERATOR(pg_catalog.<) $11 "
 										 "AND ($7 IS NULL OR $7 OPERATOR(pg_catalog.=) -1 OR s.prior OPERATOR(pg_catalog.=) $7) "
 										 "RETURNING 1) "
 										 "SELECT s.prior, s.updated_at, s.fresh, EXISTS (SELECT 1 FROM i) FROM s",
+										 SV_COL, SV_VAL("$4", "$6")),
 										 11, types);
 	}
 	if (plan_create_and_insert == NULL)
@@ -327,17 +349,18 @@ prepare_plans(void)
 		 * plan_create_stream and, when the stream row went in, the event.
 		 * false: the stream was created concurrently, nothing was written.
 		 */
-		plan_create_and_insert = es_keep_plan(
+		plan_create_and_insert = es_keep_plan(psprintf(
 										   "WITH s AS ("
 										   "INSERT INTO event_store.streams (stream_id, category, version, "
 										   "created_at, updated_at, first_position, last_position) "
 										   "VALUES ($1, pg_catalog.split_part($1, '-', 1), 1, $3, $3, $2, $2) "
 										   "ON CONFLICT (stream_id) DO NOTHING RETURNING 1), "
 										   "i AS ("
-										   ES_INSERT_EVENTS_COLUMNS ") "
-										   "SELECT $2, $1, 1, $4, $5, $6, $7, $3, coalesce($8, $3), $9 FROM s "
+										   ES_INSERT_EVENTS_COLUMNS "%s) "
+										   "SELECT $2, $1, 1, $4, $5, $6, $7, $3, coalesce($8, $3), $9%s FROM s "
 										   "RETURNING 1) "
 										   "SELECT EXISTS (SELECT 1 FROM s), EXISTS (SELECT 1 FROM i)",
+										   SV_COL, SV_VAL("$4", "$6")),
 										   9, types);
 	}
 	if (plan_set_last_position == NULL)
@@ -385,9 +408,10 @@ prepare_plans(void)
 		Oid			types[11] = {INT8OID, TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID,
 		UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, XID8OID, TEXTARRAYOID};
 
-		plan_insert_one_tagged = es_keep_plan(
-										   ES_INSERT_EVENTS_COLUMNS ", tags) "
-										   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)", 11, types);
+		plan_insert_one_tagged = es_keep_plan(psprintf(
+										   ES_INSERT_EVENTS_COLUMNS ", tags%s) "
+										   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11%s)",
+										   SV_COL, SV_VAL("$4", "$6")), 11, types);
 	}
 	if (plan_insert_many_tagged == NULL && events_have_tags())
 	{
@@ -396,10 +420,11 @@ prepare_plans(void)
 		UUIDARRAYOID, get_array_type(TIMESTAMPTZOID), TEXTARRAYOID};
 
 		/* tags travel as array literals: unnest cannot carry ragged text[][] */
-		plan_insert_many_tagged = es_keep_plan(
-											ES_INSERT_EVENTS_COLUMNS ", tags) "
-											"SELECT u.p, $1, u.v, u.t, u.d, u.m, u.i, $2, u.o, $3, u.g::text[] "
+		plan_insert_many_tagged = es_keep_plan(psprintf(
+											ES_INSERT_EVENTS_COLUMNS ", tags%s) "
+											"SELECT u.p, $1, u.v, u.t, u.d, u.m, u.i, $2, u.o, $3, u.g::text[]%s "
 											"FROM unnest($4, $5, $6, $7, $8, $9, $10, $11) AS u(p, v, t, d, m, i, o, g)",
+											SV_COL, SV_VAL("u.t", "u.m")),
 											11, types);
 	}
 	if (plan_insert_one == NULL)
@@ -407,9 +432,10 @@ prepare_plans(void)
 		Oid			types[10] = {INT8OID, TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID,
 		UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, XID8OID};
 
-		plan_insert_one = es_keep_plan(
-									ES_INSERT_EVENTS_COLUMNS ") "
-									"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", 10, types);
+		plan_insert_one = es_keep_plan(psprintf(
+									ES_INSERT_EVENTS_COLUMNS "%s) "
+									"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10%s)",
+									SV_COL, SV_VAL("$4", "$6")), 10, types);
 	}
 	if (plan_insert_many == NULL)
 	{
@@ -417,10 +443,11 @@ prepare_plans(void)
 		TEXTARRAYOID, get_array_type(JSONBOID), get_array_type(JSONBOID),
 		UUIDARRAYOID, get_array_type(TIMESTAMPTZOID)};
 
-		plan_insert_many = es_keep_plan(
-									 ES_INSERT_EVENTS_COLUMNS ") "
-									 "SELECT u.p, $1, u.v, u.t, u.d, u.m, u.i, $2, u.o, $3 "
+		plan_insert_many = es_keep_plan(psprintf(
+									 ES_INSERT_EVENTS_COLUMNS "%s) "
+									 "SELECT u.p, $1, u.v, u.t, u.d, u.m, u.i, $2, u.o, $3%s "
 									 "FROM unnest($4, $5, $6, $7, $8, $9, $10) AS u(p, v, t, d, m, i, o)",
+									 SV_COL, SV_VAL("u.t", "u.m")),
 									 10, types);
 	}
 }

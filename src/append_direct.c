@@ -121,7 +121,8 @@ is_null_column(const char *const *null_names, const char *name)
  */
 static bool
 match_columns(TupleDesc desc, const char *const *names, int nnames,
-			  const char *const *null_names, AttrNumber *attnums)
+			  const char *const *null_names, AttrNumber *attnums,
+			  const char *optional, AttrNumber *optional_attnum)
 {
 	int			known = 0;
 	bool		exact = true;
@@ -133,6 +134,12 @@ match_columns(TupleDesc desc, const char *const *names, int nnames,
 
 		if (att->attisdropped)
 			continue;
+		if (optional != NULL && strcmp(NameStr(att->attname), optional) == 0)
+		{
+			/* issue 27: schema_version (1.11), set by the path itself */
+			*optional_attnum = att->attnum;
+			continue;
+		}
 		for (c = 0; c < nnames; c++)
 			if (strcmp(NameStr(att->attname), names[c]) == 0)
 				break;
@@ -164,6 +171,7 @@ typedef struct DirectAppendTables
 	Oid			streams_relid;
 	Oid			streams_pkey;
 	AttrNumber	events_attnum[EV_NCOLUMNS]; /* attnums in events' tuple descriptor */
+	AttrNumber	events_schema_version;	/* 1.11; InvalidAttrNumber before */
 	AttrNumber	stream_version;
 	AttrNumber	stream_updated_at;
 	AttrNumber	stream_last_position;
@@ -282,11 +290,12 @@ load_tables(Oid events_relid)
 
 	/* events: exactly the columns the append writes, nothing with a default of its own */
 	if (!match_columns(RelationGetDescr(events), event_column_names, EV_NCOLUMNS,
-					   NULL, tables.events_attnum))
+					   NULL, tables.events_attnum,
+					   "schema_version", &tables.events_schema_version))
 		tables.usable = false;
 	tables.creatable = match_columns(RelationGetDescr(streams), stream_column_names,
 									 ST_NCOLUMNS, stream_null_column_names,
-									 tables.stream_attnum);
+									 tables.stream_attnum, NULL, NULL);
 
 	list_free(RelationGetIndexList(streams));	/* fills rd_pkindex */
 	tables.streams_pkey = streams->rd_pkindex;
@@ -637,6 +646,12 @@ insert_new_event(Relation events, text *stream_id, int64 position,
 	SET_COLUMN(EV_OCCURRED_AT, TimestampTzGetDatum(ev->occurred_at_given ? ev->occurred_at : recorded_at));
 	SET_COLUMN(EV_TRANSACTION_ID, FullTransactionIdGetDatum(GetTopFullTransactionId()));
 #undef SET_COLUMN
+	if (tables.events_schema_version != InvalidAttrNumber)
+	{
+		values[tables.events_schema_version - 1] =
+			Int32GetDatum(es_stamp_version(ev->event_type, ev->metadata_null, ev->metadata));
+		nulls[tables.events_schema_version - 1] = false;
+	}
 	inserted = insert_event_directly(events, values, nulls, recorded_at);
 	if (inserted && tables.dispatches)
 	{

@@ -153,6 +153,8 @@ typedef struct FoldState
 	bool		stop;
 	MergeState *ms;				/* merge_fast: the state, as a tree */
 	bool		ms_dirty;		/* ms has changed since fs->state was set */
+	EsUpcastCache *upcast;		/* issue 27: the chains the fold started with */
+	EsEventAttrs upcast_attrs;
 } FoldState;
 
 /* Statements, prepared once per backend. */
@@ -471,6 +473,9 @@ compute_revision(Oid reducer, const char *tag)
 	appendStringInfoChar(&buf, '\n');
 	if (tag)
 		appendStringInfoString(&buf, tag);
+	/* issue 27: a fold's states depend on the upcaster chains ("" for none) */
+	if (*es_upcast_signature() != '\0')
+		appendStringInfo(&buf, "\nupcasters %s", es_upcast_signature());
 	if (!pg_md5_hash(buf.data, buf.len, hex, &errstr))
 		elog(ERROR, "could not compute MD5: %s", errstr);
 	pfree(buf.data);
@@ -698,6 +703,7 @@ scan_partition(FoldState *fs, Oid partoid)
 
 		MemoryContextReset(fs->event_cxt);
 		old = MemoryContextSwitchTo(fs->event_cxt);
+		es_upcast_values(fs->upcast, &fs->upcast_attrs, edesc, values, nulls);
 		if (fs->ms)
 			apply_merge_patch(fs, values[rc->att_data - 1], nulls[rc->att_data - 1],
 							  version, recorded_at);
@@ -738,6 +744,7 @@ fold_sorted(FoldState *fs)
 		slot_getallattrs(slot);
 		version = DatumGetInt64(slot->tts_values[rc->att_version - 1]);
 		recorded_at = DatumGetTimestampTz(slot->tts_values[rc->att_recorded_at - 1]);
+		es_upcast_values(fs->upcast, &fs->upcast_attrs, edesc, slot->tts_values, slot->tts_isnull);
 		if (fs->ms)
 			apply_merge_patch(fs, slot->tts_values[rc->att_data - 1],
 							  slot->tts_isnull[rc->att_data - 1], version, recorded_at);
@@ -942,6 +949,8 @@ fold_internal(FunctionCallInfo fcinfo, Oid reducer, Oid state_type,
 
 	set_state(&fs, initial, initial_isnull);
 	fs.snapshot = RegisterSnapshot(GetActiveSnapshot());
+	fs.upcast = es_upcast_acquire();
+	es_upcast_attrs(rc->events_desc, &fs.upcast_attrs);
 
 	fs.hidden_before_time = hidden.before_time;
 	if (req->use_snapshots && !req->bitemporal && !hidden.sliding)

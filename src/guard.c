@@ -750,6 +750,7 @@ guard_alter_table(AlterTableStmt *stmt)
 				 * their values (no rewrite).
 				 */
 			case AT_ColumnDefault:
+			case AT_CookedColumnDefault:	/* CREATE TABLE ... LIKE ... INCLUDING DEFAULTS */
 			case AT_AddIdentity:
 			case AT_SetIdentity:
 			case AT_DropIdentity:

@@ -755,7 +755,7 @@ dispatch_event(ProjectionCache *cache, TupleTableSlot *slot, EventColumns *cols)
 		resolve_projection(p, cache->cxt);
 		check_handler_acl(p);
 		if (event == (Datum) 0)
-			event = ExecFetchSlotHeapTupleDatum(slot);
+			event = es_upcast_event_datum(ExecFetchSlotHeapTupleDatum(slot));	/* issue 27 */
 		call_handler(p, event, position, cache->cxt);
 		called++;
 	}
@@ -1282,6 +1282,7 @@ run_due_retries(RunTarget *t, int64 max, MemoryContext event_cxt)
 			Datum		event_type = SPI_getbinval(tup, tuptable->tupdesc, 4, &isnull);
 			MemoryContext old = MemoryContextSwitchTo(event_cxt);
 
+			event = es_upcast_event_datum(event);	/* issue 27: a retry sees what a live run sees */
 			handle_guarded(t, event, position, stream_id, event_type, true);
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(event_cxt);
@@ -1403,6 +1404,7 @@ feed_handler(RunTarget *t, int64 upto, int64 max, int notice_every, int64 *last,
 															   tuptable->tupdesc, 2, &isnull));
 			MemoryContext old = MemoryContextSwitchTo(event_cxt);
 
+			event = es_upcast_event_datum(event);	/* issue 27 */
 			if (t->on_error == ON_ERROR_STOP)
 			{
 				check_handler_acl(&t->proj);

@@ -38,31 +38,31 @@ SELECT (SELECT count(*) FROM event_store.events) AS events,
 -- The reducers, called by a reader with rows built by hand.
 SET ROLE null_inputs_reader;
 -- The issue's crash: an event row whose event_type is NULL.
-SELECT event_store.count_by_type('{}', ROW(1,'s-1',1,NULL,'{}',NULL,gen_random_uuid(),now(),now(),'1'::xid8,NULL)::event_store.events);
+SELECT event_store.count_by_type('{}', ROW(1,'s-1',1,NULL,'{}',NULL,gen_random_uuid(),now(),now(),'1'::xid8,NULL,NULL)::event_store.events);
 -- The same for last_by_type (was XX000 "event without event_type").
-SELECT event_store.last_by_type('{}', ROW(1,'s-1',1,NULL,'{}',NULL,gen_random_uuid(),now(),now(),'1'::xid8,NULL)::event_store.events);
+SELECT event_store.last_by_type('{}', ROW(1,'s-1',1,NULL,'{}',NULL,gen_random_uuid(),now(),now(),'1'::xid8,NULL,NULL)::event_store.events);
 SELECT c AS "case", null_inputs.try(q) AS result FROM (VALUES
   ('count_by_type, all-NULL row',
-   $$SELECT event_store.count_by_type('{}', ROW(NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
+   $$SELECT event_store.count_by_type('{}', ROW(NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
   ('count_by_type, all-NULL row, NULL state',
-   $$SELECT event_store.count_by_type(NULL, ROW(NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
+   $$SELECT event_store.count_by_type(NULL, ROW(NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
   ('last_by_type, all-NULL row',
-   $$SELECT event_store.last_by_type('{}', ROW(NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
+   $$SELECT event_store.last_by_type('{}', ROW(NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
   -- documented results: the reducers read only event_type and data
   ('count_by_type, only event_type set',
-   $$SELECT event_store.count_by_type('{"T": 2}', ROW(NULL,NULL,NULL,'T',NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
+   $$SELECT event_store.count_by_type('{"T": 2}', ROW(NULL,NULL,NULL,'T',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
   ('count_by_type, state a JSON array (treated as {})',
-   $$SELECT event_store.count_by_type('[1]', ROW(NULL,NULL,NULL,'T',NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
+   $$SELECT event_store.count_by_type('[1]', ROW(NULL,NULL,NULL,'T',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
   ('count_by_type, counter not a number (restarts at 1)',
-   $$SELECT event_store.count_by_type('{"T": "x"}', ROW(NULL,NULL,NULL,'T',NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
+   $$SELECT event_store.count_by_type('{"T": "x"}', ROW(NULL,NULL,NULL,'T',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
   ('last_by_type, NULL data (JSON null)',
-   $$SELECT event_store.last_by_type('{}', ROW(NULL,NULL,NULL,'T',NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
+   $$SELECT event_store.last_by_type('{}', ROW(NULL,NULL,NULL,'T',NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
   ('last_by_type, data a JSON array',
-   $$SELECT event_store.last_by_type('{}', ROW(NULL,NULL,NULL,'T','[1]',NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
+   $$SELECT event_store.last_by_type('{}', ROW(NULL,NULL,NULL,'T','[1]',NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
   ('merge_patch, all-NULL row (state unchanged)',
-   $$SELECT event_store.merge_patch('{"a": 1}', ROW(NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
+   $$SELECT event_store.merge_patch('{"a": 1}', ROW(NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
   ('merge_patch, data a JSON scalar (replaces the state, RFC 7386)',
-   $$SELECT event_store.merge_patch('{"a": 1}', ROW(NULL,NULL,NULL,'T','"s"',NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
+   $$SELECT event_store.merge_patch('{"a": 1}', ROW(NULL,NULL,NULL,'T','"s"',NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
   ('count_by_type, NULL row (state unchanged)',
    $$SELECT event_store.count_by_type('{"T": 1}', NULL)$$),
   ('last_by_type, NULL row and NULL state',
@@ -70,9 +70,9 @@ SELECT c AS "case", null_inputs.try(q) AS result FROM (VALUES
   ('event_count, NULL row (state unchanged)',
    $$SELECT event_store.event_count(5, NULL)$$),
   ('event_count, all-NULL row (reads no column)',
-   $$SELECT event_store.event_count(41, ROW(NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
+   $$SELECT event_store.event_count(41, ROW(NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
   ('event_count at the largest bigint',
-   $$SELECT event_store.event_count(9223372036854775807, ROW(NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
+   $$SELECT event_store.event_count(9223372036854775807, ROW(NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL,NULL)::event_store.events)$$),
   ('merge_patch_agg over NULL and non-object patches',
    $$SELECT event_store.merge_patch_agg(d) FROM (VALUES ('{"a": 1}'::jsonb), (NULL), ('[]'), ('{"b": 2}')) v(d)$$),
   ('jsonb_merge_patch, patch nested 2000 deep',

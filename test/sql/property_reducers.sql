@@ -104,7 +104,7 @@ SELECT count(*) FILTER (WHERE event_store.jsonb_merge_patch(event_store.jsonb_me
 CREATE FUNCTION prop.ev(i int, data jsonb) RETURNS event_store.events LANGUAGE sql AS $$
     SELECT ROW(i, 'prop-1', i, (ARRAY['A', 'B', 'C', 'it''s', 'ü'])[1 + i % 5], data, NULL,
                '00000000-0000-4000-8000-000000000000'::uuid, '2026-01-01'::timestamptz,
-               '2026-01-01'::timestamptz, '1'::xid8, NULL)::event_store.events
+               '2026-01-01'::timestamptz, '1'::xid8, NULL, 1)::event_store.events
 $$;
 
 -- merge_patch(state, event) = RFC 7386 of state with the event's data (a

@@ -46,7 +46,9 @@ SELECT count(*) FROM event_store.read_all(0, 3);
 SELECT count(*) FROM event_store.read_all(:first_position, 2);
 
 -- The stream reads are plain SQL and are inlined into the caller's query:
--- the plan shows index scans of the partitions, no function scan.  The
+-- the plan shows index scans of the partitions, no function scan of them
+-- (since 1.11 it holds one of the upcasting reader, run only when some
+-- type has a chain to apply: test/sql/upcasters.sql).  The
 -- feed reads (read_all, read_category) are PL/pgSQL since 1.3: they compute
 -- the feed horizon in one statement and read in the next.
 CREATE FUNCTION pg_temp.plan_of(query text) RETURNS TABLE (function_scan bool, index_scans bool)
@@ -58,7 +60,7 @@ BEGIN
     FOR line IN EXECUTE 'EXPLAIN (COSTS OFF) ' || query LOOP
         plan := plan || line || E'\n';
     END LOOP;
-    RETURN QUERY SELECT plan LIKE '%Function Scan%', plan LIKE '%Index Scan%';
+    RETURN QUERY SELECT plan LIKE '%Function Scan on read_stream%', plan LIKE '%Index Scan%';
 END
 $$;
 SELECT * FROM pg_temp.plan_of($$SELECT * FROM event_store.read_stream('flight-LH400', 2, 10)$$);
