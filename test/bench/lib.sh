@@ -12,7 +12,9 @@
 #   bench_run_length "$@"      -> SECS and PASSES: BENCH_SECONDS (5) and
 #                                 BENCH_PASSES (3), or 2 and 1 with --quick
 #
-# Needs PGBIN set.  Extra postgresql.conf lines: BENCH_CONF (a string).
+# Needs PGBIN set.  Extra postgresql.conf lines: BENCH_CONF (a string);
+# extra initdb options: BENCH_INITDB_OPTS (e.g. --no-data-checksums: initdb
+# turns data checksums on by default from PostgreSQL 18, off before).
 # BENCH_CLEANUP_HOOK: a command run first at exit (e.g. to stop a sampler).
 # Also sourced by test/long/long_stream.sh and test/soak/soak.sh.
 
@@ -62,8 +64,9 @@ bench_cluster_start() {
         if ! bench_port_in_use "$p"; then PORT=$p; break; fi
     done
     [[ -n $PORT ]] || { echo "no free port found" >&2; exit 1; }
+    # shellcheck disable=SC2086  # BENCH_INITDB_OPTS: words on purpose
     runuser -u postgres -- "$PGBIN/initdb" -D "$PGDATA_DIR" -U postgres -A trust \
-        --no-sync -E UTF8 --locale=C >"$WORK/initdb.log" 2>&1 ||
+        --no-sync -E UTF8 --locale=C ${BENCH_INITDB_OPTS:-} >"$WORK/initdb.log" 2>&1 ||
         { cat "$WORK/initdb.log"; exit 1; }
     cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
 # --- $name

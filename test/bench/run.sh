@@ -27,6 +27,8 @@
 #   BENCH_ONLY      groups to run (default "single hot batch proj rs cat fold part")
 #   BENCH_KEEP=1    leave the cluster running at the end
 #   PG_MAJOR        PostgreSQL major version (default 15)
+#   BENCH_INITDB_OPTS  extra initdb options (18 turns data checksums on by
+#                   default: --no-data-checksums there, -k on 15, to compare)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -40,7 +42,7 @@ QUICK=0
 for arg in "$@"; do
     case $arg in
         --quick) QUICK=1 ;;
-        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
