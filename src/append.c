@@ -44,6 +44,7 @@
 #include "utils/xid8.h"
 
 #include "event_store.h"
+#include "spi_util.h"
 #include "append.h"
 
 PG_FUNCTION_INFO_V1(es_append);
@@ -752,8 +753,7 @@ is_idempotent_retry(AppendRequest *req, TimestampTz created_at,
 	args[2] = TimestampTzGetDatum(created_at);
 	args[3] = TimestampTzGetDatum(updated_at);
 	rc = SPI_execute_plan(plan_find_ids, args, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "event id lookup failed: %s", SPI_result_code_string(rc));
+	es_spi_check(rc, SPI_OK_SELECT, "event id lookup");
 
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
@@ -825,8 +825,7 @@ refuse_ids_of_other_streams(AppendRequest *req)
 	int			rc;
 
 	rc = SPI_execute_plan(plan_id_scope, NULL, NULL, false, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "event id scope lookup failed: %s", SPI_result_code_string(rc));
+	es_spi_check(rc, SPI_OK_SELECT, "event id scope lookup");
 	if (SPI_processed == 0 ||
 		strcmp(TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
 			   "store") != 0)
@@ -839,8 +838,7 @@ refuse_ids_of_other_streams(AppendRequest *req)
 	args[0] = PointerGetDatum(req->stream_id);
 	args[1] = PointerGetDatum(construct_array(ids, nids, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 	rc = SPI_execute_plan(plan_ids_elsewhere, args, NULL, false, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "event id lookup failed: %s", SPI_result_code_string(rc));
+	es_spi_check(rc, SPI_OK_SELECT, "event id lookup");
 	if (SPI_processed > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_ES_DUPLICATE_EVENT_ID),
@@ -956,8 +954,7 @@ insert_events(AppendRequest *req, int64 first_version, int64 *positions,
 	}
 	if (rc == SPI_OK_INSERT && SPI_processed < (uint64) n)
 		report_skipped_insert();
-	if (rc != SPI_OK_INSERT || SPI_processed != (uint64) n)
-		elog(ERROR, "event insert failed: %s", SPI_result_code_string(rc));
+	es_spi_check_rows(rc, SPI_OK_INSERT, n, "event insert");
 }
 
 /* Draw n global positions from the sequence, in increasing order (feed.c records the first). */
@@ -1067,7 +1064,7 @@ append_batch_once(AppendRequest *req)
 
 	index_given_ids(req);
 
-	SPI_connect();
+	es_spi_connect();
 	prepare_plans();
 
 	for (;;)
@@ -1092,8 +1089,7 @@ append_batch_once(AppendRequest *req)
 		{
 			args[0] = PointerGetDatum(req->stream_id);
 			rc = SPI_execute_plan(plan_lock_stream, args, NULL, false, 1);
-			if (rc != SPI_OK_SELECT)
-				elog(ERROR, "stream lock failed: %s", SPI_result_code_string(rc));
+			es_spi_check(rc, SPI_OK_SELECT, "stream lock");
 			exists = SPI_processed > 0;
 			if (exists)
 			{
@@ -1149,8 +1145,7 @@ append_batch_once(AppendRequest *req)
 				fargs[9] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 				fargs[10] = TimestampTzGetDatum(partition_end);
 				rc = exec_write_tables(plan_bump_and_insert, fargs, fnulls, 1, 2);
-				if (rc != SPI_OK_SELECT)
-					elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
+				es_spi_check(rc, SPI_OK_SELECT, "stream update");
 				exists = SPI_processed > 0;
 				if (exists)
 				{
@@ -1170,8 +1165,7 @@ append_batch_once(AppendRequest *req)
 			args[3] = Int64GetDatum(positions[n - 1]);
 			args[4] = Int64GetDatum(positions[0]);
 			rc = exec_write(plan_bump_stream, args, NULL, 1);
-			if (rc != SPI_OK_UPDATE_RETURNING)
-				elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
+			es_spi_check(rc, SPI_OK_UPDATE_RETURNING, "stream update");
 			exists = SPI_processed > 0;
 			if (exists)
 			{
@@ -1198,8 +1192,7 @@ append_batch_once(AppendRequest *req)
 				args[0] = PointerGetDatum(req->stream_id);
 				args[1] = Int64GetDatum(positions[n - 1]);
 				rc = exec_write(plan_set_last_position, args, NULL, 0);
-				if (rc != SPI_OK_UPDATE)
-					elog(ERROR, "stream update failed: %s", SPI_result_code_string(rc));
+				es_spi_check(rc, SPI_OK_UPDATE, "stream update");
 			}
 			/* (one event not inserted above: stale positions or a later partition) */
 		}
@@ -1245,8 +1238,7 @@ append_batch_once(AppendRequest *req)
 					fnulls[7] = ev->occurred_at_given ? ' ' : 'n';
 					fargs[8] = FullTransactionIdGetDatum(GetTopFullTransactionId());
 					rc = exec_write_tables(plan_create_and_insert, fargs, fnulls, 1, 2);
-					if (rc != SPI_OK_SELECT || SPI_processed != 1)
-						elog(ERROR, "stream insert failed: %s", SPI_result_code_string(rc));
+					es_spi_check_rows(rc, SPI_OK_SELECT, 1, "stream insert");
 					if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 						continue;	/* created concurrently: start over, locked */
 					event_inserted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
@@ -1269,8 +1261,7 @@ append_batch_once(AppendRequest *req)
 				args[3] = Int64GetDatum(positions[0]);
 				args[4] = Int64GetDatum(positions[n - 1]);
 				rc = exec_write(plan_create_stream, args, NULL, 0);
-				if (rc != SPI_OK_INSERT)
-					elog(ERROR, "stream insert failed: %s", SPI_result_code_string(rc));
+				es_spi_check(rc, SPI_OK_INSERT, "stream insert");
 				if (SPI_processed == 0)
 					continue;	/* created concurrently: start over, locked */
 			}

@@ -40,6 +40,7 @@
 #include "utils/typcache.h"
 
 #include "event_store.h"
+#include "spi_util.h"
 #include "append.h"
 
 PG_FUNCTION_INFO_V1(es_append_all);
@@ -403,7 +404,7 @@ es_append_if(PG_FUNCTION_ARGS)
 	/* Tag locks first: from here on no matching event can be in flight. */
 	es_lock_request_tags(&req, 1, cond_tags);
 
-	SPI_connect();
+	es_spi_connect();
 	if (plan_check_condition == NULL)
 	{
 		Oid			types[3] = {INT8OID, TEXTARRAYOID, TEXTARRAYOID};
@@ -414,8 +415,7 @@ es_append_if(PG_FUNCTION_ARGS)
 						   "WHERE global_position OPERATOR(pg_catalog.>) $1 AND tags OPERATOR(pg_catalog.@>) $2 "
 						   "AND ($3 IS NULL OR event_type OPERATOR(pg_catalog.=) ANY ($3)) "
 						   "ORDER BY global_position LIMIT 1", 3, types);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		es_spi_check_plan(plan, "SPI_prepare of the append condition check");
 		SPI_keepplan(plan);
 		plan_check_condition = plan;
 	}
@@ -426,8 +426,7 @@ es_append_if(PG_FUNCTION_ARGS)
 		nulls[2] = 'n';
 	rc = SPI_execute_snapshot(plan_check_condition, args, nulls,
 							  GetLatestSnapshot(), InvalidSnapshot, true, false, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "append condition check failed: %s", SPI_result_code_string(rc));
+	es_spi_check(rc, SPI_OK_SELECT, "append condition check");
 	if (SPI_processed > 0)
 	{
 		bool		isnull;

@@ -15,6 +15,7 @@
 #include "utils/guc.h"
 
 #include "event_store.h"
+#include "spi_util.h"
 
 PG_MODULE_MAGIC;
 
@@ -66,9 +67,7 @@ es_keep_plan(const char *sql, int nargs, Oid *argtypes)
 {
 	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
+	es_spi_check_plan(plan, "SPI_prepare for \"%s\"", sql);
 	SPI_keepplan(plan);
 	return plan;
 }

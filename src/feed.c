@@ -77,6 +77,7 @@
 #include "utils/timestamp.h"
 
 #include "event_store.h"
+#include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(es_feed_horizon);
 PG_FUNCTION_INFO_V1(es_feed_mode);
@@ -244,7 +245,7 @@ partition_max_position(Oid relid)
 						   SECURITY_RESTRICTED_OPERATION);
 	PG_TRY();
 	{
-		SPI_connect();
+		es_spi_connect();
 		if (SPI_execute_plan(partition_max_plan(relid), NULL, NULL, true, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "reading the highest position of a partition failed");
@@ -776,8 +777,7 @@ log_max_position_any(void)
 	bool		isnull;
 	Datum		d;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	es_spi_connect();
 	if (plan == NULL)
 		plan = es_keep_plan("SELECT pg_catalog.max(global_position) FROM event_store.events", 0, NULL);
 	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)

@@ -70,6 +70,7 @@
 #include "utils/typcache.h"
 
 #include "event_store.h"
+#include "spi_util.h"
 #include "merge_state.h"
 
 PG_FUNCTION_INFO_V1(es_fold);
@@ -376,8 +377,7 @@ save_snapshot(FoldState *fs)
 	else
 		values[6] = CStringGetTextDatum(OutputFunctionCall(&rc->outfn, fs->state));
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	es_spi_connect();
 	if (plan_save == NULL)
 	{
 		Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID, TEXTOID};
@@ -388,8 +388,7 @@ save_snapshot(FoldState *fs)
 								   "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING", 7, types);
 	}
 	rc_spi = SPI_execute_plan(plan_save, values, nulls, false, 0);
-	if (rc_spi != SPI_OK_INSERT)
-		elog(ERROR, "saving a snapshot failed: %s", SPI_result_code_string(rc_spi));
+	es_spi_check(rc_spi, SPI_OK_INSERT, "saving a snapshot");
 	SPI_finish();
 	MemoryContextSwitchTo(old);
 }
@@ -774,8 +773,7 @@ lookup_stream(text *stream_id, const char *reducer_key,
 
 	values[0] = PointerGetDatum(stream_id);
 	values[1] = CStringGetTextDatum(reducer_key ? reducer_key : "");
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	es_spi_connect();
 	if (plan_stream == NULL)
 	{
 		Oid			types[2] = {TEXTOID, TEXTOID};
@@ -797,8 +795,7 @@ lookup_stream(text *stream_id, const char *reducer_key,
 									 "LEFT JOIN event_store.reducers r ON r.reducer OPERATOR(pg_catalog.=) $2", 2, types);
 	}
 	rc = SPI_execute_plan(plan_stream, values, NULL, true, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "reading event_store.streams failed: %s", SPI_result_code_string(rc));
+	es_spi_check_rows(rc, SPI_OK_SELECT, 1, "reading event_store.streams");
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
@@ -849,8 +846,7 @@ restore_snapshot(FoldState *fs)
 	values[3] = CStringGetTextDatum(fs->digest);
 	values[4] = Int64GetDatum(req->to_version);
 	values[5] = TimestampTzGetDatum(req->as_of);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	es_spi_connect();
 	if (plan_snapshot == NULL)
 	{
 		Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT8OID, TIMESTAMPTZOID};
@@ -863,8 +859,7 @@ restore_snapshot(FoldState *fs)
 									   "ORDER BY version DESC LIMIT 1", 6, types);
 	}
 	spirc = SPI_execute_plan(plan_snapshot, values, NULL, true, 1);
-	if (spirc != SPI_OK_SELECT)
-		elog(ERROR, "reading event_store.snapshots failed: %s", SPI_result_code_string(spirc));
+	es_spi_check(spirc, SPI_OK_SELECT, "reading event_store.snapshots");
 	if (SPI_processed == 1)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];

@@ -72,6 +72,7 @@
 #include "utils/syscache.h"
 
 #include "event_store.h"
+#include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(es_refuse_modification);
 PG_FUNCTION_INFO_V1(es_guard_ddl);
@@ -246,10 +247,9 @@ call_yield_helper(const char *sql, int nargs, Oid *argtypes, Datum *values, cons
 {
 	int			rc;
 
-	SPI_connect();
+	es_spi_connect();
 	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "\"%s\" failed: %s", sql, SPI_result_code_string(rc));
+	es_spi_check(rc, SPI_OK_SELECT, "\"%s\"", sql);
 	SPI_finish();
 }
 

@@ -42,6 +42,7 @@
 
 #include "append.h"
 #include "event_store.h"
+#include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(es_delete_stream);
 PG_FUNCTION_INFO_V1(es_truncate_stream);
@@ -122,8 +123,7 @@ lock_stream(text *sid)
 							   "FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1 "
 							   "FOR UPDATE",
 							   1, types, values, NULL, false, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "reading event_store.streams failed: %s", SPI_result_code_string(rc));
+	es_spi_check(rc, SPI_OK_SELECT, "reading event_store.streams");
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
@@ -174,9 +174,7 @@ update_stream(text *sid, int64 truncate_before, bool deleted, bool tombstoned)
 	values[2] = BoolGetDatum(deleted);
 	values[3] = BoolGetDatum(tombstoned);
 	rc = es_exec_internal_write(plan, values, NULL);
-	if (rc != SPI_OK_UPDATE || SPI_processed != 1)
-		elog(ERROR, "updating stream \"%s\" failed: %s", text_to_cstring(sid),
-			 SPI_result_code_string(rc));
+	es_spi_check_rows(rc, SPI_OK_UPDATE, 1, "updating stream \"%s\"", text_to_cstring(sid));
 }
 
 /* Snapshots of the stream hold folds of events now hidden: drop them. */
@@ -191,8 +189,7 @@ drop_snapshots(text *sid)
 	rc = SPI_execute_with_args("DELETE FROM event_store.snapshots "
 							   "WHERE stream_id OPERATOR(pg_catalog.=) $1",
 							   1, types, values, NULL, false, 0);
-	if (rc != SPI_OK_DELETE)
-		elog(ERROR, "dropping snapshots failed: %s", SPI_result_code_string(rc));
+	es_spi_check(rc, SPI_OK_DELETE, "dropping snapshots");
 }
 
 /*
@@ -222,8 +219,7 @@ audit(const char *event_type, text *sid, int64 version, int64 hidden_before,
 							   "'previous_truncate_before', $3, 'truncate_before', $4, 'reason', $5, "
 							   "'by', $6, 'session_user', $7, 'at', pg_catalog.now())",
 							   7, types, values, nulls, false, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "building the audit event failed: %s", SPI_result_code_string(rc));
+	es_spi_check_rows(rc, SPI_OK_SELECT, 1, "building the audit event");
 	data = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	(void) es_append_audit_event(ES_DELETIONS_STREAM, event_type, data);
 }
@@ -256,7 +252,7 @@ es_delete_stream(PG_FUNCTION_ARGS)
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	SPI_connect();
+	es_spi_connect();
 	PG_TRY();
 	{
 		StreamRow	row = lock_stream(sid);
@@ -317,7 +313,7 @@ es_truncate_stream(PG_FUNCTION_ARGS)
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	SPI_connect();
+	es_spi_connect();
 	PG_TRY();
 	{
 		StreamRow	row = lock_stream(sid);
@@ -429,8 +425,7 @@ check_metadata(Datum metadata)
 							   "pg_catalog.jsonb_typeof($1 OPERATOR(pg_catalog.->) 'max_count'), $1 OPERATOR(pg_catalog.->>) 'max_count', "
 							   "pg_catalog.jsonb_typeof($1 OPERATOR(pg_catalog.->) 'truncate_before'), $1 OPERATOR(pg_catalog.->>) 'truncate_before'",
 							   1, types, values, NULL, true, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "reading the metadata failed: %s", SPI_result_code_string(rc));
+	es_spi_check_rows(rc, SPI_OK_SELECT, 1, "reading the metadata");
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	typ = SPI_getvalue(tup, desc, 1);
@@ -510,7 +505,7 @@ es_set_stream_metadata(PG_FUNCTION_ARGS)
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	SPI_connect();
+	es_spi_connect();
 	PG_TRY();
 	{
 		MetadataKeys k = check_metadata(metadata);
@@ -557,9 +552,7 @@ es_set_stream_metadata(PG_FUNCTION_ARGS)
 		values[4] = Int64GetDatum(truncate_before);
 		values[5] = BoolGetDatum(k.has_truncate_before || k.has_max_age || k.has_max_count);
 		rc = es_exec_internal_write(plan, values, nulls);
-		if (rc != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
-			elog(ERROR, "updating stream \"%s\" failed: %s", text_to_cstring(sid),
-				 SPI_result_code_string(rc));
+		es_spi_check_rows(rc, SPI_OK_UPDATE_RETURNING, 1, "updating stream \"%s\"", text_to_cstring(sid));
 		{
 			bool		isnull;
 

@@ -29,6 +29,7 @@
 #include "utils/uuid.h"
 
 #include "event_store.h"
+#include "spi_util.h"
 #include "append.h"
 
 PG_FUNCTION_INFO_V1(es_mdb_write_message);
@@ -84,8 +85,7 @@ lock_stream_version(text *stream_name)
 	{
 		int			rc = SPI_execute_plan(plan_lock_version, args, NULL, false, 1);
 
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "stream lock failed: %s", SPI_result_code_string(rc));
+		es_spi_check(rc, SPI_OK_SELECT, "stream lock");
 		if (SPI_processed > 0)
 			return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 1, &isnull)) - 1;
@@ -120,8 +120,7 @@ burn_position(void)
 {
 	int			rc = SPI_execute_plan(plan_burn_position, NULL, NULL, false, 1);
 
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "nextval failed: %s", SPI_result_code_string(rc));
+	es_spi_check(rc, SPI_OK_SELECT, "nextval");
 }
 
 /*
@@ -185,7 +184,7 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 	Oid			unique_partition = InvalidOid;
 	MemoryContext oldcxt;
 
-	SPI_connect();
+	es_spi_connect();
 	oldcxt = CurrentMemoryContext;
 	prepare_plans();
 
@@ -242,8 +241,7 @@ es_mdb_write_message(PG_FUNCTION_ARGS)
 		{
 			int			rc = SPI_execute_plan(plan_id_exists, args, NULL, false, 1);
 
-			if (rc != SPI_OK_SELECT)
-				elog(ERROR, "message id lookup failed: %s", SPI_result_code_string(rc));
+			es_spi_check(rc, SPI_OK_SELECT, "message id lookup");
 			exists = SPI_processed > 0;
 			unique_partition = InvalidOid;	/* the query looked everywhere */
 		}

@@ -32,6 +32,7 @@
 #include "utils/timestamp.h"
 
 #include "event_store.h"
+#include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(es_partition_ranges);
 PG_FUNCTION_INFO_V1(es_partition_ranges_of);
@@ -216,14 +217,12 @@ es_ensure_partition_for(TimestampTz ts)
 			SPIPlanPtr	plan;
 
 			plan = SPI_prepare("SELECT event_store._create_partition_for($1)", 1, argtypes);
-			if (plan == NULL)
-				elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+			es_spi_check_plan(plan, "SPI_prepare of event_store._create_partition_for");
 			SPI_keepplan(plan);
 			create_partition_plan = plan;
 		}
 		rc = SPI_execute_plan(create_partition_plan, &arg, NULL, false, 1);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "event_store._create_partition_for failed: %s", SPI_result_code_string(rc));
+		es_spi_check(rc, SPI_OK_SELECT, "event_store._create_partition_for");
 
 		/* The new partition invalidated the parent: look again. */
 		parent = table_open(parent_oid, AccessShareLock);

@@ -73,6 +73,7 @@
 #include "utils/tuplestore.h"
 
 #include "event_store.h"
+#include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(es_dispatch_projections);
 PG_FUNCTION_INFO_V1(es_projection_registry_changed);
@@ -441,8 +442,7 @@ load_inline_cache(void)
 									 "ORDER BY r.name USING OPERATOR(pg_catalog.<)",
 									 0, NULL);
 	rc = SPI_execute_plan(plan_load_inline, NULL, NULL, true, 0);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "loading projections failed: %s", SPI_result_code_string(rc));
+	es_spi_check(rc, SPI_OK_SELECT, "loading projections");
 
 	cxt = AllocSetContextCreate(CacheMemoryContext, "event_store inline projections",
 								ALLOCSET_SMALL_SIZES);
@@ -504,8 +504,7 @@ acquire_inline_cache(void)
 		(void) get_registry_relid();
 		PG_TRY();
 		{
-			if (SPI_connect() != SPI_OK_CONNECT)
-				elog(ERROR, "SPI_connect failed");
+			es_spi_connect();
 			cache = load_inline_cache();
 			SPI_finish();
 		}
@@ -597,12 +596,9 @@ choose_handler_path(Projection *p, MemoryContext cxt)
 		SQLFunctionParseInfoPtr pinfo = prepare_sql_fn_parse_info(tup, NULL, InvalidOid);
 
 		MemoryContextSwitchTo(oldcxt);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		es_spi_connect();
 		plan = SPI_prepare_params(body, (ParserSetupHook) sql_fn_parser_setup, pinfo, 0);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare_params failed for handler of projection \"%s\": %s",
-				 p->name, SPI_result_code_string(SPI_result));
+		es_spi_check_plan(plan, "SPI_prepare_params for handler of projection \"%s\"", p->name);
 		/* several statements: kept simple, through fmgr (SPI_finish frees the plan) */
 		if (list_length(SPI_plan_get_plan_sources(plan)) == 1)
 		{
@@ -633,11 +629,9 @@ run_sql_handler(Projection *p, Datum event)
 	params->params[0].isnull = false;
 	params->params[0].pflags = PARAM_FLAG_CONST;
 	params->params[0].ptype = p->sql_argtype;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	es_spi_connect();
 	rc = SPI_execute_plan_with_paramlist(p->sql_plan, params, p->sql_read_only, 0);
-	if (rc < 0)
-		elog(ERROR, "projection handler failed: %s", SPI_result_code_string(rc));
+	es_spi_check_ok(rc, "projection handler");
 	SPI_finish();
 }
 
@@ -996,8 +990,7 @@ query_int8(SPIPlanPtr plan, Datum *args, bool read_only)
 	Datum		d;
 	int			rc = SPI_execute_plan(plan, args, NULL, read_only, 1);
 
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "query failed: %s", SPI_result_code_string(rc));
+	es_spi_check_rows(rc, SPI_OK_SELECT, 1, "one-value query");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? 0 : DatumGetInt64(d);
 }
@@ -1146,8 +1139,7 @@ run_failure_plan(SPIPlanPtr plan, Datum *args)
 	int			rc = SPI_execute_plan(plan, args, NULL, false, 0);
 	bool		result = false;
 
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "projection failure bookkeeping failed: %s", SPI_result_code_string(rc));
+	es_spi_check(rc, SPI_OK_SELECT, "projection failure bookkeeping");
 	if (SPI_processed == 1 &&
 		SPI_tuptable->tupdesc->natts == 1 &&
 		TupleDescAttr(SPI_tuptable->tupdesc, 0)->atttypid == BOOLOID)
@@ -1268,8 +1260,7 @@ run_due_retries(RunTarget *t, int64 max, MemoryContext event_cxt)
 		args[0] = CStringGetTextDatum(t->proj.name);
 		args[1] = Int64GetDatum(max - count);
 		rc = SPI_execute_plan(plan_due, args, NULL, false, 0);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "reading due retries failed: %s", SPI_result_code_string(rc));
+		es_spi_check(rc, SPI_OK_SELECT, "reading due retries");
 		tuptable = SPI_tuptable;
 		n = SPI_processed;
 		for (uint64 i = 0; i < n; i++)
@@ -1313,8 +1304,7 @@ lock_projection(text *name, RunTarget *t, MemoryContext cxt)
 	Datum		d;
 	MemoryContext old;
 
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "locking projection failed: %s", SPI_result_code_string(rc));
+	es_spi_check(rc, SPI_OK_SELECT, "locking projection");
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -1468,8 +1458,7 @@ es_run_projection(PG_FUNCTION_ARGS)
 									 ALLOCSET_DEFAULT_SIZES);
 	event_cxt = AllocSetContextCreate(call_cxt, "event_store run_projection event",
 									  ALLOCSET_DEFAULT_SIZES);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	es_spi_connect();
 	prepare_run_plans();
 	memset(&t, 0, sizeof(t));
 	lock_projection(name, &t, call_cxt);
@@ -1537,8 +1526,7 @@ es_replay_inline(PG_FUNCTION_ARGS)
 									 ALLOCSET_DEFAULT_SIZES);
 	event_cxt = AllocSetContextCreate(call_cxt, "event_store replay event",
 									  ALLOCSET_DEFAULT_SIZES);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	es_spi_connect();
 	prepare_run_plans();
 	memset(&t, 0, sizeof(t));
 	lock_projection(name, &t, call_cxt);
@@ -1569,15 +1557,13 @@ es_call_projection_reset(PG_FUNCTION_ARGS)
 	HandlerFrame frame;
 	int			rc;
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	es_spi_connect();
 	args[0] = PointerGetDatum(name);
 	rc = SPI_execute_with_args("SELECT r.handler, r.reset_handler, "
 							   "pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) 'registered_by' "
 							   "FROM event_store.projection_registry r WHERE r.name OPERATOR(pg_catalog.=) $1",
 							   1, types, args, NULL, true, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "reading the projection registry failed: %s", SPI_result_code_string(rc));
+	es_spi_check(rc, SPI_OK_SELECT, "reading the projection registry");
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

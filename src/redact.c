@@ -39,6 +39,7 @@
 #include "catalog/pg_class.h"
 
 #include "event_store.h"
+#include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(es_redact);
 
@@ -148,7 +149,7 @@ es_redact(PG_FUNCTION_ARGS)
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	SPI_connect();
+	es_spi_connect();
 	PG_TRY();
 	{
 		Oid			types[4] = {TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
@@ -163,8 +164,7 @@ es_redact(PG_FUNCTION_ARGS)
 		rc = SPI_execute_with_args("SELECT s.created_at, s.updated_at FROM event_store.streams s "
 								   "WHERE s.stream_id = $1 FOR UPDATE",
 								   1, types, values, NULL, false, 1);
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "reading event_store.streams failed: %s", SPI_result_code_string(rc));
+		es_spi_check(rc, SPI_OK_SELECT, "reading event_store.streams");
 		if (SPI_processed == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_NO_DATA_FOUND),
@@ -178,8 +178,7 @@ es_redact(PG_FUNCTION_ARGS)
 		es_redaction_stream = stream_id;
 		rc = SPI_execute_with_args(redact_sql, 4, types, values, nulls, false, 0);
 		es_redaction_stream = NULL;
-		if (rc != SPI_OK_SELECT || SPI_processed != 1)
-			elog(ERROR, "redacting stream \"%s\" failed: %s", stream_id, SPI_result_code_string(rc));
+		es_spi_check_rows(rc, SPI_OK_SELECT, 1, "redacting stream \"%s\"", stream_id);
 		changed = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		events_json = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 		events_json = PointerGetDatum(PG_DETOAST_DATUM_COPY(events_json));
@@ -187,8 +186,7 @@ es_redact(PG_FUNCTION_ARGS)
 		/* Folds of the old data must not survive it. */
 		rc = SPI_execute_with_args("DELETE FROM event_store.snapshots WHERE stream_id = $1",
 								   1, types, values, NULL, false, 0);
-		if (rc != SPI_OK_DELETE)
-			elog(ERROR, "dropping snapshots failed: %s", SPI_result_code_string(rc));
+		es_spi_check(rc, SPI_OK_DELETE, "dropping snapshots");
 
 		/*
 		 * The audit event, through the one sanctioned path into audit
@@ -213,8 +211,7 @@ es_redact(PG_FUNCTION_ARGS)
 									   "'redacted_by', $4, 'session_user', $5, 'redacted_at', clock_timestamp(), "
 									   "'event_count', $6, 'events', $7)",
 									   7, atypes, avalues, anulls, false, 1);
-			if (rc != SPI_OK_SELECT || SPI_processed != 1)
-				elog(ERROR, "building the audit event failed: %s", SPI_result_code_string(rc));
+			es_spi_check_rows(rc, SPI_OK_SELECT, 1, "building the audit event");
 			audit = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 			(void) es_append_audit_event(ES_AUDIT_STREAM, "StreamRedacted", audit);
 		}

@@ -37,6 +37,7 @@
 #include "utils/rel.h"
 
 #include "event_store.h"
+#include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(es_detach_partition);
 PG_FUNCTION_INFO_V1(es_drop_archived_partition);
@@ -89,13 +90,12 @@ run_sanctioned(const char *sql)
 {
 	int			rc;
 
-	SPI_connect();
+	es_spi_connect();
 	PG_TRY();
 	{
 		es_partition_ddl_sanctioned = true;
 		rc = SPI_execute(sql, false, 0);
-		if (rc != SPI_OK_UTILITY)
-			elog(ERROR, "\"%s\" failed: %s", sql, SPI_result_code_string(rc));
+		es_spi_check(rc, SPI_OK_UTILITY, "\"%s\"", sql);
 	}
 	PG_FINALLY();
 	{
@@ -126,13 +126,12 @@ retention_allows_archiving(Oid part)
 	bool		allowed = false;
 	int			rc;
 
-	SPI_connect();
+	es_spi_connect();
 	rc = SPI_execute_with_args("SELECT r.range_end <= pg_catalog.now() OPERATOR(pg_catalog.-) t.keep "
 							   "FROM event_store.partition_ranges() r, event_store.retention t "
 							   "WHERE t.mode OPERATOR(pg_catalog.=) 'archive' AND r.partition OPERATOR(pg_catalog.=) $1",
 							   1, types, values, NULL, true, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "retention policy lookup failed: %s", SPI_result_code_string(rc));
+	es_spi_check(rc, SPI_OK_SELECT, "retention policy lookup");
 	if (SPI_processed == 1)
 	{
 		bool		isnull;
@@ -244,10 +243,9 @@ es_drop_archived_partition(PG_FUNCTION_ARGS)
 	}
 	LockRelationOid(part, AccessExclusiveLock);
 
-	SPI_connect();
+	es_spi_connect();
 	rc = SPI_execute(psprintf("SELECT pg_catalog.count(*) FROM %s", qualified_name(part)), true, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "counting the events of \"%s\" failed: %s", relname, SPI_result_code_string(rc));
+	es_spi_check_rows(rc, SPI_OK_SELECT, 1, "counting the events of \"%s\"", relname);
 	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
 
@@ -262,12 +260,11 @@ es_drop_archived_partition(PG_FUNCTION_ARGS)
 	if (!have_range)
 		nulls[1] = nulls[2] = 'n';
 	nulls[4] = 'n';
-	SPI_connect();
+	es_spi_connect();
 	rc = SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object('partition', $1, 'range_start', $2, 'range_end', $3, 'events', $4, "
 							   "'dropped_by', CURRENT_USER::text, 'session_user', SESSION_USER::text)",
 							   4, types, values, nulls, true, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "building the audit record of \"%s\" failed: %s", relname, SPI_result_code_string(rc));
+	es_spi_check_rows(rc, SPI_OK_SELECT, 1, "building the audit record of \"%s\"", relname);
 	/* through the one sanctioned way into '$audit' streams (src/append.c) */
 	(void) es_append_audit_event("$audit-retention", "ArchivedPartitionDropped",
 								  SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -72,6 +72,7 @@
 #include "utils/typcache.h"
 
 #include "event_store.h"
+#include "spi_util.h"
 #include "merge_state.h"
 
 PG_FUNCTION_INFO_V1(es_upcast);
@@ -552,8 +553,7 @@ load_cache(void)
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	PG_TRY();
 	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
+		es_spi_connect();
 		/*
 		 * The latest committed registry (and this transaction's own
 		 * changes), not the transaction's snapshot: the cache and the plans
@@ -574,8 +574,7 @@ load_cache(void)
 						 "  ON u.event_type OPERATOR(pg_catalog.=) t.event_type "
 						 "ORDER BY t.event_type COLLATE \"C\", u.from_version", true, 0);
 		PopActiveSnapshot();
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "reading event_store.upcasters failed: %s", SPI_result_code_string(rc));
+		es_spi_check(rc, SPI_OK_SELECT, "reading event_store.upcasters");
 
 		old = MemoryContextSwitchTo(cxt);
 		initStringInfo(&sig);

@@ -1,0 +1,62 @@
+/*-------------------------------------------------------------------------
+ *
+ * spi_util.c
+ *	  The one place that reports a failed SPI call (see spi_util.h).
+ *
+ *	  Every module that runs SQL from C checks each result through the
+ *	  macros of spi_util.h, which call es_spi_failed only on failure, and
+ *	  connects through es_spi_connect, so no SPI_connect goes unchecked.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+
+#include "spi_util.h"
+
+/*
+ * Report a failed SPI call: "<what> failed: <code>", plus what was
+ * expected (the code, the row count) so that the log says which of the two
+ * differed.  fmt and its arguments describe the statement.  Never returns.
+ */
+void
+es_spi_failed(int rc, int expected, int64 nrows, const char *fmt,...)
+{
+	StringInfoData what;
+
+	initStringInfo(&what);
+	for (;;)
+	{
+		va_list		args;
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&what, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&what, needed);
+	}
+
+	if (expected != ES_SPI_OK_ANY && rc == expected && nrows >= 0)
+		elog(ERROR, "%s failed: %s processed " UINT64_FORMAT " rows, expected " INT64_FORMAT,
+			 what.data, SPI_result_code_string(rc), SPI_processed, nrows);
+	else if (expected != ES_SPI_OK_ANY)
+		elog(ERROR, "%s failed: %s, expected %s",
+			 what.data, SPI_result_code_string(rc), SPI_result_code_string(expected));
+	else
+		elog(ERROR, "%s failed: %s", what.data, SPI_result_code_string(rc));
+}
+
+/*
+ * SPI_connect, checked: the SPI stack is connected on return.
+ */
+void
+es_spi_connect(void)
+{
+	int			rc = SPI_connect();
+
+	es_spi_check(rc, SPI_OK_CONNECT, "SPI_connect");
+}
