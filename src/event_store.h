@@ -54,6 +54,7 @@ extern int	es_collect_partition_ranges(Relation parent, EsPartitionRange **range
 extern TimestampTz es_ensure_partition_for(TimestampTz ts);
 extern Oid	es_known_partition_for(Oid parent_oid, TimestampTz ts);
 extern Oid	es_events_relid(bool missing_ok);
+extern Oid	es_archive_relid(bool missing_ok);
 
 /* src/guard.c */
 extern void es_guard_utility(Node *parsetree);
@@ -100,7 +101,6 @@ extern bool es_relation_is_event_log(Oid relid);
 #define ES_ARCHIVE_SCHEMA			"event_store_archive"
 extern bool es_partition_ddl_sanctioned;
 extern const char *es_redaction_stream;
-extern Oid	es_archive_relid(bool missing_ok);
 extern bool es_relation_is_empty(Oid relid);
 
 /*

@@ -55,13 +55,14 @@ partition_cache_invalidate(Datum arg, Oid relid)
 }
 
 /*
- * OID of event_store.events, or InvalidOid when the extension is not
- * installed in this database (and missing_ok).
+ * OID of <nspname>.events, or InvalidOid when it does not exist (and
+ * missing_ok).  The one catalog lookup behind both log parents below, so
+ * that every module asks partition.c and none asks retention.c.
  */
-Oid
-es_events_relid(bool missing_ok)
+static Oid
+log_relid(const char *nspname, const char *hint, bool missing_ok)
 {
-	Oid			nsp = get_namespace_oid(ES_SCHEMA, true);
+	Oid			nsp = get_namespace_oid(nspname, true);
 	Oid			relid = InvalidOid;
 
 	if (OidIsValid(nsp))
@@ -69,9 +70,29 @@ es_events_relid(bool missing_ok)
 	if (!OidIsValid(relid) && !missing_ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"%s.%s\" does not exist", ES_SCHEMA, ES_EVENTS_TABLE),
-				 errhint("Run CREATE EXTENSION event_store.")));
+				 errmsg("relation \"%s.%s\" does not exist", nspname, ES_EVENTS_TABLE),
+				 errhint("%s", hint)));
 	return relid;
+}
+
+/*
+ * OID of event_store.events, or InvalidOid when the extension is not
+ * installed in this database (and missing_ok).
+ */
+Oid
+es_events_relid(bool missing_ok)
+{
+	return log_relid(ES_SCHEMA, "Run CREATE EXTENSION event_store.", missing_ok);
+}
+
+/*
+ * OID of event_store_archive.events (the archive parent), or InvalidOid when
+ * it does not exist (before 1.6) and missing_ok.
+ */
+Oid
+es_archive_relid(bool missing_ok)
+{
+	return log_relid(ES_ARCHIVE_SCHEMA, "Run ALTER EXTENSION event_store UPDATE.", missing_ok);
 }
 
 /*

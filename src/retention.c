@@ -46,26 +46,6 @@ PG_FUNCTION_INFO_V1(es_drop_archived_partition);
 bool		es_partition_ddl_sanctioned = false;
 
 /*
- * OID of event_store_archive.events (the archive parent), or InvalidOid when
- * it does not exist (before 1.6) and missing_ok.
- */
-Oid
-es_archive_relid(bool missing_ok)
-{
-	Oid			nsp = get_namespace_oid(ES_ARCHIVE_SCHEMA, true);
-	Oid			relid = InvalidOid;
-
-	if (OidIsValid(nsp))
-		relid = get_relname_relid(ES_EVENTS_TABLE, nsp);
-	if (!OidIsValid(relid) && !missing_ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"%s.%s\" does not exist", ES_ARCHIVE_SCHEMA, ES_EVENTS_TABLE),
-				 errhint("Run ALTER EXTENSION event_store UPDATE.")));
-	return relid;
-}
-
-/*
  * Does the relation hold no block at all?  The same test as the restore
  * path's _yield_empty_partition: an empty partition may always go.
  */
