@@ -46,6 +46,7 @@
 #include "event_store.h"
 #include "spi_util.h"
 #include "append.h"
+#include "tag_locks.h"
 
 PG_FUNCTION_INFO_V1(es_append);
 PG_FUNCTION_INFO_V1(es_append_event);

@@ -70,10 +70,4 @@ extern int64 es_append_new_event(text *stream_id, Datum event_type,
 								 bool has_expected, int64 expected,
 								 pg_uuid_t *event_id, TimestampTz *recorded_at);
 
-/* consistency.c: tag locks */
-extern void es_validate_tags(ArrayType *tags, const char *what);
-extern int	es_collect_tag_hashes(ArrayType *tags, uint64 **hashes, int nhashes);
-extern void es_lock_tag_hashes(uint64 *hashes, int nhashes);
-extern void es_lock_request_tags(AppendRequest *reqs, int nreqs, ArrayType *extra_tags);
-
 #endif							/* EVENT_STORE_APPEND_H */

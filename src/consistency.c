@@ -6,20 +6,16 @@
  *	  - event_store.append_all(): several streams in one call, all or
  *	    nothing, each with its own expected version; streams are locked in
  *	    stream_id order so that overlapping calls cannot deadlock;
- *	  - event tags and event_store.append_if(): append only if no event
+ *	  - event_store.append_if(): append only if no event
  *	    matching a condition (types, and tags it must all carry) was
  *	    appended after a position the caller read up to ("dynamic
  *	    consistency boundaries").
  *
- *	  Correctness of append_if under concurrency rests on tag locks: every
- *	  append of tagged events, and every append_if, takes a transaction-
- *	  level exclusive lock per distinct tag (advisory lock space, keyed by a
- *	  64-bit hash of the tag; field4 = ES_TAG_LOCK_SPACE), in hash order,
- *	  before it draws positions.  Two operations on a common tag therefore
- *	  run one after the other, and positions of events sharing a tag follow
- *	  their commit order.  The condition check itself reads with the latest
- *	  snapshot, after the locks are held, so it sees every matching event
- *	  committed before it, at any isolation level.
+ *	  Correctness of append_if under concurrency rests on the tag locks of
+ *	  src/tag_locks.c, taken by every append of tagged events and every
+ *	  append_if before positions are drawn.  The condition check itself
+ *	  reads with the latest snapshot, after the locks are held, so it sees
+ *	  every matching event committed before it, at any isolation level.
  *
  *-------------------------------------------------------------------------
  */
@@ -42,131 +38,12 @@
 #include "event_store.h"
 #include "spi_util.h"
 #include "append.h"
+#include "tag_locks.h"
 
 PG_FUNCTION_INFO_V1(es_append_all);
 PG_FUNCTION_INFO_V1(es_append_if);
 
-/* locktag_field4 of tag locks: keeps them apart from pg_advisory_lock keys (1, 2). */
-#define ES_TAG_LOCK_SPACE	0x4554
-
-#define ES_MAX_TAG_BYTES	255
-#define ES_MAX_TAGS			64
-
 static SPIPlanPtr plan_check_condition = NULL;
-
-/*
- * A tag array must be one-dimensional, hold at most ES_MAX_TAGS tags, and
- * no NULL or empty tag.
- */
-void
-es_validate_tags(ArrayType *tags, const char *what)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-
-	if (ARR_NDIM(tags) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be a one-dimensional array", what)));
-	deconstruct_array(tags, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	if (n > ES_MAX_TAGS)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("too many %s", what),
-				 errdetail("There are %d; the limit is %d.", n, ES_MAX_TAGS)));
-	for (int i = 0; i < n; i++)
-	{
-		int			len;
-
-		if (nulls[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("%s must not contain NULL", what)));
-		len = VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i]));
-		if (len == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("%s must not contain an empty tag", what)));
-		if (len > ES_MAX_TAG_BYTES)
-			ereport(ERROR,
-					(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
-					 errmsg("a tag in %s is too long", what),
-					 errdetail("The tag is %d bytes; the limit is %d bytes.", len, ES_MAX_TAG_BYTES)));
-	}
-}
-
-/*
- * Append the hashes of the tags to *hashes (which holds nhashes, and is
- * grown); returns the new count.
- */
-int
-es_collect_tag_hashes(ArrayType *tags, uint64 **hashes, int nhashes)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-
-	if (tags == NULL)
-		return nhashes;
-	deconstruct_array(tags, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
-	if (n == 0)
-		return nhashes;
-	*hashes = *hashes == NULL ? palloc(sizeof(uint64) * n)
-		: repalloc(*hashes, sizeof(uint64) * (nhashes + n));
-	for (int i = 0; i < n; i++)
-	{
-		text	   *t = DatumGetTextPP(elems[i]);
-
-		(*hashes)[nhashes++] = hash_bytes_extended((const unsigned char *) VARDATA_ANY(t),
-												   VARSIZE_ANY_EXHDR(t), 0);
-	}
-	return nhashes;
-}
-
-static int
-compare_uint64(const void *a, const void *b)
-{
-	uint64		x = *(const uint64 *) a;
-	uint64		y = *(const uint64 *) b;
-
-	return x < y ? -1 : (x > y ? 1 : 0);
-}
-
-/*
- * Take the tag locks, each once, in hash order (a fixed order: no
- * deadlock between two callers), held until the transaction ends.
- */
-void
-es_lock_tag_hashes(uint64 *hashes, int nhashes)
-{
-	qsort(hashes, nhashes, sizeof(uint64), compare_uint64);
-	for (int i = 0; i < nhashes; i++)
-	{
-		LOCKTAG		tag;
-
-		if (i > 0 && hashes[i] == hashes[i - 1])
-			continue;
-		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (hashes[i] >> 32),
-							 (uint32) hashes[i], ES_TAG_LOCK_SPACE);
-		(void) LockAcquire(&tag, ExclusiveLock, false, false);
-	}
-}
-
-/* Lock the tags of every event of the requests, plus extra_tags. */
-void
-es_lock_request_tags(AppendRequest *reqs, int nreqs, ArrayType *extra_tags)
-{
-	uint64	   *hashes = NULL;
-	int			n = 0;
-
-	for (int r = 0; r < nreqs; r++)
-		for (int i = 0; i < reqs[r].nevents; i++)
-			n = es_collect_tag_hashes(reqs[r].events[i].tags, &hashes, n);
-	n = es_collect_tag_hashes(extra_tags, &hashes, n);
-	if (n > 0)
-		es_lock_tag_hashes(hashes, n);
-}
 
 /* Which element of an append_all call an error is about. */
 typedef struct AppendAllContext
