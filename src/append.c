@@ -47,6 +47,12 @@
 #include "spi_util.h"
 #include "append.h"
 #include "tag_locks.h"
+#include "append_direct.h"
+#include "feed.h"
+#include "partition.h"
+
+/* GUC event_store.max_batch_size (registered in _PG_init) */
+int			es_max_batch_size = 10000;
 
 PG_FUNCTION_INFO_V1(es_append);
 PG_FUNCTION_INFO_V1(es_append_event);

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * append.h
- *	  The append path shared by the single-stream functions (append.c) and
- *	  the multi-stream and conditional ones (consistency.c).
+ *	  The append path (src/append.c), shared by the single-stream functions,
+ *	  the multi-stream and conditional ones (src/consistency.c), Message DB
+ *	  (src/messagedb.c) and the operations that write audit events.
  *
  *-------------------------------------------------------------------------
  */
@@ -11,6 +12,7 @@
 
 #include "postgres.h"
 
+#include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
@@ -51,19 +53,17 @@ extern void es_parse_event_array(ArrayType *arr, AppendRequest *req, int *total_
 extern int64 es_append_batch(AppendRequest *req);
 extern bool es_is_event_id_index_violation(ErrorData *edata);
 
-/* append_direct.c: the one-event append to an existing stream without SPI */
-extern bool es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
-									  TimestampTz partition_end, NewEvent *ev,
-									  bool has_expected, int64 expected,
-									  bool *exists, int64 *prior, TimestampTz *recorded_at,
-									  bool *fresh, bool *inserted);
-extern bool es_direct_create_and_insert(text *stream_id, int64 position, TimestampTz recorded_at,
-										NewEvent *ev, bool *created, bool *inserted);
-extern bool es_direct_event_id_exists(pg_uuid_t *id, Oid skip_unique, bool *exists);
-extern Oid	es_event_id_unique_partition(TimestampTz ts);
-extern void es_direct_event_id_in_partition(pg_uuid_t *id, Oid partition, bool *exists);
+/* GUC event_store.max_batch_size (registered in _PG_init) */
+extern int	es_max_batch_size;
 
-/* messagedb.c: one message whose id write_message proved new */
+/*
+ * Streams of category '$audit' ('$audit' and '$audit-...') are written only
+ * by the sanctioned functions, through this (1.11).
+ */
+extern int64 es_append_audit_event(const char *stream_id, const char *event_type, Datum data);
+extern int	es_exec_internal_write(SPIPlanPtr plan, Datum *args, const char *nulls);
+
+/* for messagedb.c: one message whose id write_message proved new */
 extern int64 es_append_new_event(text *stream_id, Datum event_type,
 								 bool any_json, bool data_null, Datum data,
 								 bool metadata_null, Datum metadata,

@@ -54,6 +54,10 @@
 
 #include "append.h"
 #include "event_store.h"
+#include "append_direct.h"
+#include "partition.h"
+#include "projection.h"
+#include "upcast.h"
 
 /* Columns of event_store.events the append writes, in this order. */
 enum

@@ -15,11 +15,12 @@
 #include "utils/guc.h"
 
 #include "event_store.h"
-#include "spi_util.h"
+#include "append.h"
+#include "feed.h"
+#include "guard.h"
+#include "projection.h"
 
 PG_MODULE_MAGIC;
-
-int			es_max_batch_size = 10000;
 
 void		_PG_init(void);
 
@@ -55,19 +56,4 @@ _PG_init(void)
 	es_install_utility_hook();
 	es_feed_init();
 	es_projection_init();
-}
-
-/*
- * Prepare a statement once and keep it for the backend's life (SPI_keepplan);
- * the plan cache re-plans it when the tables it uses change.  Used by every
- * module that runs SQL from C.
- */
-SPIPlanPtr
-es_keep_plan(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	es_spi_check_plan(plan, "SPI_prepare for \"%s\"", sql);
-	SPI_keepplan(plan);
-	return plan;
 }

@@ -78,6 +78,12 @@
 
 #include "event_store.h"
 #include "spi_util.h"
+#include "feed.h"
+#include "feed_wait.h"
+#include "partition.h"
+
+/* GUC event_store.notify: appending transactions ask for a notification (coalesced when preloaded) */
+bool		es_notify = true;
 
 PG_FUNCTION_INFO_V1(es_feed_horizon);
 PG_FUNCTION_INFO_V1(es_feed_mode);

@@ -50,6 +50,8 @@
 #include "utils/timestamp.h"
 
 #include "event_store.h"
+#include "feed.h"
+#include "feed_wait.h"
 
 PG_FUNCTION_INFO_V1(es_wait_for_feed);
 

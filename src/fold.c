@@ -72,6 +72,8 @@
 #include "event_store.h"
 #include "spi_util.h"
 #include "merge_state.h"
+#include "partition.h"
+#include "upcast.h"
 
 PG_FUNCTION_INFO_V1(es_fold);
 PG_FUNCTION_INFO_V1(es_fold_to_version);

@@ -73,6 +73,11 @@
 
 #include "event_store.h"
 #include "spi_util.h"
+#include "guard.h"
+#include "log_am.h"
+#include "owner_guard.h"
+#include "partition.h"
+#include "retention.h"
 
 PG_FUNCTION_INFO_V1(es_refuse_modification);
 PG_FUNCTION_INFO_V1(es_guard_ddl);

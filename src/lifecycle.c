@@ -43,6 +43,7 @@
 #include "append.h"
 #include "event_store.h"
 #include "spi_util.h"
+#include "partition.h"
 
 PG_FUNCTION_INFO_V1(es_delete_stream);
 PG_FUNCTION_INFO_V1(es_truncate_stream);
@@ -60,21 +61,6 @@ typedef struct StreamRow
 	bool		tombstoned;
 	int64		metadata_version;	/* 0 when never set */
 } StreamRow;
-
-/* Owner of event_store.events: the role the lifecycle statements run as. */
-static Oid
-log_owner(void)
-{
-	Oid			relid = es_events_relid(false);
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
 
 /* The stream id argument: not NULL, a valid id, not an audit stream. */
 static text *
@@ -251,7 +237,7 @@ es_delete_stream(PG_FUNCTION_ARGS)
 				 errmsg("expected_version must be -1, 0 or more, got %lld", (long long) expected)));
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(es_log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	es_spi_connect();
 	PG_TRY();
 	{
@@ -312,7 +298,7 @@ es_truncate_stream(PG_FUNCTION_ARGS)
 				 errmsg("before_version must be at least 1, got %lld", (long long) before)));
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(es_log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	es_spi_connect();
 	PG_TRY();
 	{
@@ -504,7 +490,7 @@ es_set_stream_metadata(PG_FUNCTION_ARGS)
 				 errmsg("expected_metadata_version must be 0 or more, got %lld", (long long) expected)));
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(es_log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	es_spi_connect();
 	PG_TRY();
 	{

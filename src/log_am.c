@@ -52,6 +52,10 @@
 #include "utils/syscache.h"
 
 #include "event_store.h"
+#include "log_am.h"
+
+/* The stream being redacted, set by redact() only while its UPDATE runs. */
+const char *es_redaction_stream = NULL;
 
 static TableAmRoutine es_log_routine;
 static bool es_log_routine_ready = false;

@@ -31,6 +31,8 @@
 #include "event_store.h"
 #include "spi_util.h"
 #include "append.h"
+#include "append_direct.h"
+#include "partition.h"
 
 PG_FUNCTION_INFO_V1(es_mdb_write_message);
 

@@ -41,6 +41,8 @@
 #include "utils/rel.h"
 
 #include "event_store.h"
+#include "owner_guard.h"
+#include "partition.h"
 
 #define ES_POSITION_SEQ "global_position_seq"
 #define ES_STREAMS_TABLE "streams"

@@ -18,6 +18,7 @@
 #include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/partition.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -29,10 +30,13 @@
 #include "utils/lsyscache.h"
 #include "utils/partcache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "event_store.h"
 #include "spi_util.h"
+#include "log_am.h"
+#include "partition.h"
 
 PG_FUNCTION_INFO_V1(es_partition_ranges);
 PG_FUNCTION_INFO_V1(es_partition_ranges_of);
@@ -93,6 +97,24 @@ Oid
 es_archive_relid(bool missing_ok)
 {
 	return log_relid(ES_ARCHIVE_SCHEMA, "Run ALTER EXTENSION event_store UPDATE.", missing_ok);
+}
+
+/*
+ * Owner of event_store.events: the role the sanctioned statements of
+ * redact() and the stream lifecycle functions run as.
+ */
+Oid
+es_log_owner(void)
+{
+	Oid			relid = es_events_relid(false);
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
 }
 
 /*

@@ -74,6 +74,10 @@
 
 #include "event_store.h"
 #include "spi_util.h"
+#include "feed.h"
+#include "partition.h"
+#include "projection.h"
+#include "upcast.h"
 
 PG_FUNCTION_INFO_V1(es_dispatch_projections);
 PG_FUNCTION_INFO_V1(es_projection_registry_changed);
@@ -89,9 +93,6 @@ PG_FUNCTION_INFO_V1(es_call_projection_reset);
 #define ES_HANDLER_SEARCH_PATH	"\"$user\", public, pg_temp"
 
 #define ES_NOTIFY_CHANNEL	"event_store_events"
-
-/* GUC: appending transactions ask for a notification (coalesced when preloaded) */
-bool		es_notify = true;
 
 /* One string filter (event types or categories); NULL list = everything. */
 typedef struct NameFilter

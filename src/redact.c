@@ -40,13 +40,13 @@
 
 #include "event_store.h"
 #include "spi_util.h"
+#include "append.h"
+#include "log_am.h"
+#include "partition.h"
 
 PG_FUNCTION_INFO_V1(es_redact);
 
 #define ES_AUDIT_STREAM		"$audit-redactions"
-
-/* The stream being redacted, set only while redact()'s UPDATE runs. */
-const char *es_redaction_stream = NULL;
 
 /*
  * The UPDATE: whole data, or the named top-level fields present in it,
@@ -72,21 +72,6 @@ static const char *redact_sql =
 "SELECT count(*), coalesce(jsonb_agg(jsonb_build_object('global_position', global_position, "
 "       'stream_version', stream_version, 'event_id', event_id) ORDER BY global_position), '[]') "
 "  FROM u";
-
-/* Owner of event_store.events: the role the redaction runs as. */
-static Oid
-log_owner(void)
-{
-	Oid			relid = es_events_relid(false);
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
 
 /* Check the fields argument: a non-empty array of non-empty names. */
 static void
@@ -148,7 +133,7 @@ es_redact(PG_FUNCTION_ARGS)
 				 errmsg("audit stream \"%s\" cannot be redacted", stream_id)));
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(es_log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	es_spi_connect();
 	PG_TRY();
 	{

@@ -31,6 +31,7 @@
 #include "utils/numeric.h"
 
 #include "event_store.h"
+#include "reducers.h"
 
 PG_FUNCTION_INFO_V1(es_merge_patch);
 PG_FUNCTION_INFO_V1(es_jsonb_merge_patch);

@@ -38,6 +38,10 @@
 
 #include "event_store.h"
 #include "spi_util.h"
+#include "append.h"
+#include "log_am.h"
+#include "partition.h"
+#include "retention.h"
 
 PG_FUNCTION_INFO_V1(es_detach_partition);
 PG_FUNCTION_INFO_V1(es_drop_archived_partition);

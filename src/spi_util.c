@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * spi_util.c
- *	  The one place that reports a failed SPI call (see spi_util.h).
+ *	  Running SQL from C: the one place that reports a failed SPI call (see
+ *	  spi_util.h), and the plans kept for the backend's life.
  *
  *	  Every module that runs SQL from C checks each result through the
  *	  macros of spi_util.h, which call es_spi_failed only on failure, and
@@ -48,6 +49,21 @@ es_spi_failed(int rc, int expected, int64 nrows, const char *fmt,...)
 			 what.data, SPI_result_code_string(rc), SPI_result_code_string(expected));
 	else
 		elog(ERROR, "%s failed: %s", what.data, SPI_result_code_string(rc));
+}
+
+/*
+ * Prepare a statement once and keep it for the backend's life (SPI_keepplan);
+ * the plan cache re-plans it when the tables it uses change.  Used by every
+ * module that runs SQL from C.
+ */
+SPIPlanPtr
+es_keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	es_spi_check_plan(plan, "SPI_prepare for \"%s\"", sql);
+	SPI_keepplan(plan);
+	return plan;
 }
 
 /*

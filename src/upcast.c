@@ -74,6 +74,7 @@
 #include "event_store.h"
 #include "spi_util.h"
 #include "merge_state.h"
+#include "upcast.h"
 
 PG_FUNCTION_INFO_V1(es_upcast);
 PG_FUNCTION_INFO_V1(es_stamp_schema_version);
