@@ -30,5 +30,6 @@ extern bool es_feed_notifier_take_kick(int idx);
 extern bool es_feed_notifier_retire(int idx);
 extern void es_feed_notifier_kick_self(int idx);
 extern void es_feed_notifier_detach(int idx, Oid dbid);
+extern bool es_feed_start_notifier(int idx, Oid dbid);
 
 #endif							/* EVENT_STORE_FEED_H */

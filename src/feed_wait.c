@@ -51,7 +51,6 @@
 
 #include "event_store.h"
 #include "feed.h"
-#include "feed_wait.h"
 
 PG_FUNCTION_INFO_V1(es_wait_for_feed);
 
@@ -146,31 +145,6 @@ es_wait_for_feed(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	PG_RETURN_INT64(horizon > after ? horizon : after);
-}
-
-/*
- * Start the notifier of a database (from a committing appender, see
- * es_feed_notify_at_commit()).  false when no background worker slot is
- * free: the appender then sends its own NOTIFY.
- */
-bool
-es_feed_start_notifier(int idx, Oid dbid)
-{
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "event_store");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "es_feed_notifier_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "event_store notifier for database %u", dbid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "event_store notifier");
-	worker.bgw_main_arg = Int32GetDatum(idx);
-	memcpy(worker.bgw_extra, &dbid, sizeof(Oid));
-	worker.bgw_notify_pid = 0;
-	return RegisterDynamicBackgroundWorker(&worker, &handle);
 }
 
 static int64 notify_horizon_once(int64 last_sent);
