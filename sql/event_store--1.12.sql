@@ -3594,7 +3594,7 @@ SELECT a.*, true AS archived FROM event_store_archive.events a;
 COMMENT ON VIEW event_store.events_with_archive IS 'Every event, attached or archived; the last column says which.';
 
 -- ==========================================================================
--- Triggers and event triggers
+-- Triggers, event triggers and policies
 -- ==========================================================================
 
 CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON event_store.events
