@@ -21,9 +21,14 @@ definition once:
     those on objects dropped later; "ON ALL FUNCTIONS IN SCHEMA" is spelled
     out as the objects that existed at that point of the chain, so that the
     statement means what it meant during the upgrade;
-  * DO blocks of upgrade scripts are data migrations (only meaningful for
-    an existing installation) and are dropped, except the ones named in
-    KEEP_DO below, which set up roles or privileges and move to the end.
+  * DO blocks that grant over a catalog query (DO_EXPANDERS) are spelled
+    out as the GRANTs they made at their point of the chain; other DO
+    blocks that create roles or grant (KEEP_DO) move to the privileges;
+    prerequisite checks (RAISE EXCEPTION only) go first; every other DO
+    block, and DML, of an upgrade script is a data migration (meaningful
+    only for an existing installation) and is dropped;
+  * a statement the generator does not model is kept as written, in chain
+    order, after the objects (with a warning on stderr).
 
 Ordering follows the hard dependencies (types of arguments and results,
 SQL-standard function bodies, views, defaults, index expressions,
