@@ -159,7 +159,8 @@ def split_statements(path, seq0=0):
                         title.append(ln)
                     b += 1
                 if b < len(lead):
-                    heading = ' '.join(title)
+                    # its first sentence
+                    heading = re.split(r'(?<=[.:])\s+(?=[A-Z*(])', ' '.join(title))[0].strip().rstrip('.:')
         # the comment block directly above the statement (no blank line, no banner)
         com = []
         for ln in reversed(lead):

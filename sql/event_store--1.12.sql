@@ -325,7 +325,7 @@ CREATE INDEX streams_truncated_category_idx ON event_store.streams (category)
 
 -- --------------------------------------------------------------------------
 -- Settings: rows only for values changed from their defaults, so that a
--- dump/restore (the table's rows are dumped) never collides with defaults.
+-- dump/restore (the table's rows are dumped) never collides with defaults
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store.partition_interval() RETURNS interval
@@ -529,8 +529,7 @@ COMMENT ON FUNCTION event_store.append(text, event_store.new_event[], bigint) IS
   'Append events to a stream atomically; returns the new stream version. expected_version: NULL any, 0 no stream, -1 stream exists, N exactly N.';
 
 -- --------------------------------------------------------------------------
--- Reading.  Plain SQL functions, inlined by the planner; the stream's time
--- range from event_store.streams lets run-time pruning skip partitions.
+-- Reading
 -- --------------------------------------------------------------------------
 
 -- A deleted stream has no version (NULL); an unknown one still 0.
@@ -566,8 +565,7 @@ CREATE FUNCTION event_store._read_stream_support(internal) RETURNS internal
 AS 'MODULE_PATHNAME', 'es_read_stream_support' LANGUAGE C STRICT;
 
 -- --------------------------------------------------------------------------
--- Reading.  Plain SQL functions, inlined by the planner; the stream's time
--- range from event_store.streams lets run-time pruning skip partitions.
+-- Reading
 -- --------------------------------------------------------------------------
 
 -- SUPPORT restated: a CREATE OR REPLACE without it would drop it.
@@ -698,19 +696,14 @@ END
 $$;
 
 -- --------------------------------------------------------------------------
--- Reducers' settings and snapshots.  Reducers are keyed by their schema-
--- qualified signature as text (event_store._reducer_key), not by a
--- regprocedure column: pg_upgrade refuses reg* columns other than regclass,
--- regrole and regtype, and text survives dump/restore.
+-- Reducers' settings and snapshots
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store._reducer_key(reducer regprocedure) RETURNS text
 AS 'MODULE_PATHNAME', 'es_reducer_key' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 -- --------------------------------------------------------------------------
--- Folds (src/fold.c).  VOLATILE: a fold may write automatic snapshots, and
--- reducers are the caller's arbitrary functions.  Not STRICT: a NULL initial
--- state is a valid state.
+-- Folds (src/fold.c)
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store.fold(reducer regprocedure, initial anyelement, stream_id text,
@@ -747,7 +740,7 @@ COMMENT ON FUNCTION event_store.stream_partitions(text, timestamptz) IS
   'The partitions a fold of the stream up to as_of reads, in the order it reads them.';
 
 -- --------------------------------------------------------------------------
--- Built-in reducers (src/reducers.c).  Pure functions of their arguments.
+-- Built-in reducers (src/reducers.c)
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store.merge_patch(state jsonb, event event_store.events) RETURNS jsonb
@@ -784,7 +777,7 @@ COMMENT ON AGGREGATE event_store.merge_patch_agg(jsonb) IS
   'JSON merge patch (RFC 7386) of the values in order: use with ORDER BY, e.g. merge_patch_agg(data ORDER BY stream_version).';
 
 -- --------------------------------------------------------------------------
--- The JSON merge-patch state of a stream (state_as_of, state_bitemporal).
+-- The JSON merge-patch state of a stream (state_as_of, state_bitemporal)
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store.state_as_of(stream_id text, as_of timestamptz DEFAULT NULL)
@@ -982,11 +975,7 @@ COMMENT ON FUNCTION event_store._feed_scan_from(bigint) IS
   'Lower bound on recorded_at of events with global_position > after_position (partitions before it are final and hold none).';
 
 -- --------------------------------------------------------------------------
--- Registry.  Handlers are stored as their regprocedure text (e.g.
--- 'public.on_deposit(event_store.events)'): dump/restore and pg_upgrade safe
--- (a regprocedure column is neither).  Checkpoints live in a table of their
--- own so that advancing one does not invalidate every backend's cached
--- registry.
+-- Registry
 -- --------------------------------------------------------------------------
 
 -- Any change to the registry (also a restore's COPY) invalidates the
@@ -1577,7 +1566,7 @@ COMMENT ON FUNCTION event_store.ack(text, bigint, int, int) IS
   'Acknowledge everything poll() delivered up to position for a subscription (member), retries included; the checkpoint never moves back. Events nacked and not redelivered since stay waiting.';
 
 -- --------------------------------------------------------------------------
--- Direct writes to the log and the streams table: only the append path.
+-- Direct writes to the log and the streams table: only the append path
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store._refuse_direct_write() RETURNS trigger
@@ -1585,7 +1574,7 @@ AS 'MODULE_PATHNAME', 'es_refuse_direct_write' LANGUAGE C;
 
 -- --------------------------------------------------------------------------
 -- consumer_group_member(stream, 0) divided by zero (SQLSTATE 22012): now
--- 22023 with a message.  Still one inlinable SQL expression.
+-- 22023 with a message
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store._invalid_group_size(consumer_group_size int) RETURNS int
@@ -1599,11 +1588,7 @@ END
 $$;
 
 -- --------------------------------------------------------------------------
--- The archive: a second range-partitioned parent with the log's columns.
--- Archived partitions are detached from event_store.events and attached
--- here, keeping their access method (still append-only), indexes and name.
--- The parent belongs to the extension; its partitions do not, so pg_dump
--- keeps them and their rows.
+-- The archive: a second range-partitioned parent with the log's columns
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store._partition_ranges_of(parent regclass,
@@ -1617,7 +1602,7 @@ CREATE FUNCTION event_store._detach_partition(parent regclass, part regclass) RE
 AS 'MODULE_PATHNAME', 'es_detach_partition' LANGUAGE C STRICT;
 
 -- --------------------------------------------------------------------------
--- Retention policy: one row when set (none is the default), dumped.
+-- Retention policy: one row when set (none is the default), dumped
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store.set_retention(keep interval, mode text DEFAULT 'archive', tablespace name DEFAULT NULL)
@@ -2072,8 +2057,7 @@ COMMENT ON FUNCTION event_store.unschedule_maintenance() IS
   'Remove the pg_cron maintenance job of this database; false when there was none.';
 
 -- --------------------------------------------------------------------------
--- Audited erasure (src/redact.c).  EXECUTE is granted to nobody here; the
--- roles script grants it to event_store_admin.
+-- Audited erasure (src/redact.c)
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store.redact(stream_id text, reason text, fields text[] DEFAULT NULL) RETURNS bigint
@@ -2137,10 +2121,7 @@ COMMENT ON FUNCTION event_store.ensure_partitions(timestamptz, timestamptz) IS
 
 -- --------------------------------------------------------------------------
 -- consumer_group_member is evaluated for every candidate row of a consumer-
--- group poll.  As a SQL function wrapping _hash_64 and cardinal_id it was
--- not inlined into the read's plan: every row paid a SQL function call (~40
--- us).  The same rule in C (src/consumer_group.c) costs one md5. Same
--- results, same error for a group size below 1.
+-- group poll
 -- --------------------------------------------------------------------------
 
 -- The consumer group filter of poll(), as a boolean with a planner support
@@ -2162,13 +2143,7 @@ COMMENT ON FUNCTION event_store._in_consumer_group(text, int, int) IS
   'consumer_group_member(stream_id, consumer_group_size) = consumer_group_member, with a selectivity the planner can use (1 / size).';
 
 -- --------------------------------------------------------------------------
--- Feed reads with many partitions are planned for their actual values.  A
--- cached generic plan covers every partition; with the positions unknown and
--- each empty partition estimated at a row, it sorted a position-range scan
--- of the whole live partition (read_category 10x slower with 120 partitions
--- than with 2).  _feed_choose_plan_mode() (src/feed.c) forces custom plans
--- above a few partitions; the functions' own SET clause ends that setting
--- with the call.  With few partitions the generic plan stays.
+-- Feed reads with many partitions are planned for their actual values
 -- --------------------------------------------------------------------------
 
 -- ... and partitions premade for the future, empty, are left out too:
@@ -2187,12 +2162,7 @@ COMMENT ON FUNCTION event_store._feed_choose_plan_mode() IS
 -- --------------------------------------------------------------------------
 -- The event id scope.  'stream' (the default, as before): an event id is
 -- unique within its stream, and repeating one there is an idempotent retry.
--- 'store': an event id is unique across the whole log, Message DB's rule.
--- Under 'store' each partition's (event_id) index is UNIQUE, so the check of
--- the partition an event goes into is made by the insert itself, in the
--- descent of the index it makes anyway; only the other partitions are looked
--- up.  message_store.write_message (which checks store-wide in either scope)
--- then skips a lookup per message.
+-- 'store': an event id is unique across the whole log, Message DB's rule
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store.event_id_scope() RETURNS text
@@ -2334,16 +2304,7 @@ CREATE FUNCTION event_store._call_projection_reset(name text) RETURNS void
 AS 'MODULE_PATHNAME', 'es_call_projection_reset' LANGUAGE C VOLATILE STRICT;
 
 -- --------------------------------------------------------------------------
--- issue 25 smaller: _create_partition_for.  A writer may create the
--- partition an append needs (recorded_at is between the transaction's start
--- and the clock, give or take a minute of clock skew), not others: it could
--- otherwise make partitions without limit.  An admin may also create them up
--- to premake_partitions' cap (1000 partitions) ahead; the table owner (and
--- superusers) anything.  A SECURITY DEFINER function cannot see who called
--- it, so _create_partition_for now runs as the caller, chooses by the
--- caller's role, and only the two limited entry points run as the owner.
--- Timestamps too close to the end of the timestamp range get 22008 with a
--- hint instead of a bare overflow.
+-- issue 25 smaller: _create_partition_for
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store._make_partition_for(ts timestamptz) RETURNS regclass
@@ -2461,10 +2422,7 @@ COMMENT ON FUNCTION event_store._partition_ahead(timestamptz) IS
 -- --------------------------------------------------------------------------
 -- issue 25 smaller: values written directly into event_store.settings
 -- (admins hold INSERT and UPDATE on it) broke partition creation later with
--- an error about the stored text.  A row trigger now checks every value as
--- the set_* functions do (22023, nothing written), and the event id scope,
--- whose change rebuilds indexes, may be written only by set_event_id_scope()
--- (it runs as the table's owner).
+-- an error about the stored text
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store._check_setting() RETURNS trigger
@@ -2536,18 +2494,7 @@ END
 $$;
 
 -- --------------------------------------------------------------------------
--- issue 25 items 4-8: routes around append-only (src/guard.c). * The
--- ddl_command_start guard now sees every DDL command (no tag filter): ALTER
--- TABLE on event tables is an allowlist (no column surgery, no SET UNLOGGED,
--- no switching the guard triggers), RENAME COLUMN, ALTER EXTENSION
--- event_store DROP, DROP EXTENSION while the log holds events (unless
--- event_store.allow_drop_with_events = on) and unfit partitions (heap,
--- foreign, partitioned, unlogged) are refused. Firing on every DDL command
--- also loads the library before any deletion, so its object access hook
--- refuses dropping a non-empty event partition by any route (DROP OWNED BY,
--- DROP ... CASCADE) in both modes, preloaded or not, under the deletion's
--- own lock. * A ddl_command_end trigger checks that every partition of the
--- log is a plain, logged event_store_log table after CREATE / ALTER TABLE.
+-- issue 25 items 4-8: routes around append-only (src/guard.c)
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store._guard_ddl_end() RETURNS event_trigger
@@ -2559,19 +2506,14 @@ AS 'MODULE_PATHNAME', 'es_guard_ddl_end' LANGUAGE C;
 -- only a partition the retention policy archives now (or an empty one);
 -- _drop_archived_partition(part) detaches the archived partition, counts,
 -- drops and records it in '$audit-retention' itself, so calling it directly
--- is the same as calling drop_archived_partition().
+-- is the same as calling drop_archived_partition()
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store._drop_archived_partition(part regclass) RETURNS bigint
 AS 'MODULE_PATHNAME', 'es_drop_archived_partition' LANGUAGE C STRICT;
 
 -- --------------------------------------------------------------------------
--- issue 25 re-probe: event_store.retention written directly.  Admins hold
--- INSERT and UPDATE on it; set_retention() checks that the caller may CREATE
--- in the tablespace it names, but a row written directly skipped that check,
--- and apply_retention() (SECURITY DEFINER, as the log's owner) then moved
--- partitions into a tablespace the admin has no rights on.  A row trigger
--- now makes the same check for every write.
+-- issue 25 re-probe: event_store.retention written directly
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store._check_retention() RETURNS trigger
@@ -2963,7 +2905,7 @@ COMMENT ON FUNCTION event_store._feed_waiters() IS
 
 -- --------------------------------------------------------------------------
 -- issue 29: subscriptions that survive failures: nack(), retries with
--- backoff, parking, parked_events, replay_parked() and skip_parked().
+-- backoff, parking, parked_events, replay_parked() and skip_parked()
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store.subscribe(
@@ -3238,8 +3180,7 @@ COMMENT ON FUNCTION event_store.skip_parked(text, bigint) IS
 -- max_attempts-th; later events of its stream wait for it (held), other
 -- streams go on. run_projection() (src/projection.c) calls the handler in a
 -- subtransaction for 'park' and 'retry', handles due retries before new
--- events, and moves the checkpoint past failed and held events.  Inline
--- projections ignore on_error: a handler error rolls the append back.
+-- events, and moves the checkpoint past failed and held events
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store.create_projection(
@@ -3372,7 +3313,7 @@ END;
 -- --------------------------------------------------------------------------
 -- issue 28: stream lifecycle -- delete_stream (soft and hard) and
 -- truncate_stream (src/lifecycle.c; README "Deleting and truncating
--- streams").
+-- streams")
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION event_store._refuse_tombstoned() RETURNS trigger

@@ -472,10 +472,7 @@ COMMENT ON FUNCTION message_store.get_last_stream_message(varchar, varchar) IS
 
 -- --------------------------------------------------------------------------
 -- The consumer group filter as a boolean with a planner support function
--- (the one event_store's poll() uses: 1/size of the rows pass).  As
--- "_consumer_group_member(...) = member" the planner guessed 1 row in 200,
--- so a batch of 1000 of one member looked bigger than the whole category and
--- was planned as a read and sort of everything after the position.
+-- (the one event_store's poll() uses: 1/size of the rows pass)
 -- --------------------------------------------------------------------------
 
 CREATE FUNCTION message_store._in_consumer_group_support(internal) RETURNS internal
