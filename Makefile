@@ -19,3 +19,9 @@ ISOLATION_OPTS = --inputdir=test --load-extension=event_store
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Regenerate the full install scripts (sql/event_store--X.Y.sql) from the
+# upgrade chain; test/t/018_install_equals_upgrade.pl checks they are current.
+.PHONY: sql-squash
+sql-squash:
+	python3 scripts/sql-squash.py

@@ -100,7 +100,8 @@ taps=(test/t/*.pl)
 if ((${#taps[@]})); then
     echo "== TAP tests"
     tapdir=$(mktemp -d /tmp/event_store_tap.XXXXXX)
-    cp -r "$ROOT/test" "$tapdir/"
+    # 018_install_equals_upgrade.pl also reruns scripts/sql-squash.py on sql/
+    cp -r "$ROOT/test" "$ROOT/scripts" "$ROOT/sql" "$ROOT"/*.control "$tapdir/"
     chown -R postgres "$tapdir"
     as_postgres=(su postgres -s /bin/bash -c)
     [[ $(id -un) == postgres ]] && as_postgres=(bash -c)
