@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build and install event_store, start a throw-away PostgreSQL cluster with
 # it (server running as the postgres OS user, loopback only), run the
-# flight-booking demo and print how to connect.
+# flight-booking demo (scripts/demo.sql: appends, reads, a conflict, the
+# state before and after a change, an inline projection, a subscription
+# polled by a consumer group, a Message DB call) and print how to connect.
 #
 #   ES_DEMO_DIR   where the cluster lives   (default /tmp/event_store_demo)
 #   ES_DEMO_PORT  TCP port on 127.0.0.1    (default 54329)
@@ -9,9 +11,10 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 # The server the demo runs: this machine's PostgreSQL 15 (Debian 12) unless
-# PG_MAJOR names another installed major (16, 17 or 18).
+# PG_MAJOR names another installed major (16, 17 or 18).  ES_DEMO_PGBIN
+# points at another server's bin directory (a private build, say).
 PG_MAJOR=${PG_MAJOR:-15}
-PGBIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PGBIN=${ES_DEMO_PGBIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 export PG_CONFIG=$PGBIN/pg_config
 DIR=${ES_DEMO_DIR:-/tmp/event_store_demo}
 PORT=${ES_DEMO_PORT:-54329}
@@ -49,6 +52,7 @@ as_postgres "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w start >/dev/n
 PSQL=("$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PORT" -U postgres)
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE demo"
 "${PSQL[@]}" -d demo -c "CREATE EXTENSION event_store"
+"${PSQL[@]}" -d demo -c "CREATE EXTENSION event_store_messagedb"
 "${PSQL[@]}" -d demo -c "SELECT extversion AS event_store_version FROM pg_extension WHERE extname = 'event_store'"
 
 echo "== the flight-booking demo"

@@ -16,7 +16,7 @@
 #include "compat.h"
 
 /*
- * SQLSTATEs clients branch on.  Class "ES" is ours; see README.md.
+ * SQLSTATEs clients branch on.  Class "ES" is ours; see docs/reference.md.
  */
 #define ERRCODE_ES_WRONG_EXPECTED_VERSION	MAKE_SQLSTATE('E','S','0','0','1')
 #define ERRCODE_ES_APPEND_ONLY				MAKE_SQLSTATE('E','S','0','0','3')
@@ -24,7 +24,7 @@
 #define ERRCODE_ES_APPEND_CONDITION_FAILED	MAKE_SQLSTATE('E','S','0','0','5')
 #define ERRCODE_ES_STREAM_TOMBSTONED		MAKE_SQLSTATE('E','S','0','0','6')
 
-/* Documented limits (README.md, "Limits"). */
+/* Documented limits (docs/reference.md, "Limits and settings"). */
 #define ES_MAX_STREAM_ID_BYTES		1024
 #define ES_MAX_EVENT_TYPE_BYTES		255
 #define ES_MAX_BATCH_SIZE_LIMIT		1000000

@@ -79,7 +79,7 @@ as_pg "PGHOST='$WORK' PGPORT=$PORT DATABASE_NAME=mdb PATH=$PGBIN:\$PATH bash '$W
 psql_pg -d postgres -c "'CREATE DATABASE ours'"
 psql_pg -d ours -c "'CREATE EXTENSION event_store_messagedb CASCADE'"
 # Message DB's ids are unique store-wide; scope store gives the log that
-# rule natively (a unique event_id index per partition, README "Event id
+# rule natively (a unique event_id index per partition, docs/reference.md "Event id
 # scope"), so that write_message need not look the id up in the partition
 # it writes to.
 psql_pg -d ours -c "\"SELECT event_store.set_event_id_scope('$ID_SCOPE')\"" >/dev/null

@@ -539,10 +539,11 @@ echo "report: ${OUTDIR#"$ROOT"/}/side-by-side-$STAMP.md ($ELAPSED s)"
 
 if ((DOCS)); then
     doc=$ROOT/docs/benchmarks.md
-    # drop the old "## Side by side" section, put the new one before the first "## "
+    # replace the old "## Side by side" section where it stands (at the end
+    # when there is none); the sections around it keep their order
     awk -v sec="$SECTION" '
         /^## / { skipping = ($0 == "## Side by side") }
-        /^## / && !done && !skipping { while ((getline l < sec) > 0) print l; done = 1 }
+        /^## Side by side$/ && !done { while ((getline l < sec) > 0) print l; done = 1 }
         !skipping { print }
         END { if (!done) while ((getline l < sec) > 0) print l }' "$doc" >"$WORK/benchmarks.md"
     cp "$WORK/benchmarks.md" "$doc"

@@ -72,7 +72,7 @@ SELECT pg_temp.err_fields($$SELECT event_store.append_event('mdbAny-1', 'NoData'
 SELECT stream_version('mdbAny-1') AS still_at_6;
 
 ------------------------------------------------------------------------------
--- The reducers on such data (README "Data that is not an object"):
+-- The reducers on such data (docs/reference.md "Data that is not an object"):
 -- merge_patch (and state_as_of) skips SQL NULL data and, as RFC 7386 says,
 -- takes any other non-object as the new state; an object merges into an
 -- object state and replaces a non-object one; last_by_type records NULL

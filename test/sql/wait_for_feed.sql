@@ -50,7 +50,7 @@ CREATE ROLE wait_nobody;
 SELECT has_function_privilege('wait_nobody', 'event_store.wait_for_feed(bigint, integer)', 'EXECUTE') AS public_may_wait;
 DROP ROLE wait_nobody;
 
--- The consumer loop README shows: wait, then read what the horizon covers.
+-- The consumer loop docs/reference.md shows: wait, then read what the horizon covers.
 SELECT event_store.wait_for_feed(:h - 2, 1000) AS upto \gset
 SELECT count(*) AS read_after_wait
   FROM event_store.read_all(:h - 2, 10) WHERE global_position <= :upto;
