@@ -4,13 +4,9 @@
 -- plain logged event_store_log tables, and the internal retention entry
 -- points called directly.  In a database of its own (DROP EXTENSION is
 -- tried).  Partition names carry the date: outputs mask them.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_routes_test;
-\c es_routes_test
+\set own_db es_routes_test
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
 
 -- try(): run a command, report ok or SQLSTATE and message (names masked).
 CREATE FUNCTION pg_temp.try(cmd text) RETURNS text LANGUAGE plpgsql AS $$

@@ -3,13 +3,9 @@
 -- of its own, with one-second partitions so that partitions age quickly.
 -- Partition names carry the time: outputs mask them as events_pN.
 SET timezone = 'UTC';
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_operations_test;
-\c es_operations_test
+\set own_db es_operations_test
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
 
 -- Run a statement; show its SQLSTATE and message with partition names masked.
 CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$

@@ -10,13 +10,9 @@ SELECT event_store.premake_partitions();
 -- Very short partitions and none made ahead, in a database of its own whose
 -- premade monthly partitions are dropped (they are empty): every append
 -- below outruns the partitions there are and must create its own.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_partitions_test;
-\c es_partitions_test
+\set own_db es_partitions_test
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
 SELECT event_store.set_partition_interval('1 second');
 SELECT event_store.set_premake_partitions(0);
 SELECT event_store.partition_interval(), event_store.premake_count();
