@@ -41,8 +41,8 @@ SELECT count(*) AS partitions_left FROM event_store.partition_info;
 -- holds every later append (100-year partitions: it ends in 2100).
 \i test/sql/include/restored.sql
 SELECT pg_temp.restore_stream('account-1', date_trunc('second', now()) - interval '3 hours',
-       ARRAY[event_store.event('Opened', '{"owner": "Ann", "email": "ann@example.com", "plan": "gold"}'),
-             event_store.event('Deposited', '{"amount": 10}')]) AS restored_events;
+       '[{"type": "Opened", "data": {"owner": "Ann", "email": "ann@example.com", "plan": "gold"}},
+         {"type": "Deposited", "data": {"amount": 10}}]') AS restored_events;
 SELECT partition::text AS old_part FROM event_store.partition_info ORDER BY range_start LIMIT 1 \gset
 SELECT event_store.set_partition_interval('100 years');
 SELECT event_store.append_event('account-2', 'Opened', '{"owner": "Bob"}');
