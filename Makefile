@@ -10,12 +10,38 @@ DOCS        = README.md
 PG_CONFIG  ?= pg_config
 PG_CPPFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 
-# pg_regress / isolation tests run against an instance (make installcheck);
-# scripts/run-tests.sh starts a throwaway one with the right settings.
-REGRESS      = setup append read append_only decoding partitions bad_input fold merge_patch bitemporal snapshots upgrade consistency messagedb projections subscriptions merge_patch_fast roles search_path_hijack hostile_input property_reducers operations upgrade_latest maintenance_cron feed_pruning consumer_groups projection_handlers append_direct append_direct_cache event_id_scope category_reads feed_horizon handler_privileges audit_streams null_inputs hardening_small guard_without_preload append_only_routes attack_regressions messagedb_any_json wait_for_feed consumer_failures consumer_poison stream_lifecycle stream_metadata upcasters tour
-REGRESS_OPTS = --inputdir=test
-ISOLATION    = event_id_scope_race append_conflict append_any_version append_independent append_rollback append_all_order append_if_race feed_gap_free projection_race projection_feed append_late_partition messagedb_id_race append_direct_wait append_direct_index drop_partition_race nack_race delete_append_race upcast_plan_invalidation
+# Tests (see also scripts/run-tests.sh, which runs all of them in a
+# throw-away instance with the settings below, as root on Debian):
+#   test/regress.list     pg_regress tests, one name per line, in run order
+#                         (test/sql/NAME.sql, expected/NAME.out; setup first)
+#   test/isolation.list   isolation specs, one per line (test/specs/NAME.spec)
+#   test/t/NNN_name.pl    TAP tests (PostgreSQL::Test::Cluster), NNN unique
+# A new test is one line in its list file; scripts read the same files.
+#
+#   make installcheck                 regress + isolation + TAP, as any PGXS
+#                                     extension: pg_regress against the
+#                                     running server (PGHOST/PGPORT), TAP on
+#                                     clusters of its own from the installed
+#                                     binaries (PostgreSQL built with
+#                                     --enable-tap-tests, as Debian's is)
+#   make installcheck TAP_TESTS=      regress + isolation only
+#   make prove_installcheck           TAP only (PROVE_TESTS=test/t/001_x.pl
+#                                     for one file)
+# The running server needs shared_preload_libraries = 'event_store,pg_cron',
+# cron.database_name = 'contrib_regression', wal_level = logical and
+# max_replication_slots >= 1 (the decoding test), and a superuser to connect.
+# Tests create roles (es_*): run installcheck on a server made for it.
+REGRESS        = $(shell cat $(dir $(firstword $(MAKEFILE_LIST)))test/regress.list)
+REGRESS_OPTS   = --inputdir=test
+ISOLATION      = $(shell cat $(dir $(firstword $(MAKEFILE_LIST)))test/isolation.list)
 ISOLATION_OPTS = --inputdir=test --load-extension=event_store
+TAP_TESTS      = 1
+PROVE_TESTS    = test/t/*.pl
+PROVE_FLAGS   += -I test/t
+# PostgreSQL 15's pg_isolation_regress looks for OUTPUTDIR/expected; the
+# pg_cron launcher stays connected to contrib_regression, so pg_regress's
+# own DROP DATABASE would fail on a second run: drop it WITH (FORCE) first.
+REGRESS_PREP   = output_iso/expected drop_contrib_regression
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -25,3 +51,16 @@ include $(PGXS)
 .PHONY: sql-squash
 sql-squash:
 	python3 scripts/sql-squash.py
+
+# TAP tests alone (PGXS has the recipe, not the target).
+.PHONY: prove_installcheck
+prove_installcheck:
+	$(prove_installcheck)
+
+output_iso/expected:
+	$(MKDIR_P) output_iso
+	ln -sfn ../expected $@
+
+.PHONY: drop_contrib_regression
+drop_contrib_regression:
+	'$(bindir)/psql' -X -q -d postgres -c 'DROP DATABASE IF EXISTS contrib_regression WITH (FORCE)'

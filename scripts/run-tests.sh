@@ -2,8 +2,8 @@
 # Run every event_store test suite against throw-away PostgreSQL instances
 # and finish with one line "N passed, N failed" summing all of them.
 #
-#   pg_regress   test/sql/*.sql     expected/*.out
-#   isolation    test/specs/*.spec  expected/*.out
+#   pg_regress   test/regress.list:   test/sql/NAME.sql    expected/NAME.out
+#   isolation    test/isolation.list: test/specs/NAME.spec expected/NAME.out
 #   TAP          test/t/*.pl        (PostgreSQL::Test::Cluster, run as postgres)
 #
 # Run as root on Debian 12 (installs what is missing) or as a user who can
@@ -33,8 +33,9 @@ if ! make -s >"$OUT.build.log" 2>&1 || ! make -s install >>"$OUT.build.log" 2>&1
 fi
 rm -f "$OUT.build.log"
 
-REGRESS=$(sed -n 's/^REGRESS *= *//p' Makefile)
-ISOLATION=$(sed -n 's/^ISOLATION *= *//p' Makefile)
+# The test lists, one name per line (the Makefile reads the same files).
+REGRESS=$(tr '\n' ' ' <test/regress.list)
+ISOLATION=$(tr '\n' ' ' <test/isolation.list)
 
 rm -rf "$OUT"
 mkdir -p "$OUT/regress" "$OUT/isolation"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On demand (not in CI): long streams and large payloads at full size.
-# Runs test/long/long_stream.sql (the checks test/t/004_long_stream.pl runs
+# Runs test/long/long_stream.sql (the checks test/t/008_long_stream.pl runs
 # in CI with 100,000 events) against a throw-away cluster with 1,000,000
 # events: a 1 MB event, a batch of exactly event_store.max_batch_size, a
 # 1,000,000-event stream (versions, read_stream paging, state_as_of, folds

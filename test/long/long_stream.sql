@@ -1,4 +1,4 @@
--- Long streams and large payloads, shared by test/t/004_long_stream.pl (CI,
+-- Long streams and large payloads, shared by test/t/008_long_stream.pl (CI,
 -- n = 100,000) and test/long/long_stream.sh (on demand, n = 1,000,000).
 --
 --   psql -X -At -v ON_ERROR_STOP=1 -v n=100000 -v pad=30 -f test/long/long_stream.sql

@@ -1,5 +1,5 @@
 -- Soak invariants, after the workload has stopped (test/soak/soak.sh,
--- test/t/004_soak_short.pl).  Prints
+-- test/t/009_soak_short.pl).  Prints
 --   check|<name>|<got>|<expected>     passes when got = expected
 --   info|<name>|<value>
 \set QUIET on

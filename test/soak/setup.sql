@@ -1,4 +1,4 @@
--- Soak workload schema (test/soak/soak.sh, test/t/004_soak_short.pl).
+-- Soak workload schema (test/soak/soak.sh, test/t/009_soak_short.pl).
 -- Run once in a database with the extension, as a superuser.
 SET client_min_messages = warning;
 

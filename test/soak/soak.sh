@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On demand: a mixed event_store workload for DURATION_SECONDS (default 600)
 # with pgbench clients, then every invariant checked.  Not in CI (the short
-# variant is test/t/004_soak_short.pl, 45 s).
+# variant is test/t/009_soak_short.pl, 45 s).
 #
 #   bash test/soak/soak.sh            # 10 minutes, 3 clients
 #   bash test/soak/soak.sh 60         # one minute

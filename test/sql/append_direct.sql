@@ -3,12 +3,8 @@
 -- without the executor, but only where that writes exactly what the
 -- statement would.  Every condition that sends an append back to the
 -- statement is tried here, and the rows both ways are compared.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_append_direct_test;
-\c es_append_direct_test
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
+\set own_db es_append_direct_test
+\i test/sql/include/own_db.sql
 
 -- What one append wrote, as a row of facts that must hold either way.
 CREATE FUNCTION facts(s text) RETURNS TABLE (
@@ -288,8 +284,10 @@ BEGIN
     END LOOP;
 END
 $$;
-SELECT message_store.write_message('30000000-0000-4000-8000-000000000001', 'mdbdirect-1', 'Written', '{}');
-SELECT pg_sleep(1.05);
+-- the first message recorded an hour ago (restored), in a partition of its own
+\i test/sql/include/restored.sql
+SELECT pg_temp.restore_event('mdbdirect-1', 'Written', '{}', now() - interval '1 hour',
+                             '30000000-0000-4000-8000-000000000001') AS restored_version;
 SELECT message_store.write_message('30000000-0000-4000-8000-000000000002', 'mdbdirect-1', 'Written', '{}');
 SELECT count(DISTINCT tableoid) AS partitions FROM event_store.events WHERE stream_id = 'mdbdirect-1';
 SELECT message_store.write_message('30000000-0000-4000-8000-000000000001', 'mdbdirect-2', 'Again', '{}');

@@ -5,12 +5,8 @@
 -- would see it: a new or dropped index, a constraint, a replaced function
 -- a constraint calls.  And a stream at the largest version fails as the
 -- statement does, with nothing written.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_append_direct_cache_test;
-\c es_append_direct_cache_test
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
+\set own_db es_append_direct_cache_test
+\i test/sql/include/own_db.sql
 
 -- the session's kept target is built by these appends
 SELECT event_store.append_event('cache-1', 'Opened', '{"k": "a"}');

@@ -4,13 +4,9 @@
 -- plain logged event_store_log tables, and the internal retention entry
 -- points called directly.  In a database of its own (DROP EXTENSION is
 -- tried).  Partition names carry the date: outputs mask them.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_routes_test;
-\c es_routes_test
+\set own_db es_routes_test
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
 
 -- try(): run a command, report ok or SQLSTATE and message (names masked).
 CREATE FUNCTION pg_temp.try(cmd text) RETURNS text LANGUAGE plpgsql AS $$
@@ -45,8 +41,9 @@ SELECT md5(concat_ws('|',
        FROM pg_constraint WHERE connamespace = 'event_store'::regnamespace AND conrelid <> 0)))
 $$;
 
--- First an event in a one-second partition, archived and dropped under
--- item 9 below; then the log's ordinary monthly partitions.
+-- First an event recorded three hours ago (restored) in a one-second
+-- partition, archived and dropped under item 9 below; then the log's
+-- ordinary monthly partitions.
 SELECT event_store.set_partition_interval('1 second');
 SELECT event_store.set_premake_partitions(0);
 DO $$
@@ -59,10 +56,10 @@ BEGIN
     END LOOP;
 END
 $$;
-SELECT event_store.append_event('routes-old', 'Old', '{}') > 0 AS appended_old;
+\i test/sql/include/restored.sql
+SELECT pg_temp.restore_event('routes-old', 'Old', '{}', now() - interval '3 hours') AS restored_old;
 SELECT relname AS old_name
   FROM pg_class WHERE oid = (SELECT tableoid FROM event_store.events WHERE stream_id = 'routes-old') \gset
-SELECT pg_sleep(1.1);  -- past that partition's end
 SELECT event_store.set_partition_interval('1 month');
 
 SELECT event_store.append('routes-1', ARRAY[event_store.event('A', '{"v": 1}'), event_store.event('B', '{"v": 2}')]);
@@ -248,9 +245,8 @@ SELECT count(*) AS audit_records FROM event_store.events WHERE stream_id = '$aud
 
 -- An archived partition dropped through the internal function directly is
 -- audited exactly like drop_archived_partition() (the one-second partition
--- of 'routes-old', made at the start, due under a retention of one second).
-SELECT pg_sleep(2.1);
-SELECT event_store.set_retention('1 second', 'archive');
+-- of 'routes-old', made at the start, due under a retention of two hours).
+SELECT event_store.set_retention('2 hours', 'archive');
 SELECT count(*) >= 1 AS archived FROM event_store.apply_retention();
 SELECT event_store.set_retention(NULL, 'none');
 SELECT event_store._drop_archived_partition(format('event_store_archive.%I', :'old_name')::regclass) AS dropped_events;

@@ -2,13 +2,9 @@
 -- streams (category '$audit': '$audit-redactions', '$audit-retention', ...).
 -- Every append path refuses them with 42501 and writes nothing.  In a
 -- database of its own.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_audit_streams_test;
-\c es_audit_streams_test
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-CREATE EXTENSION event_store_messagedb;
-RESET client_min_messages;
+\set own_db es_audit_streams_test
+\set own_db_extension 'event_store_messagedb CASCADE'
+\i test/sql/include/own_db.sql
 \set VERBOSITY terse
 
 CREATE FUNCTION public.try(q text) RETURNS text LANGUAGE plpgsql AS $$

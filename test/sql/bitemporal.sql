@@ -1,13 +1,9 @@
 SET timezone = 'UTC';
 -- In a database of its own: the log is append-only, so the events of this
 -- test would otherwise stay in the shared one for the tests that follow.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_bitemporal_test;
-\c es_bitemporal_test
+\set own_db es_bitemporal_test
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
 -- Bitemporal folds: "as of valid time V, as known at transaction time K":
 -- events with recorded_at <= K and occurred_at <= V, folded in
 -- (occurred_at, stream_version) order.

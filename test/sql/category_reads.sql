@@ -4,13 +4,10 @@
 -- global_position index.  The rows are those 1.9 returned.  In a database
 -- of its own, so that its statistics are this test's.
 SET timezone = 'UTC';
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_category_reads_test;
-\c es_category_reads_test
+\set own_db es_category_reads_test
+\set own_db_extension 'event_store VERSION ''1.9'''
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store VERSION '1.9';
-RESET client_min_messages;
 
 -- 4,000 events of four quiet categories, their streams interleaved, then
 -- 12,000 of a busy one: the quiet categories' index entries look spread

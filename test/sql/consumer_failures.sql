@@ -3,13 +3,9 @@
 -- sleeps: a retry's time is read from subscription_retries.next_attempt_at,
 -- and "time passing" is an UPDATE moving it to the past.
 SET timezone = 'UTC';
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_consumer_failures_test;
-\c es_consumer_failures_test
+\set own_db es_consumer_failures_test
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
 
 SELECT event_store.append_event('order-1', 'Placed', '{}');      -- 1
 SELECT event_store.append_event('order-2', 'Placed', '{}');      -- 2

@@ -2,12 +2,8 @@
 -- filter _in_consumer_group are C (src/consumer_group.c), with a planner
 -- support function; feed reads of a log with many partitions are planned
 -- for their actual values.  In a database of its own, with 12 partitions.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_consumer_groups_test;
-\c es_consumer_groups_test
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
+\set own_db es_consumer_groups_test
+\i test/sql/include/own_db.sql
 
 -- 1. The C rule gives what the 1.7 SQL rule gave:
 --    abs(hash_64(cardinal_id(stream_id))) % size, for ids with and without

@@ -3,12 +3,8 @@
 -- fix the parked or waiting event is handled; every event is applied
 -- exactly once, and 'retry' keeps each stream's order.
 SET timezone = 'UTC';
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_consumer_poison_test;
-\c es_consumer_poison_test
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
+\set own_db es_consumer_poison_test
+\i test/sql/include/own_db.sql
 
 CREATE TABLE fix (broken boolean);
 INSERT INTO fix VALUES (true);

@@ -3,12 +3,9 @@
 -- unique event_id index on every partition).  In a database of its own, as
 -- the scope is the whole store's.
 SET timezone = 'UTC';
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_id_scope_test;
-\c es_id_scope_test
-SET client_min_messages = warning;
-CREATE EXTENSION event_store_messagedb CASCADE;
-RESET client_min_messages;
+\set own_db es_id_scope_test
+\set own_db_extension 'event_store_messagedb CASCADE'
+\i test/sql/include/own_db.sql
 
 -- How many of the partitions' plain event_id indexes are unique, and of how many.
 CREATE FUNCTION event_id_indexes(OUT partitions bigint, OUT event_id_indexes bigint, OUT unique_ones bigint,
@@ -90,12 +87,15 @@ SELECT write_message('b0000000-0000-4000-8000-000000000001', 'scopeAccount-1', '
 SELECT stream_version('scopeAccount-1');
 RESET search_path;
 
--- An id in an earlier partition is still found: a second later the next
--- write goes to a partition of its own (made with a unique index), and
--- the earlier ones are probed.
-SELECT pg_sleep(1.05);
+-- An id in an earlier partition is still found: an event recorded an hour
+-- ago (restored) sits in a partition of its own (made with a unique index),
+-- the next write goes to the current one, and the earlier ones are probed.
+\i test/sql/include/restored.sql
+SELECT pg_temp.restore_event('scopeAccount-0', 'Opened', '{}', now() - interval '1 hour',
+                             'b0000000-0000-4000-8000-000000000004') AS restored_version;
 SELECT message_store.write_message('b0000000-0000-4000-8000-000000000002', 'scopeAccount-3', 'Opened', '{}');
 SELECT count(DISTINCT tableoid) >= 2 AS several_partitions FROM event_store.events WHERE stream_id LIKE 'scopeAccount-%';
+SELECT message_store.write_message('b0000000-0000-4000-8000-000000000004', 'scopeAccount-3', 'Opened', '{}');
 SELECT message_store.write_message('b0000000-0000-4000-8000-000000000001', 'scopeAccount-3', 'Opened', '{}');
 SELECT event_store.append_event('scope-3', 'Opened', '{}', NULL, NULL, 'a0000000-0000-4000-8000-000000000001');
 -- ... and so are partitions made ahead that hold rows (restored, recorded

@@ -4,12 +4,8 @@
 -- the horizon on the next call, also after the partition is renamed, and
 -- for a reader that holds no privilege on the partitions.  In a database
 -- of its own.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_feed_horizon_test;
-\c es_feed_horizon_test
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
+\set own_db es_feed_horizon_test
+\i test/sql/include/own_db.sql
 SELECT event_store.feed_mode();
 
 SELECT count(event_store.append_event('horizon-' || i, 'Tick', '{}')) FROM generate_series(1, 5) i;

@@ -2,12 +2,8 @@
 -- reader's (1.7): _feed_scan_from(after) is a recorded_at lower bound that
 -- run-time partition pruning uses.  In a database of its own, with
 -- 1-second partitions, three partitions of 5 events each.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_feed_pruning_test;
-\c es_feed_pruning_test
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
+\set own_db es_feed_pruning_test
+\i test/sql/include/own_db.sql
 SELECT event_store.feed_mode();
 SELECT event_store.set_partition_interval('1 second');
 SELECT event_store.set_premake_partitions(0);
@@ -20,18 +16,20 @@ BEGIN
     END LOOP;
 END
 $$;
-CREATE FUNCTION pg_temp.fill(n int) RETURNS void LANGUAGE plpgsql AS $$
+-- Three rounds of 5 events recorded an hour ago, a second apart, as a
+-- restore writes them (one stream each): three 1-second partitions, all
+-- in the past, so their highest positions are final.
+\i test/sql/include/restored.sql
+DO $$
 BEGIN
-    FOR i IN 1 .. n LOOP
-        PERFORM pg_sleep(1.05);
-        PERFORM event_store.append_event('prune-' || (j % 3), 'Tick', jsonb_build_object('round', i, 'j', j))
+    FOR i IN 1 .. 3 LOOP
+        PERFORM pg_temp.restore_event('prune-' || i || '_' || j, 'Tick', jsonb_build_object('round', i, 'j', j),
+                                      date_trunc('second', now()) - interval '1 hour' + make_interval(secs => i))
            FROM generate_series(1, 5) j;
     END LOOP;
 END
 $$;
-SELECT pg_temp.fill(3);
-SELECT pg_sleep(1.05);   -- every partition is now in the past: final
-SELECT count(*) >= 3 AS several_partitions, sum((SELECT count(*) FROM event_store.events e WHERE e.tableoid = p.partition)) AS events
+SELECT count(*) AS partitions, sum((SELECT count(*) FROM event_store.events e WHERE e.tableoid = p.partition)) AS events
   FROM event_store.partition_info p;
 SELECT min(global_position) AS base FROM event_store.events \gset
 

@@ -1,13 +1,9 @@
 SET timezone = 'UTC';
 -- In a database of its own: the log is append-only, so the events of this
 -- test would otherwise stay in the shared one for the tests that follow.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_fold_test;
-\c es_fold_test
+\set own_db es_fold_test
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
 -- Temporal reducers: fold, fold_to_version, state_as_of, the built-in
 -- reducers, composite states, the aggregate, and every refusal.
 

@@ -10,12 +10,8 @@
 -- backend from its start and refuses it anyway.  Two expected outputs:
 -- guard_without_preload.out (preloaded), guard_without_preload_1.out
 -- (not preloaded).  In a database of its own.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_guard_preload;
-\c es_guard_preload
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
+\set own_db es_guard_preload
+\i test/sql/include/own_db.sql
 \set VERBOSITY terse
 SELECT event_store.append_event('acct-1', 'Opened', '{}');
 SELECT p.partition::text AS part FROM event_store.partition_ranges() p

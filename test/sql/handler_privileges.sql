@@ -3,12 +3,8 @@
 -- registered (or wrote) them.  1.10 ran handlers as the appender: redact()
 -- appends as the log's owner and run_maintenance() as its caller, so an
 -- admin's handler became a superuser's.  In a database of its own.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_handler_privileges_test;
-\c es_handler_privileges_test
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
+\set own_db es_handler_privileges_test
+\i test/sql/include/own_db.sql
 \set VERBOSITY terse
 
 CREATE FUNCTION public.try(q text) RETURNS text LANGUAGE plpgsql AS $$

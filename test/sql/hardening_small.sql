@@ -4,14 +4,10 @@
 -- writers; operators planted on the caller's search_path.  Every refusal
 -- shows its SQLSTATE and that nothing was written.  In a database of its
 -- own.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_hardening_small;
-\c es_hardening_small
+\set own_db es_hardening_small
+\set own_db_extension 'event_store_messagedb CASCADE'
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-CREATE EXTENSION event_store_messagedb;
-RESET client_min_messages;
 \set VERBOSITY terse
 
 -- '<SQLSTATE>: <message>' or 'ok: <first column>'; with_hint adds the hint.

@@ -2,13 +2,9 @@
 -- wrong-type and injection-shaped arguments to every public function.
 -- Each case gives a documented SQLSTATE or a documented correct result;
 -- the counts at the end prove that nothing was written that should not be.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_hostile_test;
-\c es_hostile_test
+\set own_db es_hostile_test
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
 
 -- 'ok: <first column>' or '<SQLSTATE>: <message>'.
 CREATE FUNCTION try(q text) RETURNS text LANGUAGE plpgsql AS $$

@@ -1,13 +1,9 @@
 SET timezone = 'UTC';
 -- In a database of its own: the log is append-only, so the events of this
 -- test would otherwise stay in the shared one for the tests that follow.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_merge_patch_test;
-\c es_merge_patch_test
+\set own_db es_merge_patch_test
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
 -- JSON merge patch (RFC 7386): jsonb_merge_patch, the merge_patch reducer
 -- and the merge_patch_agg aggregate.
 

@@ -1,13 +1,9 @@
 SET timezone = 'UTC';
 -- In a database of its own: the log is append-only, so the events of this
 -- test would otherwise stay in the shared one for the tests that follow.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_merge_patch_fast_test;
-\c es_merge_patch_fast_test
+\set own_db es_merge_patch_fast_test
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
 -- The fold applies event_store.merge_patch in place, on a tree kept for the
 -- whole fold (src/merge_state.c), instead of calling the reducer per event.
 -- Property: that fast path gives byte for byte what the reducer gives when

@@ -1,15 +1,13 @@
 -- Operations (1.6): retention and archival, the DROP/DETACH guard, audited
 -- redaction, maintenance, observability views, bad input.  In a database
--- of its own, with one-second partitions so that partitions age quickly.
+-- of its own.  The events that must lie in an old partition are restored
+-- (test/sql/include/restored.sql), recorded three hours ago; appends go to
+-- one wide partition: nothing depends on the clock.
 -- Partition names carry the time: outputs mask them as events_pN.
 SET timezone = 'UTC';
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_operations_test;
-\c es_operations_test
+\set own_db es_operations_test
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
 
 -- Run a statement; show its SQLSTATE and message with partition names masked.
 CREATE FUNCTION pg_temp.try(stmt text) RETURNS text LANGUAGE plpgsql AS $$
@@ -38,16 +36,15 @@ END
 $$;
 SELECT count(*) AS partitions_left FROM event_store.partition_info;
 
--- Two events in one second, the next one in a later second.
--- (start early in a second: the first append also creates the partition,
--- and both events must still fall into that second)
-DO $$ BEGIN PERFORM pg_sleep(1.05 - extract(epoch FROM clock_timestamp())::numeric % 1); END $$;
-BEGIN;
-SELECT event_store.append_event('account-1', 'Opened', '{"owner": "Ann", "email": "ann@example.com", "plan": "gold"}');
-SELECT event_store.append_event('account-1', 'Deposited', '{"amount": 10}');
-COMMIT;
+-- Two events of account-1 recorded three hours ago, in a one-second
+-- partition of their own; then account-2 appended now, in a partition that
+-- holds every later append (100-year partitions: it ends in 2100).
+\i test/sql/include/restored.sql
+SELECT pg_temp.restore_stream('account-1', date_trunc('second', now()) - interval '3 hours',
+       '[{"type": "Opened", "data": {"owner": "Ann", "email": "ann@example.com", "plan": "gold"}},
+         {"type": "Deposited", "data": {"amount": 10}}]') AS restored_events;
 SELECT partition::text AS old_part FROM event_store.partition_info ORDER BY range_start LIMIT 1 \gset
-SELECT pg_sleep(1.1);
+SELECT event_store.set_partition_interval('100 years');
 SELECT event_store.append_event('account-2', 'Opened', '{"owner": "Bob"}');
 SELECT event_store.state_as_of('account-1') AS account_1_before;
 SELECT event_store.take_snapshot('event_store.merge_patch(jsonb,event_store.events)', NULL::jsonb, 'account-1');
@@ -72,11 +69,10 @@ SELECT count(*) AS policies FROM event_store.retention;
 -- No policy: nothing archived.
 SELECT count(*) AS archived FROM event_store.apply_retention();
 
--- keep 2 s, then 1.95 s later: the first partition (ended at least 2.05 s
--- ago) is due, the second (still open 1.95 s ago) is not, whatever the clock.
-SELECT event_store.set_retention('2 seconds', 'archive');
+-- keep 2 hours: the first partition (ended three hours ago) is due, the
+-- second (open) is not.
+SELECT event_store.set_retention('2 hours', 'archive');
 SELECT keep, mode, tablespace FROM event_store.retention;
-SELECT pg_sleep(1.95);
 SELECT pg_temp.mask(p::text) AS archived FROM event_store.apply_retention() p;
 -- Idempotent: nothing more to archive.
 SELECT count(*) AS archived_again FROM event_store.apply_retention();
@@ -162,10 +158,10 @@ SELECT data FROM event_store.read_stream('account-2');
 ------------------------------------------------------------------------------
 -- Archive again, redact across the archive, drop the archived partition.
 ------------------------------------------------------------------------------
--- (2.1 s after the last append of account-1, its partition is due whatever the clock.)
-SELECT event_store.set_retention('1 second', 'archive');
-SELECT pg_sleep(2.1);
-SELECT count(*) > 0 AS archived_some FROM event_store.apply_retention();
+-- (old_part, attached again, is due again; account-1's third event stays
+-- in the open partition: the redaction reaches both.)
+SELECT event_store.set_retention('2 hours', 'archive');
+SELECT pg_temp.mask(p::text) AS archived_again FROM event_store.apply_retention() p;
 SELECT event_store.redact('account-1', 'GDPR request 9: everything') AS redacted_whole;
 SELECT stream_version, data, archived FROM event_store.events_with_archive WHERE stream_id = 'account-1' ORDER BY stream_version;
 SELECT event_store.drop_archived_partition(split_part(:'old_part', '.', 2)) AS dropped_events;
@@ -179,8 +175,8 @@ SELECT event_store.stream_version('account-1') AS version_after_drop;
 ------------------------------------------------------------------------------
 SELECT event_store.set_retention(NULL, 'none');
 SELECT event_store.set_premake_partitions(2);
--- (The step results depend on the clock with one-second partitions: the
--- NOTICEs are hidden and the results matched.)
+-- (The NOTICEs are hidden and the results matched: the step results are
+-- counts.)
 SET client_min_messages = warning;
 CALL event_store.run_maintenance();
 RESET client_min_messages;

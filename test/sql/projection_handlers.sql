@@ -2,12 +2,8 @@
 -- handler's body is prepared once and kept (functions.c would parse and
 -- plan it again in every transaction); every other handler is called
 -- through fmgr.  Both must behave exactly like a call of the function.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_projection_handlers_test;
-\c es_projection_handlers_test
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
+\set own_db es_projection_handlers_test
+\i test/sql/include/own_db.sql
 
 CREATE TABLE seen (handler text, global_position bigint, stream_id text, amount int);
 

@@ -2,13 +2,10 @@
 -- can and cannot do; reducers run as the caller, projection handlers (since
 -- 1.11) as the role that registered them.
 -- In a database of its own (the log is append-only).
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_roles_test;
-\c es_roles_test
+\set own_db es_roles_test
+\set own_db_extension 'event_store VERSION ''1.5'''
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store VERSION '1.5';
-RESET client_min_messages;
 \set VERBOSITY terse
 
 -- Runs a statement as the current role; 'ok: <first column>' or

@@ -3,13 +3,10 @@
 -- in the SECURITY DEFINER function (_create_partition_for), in the append
 -- path (which runs as the caller but must not let the caller's code run
 -- while its direct-write guard is open) or in the reads.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_hijack_test;
-\c es_hijack_test
+\set own_db es_hijack_test
+\set own_db_extension 'event_store VERSION ''1.5'''
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store VERSION '1.5';
-RESET client_min_messages;
 \set VERBOSITY terse
 
 CREATE ROLE es_h_writer IN ROLE event_store_writer;

@@ -1,13 +1,9 @@
 SET timezone = 'UTC';
 -- In a database of its own: the log is append-only, so the events of this
 -- test would otherwise stay in the shared one for the tests that follow.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_snapshots_test;
-\c es_snapshots_test
+\set own_db es_snapshots_test
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
 -- Snapshots: take_snapshot, the automatic policy, revisions, and the
 -- property that a snapshot never changes an answer.
 

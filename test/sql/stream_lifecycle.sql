@@ -1,13 +1,9 @@
 -- Issue 28 (1.11): stream lifecycle.  delete_stream (soft and hard),
 -- truncate_stream; every read path hides the events; bad input is refused
 -- with its SQLSTATE and writes nothing.  In a database of its own.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_lifecycle_test;
-\c es_lifecycle_test
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-CREATE EXTENSION event_store_messagedb;
-RESET client_min_messages;
+\set own_db es_lifecycle_test
+\set own_db_extension 'event_store_messagedb CASCADE'
+\i test/sql/include/own_db.sql
 \set VERBOSITY terse
 
 CREATE FUNCTION public.try(q text) RETURNS text LANGUAGE plpgsql AS $$

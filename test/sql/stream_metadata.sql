@@ -1,12 +1,8 @@
 -- Issue 28 (1.11): stream metadata.  set_stream_metadata / stream_metadata,
 -- versioned with optimistic concurrency; max_count, max_age and
 -- truncate_before hide events from every read path.  In a database of its own.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_metadata_test;
-\c es_metadata_test
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
+\set own_db es_metadata_test
+\i test/sql/include/own_db.sql
 \set VERBOSITY terse
 
 CREATE FUNCTION public.try(q text) RETURNS text LANGUAGE plpgsql AS $$

@@ -1,13 +1,9 @@
 SET timezone = 'UTC';
 -- In a database of its own: the log is append-only, so the events of this
 -- test would otherwise stay in the shared one for the tests that follow.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_subscriptions_test;
-\c es_subscriptions_test
+\set own_db es_subscriptions_test
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-RESET client_min_messages;
 
 -- Streams of two categories; several ids, one with a '+' suffix.
 SELECT event_store.append_event('order-1', 'Placed', '{}');

@@ -1,13 +1,10 @@
 SET timezone = 'UTC';
 -- Upgrade 1.0 -> 1.1 in a database of its own: events appended under 1.0
 -- are folded by the 1.1 functions.
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_upgrade_test;
-\c es_upgrade_test
+\set own_db es_upgrade_test
+\set own_db_extension 'event_store VERSION ''1.0'''
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store VERSION '1.0';
-RESET client_min_messages;
 SELECT extversion FROM pg_extension WHERE extname = 'event_store';
 SELECT to_regprocedure('event_store.state_as_of(text,timestamptz)') IS NULL AS no_fold_in_1_0;
 

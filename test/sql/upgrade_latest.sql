@@ -1,13 +1,10 @@
 -- Upgrade 1.0 -> the latest version in a database of its own: events
 -- appended under 1.0 survive, and the operations of 1.6 work on them.
 SET timezone = 'UTC';
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_upgrade_latest_test;
-\c es_upgrade_latest_test
+\set own_db es_upgrade_latest_test
+\set own_db_extension 'event_store VERSION ''1.0'''
+\i test/sql/include/own_db.sql
 SET timezone = 'UTC';
-SET client_min_messages = warning;
-CREATE EXTENSION event_store VERSION '1.0';
-RESET client_min_messages;
 SELECT event_store.append_event('order-1', 'Placed', '{"items": {"tea": 2}, "email": "c@example.com"}');
 SELECT event_store.append_event('order-1', 'Shipped', '{"status": "shipped"}');
 SELECT event_store.append_event('order-2', 'Placed', '{"items": {"coffee": 1}}');
