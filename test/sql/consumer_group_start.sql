@@ -101,5 +101,15 @@ SELECT event_store.nack('old_full', :first_acct_3, 'x', 2, 3);
 SELECT event_store.nack('old_full', :first_acct_3, 'x', 2, 3);
 SELECT event_store.nack('old_full', (SELECT min(global_position) FROM delivered WHERE name = 'old_full' AND member = 2), 'x', 2, 3);
 
+-- 3. A group that should start at the end of the log: one ack without a
+--    group (size 1, member 0) before its members first poll; they start
+--    there, and a new event still reaches its member.
+SELECT event_store.subscribe('from_now');
+SELECT event_store.ack('from_now', :last);
+SELECT count(*) AS old_events_delivered
+  FROM generate_series(0, 1) m, event_store.poll('from_now', 1000, m, 2);
+SELECT event_store.append_event('acct-2', 'Happened', '{}') AS acct_2_version;
+SELECT m AS member, stream_id FROM generate_series(0, 1) m, event_store.poll('from_now', 1000, m, 2);
+
 \c :orig_db
 DROP DATABASE es_consumer_group_start_test;
