@@ -1270,16 +1270,30 @@ BEGIN
 END
 $$;
 
--- Where a member continues: its own checkpoint; for a member new to this
--- group size, the lowest checkpoint of the subscription (a changed group
--- size redelivers rather than skips); else the beginning.
+-- Where a member continues when it polls, acks or nacks: its own
+-- checkpoint.  A member without one (new, or new to this group size) must
+-- not skip an event of its streams that no one acknowledged.  Until 1.12 it
+-- started at the lowest checkpoint of the whole subscription, which counted
+-- the other members of its own size: they handle other streams, so member
+-- 1 of 2 started past its own events once member 0 had acknowledged them.
+-- Now only a group size other than its own counts, and only one whose
+-- members 0 .. size-1 all have checkpoints: every event up to the lowest
+-- of them was handled by the member that had its stream.  Of several such
+-- sizes the highest such position wins; without one, the beginning of the
+-- log.  A resize thus redelivers (at least once), never skips.
 CREATE FUNCTION event_store._subscription_position(name text, member int, size int) RETURNS bigint
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 RETURN coalesce(
     (SELECT c.position FROM event_store.subscription_checkpoints c
       WHERE c.name = $1 AND c.consumer_group_member = $2 AND c.consumer_group_size = $3),
-    (SELECT min(c.position) FROM event_store.subscription_checkpoints c WHERE c.name = $1),
+    (SELECT max(g.handled) FROM (
+        SELECT min(c.position) AS handled
+          FROM event_store.subscription_checkpoints c
+         WHERE c.name = $1 AND c.consumer_group_size <> $3
+           AND c.consumer_group_member >= 0 AND c.consumer_group_member < c.consumer_group_size
+         GROUP BY c.consumer_group_size
+        HAVING count(*) = c.consumer_group_size) g),
     0);
 
 CREATE FUNCTION event_store.poll(

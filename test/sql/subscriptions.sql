@@ -50,8 +50,9 @@ SELECT m AS member, array_agg(stream_id || ':' || event_type ORDER BY global_pos
 SELECT count(*) AS delivered, count(DISTINCT global_position) AS distinct_positions
   FROM generate_series(0, 2) m, event_store.poll('shipping', 100, m, 3);
 -- Members keep checkpoints of their own; a member new to a group size
--- starts from the lowest checkpoint of the subscription (redelivers, never
--- skips).
+-- starts where every member of another size had acknowledged up to (here
+-- the ungrouped consumer, size 1, at 4), never from the checkpoint of a
+-- member of its own size (redelivers, never skips; consumer_group_start).
 SELECT event_store.ack('shipping', 7, 1, 3);
 SELECT name, consumer_group_member, consumer_group_size, checkpoint
   FROM event_store.subscription_status WHERE name = 'shipping' ORDER BY consumer_group_size, consumer_group_member;
