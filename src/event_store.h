@@ -156,6 +156,7 @@ extern bool es_upcast_values_pairs(EsUpcastCache *c, const EsEventAttrs *a,
 								   struct TupleDescData *desc, Datum *values, bool *nulls,
 								   EsUpcastPairs *pairs);
 extern Datum es_upcast_event_datum(Datum event);
+extern const char *es_upcast_type_name(Datum type_text, int32 sv, int *len);
 extern int32 es_stamp_version(Datum event_type, bool metadata_null, Datum metadata);
 
 #endif							/* EVENT_STORE_H */

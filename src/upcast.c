@@ -1991,3 +1991,27 @@ es_upcast_data(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	PG_RETURN_DATUM(values[2]);
 }
+
+/*
+ * projection.c: the type an event of type type_text (a text datum) and
+ * schema version sv reads as, after the renames of its chain (issue 27
+ * item 2: projections' event_types match it).  Points into the cache or
+ * into the datum; *len is its length.
+ */
+const char *
+es_upcast_type_name(Datum type_text, int32 sv, int *len)
+{
+	EsUpcastCache *c = get_cache();
+	text	   *t = DatumGetTextPP(type_text);
+	char		key[UPCAST_KEYSIZE];
+	UpcastMemo	m;
+
+	*len = VARSIZE_ANY_EXHDR(t);
+	if (c == NULL || !c->active || !make_key(key, VARDATA_ANY(t), *len))
+		return VARDATA_ANY(t);
+	chain_plan(c, hash_search(c->types, key, HASH_FIND, NULL), sv, &m);
+	if (m.final_type == NULL)
+		return VARDATA_ANY(t);
+	*len = strlen(m.final_type);
+	return m.final_type;
+}
