@@ -183,3 +183,67 @@ CREATE EXTENSION IF NOT EXISTS event_store_messagedb CASCADE;
 RESET client_min_messages;
 SELECT position, type, data FROM message_store.get_last_stream_message('upxren-4', 'UpxOldT');
 SELECT count(*) AS by_new_name FROM message_store.get_last_stream_message('upxren-4', 'UpxNewT');
+
+-- Security (docs/security.md, "Upcasters").  Only admins register; an
+-- upcaster function runs as its registrar inside a security-restricted
+-- operation with search_path "$user", public, pg_temp, whoever reads.
+CREATE ROLE upx_admin IN ROLE event_store_admin;
+CREATE ROLE upx_reader IN ROLE event_store_reader;
+CREATE ROLE upx_writer IN ROLE event_store_writer;
+CREATE FUNCTION public.upx_helper() RETURNS text LANGUAGE sql AS $$ SELECT 'public helper' $$;
+-- not inlinable (plpgsql): runs in the full frame
+CREATE FUNCTION upx_who(d jsonb) RETURNS jsonb LANGUAGE plpgsql STABLE
+AS $$ BEGIN RETURN d || jsonb_build_object('user', current_user, 'helper', upx_helper(),
+                                           'path', current_setting('search_path')); END $$;
+CREATE FUNCTION upx_temp(d jsonb) RETURNS jsonb LANGUAGE plpgsql
+AS $$ BEGIN CREATE TEMP TABLE upx_planted (x int); RETURN d; END $$;
+CREATE FUNCTION upx_setrole(d jsonb) RETURNS jsonb LANGUAGE plpgsql
+AS $$ BEGIN SET ROLE upx_reader; RETURN d; END $$;
+SELECT event_store.append('upxsec-1', ARRAY[event_store.event('UpxWho', '{"n": 1}')], NULL) IS NOT NULL AS appended;
+SELECT event_store.append('upxsec-2', ARRAY[event_store.event('UpxTemp', '{"n": 2}'),
+                                             event_store.event('UpxSetRole', '{"n": 3}')], NULL) IS NOT NULL AS appended;
+-- a reader or a writer may not register (42501), nothing written
+SET ROLE upx_reader;
+SELECT event_store.register_upcaster('UpxWho', 1, 'upx_who(jsonb)'::regprocedure);
+SET ROLE upx_writer;
+SELECT event_store.register_upcaster('UpxWho', 1, '{"set": {"x": 1}}'::jsonb);
+SELECT event_store.set_event_schema('UpxWho', 2);
+RESET ROLE;
+SELECT count(*) AS nothing_registered FROM event_store.upcasters WHERE event_type = 'UpxWho';
+-- an admin registers; a forged registered_by in a direct insert is
+-- replaced by the writing role
+SET ROLE upx_admin;
+SELECT event_store.register_upcaster('UpxWho', 1, 'upx_who(jsonb)'::regprocedure);
+INSERT INTO event_store.upcasters (event_type, from_version, upcaster, registered_by)
+VALUES ('UpxTemp', 1, 'public.upx_temp(jsonb)', 'postgres');
+SELECT event_store.register_upcaster('UpxSetRole', 1, 'upx_setrole(jsonb)'::regprocedure);
+SELECT event_store.set_event_schema(t, 2) FROM unnest(ARRAY['UpxWho', 'UpxTemp', 'UpxSetRole']) t;
+RESET ROLE;
+SELECT event_type, registered_by FROM event_store.upcasters WHERE event_type LIKE 'UpxWho' OR event_type LIKE 'UpxTemp' OR event_type LIKE 'UpxSetRole' ORDER BY 1;
+-- the reader's (and a superuser's) read runs it as upx_admin, with the
+-- fixed search_path: a helper planted on the reader's search_path is not
+-- called
+CREATE SCHEMA upx_evil;
+CREATE FUNCTION upx_evil.upx_helper() RETURNS text LANGUAGE sql AS $$ SELECT 'planted helper' $$;
+GRANT USAGE ON SCHEMA upx_evil TO PUBLIC;
+SET ROLE upx_reader;
+SET search_path = upx_evil, public;
+SELECT data FROM event_store.read_stream('upxsec-1', 1, 1);
+SELECT current_setting('search_path') AS reader_path_after;
+RESET search_path;
+RESET ROLE;
+SELECT data ->> 'user' AS superuser_read_runs_as FROM event_store.read_stream('upxsec-1', 1, 1);
+SELECT event_store.state_as_of('upxsec-1') ->> 'user' AS fold_runs_as;
+-- an upcaster may not leave anything behind that would run as the reader
+-- (no temporary objects, no SET ROLE): the read fails, nothing is created
+SELECT data FROM event_store.read_stream('upxsec-2', 1, 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT data FROM event_store.read_stream('upxsec-2', 2, 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT to_regclass('pg_temp.upx_planted') IS NULL AS nothing_planted, current_user = session_user AS same_user;
+-- revoking the registrar's EXECUTE stops the step (42501) at the next load
+REVOKE EXECUTE ON FUNCTION upx_who(jsonb) FROM PUBLIC;
+SET ROLE upx_reader;
+SELECT data FROM event_store.read_stream('upxsec-1', 1, 1);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
