@@ -67,3 +67,532 @@ RETURN coalesce(
          GROUP BY c.consumer_group_size
         HAVING count(*) = c.consumer_group_size) g),
     0);
+
+-- issue 27: upcasting per column, not per composite (speed)
+-- The readers passed every row through event_store._upcast() as a
+-- composite (built from the scanned row, converted from the partition's row
+-- type, split back into its columns): about 0.4 us a row even for types
+-- without a chain.  They now compute only the three columns a chain can
+-- change, from (event_type, schema_version), answered from the backend's
+-- cache of the registry (src/upcast.c, "Per-column upcasting"); each call
+-- site remembers its last (type, version), so a row of a type without a
+-- chain costs a compare per column.  Only a chain with a step that takes
+-- the whole event still builds the composite, for that row only.
+CREATE FUNCTION event_store._upcast_kind(event_type text, schema_version int) RETURNS int
+AS 'MODULE_PATHNAME', 'es_upcast_kind' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION event_store._upcast_kind(text, int) IS
+  'What upcasting an event of this type and schema version does: 0 nothing, 1 changes the data only (event_store._upcast_data), 2 a step takes the whole event (event_store._upcast).';
+CREATE FUNCTION event_store._upcast_type(event_type text, schema_version int) RETURNS text
+AS 'MODULE_PATHNAME', 'es_upcast_type' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION event_store._upcast_type(text, int) IS
+  'The event type an event of this type and schema version has once upcast (renames of its chain).';
+CREATE FUNCTION event_store._upcast_version(event_type text, schema_version int) RETURNS int
+AS 'MODULE_PATHNAME', 'es_upcast_version' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION event_store._upcast_version(text, int) IS
+  'The schema version an event of this type and schema version has once upcast.';
+CREATE FUNCTION event_store._upcast_data(event_type text, schema_version int, data jsonb,
+                                         stream_id text, stream_version bigint) RETURNS jsonb
+AS 'MODULE_PATHNAME', 'es_upcast_data' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION event_store._upcast_data(text, int, jsonb, text, bigint) IS
+  'The data of an event upcast through a chain whose steps need only the data (event_store._upcast_kind 1); stream_id and stream_version name the event in errors.';
+REVOKE ALL ON FUNCTION event_store._upcast_kind(text, int), event_store._upcast_type(text, int),
+                       event_store._upcast_version(text, int),
+                       event_store._upcast_data(text, int, jsonb, text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._upcast_kind(text, int), event_store._upcast_type(text, int),
+                          event_store._upcast_version(text, int),
+                          event_store._upcast_data(text, int, jsonb, text, bigint) TO event_store_reader;
+
+CREATE OR REPLACE FUNCTION event_store._read_stream_upcast(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.global_position, e.stream_id, e.stream_version,
+           event_store._upcast_type(e.event_type, e.schema_version),
+           CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                WHEN 0 THEN e.data
+                WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                              e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                              e.tags, e.schema_version)::event_store.events)).data END,
+           e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+           event_store._upcast_version(e.event_type, e.schema_version)
+      FROM (SELECT e.*
+              FROM event_store.events e
+             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+               AND e.stream_version OPERATOR(pg_catalog.>=) (CASE WHEN $2 IS NOT NULL THEN GREATEST($2, event_store._first_visible_version($1)) END)
+               AND e.stream_version OPERATOR(pg_catalog.<)
+                   (CASE WHEN $3 IS NULL
+                           OR (SELECT s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1) IS NOT NULL
+                           OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, event_store._first_visible_version($1)))
+                         THEN 9223372036854775807
+                         ELSE GREATEST($2, 1, event_store._first_visible_version($1)) OPERATOR(pg_catalog.+) $3 END)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+             ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+             LIMIT $3) e
+$$;
+
+CREATE OR REPLACE FUNCTION event_store._read_stream_backward_upcast(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.global_position, e.stream_id, e.stream_version,
+           event_store._upcast_type(e.event_type, e.schema_version),
+           CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                WHEN 0 THEN e.data
+                WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                              e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                              e.tags, e.schema_version)::event_store.events)).data END,
+           e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+           event_store._upcast_version(e.event_type, e.schema_version)
+      FROM (SELECT e.*
+              FROM event_store.events e
+             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+               AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+               AND e.stream_version OPERATOR(pg_catalog.>)
+                   (CASE WHEN $3 IS NULL THEN 0
+                         ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
+                              OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
+               AND e.stream_version OPERATOR(pg_catalog.>=) coalesce(event_store._first_visible_version($1), 1)
+               AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+             ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+             LIMIT $3) e
+$$;
+
+-- issue 27: read_all, read_category and poll upcast per column too (as
+-- read_stream above): each upcasting branch is now the 1.10 statement of
+-- the other branch as a subquery, with the three columns a chain can change
+-- computed over its rows.  poll's event_types filter (a subscription's
+-- types) matches the type an event reads as, after upcasting: a type
+-- renamed by an upcaster is subscribed to by its new name.
+CREATE OR REPLACE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = auto
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- any stream with hidden events at all? (else no per-event check)
+    _hides    boolean := event_store._streams_hide(NULL);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+            SELECT e.*
+              FROM event_store.events e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY e.global_position
+             LIMIT max_count) e;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY e.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_category(
+    category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- any stream of the category with hidden events? (else no per-event check)
+    _hides    boolean := event_store._streams_hide(ARRAY[category]);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT max_count) e;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.poll(
+    name text, max_count int DEFAULT 100,
+    consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    s       event_store.subscriptions;
+    member  int := coalesce(consumer_group_member, 0);
+    size    int := coalesce(consumer_group_size, 1);
+    after_position bigint;
+    horizon        bigint;
+    scan_from      timestamptz;
+    scan_to        timestamptz;
+    categories     text[];
+    pending        boolean;
+    retries        bigint[];
+    fresh          int; _hides boolean;  -- (one line: error line numbers stay)
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
+    IF max_count IS NULL OR max_count <= 0 THEN
+        RAISE EXCEPTION 'max_count must be positive, got %', coalesce(max_count::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'poll() needs READ COMMITTED'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'The feed horizon must be read before the snapshot that reads the events.';
+    END IF;
+    after_position := event_store._subscription_position(name, member, size);
+    -- The horizon first; the next statement reads with a newer snapshot.
+    horizon := event_store.feed_horizon();
+    scan_from := event_store._feed_scan_from(after_position);
+    scan_to := event_store._feed_scan_to(horizon); _hides := event_store._streams_hide(s.categories);  -- issue 28: hidden events?
+    -- Retries (and held events) of this member's streams that are due and
+    -- first of their stream; they are marked delivered, for ack() and nack().
+    -- (pending: any row, parked or not; a row's event is never new.)
+    pending := EXISTS (SELECT 1 FROM event_store.subscription_retries r WHERE r.name = poll.name);
+    IF pending THEN
+        retries := ARRAY(
+            SELECT r.global_position
+              FROM event_store.subscription_retries r
+             WHERE r.name = poll.name AND r.state = 'waiting'
+               AND r.global_position <= horizon
+               AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= pg_catalog.now())
+               AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
+               AND NOT event_store._subscription_held(poll.name, r.stream_id, r.global_position)
+             ORDER BY r.global_position
+             LIMIT max_count);
+        UPDATE event_store.subscription_retries r SET delivered_at = pg_catalog.now()
+         WHERE r.name = poll.name AND r.global_position = ANY (retries);
+    ELSE
+        retries := '{}';
+    END IF;
+    -- Retries first, then new events: max_count in all.  A retry is upcast
+    -- like a new event (issue 27).
+    fresh := max_count - pg_catalog.cardinality(retries);
+    IF pg_catalog.cardinality(retries) > 0 THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+                SELECT e.* FROM event_store.events e
+                 WHERE e.global_position = ANY (retries)
+                 ORDER BY e.global_position) e;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.* FROM event_store.events e
+                 WHERE e.global_position = ANY (retries)
+                 ORDER BY e.global_position;
+        END IF;
+    END IF;
+    IF fresh = 0 THEN
+        RETURN;
+    END IF;
+    IF s.categories IS NULL THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE e.global_position > after_position
+                   AND e.global_position <= horizon
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                             AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                 ORDER BY e.global_position
+                 LIMIT fresh) e;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE e.global_position > after_position
+                   AND e.global_position <= horizon
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                             AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                 ORDER BY e.global_position
+                 LIMIT fresh;
+        END IF;
+        RETURN;
+    END IF;
+    -- each category once, subscripts from 1 (whatever the stored array's bounds)
+    categories := ARRAY(SELECT DISTINCT c FROM pg_catalog.unnest(s.categories) AS c);
+    IF pg_catalog.cardinality(categories) = 1 THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                   AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                             AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                 ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                 LIMIT fresh) e;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                   AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                             AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                 ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                 LIMIT fresh;
+        END IF;
+        RETURN;
+    END IF;
+    -- Each category's index read in position order, up to max_count rows
+    -- each, then merged: a read stops after the rows it returns instead of
+    -- collecting and sorting the category's whole rest of the log.
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+            SELECT x.*
+              FROM pg_catalog.unnest(categories) AS c(category)
+             CROSS JOIN LATERAL (
+                   SELECT e.*
+                     FROM event_store.events e
+                    WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                      AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                    OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                    ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                    LIMIT fresh) x
+             ORDER BY x.global_position
+             LIMIT fresh) e;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT x.*
+              FROM pg_catalog.unnest(categories) AS c(category)
+             CROSS JOIN LATERAL (
+                   SELECT e.*
+                     FROM event_store.events e
+                    WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                      AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                    OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                    ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                    LIMIT fresh) x
+             ORDER BY x.global_position
+             LIMIT fresh;
+    END IF;
+END
+$$;
+
+-- issue 27 item 2: read_by_tags returns its events upcast, and its types
+-- filter matches the type an event reads as (after the renames of its
+-- chain), like append_if's condition_types (src/consistency.c): a decision
+-- that reads by a type's new name sees the events stored under the old
+-- one, and its append condition with the same names sees them too.  While
+-- nothing is to be upcast the planner keeps only the 1.11 statement
+-- (_upcasting_planned() folded to a constant, as read_stream's body).
+CREATE OR REPLACE FUNCTION event_store.read_by_tags(
+    tags text[], types text[] DEFAULT NULL, after_position bigint DEFAULT 0)
+RETURNS SETOF event_store.tagged_event
+LANGUAGE sql STABLE
+AS $$
+    (SELECT * FROM (
+        SELECT e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+               e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.tags,
+               pg_catalog.max(e.global_position) OVER ()
+          FROM event_store.events e
+         WHERE e.tags OPERATOR(pg_catalog.@>) $1
+           AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($2))
+           AND e.global_position OPERATOR(pg_catalog.>) $3
+           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                            AND h.truncate_before IS NOT NULL
+                            AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                                 OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                                 OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+         ORDER BY e.global_position USING OPERATOR(pg_catalog.<)) p
+      WHERE NOT event_store._upcasting_planned())
+    UNION ALL
+    (SELECT * FROM (
+        SELECT e.global_position, e.stream_id, e.stream_version,
+               event_store._upcast_type(e.event_type, e.schema_version),
+               CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                    WHEN 0 THEN e.data
+                    WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                    ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                  e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                  e.tags, e.schema_version)::event_store.events)).data END,
+               e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.tags,
+               pg_catalog.max(e.global_position) OVER ()
+          FROM event_store.events e
+         WHERE e.tags OPERATOR(pg_catalog.@>) $1
+           AND ($2 IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) OPERATOR(pg_catalog.=) ANY ($2))
+           AND e.global_position OPERATOR(pg_catalog.>) $3
+           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                            AND h.truncate_before IS NOT NULL
+                            AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
+                                 OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                                 OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+         ORDER BY e.global_position USING OPERATOR(pg_catalog.<)) u
+      WHERE event_store._upcasting_planned())
+$$;

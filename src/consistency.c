@@ -25,6 +25,7 @@
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
+#include "parser/parse_func.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -287,11 +288,27 @@ es_append_if(PG_FUNCTION_ARGS)
 		Oid			types[3] = {INT8OID, TEXTARRAYOID, TEXTARRAYOID};
 		SPIPlanPtr	plan;
 
-		plan = SPI_prepare("SELECT global_position, stream_id, event_type "
-						   "FROM event_store.events "
-						   "WHERE global_position OPERATOR(pg_catalog.>) $1 AND tags OPERATOR(pg_catalog.@>) $2 "
-						   "AND ($3 IS NULL OR event_type OPERATOR(pg_catalog.=) ANY ($3)) "
-						   "ORDER BY global_position LIMIT 1", 3, types);
+		Oid			upcast_argtypes[2] = {TEXTOID, INT4OID};
+
+		/*
+		 * From 1.12 the condition's types match the type an event reads as
+		 * (the renames of its upcaster chain, issue 27), as read_by_tags'
+		 * types do; before, the stored type.
+		 */
+		if (OidIsValid(LookupFuncName(list_make2(makeString(ES_SCHEMA), makeString("_upcast_type")),
+									  2, upcast_argtypes, true)))
+			plan = SPI_prepare("SELECT global_position, stream_id, event_type "
+							   "FROM event_store.events "
+							   "WHERE global_position OPERATOR(pg_catalog.>) $1 AND tags OPERATOR(pg_catalog.@>) $2 "
+							   "AND ($3 IS NULL OR event_store._upcast_type(event_type, schema_version) "
+							   "     OPERATOR(pg_catalog.=) ANY ($3)) "
+							   "ORDER BY global_position LIMIT 1", 3, types);
+		else
+			plan = SPI_prepare("SELECT global_position, stream_id, event_type "
+							   "FROM event_store.events "
+							   "WHERE global_position OPERATOR(pg_catalog.>) $1 AND tags OPERATOR(pg_catalog.@>) $2 "
+							   "AND ($3 IS NULL OR event_type OPERATOR(pg_catalog.=) ANY ($3)) "
+							   "ORDER BY global_position LIMIT 1", 3, types);
 		es_spi_check_plan(plan, "SPI_prepare of the append condition check");
 		SPI_keepplan(plan);
 		plan_check_condition = plan;

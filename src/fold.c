@@ -704,13 +704,28 @@ scan_partition(FoldState *fs, Oid partoid)
 
 		MemoryContextReset(fs->event_cxt);
 		old = MemoryContextSwitchTo(fs->event_cxt);
-		es_upcast_values(fs->upcast, &fs->upcast_attrs, edesc, values, nulls);
 		if (fs->ms)
-			apply_merge_patch(fs, values[rc->att_data - 1], nulls[rc->att_data - 1],
-							  version, recorded_at);
+		{
+			EsUpcastPairs pairs;
+
+			/* issue 27: an upcast event's data merged from the upcaster's pairs */
+			if (es_upcast_values_pairs(fs->upcast, &fs->upcast_attrs, edesc, values, nulls,
+									   &pairs) && pairs.valid)
+			{
+				merge_state_apply_pairs(fs->ms, pairs.keys, pairs.vals, pairs.n);
+				fs->ms_dirty = true;
+				event_folded(fs, version, recorded_at);
+			}
+			else
+				apply_merge_patch(fs, values[rc->att_data - 1], nulls[rc->att_data - 1],
+								  version, recorded_at);
+		}
 		else
+		{
+			es_upcast_values(fs->upcast, &fs->upcast_attrs, edesc, values, nulls);
 			apply_event(fs, HeapTupleGetDatum(heap_form_tuple(edesc, values, nulls)),
 						version, recorded_at);
+		}
 		MemoryContextSwitchTo(old);
 	}
 
@@ -745,14 +760,30 @@ fold_sorted(FoldState *fs)
 		slot_getallattrs(slot);
 		version = DatumGetInt64(slot->tts_values[rc->att_version - 1]);
 		recorded_at = DatumGetTimestampTz(slot->tts_values[rc->att_recorded_at - 1]);
-		es_upcast_values(fs->upcast, &fs->upcast_attrs, edesc, slot->tts_values, slot->tts_isnull);
 		if (fs->ms)
-			apply_merge_patch(fs, slot->tts_values[rc->att_data - 1],
-							  slot->tts_isnull[rc->att_data - 1], version, recorded_at);
+		{
+			EsUpcastPairs pairs;
+
+			/* issue 27: an upcast event's data merged from the upcaster's pairs */
+			if (es_upcast_values_pairs(fs->upcast, &fs->upcast_attrs, edesc, slot->tts_values,
+									   slot->tts_isnull, &pairs) && pairs.valid)
+			{
+				merge_state_apply_pairs(fs->ms, pairs.keys, pairs.vals, pairs.n);
+				fs->ms_dirty = true;
+				event_folded(fs, version, recorded_at);
+			}
+			else
+				apply_merge_patch(fs, slot->tts_values[rc->att_data - 1],
+								  slot->tts_isnull[rc->att_data - 1], version, recorded_at);
+		}
 		else
+		{
+			es_upcast_values(fs->upcast, &fs->upcast_attrs, edesc, slot->tts_values,
+							 slot->tts_isnull);
 			apply_event(fs, HeapTupleGetDatum(heap_form_tuple(edesc, slot->tts_values,
 															  slot->tts_isnull)),
 						version, recorded_at);
+		}
 		MemoryContextSwitchTo(old);
 	}
 	ExecDropSingleTupleTableSlot(slot);

@@ -245,6 +245,70 @@ is_object(const JsonbValue *v)
 }
 
 /*
+ * One member of an object patch merged into a node, in place (RFC 7386):
+ * a null removes the key, an object merges recursively, anything else
+ * replaces the value.  The search starts at *lo (the patch's keys come
+ * sorted like the node's); *lo is moved past the key.
+ */
+static void node_apply(MergeNode *node, JsonbContainer *patch);
+
+static void
+node_apply_member(MergeNode *node, JsonbValue *k, JsonbValue *v, int *lo)
+{
+	int			pos;
+	bool		found;
+	MergeMember *m;
+
+	pos = node_find(node, *lo, k->val.string.val, k->val.string.len, &found);
+
+	if (v->type == jbvNull)
+	{
+		/* null removes the key */
+		if (found)
+		{
+			m = &node->members[pos];
+			value_free(m);
+			pfree(m->key);
+			node->n--;
+			if (pos < node->n)
+				memmove(&node->members[pos], &node->members[pos + 1],
+						sizeof(MergeMember) * (node->n - pos));
+		}
+		*lo = pos;
+		return;
+	}
+
+	m = found ? &node->members[pos] :
+		node_insert(node, pos, k->val.string.val, k->val.string.len);
+	*lo = pos + 1;
+
+	if (is_object(v))
+	{
+		/* an object merges into the value (a non-object value is {}) */
+		if (m->node == NULL)
+		{
+			MergeNode  *child;
+
+			if (found && is_object(&m->value))
+				child = node_from_container(m->value.val.binary.data);
+			else
+				child = node_new(JsonContainerSize(v->val.binary.data));
+			value_free(m);
+			m->value.type = jbvNull;
+			m->node = child;
+		}
+		node_apply(m->node, v->val.binary.data);
+	}
+	else
+	{
+		/* anything else replaces the value whole */
+		if (found)
+			value_free(m);
+		leaf_copy(&m->value, v);
+	}
+}
+
+/*
  * RFC 7386 on a node: merge object patch into it, in place.  The patch's
  * keys come sorted like the node's, so each search starts after the
  * previous key.
@@ -262,61 +326,11 @@ node_apply(MergeNode *node, JsonbContainer *patch)
 	it = JsonbIteratorInit(patch);
 	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
 	{
-		int			pos;
-		bool		found;
-		MergeMember *m;
-
 		if (tok != WJB_KEY)
 			continue;
 		tok = JsonbIteratorNext(&it, &v, true);
 		Assert(tok == WJB_VALUE);
-		pos = node_find(node, lo, k.val.string.val, k.val.string.len, &found);
-
-		if (v.type == jbvNull)
-		{
-			/* null removes the key */
-			if (found)
-			{
-				m = &node->members[pos];
-				value_free(m);
-				pfree(m->key);
-				node->n--;
-				if (pos < node->n)
-					memmove(&node->members[pos], &node->members[pos + 1],
-							sizeof(MergeMember) * (node->n - pos));
-			}
-			lo = pos;
-			continue;
-		}
-
-		m = found ? &node->members[pos] :
-			node_insert(node, pos, k.val.string.val, k.val.string.len);
-		lo = pos + 1;
-
-		if (is_object(&v))
-		{
-			/* an object merges into the value (a non-object value is {}) */
-			if (m->node == NULL)
-			{
-				MergeNode  *child;
-
-				if (found && is_object(&m->value))
-					child = node_from_container(m->value.val.binary.data);
-				else
-					child = node_new(JsonContainerSize(v.val.binary.data));
-				value_free(m);
-				m->value.type = jbvNull;
-				m->node = child;
-			}
-			node_apply(m->node, v.val.binary.data);
-		}
-		else
-		{
-			/* anything else replaces the value whole */
-			if (found)
-				value_free(m);
-			leaf_copy(&m->value, &v);
-		}
+		node_apply_member(node, &k, &v, &lo);
 	}
 }
 
@@ -415,6 +429,39 @@ merge_state_apply(MergeState *ms, Jsonb *patch)
 		ms->kind = MS_TREE;
 	}
 	node_apply(ms->root, &patch->root);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * The state := merge_patch(state, object), the object given as its n
+ * top-level pairs (distinct keys, any order; values scalars or binary
+ * containers, as a jsonb iterator yields them): what merge_state_apply()
+ * does with that object, without the object being built (issue 27: a
+ * fold merges an upcast event's data straight from the upcaster's pairs).
+ */
+void
+merge_state_apply_pairs(MergeState *ms, JsonbValue *keys, JsonbValue *vals, int n)
+{
+	MemoryContext old = MemoryContextSwitchTo(ms->cxt);
+
+	if (ms->kind != MS_TREE)
+	{
+		MergeNode  *root;
+
+		if (ms->kind == MS_JSONB && JB_ROOT_IS_OBJECT(ms->jsonb))
+			root = node_from_container(&ms->jsonb->root);
+		else
+			root = node_new(n);
+		state_clear(ms);
+		ms->root = root;
+		ms->kind = MS_TREE;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		int			lo = 0;
+
+		node_apply_member(ms->root, &keys[i], &vals[i], &lo);
+	}
 	MemoryContextSwitchTo(old);
 }
 

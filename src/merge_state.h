@@ -18,6 +18,7 @@ typedef struct MergeState MergeState;
 extern MergeState *merge_state_create(MemoryContext parent);
 extern void merge_state_set(MergeState *ms, Jsonb *value);
 extern void merge_state_apply(MergeState *ms, Jsonb *patch);
+extern void merge_state_apply_pairs(MergeState *ms, JsonbValue *keys, JsonbValue *vals, int n);
 extern Jsonb *merge_state_get(MergeState *ms);
 
 #endif							/* MERGE_STATE_H */

@@ -58,6 +58,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "parser/parse_func.h"
 #include "pgstat.h"
 #include "storage/lmgr.h"
 #include "utils/acl.h"
@@ -698,12 +699,13 @@ typedef struct EventColumns
 	AttrNumber	position;
 	AttrNumber	stream_id;
 	AttrNumber	event_type;
+	AttrNumber	schema_version;	/* 0 before 1.11 */
 } EventColumns;
 
 static void
 find_event_columns(TupleDesc desc, EventColumns *cols)
 {
-	cols->position = cols->stream_id = cols->event_type = InvalidAttrNumber;
+	cols->position = cols->stream_id = cols->event_type = cols->schema_version = InvalidAttrNumber;
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -716,6 +718,8 @@ find_event_columns(TupleDesc desc, EventColumns *cols)
 			cols->stream_id = i + 1;
 		else if (strcmp(NameStr(att->attname), "event_type") == 0)
 			cols->event_type = i + 1;
+		else if (strcmp(NameStr(att->attname), "schema_version") == 0)
+			cols->schema_version = i + 1;
 	}
 	if (cols->position == InvalidAttrNumber || cols->stream_id == InvalidAttrNumber ||
 		cols->event_type == InvalidAttrNumber)
@@ -739,12 +743,25 @@ dispatch_event(ProjectionCache *cache, TupleTableSlot *slot, EventColumns *cols)
 	int			cat_len = dash ? dash - sid : sid_len;
 	Datum		event = (Datum) 0;
 	int			called = 0;
+	int32		sv = 1;
+	const char *type_name;
+	int			type_len;
+
+	/* issue 27: event_types match the type the event reads as (renames) */
+	if (cols->schema_version != InvalidAttrNumber)
+	{
+		Datum		d = slot_getattr(slot, cols->schema_version, &isnull);
+
+		if (!isnull)
+			sv = DatumGetInt32(d);
+	}
+	type_name = es_upcast_type_name(PointerGetDatum(event_type), sv, &type_len);
 
 	for (int i = 0; i < cache->nprojections; i++)
 	{
 		Projection *p = &cache->projections[i];
 
-		if (!filter_matches(&p->types, VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type)) ||
+		if (!filter_matches(&p->types, type_name, type_len) ||
 			!filter_matches(&p->categories, sid, cat_len))
 			continue;
 		resolve_projection(p, cache->cxt);
@@ -1038,7 +1055,24 @@ prepare_run_plans(void)
 		 * $5, $6: recorded_at bounds from the feed, so that run-time pruning
 		 * skips old partitions and those premade for the future
 		 */
-		plan_read_feed = es_keep_plan(
+		Oid			upcast_argtypes[2] = {TEXTOID, INT4OID};
+
+		/* issue 27 (1.12): event_types match the type an event reads as */
+		bool		by_upcast_type =
+			OidIsValid(LookupFuncName(list_make2(makeString(ES_SCHEMA), makeString("_upcast_type")),
+									  2, upcast_argtypes, true));
+
+		plan_read_feed = es_keep_plan(by_upcast_type ?
+								   "SELECT e, e.global_position, e.stream_id, e.event_type FROM event_store.events e "
+								   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+								   "AND e.global_position OPERATOR(pg_catalog.<=) $2 "
+								   "AND ($3 IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) "
+								   "     OPERATOR(pg_catalog.=) ANY ($3)) "
+								   "AND ($4 IS NULL OR pg_catalog.split_part(e.stream_id, '-', 1) "
+								   "     OPERATOR(pg_catalog.=) ANY ($4)) "
+								   "AND e.recorded_at OPERATOR(pg_catalog.>=) $5 "
+								   "AND e.recorded_at OPERATOR(pg_catalog.<) $6 "
+								   "ORDER BY e.global_position USING OPERATOR(pg_catalog.<)" :
 								   "SELECT e, e.global_position, e.stream_id, e.event_type FROM event_store.events e "
 								   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
 								   "AND e.global_position OPERATOR(pg_catalog.<=) $2 "

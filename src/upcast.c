@@ -83,6 +83,10 @@ PG_FUNCTION_INFO_V1(es_upcasters_changed);
 PG_FUNCTION_INFO_V1(es_upcasting);
 PG_FUNCTION_INFO_V1(es_upcasting_support);
 PG_FUNCTION_INFO_V1(es_read_stream_support);
+PG_FUNCTION_INFO_V1(es_upcast_kind);
+PG_FUNCTION_INFO_V1(es_upcast_type);
+PG_FUNCTION_INFO_V1(es_upcast_version);
+PG_FUNCTION_INFO_V1(es_upcast_data);
 
 #define UPCAST_SEARCH_PATH	"\"$user\", public, pg_temp"
 #define UPCAST_MAX_STEPS	100000	/* versions strictly ascend; a bound anyway */
@@ -160,12 +164,15 @@ static uint64 invalidations = 0;
 static Oid	upcasters_relid = InvalidOid;
 static Oid	versions_relid = InvalidOid;
 
-/* Why an upcast failed, for error context. */
+/*
+ * Why an upcast failed, for error context.  The datums are made into
+ * strings only when an error is reported (not once per event).
+ */
 typedef struct UpcastErrorContext
 {
-	const char *stream_id;
+	Datum		stream_id;		/* text, or 0 */
 	int64		version;
-	const char *event_type;
+	Datum		event_type;		/* text */
 	int32		schema_version;
 } UpcastErrorContext;
 
@@ -266,24 +273,57 @@ transform_error(const char *detail)
 			 errhint("A transform is an object with any of the keys \"rename\", \"remove\", \"set\" and \"merge\", or a non-empty array of such objects; see docs/upcasting.md.")));
 }
 
-/* The top-level (key, value) pairs of a jsonb object; values may be binary. */
+/*
+ * The top-level (key, value) pairs of a jsonb object; values may be binary.
+ * Read straight from the container's JEntry array (keys first, then the
+ * values, each entry a length or, every JB_OFFSET_STRIDE entries, an end
+ * offset), as fillJsonbValue() would fill them, without an iterator: this
+ * runs once per upcast event (issue 27, speed).
+ */
 static int
 object_pairs(Jsonb *jb, JsonbValue **keys, JsonbValue **vals)
 {
-	JsonbIterator *it = JsonbIteratorInit(&jb->root);
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	int			n = 0,
-				cap = JB_ROOT_COUNT(jb) > 0 ? JB_ROOT_COUNT(jb) : 1;
+	JsonbContainer *c = &jb->root;
+	int			n = JsonContainerIsObject(c) ? JsonContainerSize(c) : 0;	/* no pairs */
+	int			cap = n > 0 ? n : 1;
+	char	   *base;
+	uint32		offset = 0;
 
 	*keys = palloc(sizeof(JsonbValue) * cap);
 	*vals = palloc(sizeof(JsonbValue) * cap);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	base = (char *) &c->children[n * 2];
+	for (int i = 0; i < n * 2; i++)
 	{
-		if (tok == WJB_KEY)
-			(*keys)[n] = v;
-		else if (tok == WJB_VALUE)
-			(*vals)[n++] = v;
+		JEntry		e = c->children[i];
+		uint32		end = JBE_HAS_OFF(e) ? JBE_OFFLENFLD(e) : offset + JBE_OFFLENFLD(e);
+		JsonbValue *v = i < n ? &(*keys)[i] : &(*vals)[i - n];
+
+		if (JBE_ISSTRING(e))
+		{
+			v->type = jbvString;
+			v->val.string.val = base + offset;
+			v->val.string.len = end - offset;
+		}
+		else if (JBE_ISNUMERIC(e))
+		{
+			v->type = jbvNumeric;
+			v->val.numeric = (Numeric) (base + INTALIGN(offset));
+		}
+		else if (JBE_ISBOOL_TRUE(e) || JBE_ISBOOL_FALSE(e))
+		{
+			v->type = jbvBool;
+			v->val.boolean = JBE_ISBOOL_TRUE(e) != 0;
+		}
+		else if (JBE_ISNULL(e))
+			v->type = jbvNull;
+		else
+		{
+			Assert(JBE_ISCONTAINER(e));
+			v->type = jbvBinary;
+			v->val.binary.data = (JsonbContainer *) (base + INTALIGN(offset));
+			v->val.binary.len = end - INTALIGN(offset);
+		}
+		offset = end;
 	}
 	return n;
 }
@@ -1025,12 +1065,134 @@ fuse_op(TransformOp *op, FusedData *fd)
 	}
 }
 
+/* jsonb's order of object keys: shorter first, then bytewise. */
+static inline int
+pair_key_cmp(const JsonbValue *a, const JsonbValue *b)
+{
+	if (a->val.string.len != b->val.string.len)
+		return a->val.string.len > b->val.string.len ? 1 : -1;
+	return memcmp(a->val.string.val, b->val.string.val, a->val.string.len);
+}
+
+/*
+ * A flat object as jsonb, written directly in jsonb's on-disk format (what
+ * convertToJsonb() writes for the same pairs): keys sorted, then the
+ * JEntries of keys and values, then the keys' bytes and the values' bytes,
+ * numerics and containers int-aligned.  Values are scalars or binary
+ * containers (copied as they are: a container placed int-aligned keeps
+ * its inner alignment).  The keys must be distinct.  No JsonbValue tree,
+ * no sort of a parse state, no walk into nested values: the one rebuild
+ * per upcast event (issue 27, speed).  NULL when a value is of another
+ * kind (the caller then uses build_object).
+ */
+static Jsonb *
+write_flat_object(JsonbValue *keys, JsonbValue *vals, int n)
+{
+	int		   *order = palloc(sizeof(int) * Max(n, 1));
+	Size		size = VARHDRSZ + sizeof(uint32) + sizeof(JEntry) * 2 * n;
+	char	   *buf;
+	JEntry	   *je;
+	char	   *base;
+	uint32		off = 0;
+
+	/* insertion sort of the (few) keys, by index */
+	for (int i = 0; i < n; i++)
+	{
+		int			j = i;
+
+		while (j > 0 && pair_key_cmp(&keys[order[j - 1]], &keys[i]) > 0)
+		{
+			order[j] = order[j - 1];
+			j--;
+		}
+		order[j] = i;
+	}
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *v = &vals[i];
+
+		size += keys[i].val.string.len + 3;	/* + room for alignment */
+		switch (v->type)
+		{
+			case jbvString:
+				size += v->val.string.len;
+				break;
+			case jbvNumeric:
+				size += VARSIZE_ANY(v->val.numeric) + 3;
+				break;
+			case jbvBinary:
+				size += v->val.binary.len + 3;
+				break;
+			case jbvBool:
+			case jbvNull:
+				break;
+			default:
+				return NULL;
+		}
+	}
+	buf = palloc0(size);
+	*(uint32 *) (buf + VARHDRSZ) = (uint32) n | JB_FOBJECT;
+	je = (JEntry *) (buf + VARHDRSZ + sizeof(uint32));
+	base = (char *) &je[2 * n];
+	for (int k = 0; k < 2 * n; k++)
+	{
+		JsonbValue *v = k < n ? &keys[order[k]] : &vals[order[k - n]];
+		uint32		start = off;
+		uint32		type;
+
+		switch (v->type)
+		{
+			case jbvString:
+				memcpy(base + off, v->val.string.val, v->val.string.len);
+				off += v->val.string.len;
+				type = JENTRY_ISSTRING;
+				break;
+			case jbvNumeric:
+				{
+					Size		len = VARSIZE_ANY(v->val.numeric);
+
+					off = INTALIGN(off);
+					memcpy(base + off, v->val.numeric, len);
+					off += len;
+					type = JENTRY_ISNUMERIC;
+					break;
+				}
+			case jbvBinary:
+				off = INTALIGN(off);
+				memcpy(base + off, v->val.binary.data, v->val.binary.len);
+				off += v->val.binary.len;
+				type = JENTRY_ISCONTAINER;
+				break;
+			case jbvBool:
+				type = v->val.boolean ? JENTRY_ISBOOL_TRUE : JENTRY_ISBOOL_FALSE;
+				break;
+			default:
+				type = JENTRY_ISNULL;
+				break;
+		}
+		if (off > JENTRY_OFFLENMASK)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("total size of jsonb object elements exceeds the maximum of %d bytes",
+							JENTRY_OFFLENMASK)));
+		je[k] = (k % JB_OFFSET_STRIDE) == 0 ?
+			(type | off | JENTRY_HAS_OFF) : (type | (off - start));
+	}
+	SET_VARSIZE(buf, (base - buf) + off);
+	pfree(order);
+	return (Jsonb *) buf;
+}
+
 /* The pending arrays into *data (if they changed it); the arrays are gone. */
 static void
 fuse_flush(FusedData *fd, Datum *data)
 {
 	if (fd->valid && fd->dirty)
-		*data = JsonbPGetDatum(build_object(fd->keys, fd->vals, fd->n));
+	{
+		Jsonb	   *jb = write_flat_object(fd->keys, fd->vals, fd->n);
+
+		*data = JsonbPGetDatum(jb ? jb : build_object(fd->keys, fd->vals, fd->n));
+	}
 	fd->valid = false;
 	fd->dirty = false;
 }
@@ -1234,9 +1396,11 @@ run_function(EsUpcastCache *c, UpcastStep *s, TupleDesc desc, Datum *values,
 	volatile bool isnull = true;
 	MemoryContext caller = CurrentMemoryContext;
 
-	resolve_step(c, s, desc->tdtypeid);
+	resolve_step(c, s, desc ? desc->tdtypeid : InvalidOid);
 	if (s->takes_event)
 	{
+		if (desc == NULL)
+			elog(ERROR, "an upcaster of the event row needs the row");
 		arg = HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
 		argnull = false;
 	}
@@ -1320,7 +1484,9 @@ upcast_error_callback(void *arg)
 	UpcastErrorContext *ec = (UpcastErrorContext *) arg;
 
 	errcontext("upcasting event %lld of stream \"%s\" (type \"%s\", schema version %d)",
-			   (long long) ec->version, ec->stream_id, ec->event_type, ec->schema_version);
+			   (long long) ec->version,
+			   ec->stream_id ? TextDatumGetCString(ec->stream_id) : "",
+			   TextDatumGetCString(ec->event_type), ec->schema_version);
 }
 
 /* The entry of a type given as a text datum, or NULL. */
@@ -1353,6 +1519,20 @@ bool
 es_upcast_values(EsUpcastCache *c, const EsEventAttrs *a, TupleDesc desc,
 				 Datum *values, bool *nulls)
 {
+	return es_upcast_values_pairs(c, a, desc, values, nulls, NULL);
+}
+
+/*
+ * es_upcast_values(), and when pairs is not NULL and the chain ends with
+ * declarative steps that changed the data, the data is left as its
+ * top-level pairs in *pairs (pairs->valid; values[data] is then stale)
+ * instead of being made into jsonb: the merge-patch fold merges them
+ * straight into its state (fold.c).
+ */
+bool
+es_upcast_values_pairs(EsUpcastCache *c, const EsEventAttrs *a, TupleDesc desc,
+					   Datum *values, bool *nulls, EsUpcastPairs *pairs)
+{
 	UpcastType *t;
 	int32		sv;
 	ErrorContextCallback errcallback;
@@ -1369,11 +1549,13 @@ es_upcast_values(EsUpcastCache *c, const EsEventAttrs *a, TupleDesc desc,
 	if (!needs_upcast(t, sv))
 		return false;
 
+	if (pairs)
+		pairs->valid = false;
 	ec.stream_id = (a->stream_id && !nulls[a->stream_id - 1]) ?
-		TextDatumGetCString(values[a->stream_id - 1]) : "";
+		values[a->stream_id - 1] : (Datum) 0;
 	ec.version = (a->stream_version && !nulls[a->stream_version - 1]) ?
 		DatumGetInt64(values[a->stream_version - 1]) : 0;
-	ec.event_type = TextDatumGetCString(values[a->event_type - 1]);
+	ec.event_type = values[a->event_type - 1];
 	ec.schema_version = sv;
 	errcallback.callback = upcast_error_callback;
 	errcallback.arg = &ec;
@@ -1404,7 +1586,15 @@ es_upcast_values(EsUpcastCache *c, const EsEventAttrs *a, TupleDesc desc,
 			t = find_type(c, values[a->event_type - 1]);
 		}
 	}
-	fuse_flush(&fd, &values[a->data - 1]);
+	if (pairs != NULL && fd.valid && fd.dirty)
+	{
+		pairs->valid = true;
+		pairs->keys = fd.keys;
+		pairs->vals = fd.vals;
+		pairs->n = fd.n;
+	}
+	else
+		fuse_flush(&fd, &values[a->data - 1]);
 	error_context_stack = errcallback.previous;
 	return true;
 }
@@ -1638,4 +1828,190 @@ es_upcasters_changed(PG_FUNCTION_ARGS)
 	}
 	retire_cache();
 	return PointerGetDatum(NULL);
+}
+
+/* ------------------------------------------------------------------------
+ * Per-column upcasting (1.12, issue 27 speed)
+ *
+ * The reads used to pass every row through event_store._upcast() as a
+ * composite (built from the scanned row, converted from the partition's
+ * row type, split back into columns): about 0.4 us a row even for types
+ * without a chain.  Now they compute only the three columns a chain can
+ * change, each from (event_type, schema_version):
+ *   _upcast_type, _upcast_version: the type and version at the end of
+ *	 the chain (no jsonb work: renames and step counts are known from the
+ *	 registry);
+ *   _upcast_kind: 0 nothing to do, 1 the chain changes only data (declarative
+ *	 steps and (data jsonb) functions), 2 a step takes the whole event;
+ *   _upcast_data: the data through a kind-1 chain.
+ * A kind-2 row goes through _upcast() as before.  Each call site keeps the
+ * answer for the last (type, version) it saw, so a row of a type without a
+ * chain costs a compare per column.
+ * ------------------------------------------------------------------------
+ */
+
+/* What a call site remembers about the last (type, version). */
+typedef struct UpcastMemo
+{
+	EsUpcastCache *cache;
+	uint64		gen;			/* invalidations when filled */
+	int			keylen;			/* -1: empty */
+	char		key[UPCAST_KEYSIZE];
+	int32		sv;
+	int			kind;
+	const char *final_type;		/* in the cache; NULL: unchanged */
+	int32		final_sv;
+} UpcastMemo;
+
+/* Where the chain of (type, sv) ends, and whether a step needs the row. */
+static void
+chain_plan(EsUpcastCache *c, UpcastType *t, int32 sv, UpcastMemo *m)
+{
+	int			steps = 0;
+
+	m->kind = 0;
+	m->final_type = NULL;
+	m->final_sv = sv;
+	while (needs_upcast(t, sv) && steps++ < UPCAST_MAX_STEPS)
+	{
+		UpcastStep *s = &t->steps[sv];
+
+		if (s->kind == STEP_FUNCTION && s->takes_event)
+			m->kind = 2;
+		else if (m->kind == 0)
+			m->kind = 1;
+		sv++;
+		if (s->new_type != NULL)
+		{
+			m->final_type = s->new_type;
+			t = type_entry(c, s->new_type, false);
+		}
+	}
+	m->final_sv = sv;
+}
+
+/*
+ * The memo of this call site for (type, sv), filled when it is about
+ * another pair or an older registry.  NULL when nothing can need a step.
+ */
+static UpcastMemo *
+memo_lookup(FunctionCallInfo fcinfo, Datum type_text, int32 sv)
+{
+	UpcastMemo *m = (UpcastMemo *) fcinfo->flinfo->fn_extra;
+	EsUpcastCache *c = get_cache();
+	text	   *t;
+	int			len;
+
+	if (c == NULL || !c->active)
+		return NULL;
+	if (m == NULL)
+	{
+		m = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(UpcastMemo));
+		m->keylen = -1;
+		fcinfo->flinfo->fn_extra = m;
+	}
+	t = DatumGetTextPP(type_text);
+	len = VARSIZE_ANY_EXHDR(t);
+	if (m->cache == c && m->gen == invalidations && m->keylen == len &&
+		m->sv == sv && memcmp(m->key, VARDATA_ANY(t), len) == 0)
+		return m;
+	m->cache = c;
+	m->gen = invalidations;
+	m->sv = sv;
+	if (!make_key(m->key, VARDATA_ANY(t), len))
+	{
+		/* longer than any registered type: no chain */
+		m->keylen = -1;
+		m->kind = 0;
+		m->final_type = NULL;
+		m->final_sv = sv;
+		return m;
+	}
+	m->keylen = len;
+	chain_plan(c, hash_search(c->types, m->key, HASH_FIND, NULL), sv, m);
+	return m;
+}
+
+/* event_store._upcast_kind(event_type text, schema_version int) RETURNS int */
+Datum
+es_upcast_kind(PG_FUNCTION_ARGS)
+{
+	UpcastMemo *m = memo_lookup(fcinfo, PG_GETARG_DATUM(0), PG_GETARG_INT32(1));
+
+	PG_RETURN_INT32(m ? m->kind : 0);
+}
+
+/* event_store._upcast_type(event_type text, schema_version int) RETURNS text */
+Datum
+es_upcast_type(PG_FUNCTION_ARGS)
+{
+	UpcastMemo *m = memo_lookup(fcinfo, PG_GETARG_DATUM(0), PG_GETARG_INT32(1));
+
+	if (m == NULL || m->final_type == NULL)
+		PG_RETURN_DATUM(PG_GETARG_DATUM(0));
+	PG_RETURN_TEXT_P(cstring_to_text(m->final_type));
+}
+
+/* event_store._upcast_version(event_type text, schema_version int) RETURNS int */
+Datum
+es_upcast_version(PG_FUNCTION_ARGS)
+{
+	UpcastMemo *m = memo_lookup(fcinfo, PG_GETARG_DATUM(0), PG_GETARG_INT32(1));
+
+	PG_RETURN_INT32(m ? m->final_sv : PG_GETARG_INT32(1));
+}
+
+/*
+ * event_store._upcast_data(event_type text, schema_version int, data jsonb,
+ * stream_id text, stream_version bigint) RETURNS jsonb: the data through
+ * the chain, for rows of _upcast_kind 1 (the stream id and version name the
+ * event in errors).  Not strict: data may be NULL (Message DB).
+ */
+Datum
+es_upcast_data(PG_FUNCTION_ARGS)
+{
+	EsUpcastCache *c = get_cache();
+	Datum		values[5];
+	bool		nulls[5];
+	EsEventAttrs a = {.event_type = 1, .schema_version = 2, .data = 3,
+	.stream_id = 4, .stream_version = 5};
+
+	for (int i = 0; i < 5; i++)
+	{
+		nulls[i] = PG_ARGISNULL(i);
+		values[i] = nulls[i] ? (Datum) 0 : PG_GETARG_DATUM(i);
+	}
+	if (nulls[1])
+	{
+		values[1] = Int32GetDatum(1);
+		nulls[1] = false;
+	}
+	es_upcast_values(c, &a, NULL, values, nulls);
+	if (nulls[2])
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(values[2]);
+}
+
+/*
+ * projection.c: the type an event of type type_text (a text datum) and
+ * schema version sv reads as, after the renames of its chain (issue 27
+ * item 2: projections' event_types match it).  Points into the cache or
+ * into the datum; *len is its length.
+ */
+const char *
+es_upcast_type_name(Datum type_text, int32 sv, int *len)
+{
+	EsUpcastCache *c = get_cache();
+	text	   *t = DatumGetTextPP(type_text);
+	char		key[UPCAST_KEYSIZE];
+	UpcastMemo	m;
+
+	*len = VARSIZE_ANY_EXHDR(t);
+	if (c == NULL || !c->active || !make_key(key, VARDATA_ANY(t), *len))
+		return VARDATA_ANY(t);
+	chain_plan(c, hash_search(c->types, key, HASH_FIND, NULL), sv, &m);
+	if (m.final_type == NULL)
+		return VARDATA_ANY(t);
+	*len = strlen(m.final_type);
+	return m.final_type;
 }
