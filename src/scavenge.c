@@ -187,7 +187,7 @@ check_partition_arg(Oid part)
 	if (parent != events || !es_relation_is_event_log(part) || !partition_range(part, &lo, &hi))
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a partition of event_store.events", name),
+				 errmsg("\"%s\" is not a partition of event_store.events", qualified_name(part)),
 				 errhint("Pass one of: SELECT partition FROM event_store.partition_ranges() WHERE range_end <= now(); or NULL for all of them.")));
 	if (hi > GetCurrentTransactionStartTimestamp())
 		ereport(ERROR,
