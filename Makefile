@@ -14,7 +14,7 @@ PG_CPPFLAGS += -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-in
 # test/scripts/run-tests.sh starts a throwaway one with the right settings.
 REGRESS      = setup append read append_only decoding partitions bad_input fold merge_patch bitemporal snapshots upgrade consistency messagedb projections subscriptions merge_patch_fast roles search_path_hijack hostile_input property_reducers operations upgrade_latest maintenance_cron feed_pruning consumer_groups projection_handlers append_direct append_direct_cache event_id_scope category_reads feed_horizon handler_privileges audit_streams null_inputs hardening_small guard_without_preload append_only_routes attack_regressions messagedb_any_json wait_for_feed consumer_failures consumer_poison stream_lifecycle stream_metadata upcasters scavenge
 REGRESS_OPTS = --inputdir=test
-ISOLATION    = event_id_scope_race append_conflict append_any_version append_independent append_rollback append_all_order append_if_race feed_gap_free projection_race projection_feed append_late_partition messagedb_id_race append_direct_wait append_direct_index drop_partition_race nack_race delete_append_race upcast_plan_invalidation
+ISOLATION    = event_id_scope_race append_conflict append_any_version append_independent append_rollback append_all_order append_if_race feed_gap_free projection_race projection_feed append_late_partition messagedb_id_race append_direct_wait append_direct_index drop_partition_race nack_race delete_append_race upcast_plan_invalidation scavenge_race
 ISOLATION_OPTS = --inputdir=test --load-extension=event_store
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
