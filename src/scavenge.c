@@ -58,6 +58,9 @@
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -199,35 +202,64 @@ check_partition_arg(Oid part)
 }
 
 /*
- * The events of part hidden from reads, per stream, as a jsonb object and
- * their total.  Runs with the caller's pushed snapshot (read_only).
+ * Does part hold any event hidden from reads?  Runs with the caller's
+ * pushed snapshot (read_only), the one the copy uses.
  */
-static int64
-count_hidden(Oid part, Datum *per_stream)
+static bool
+any_hidden(Oid part)
 {
-	bool		isnull;
 	int			rc;
 
-	rc = SPI_execute(psprintf("SELECT COALESCE(pg_catalog.sum(x.n), 0)::bigint, "
-							  "COALESCE(pg_catalog.jsonb_object_agg(x.stream_id, x.n), '{}') "
-							  "FROM (SELECT e.stream_id, pg_catalog.count(*) AS n FROM ONLY %s e "
-							  "WHERE " HIDDEN_SQL " GROUP BY e.stream_id) x",
-							  qualified_name(part)), true, 0);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "counting hidden events failed: %s", SPI_result_code_string(rc));
-	*per_stream = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	*per_stream = PointerGetDatum(PG_DETOAST_DATUM_COPY(*per_stream));
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	rc = SPI_execute(psprintf("SELECT FROM ONLY %s e WHERE " HIDDEN_SQL " LIMIT 1",
+							  qualified_name(part)), true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking for hidden events failed: %s", SPI_result_code_string(rc));
+	return SPI_processed > 0;
+}
+
+/* Hidden events of one stream, counted during the copy. */
+typedef struct HiddenCount
+{
+	char		stream_id[ES_MAX_STREAM_ID_BYTES + 1];	/* hash key */
+	int64		n;
+} HiddenCount;
+
+/*
+ * The per-stream counts as a jsonb object {"stream": n, ...}, for the
+ * audit record.
+ */
+static Datum
+counts_to_jsonb(HTAB *counts)
+{
+	StringInfoData buf;
+	HASH_SEQ_STATUS seq;
+	HiddenCount *c;
+	bool		first = true;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	hash_seq_init(&seq, counts);
+	while ((c = (HiddenCount *) hash_seq_search(&seq)) != NULL)
+	{
+		if (!first)
+			appendStringInfoString(&buf, ", ");
+		escape_json(&buf, c->stream_id);
+		appendStringInfo(&buf, ": " INT64_FORMAT, c->n);
+		first = false;
+	}
+	appendStringInfoChar(&buf, '}');
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
 }
 
 /*
- * Copy the surviving events of part into newrel (created in this
- * subtransaction), every column as stored, frozen.  Returns how many.
- * Runs with the caller's pushed snapshot, so it sees exactly the rows
- * count_hidden() saw.
+ * One pass over part: copy the events that stay visible into newrel
+ * (created in this subtransaction), every column as stored, frozen, and
+ * count the hidden ones per stream into counts.  Returns how many were
+ * copied; *removed gets how many were left out.  Runs with the caller's
+ * pushed snapshot (read_only cursor).
  */
 static int64
-copy_survivors(Oid part, Oid newrelid)
+copy_survivors(Oid part, Oid newrelid, HTAB *counts, int64 *removed)
 {
 	Relation	rel = table_open(newrelid, RowExclusiveLock);
 	TupleDesc	td = RelationGetDescr(rel);
@@ -239,12 +271,20 @@ copy_survivors(Oid part, Oid newrelid)
 	CommandId	cid = GetCurrentCommandId(true);
 	int64		copied = 0;
 	bool		first = true;
+	int			stream_att = -1;
+	Datum	   *values;
+	bool	   *nulls;
 
 	/* FROZEN rows are only safe in a table no other transaction can see yet */
 	if (rel->rd_createSubid != GetCurrentSubTransactionId())
 		elog(ERROR, "scavenge: \"%s\" was not created in this subtransaction",
 			 RelationGetRelationName(rel));
 
+	/*
+	 * The new table's columns in its order, then whether the event is
+	 * hidden: the feeds' check, as a left join with the (few) streams rows
+	 * that hide events.
+	 */
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT ");
 	for (int i = 0; i < td->natts; i++)
@@ -253,46 +293,81 @@ copy_survivors(Oid part, Oid newrelid)
 
 		if (att->attisdropped)
 			elog(ERROR, "scavenge: new table has a dropped column");
+		if (strcmp(NameStr(att->attname), "stream_id") == 0)
+			stream_att = i;
 		appendStringInfo(&sql, "%se.%s", first ? "" : ", ", quote_identifier(NameStr(att->attname)));
 		first = false;
 	}
-	appendStringInfo(&sql, " FROM ONLY %s e WHERE NOT " HIDDEN_SQL, qualified_name(part));
+	if (stream_att < 0)
+		elog(ERROR, "scavenge: no stream_id column");
+	appendStringInfo(&sql, ", (h.stream_id IS NOT NULL "
+					 "AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before "
+					 "OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count) "
+					 "OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age))) IS TRUE "
+					 "FROM ONLY %s e LEFT JOIN event_store.streams h "
+					 "ON h.stream_id OPERATOR(pg_catalog.=) e.stream_id AND h.truncate_before IS NOT NULL",
+					 qualified_name(part));
 
 	slots = palloc(sizeof(TupleTableSlot *) * ES_SCAVENGE_BATCH);
 	for (int i = 0; i < ES_SCAVENGE_BATCH; i++)
 		slots[i] = table_slot_create(rel, NULL);
 	bistate = GetBulkInsertState();
 	batchcxt = AllocSetContextCreate(CurrentMemoryContext, "scavenge batch", ALLOCSET_DEFAULT_SIZES);
+	values = palloc(sizeof(Datum) * (td->natts + 1));
+	nulls = palloc(sizeof(bool) * (td->natts + 1));
+	*removed = 0;
 
 	portal = SPI_cursor_open_with_args(NULL, sql.data, 0, NULL, NULL, NULL, true, 0);
 	for (;;)
 	{
 		uint64		n;
+		int			nslots = 0;
 		MemoryContext old;
+		TupleDesc	sd;
 
 		SPI_cursor_fetch(portal, true, ES_SCAVENGE_BATCH);
 		n = SPI_processed;
 		if (n == 0)
 			break;
-		if (SPI_tuptable->tupdesc->natts != td->natts)
+		sd = SPI_tuptable->tupdesc;
+		if (sd->natts != td->natts + 1)
 			elog(ERROR, "scavenge: column count mismatch");
 		old = MemoryContextSwitchTo(batchcxt);
 		for (uint64 r = 0; r < n; r++)
 		{
-			TupleTableSlot *slot = slots[r];
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			bool		isnull;
 
-			ExecClearTuple(slot);
-			heap_deform_tuple(SPI_tuptable->vals[r], SPI_tuptable->tupdesc,
-							  slot->tts_values, slot->tts_isnull);
-			ExecStoreVirtualTuple(slot);
+			if (DatumGetBool(heap_getattr(tup, td->natts + 1, sd, &isnull)))
+			{
+				char	   *sid = TextDatumGetCString(heap_getattr(tup, stream_att + 1, sd, &isnull));
+				HiddenCount *c;
+				bool		found;
+
+				/* stream ids are at most ES_MAX_STREAM_ID_BYTES; the key is cut there */
+				c = (HiddenCount *) hash_search(counts, sid, HASH_ENTER, &found);
+				if (!found)
+					c->n = 0;
+				c->n++;
+				(*removed)++;
+				continue;
+			}
+			/* the row has one more column (hidden) than the slot */
+			ExecClearTuple(slots[nslots]);
+			heap_deform_tuple(tup, sd, values, nulls);
+			memcpy(slots[nslots]->tts_values, values, sizeof(Datum) * td->natts);
+			memcpy(slots[nslots]->tts_isnull, nulls, sizeof(bool) * td->natts);
+			ExecStoreVirtualTuple(slots[nslots]);
+			nslots++;
 		}
-		table_multi_insert(rel, slots, (int) n, cid,
-						   TABLE_INSERT_FROZEN | TABLE_INSERT_SKIP_FSM, bistate);
-		for (uint64 r = 0; r < n; r++)
-			ExecClearTuple(slots[r]);
+		if (nslots > 0)
+			table_multi_insert(rel, slots, nslots, cid,
+							   TABLE_INSERT_FROZEN | TABLE_INSERT_SKIP_FSM, bistate);
+		for (int i = 0; i < nslots; i++)
+			ExecClearTuple(slots[i]);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(batchcxt);
-		copied += n;
+		copied += nslots;
 		SPI_freetuptable(SPI_tuptable);
 		CHECK_FOR_INTERRUPTS();
 	}
@@ -448,8 +523,7 @@ scavenge_one(Oid part, const char *caller)
 	 */
 	PushActiveSnapshot(GetTransactionSnapshot());
 	{
-		removed = count_hidden(part, &per_stream);
-		if (removed == 0)
+		if (!any_hidden(part))
 		{
 			PopActiveSnapshot();
 			return 0;
@@ -492,8 +566,24 @@ scavenge_one(Oid part, const char *caller)
 		if (!OidIsValid(newrelid))
 			elog(ERROR, "scavenge: \"%s\" was not created", newname);
 
-		kept = copy_survivors(part, newrelid);
+		{
+			HASHCTL		ctl = {0};
+			HTAB	   *counts;
+
+			ctl.keysize = ES_MAX_STREAM_ID_BYTES + 1;
+			ctl.entrysize = sizeof(HiddenCount);
+			ctl.hcxt = CurrentMemoryContext;
+			counts = hash_create("scavenge counts", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+			kept = copy_survivors(part, newrelid, counts, &removed);
+			per_stream = counts_to_jsonb(counts);
+			hash_destroy(counts);
+		}
 		PopActiveSnapshot();
+	}
+	if (removed == 0)
+	{
+		/* can't happen: the same snapshot found hidden events */
+		elog(ERROR, "scavenge: no hidden event found in \"%s\"", partqual);
 	}
 
 	copy_shape(part, newqual, &index_renames);
