@@ -23,13 +23,14 @@
  *	     the new partition (scavenge_race.spec);
  *	  3. the indexes, the partition's own triggers, its owner and its
  *	     privileges are copied;
- *	  4. the swap: DETACH and DROP of the old partition with the retention
- *	     path's sanctioned flag set (the guard and the object access hook
- *	     let exactly these two statements through), RENAME of the new table
- *	     and its indexes to the old names, ATTACH with the old bound (no
- *	     validation scan: the CHECK constraint implies it), and the CHECK
- *	     constraint dropped.  DETACH holds ACCESS EXCLUSIVE on the log
- *	     until commit: appends and reads wait for the swap, not the copy;
+ *	  4. the swap, once every partition is copied: DETACH and DROP of the
+ *	     old partition with the retention path's sanctioned flag set (the
+ *	     guard and the object access hook let exactly these two statements
+ *	     through), RENAME of the new table and its indexes to the old
+ *	     names, ATTACH with the old bound (no validation scan: the CHECK
+ *	     constraint implies it), and the CHECK constraint dropped.  DETACH
+ *	     holds ACCESS EXCLUSIVE on the log until commit: appends and reads
+ *	     wait for the swaps, not for the copies;
  *	  5. one audit event per partition rewritten, 'PartitionScavenged' in
  *	     '$audit-scavenge' (counts per stream), through
  *	     es_append_audit_event().
@@ -484,17 +485,34 @@ copy_shape(Oid part, const char *newqual, List **index_renames)
 		exec_sql((char *) lfirst(lc), SPI_OK_UTILITY);
 }
 
+/* A partition copied without its hidden events, waiting for the swap. */
+typedef struct PreparedSwap
+{
+	char	   *partqual;		/* the partition, schema-qualified */
+	char	   *relname;		/* its name, which the copy takes */
+	char	   *bound;			/* FOR VALUES ... */
+	char	   *newqual;		/* the copy */
+	List	   *index_renames;	/* ALTER INDEX ... RENAME, copy's to old names */
+	TimestampTz lo;
+	TimestampTz hi;
+	int64		removed;
+	int64		kept;
+	Datum		per_stream;		/* jsonb {"stream": removed, ...} */
+} PreparedSwap;
+
 /*
- * Rewrite one closed partition without its hidden events; returns how many
- * were removed (0: nothing hidden, nothing rewritten, no audit event).
+ * Copy one closed partition without its hidden events into a new table
+ * with its indexes, triggers and privileges; NULL when it has nothing
+ * hidden (nothing written).  Takes no lock that stops appends or reads:
+ * the swap (swap_partition) comes later, for all partitions at once.
  * Runs inside SPI as the log's owner.
  */
-static int64
-scavenge_one(Oid part, const char *caller)
+static PreparedSwap *
+prepare_partition(Oid part)
 {
+	PreparedSwap *ps;
 	char	   *partqual;
 	char	   *relname;
-	char	   *bound;
 	char	   *reloptions;
 	char	   *tablespace;
 	char	   *newname;
@@ -503,18 +521,19 @@ scavenge_one(Oid part, const char *caller)
 	TimestampTz lo = 0,
 				hi = 0;
 	int64		removed;
-	int64		kept;
-	Datum		per_stream;
-	List	   *index_renames = NIL;
-	ListCell   *lc;
 	int			rc;
 
 	/* no insert into it from here on; readers go on */
 	LockRelationOid(part, ShareRowExclusiveLock);
 	relname = get_rel_name(part);
 	if (relname == NULL || !partition_range(part, &lo, &hi))
-		return 0;				/* gone, or detached meanwhile */
+		return NULL;			/* gone, or detached meanwhile */
 	partqual = qualified_name(part);
+	ps = palloc0(sizeof(PreparedSwap));
+	ps->partqual = partqual;
+	ps->relname = relname;
+	ps->lo = lo;
+	ps->hi = hi;
 
 	/*
 	 * One snapshot for the count and the copy (read_only SPI uses it), so
@@ -526,7 +545,7 @@ scavenge_one(Oid part, const char *caller)
 		if (!any_hidden(part))
 		{
 			PopActiveSnapshot();
-			return 0;
+			return NULL;
 		}
 
 		rc = SPI_execute_with_args("SELECT pg_catalog.pg_get_expr(c.relpartbound, c.oid), "
@@ -541,7 +560,7 @@ scavenge_one(Oid part, const char *caller)
 								   NULL, true, 1);
 		if (rc != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "reading \"%s\" failed: %s", partqual, SPI_result_code_string(rc));
-		bound = spi_text(0, 1);
+		ps->bound = spi_text(0, 1);
 		reloptions = spi_text(0, 2);
 		tablespace = spi_text(0, 3);
 
@@ -574,8 +593,8 @@ scavenge_one(Oid part, const char *caller)
 			ctl.entrysize = sizeof(HiddenCount);
 			ctl.hcxt = CurrentMemoryContext;
 			counts = hash_create("scavenge counts", 256, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-			kept = copy_survivors(part, newrelid, counts, &removed);
-			per_stream = counts_to_jsonb(counts);
+			ps->kept = copy_survivors(part, newrelid, counts, &removed);
+			ps->per_stream = counts_to_jsonb(counts);
 			hash_destroy(counts);
 		}
 		PopActiveSnapshot();
@@ -586,19 +605,35 @@ scavenge_one(Oid part, const char *caller)
 		elog(ERROR, "scavenge: no hidden event found in \"%s\"", partqual);
 	}
 
-	copy_shape(part, newqual, &index_renames);
+	copy_shape(part, newqual, &ps->index_renames);
+	ps->newqual = newqual;
+	ps->removed = removed;
+	return ps;
+}
 
-	/* the swap: ACCESS EXCLUSIVE on the log from here to commit */
+/*
+ * Put the copy in the partition's place: detach and drop the old one (the
+ * sanctioned statements), give the copy its name and index names, attach
+ * it with the old bound, and record it in '$audit-scavenge'.  DETACH takes
+ * ACCESS EXCLUSIVE on the log, held until commit: appends and reads wait
+ * from here on, so this runs after every copy is made.
+ */
+static void
+swap_partition(PreparedSwap *ps, const char *caller)
+{
+	ListCell   *lc;
+	int			rc;
+
 	exec_sanctioned(psprintf("ALTER TABLE %s DETACH PARTITION %s",
-							 qualified_name(es_events_relid(false)), partqual));
-	exec_sanctioned(psprintf("DROP TABLE %s", partqual));
-	exec_sql(psprintf("ALTER TABLE %s RENAME TO %s", newqual, quote_identifier(relname)),
+							 qualified_name(es_events_relid(false)), ps->partqual));
+	exec_sanctioned(psprintf("DROP TABLE %s", ps->partqual));
+	exec_sql(psprintf("ALTER TABLE %s RENAME TO %s", ps->newqual, quote_identifier(ps->relname)),
 			 SPI_OK_UTILITY);
-	foreach(lc, index_renames)
+	foreach(lc, ps->index_renames)
 		exec_sql((char *) lfirst(lc), SPI_OK_UTILITY);
 	exec_sql(psprintf("ALTER TABLE %s ATTACH PARTITION %s %s",
-					  qualified_name(es_events_relid(false)), partqual, bound), SPI_OK_UTILITY);
-	exec_sql(psprintf("ALTER TABLE %s DROP CONSTRAINT es_scavenge_bound", partqual), SPI_OK_UTILITY);
+					  qualified_name(es_events_relid(false)), ps->partqual, ps->bound), SPI_OK_UTILITY);
+	exec_sql(psprintf("ALTER TABLE %s DROP CONSTRAINT es_scavenge_bound", ps->partqual), SPI_OK_UTILITY);
 
 	/* the record, through the one sanctioned path into audit streams */
 	{
@@ -606,12 +641,12 @@ scavenge_one(Oid part, const char *caller)
 		Datum		values[8];
 		bool		isnull;
 
-		values[0] = CStringGetTextDatum(partqual);
-		values[1] = TimestampTzGetDatum(lo);
-		values[2] = TimestampTzGetDatum(hi);
-		values[3] = Int64GetDatum(removed);
-		values[4] = Int64GetDatum(kept);
-		values[5] = per_stream;
+		values[0] = CStringGetTextDatum(ps->partqual);
+		values[1] = TimestampTzGetDatum(ps->lo);
+		values[2] = TimestampTzGetDatum(ps->hi);
+		values[3] = Int64GetDatum(ps->removed);
+		values[4] = Int64GetDatum(ps->kept);
+		values[5] = ps->per_stream;
 		values[6] = CStringGetTextDatum(GetUserNameFromId(GetSessionUserId(), false));
 		values[7] = CStringGetTextDatum(caller);
 		rc = SPI_execute_with_args("SELECT pg_catalog.jsonb_build_object('partition', $1, 'range_start', $2, 'range_end', $3, "
@@ -623,7 +658,6 @@ scavenge_one(Oid part, const char *caller)
 		(void) es_append_audit_event(ES_SCAVENGE_STREAM, "PartitionScavenged",
 									 SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	return removed;
 }
 
 /*
@@ -681,8 +715,25 @@ es_scavenge(PG_FUNCTION_ARGS)
 		if (rc != SPI_OK_SELECT)
 			elog(ERROR, "reading event_store.streams failed: %s", SPI_result_code_string(rc));
 		if (SPI_processed == 1)
+		{
+			List	   *prepared = NIL;
+
+			/* every copy first, then every swap: the log is locked only for the swaps */
 			foreach(lc, parts)
-				removed += scavenge_one(lfirst_oid(lc), GetUserNameFromId(caller, false));
+			{
+				PreparedSwap *ps = prepare_partition(lfirst_oid(lc));
+
+				if (ps != NULL)
+					prepared = lappend(prepared, ps);
+			}
+			foreach(lc, prepared)
+			{
+				PreparedSwap *ps = (PreparedSwap *) lfirst(lc);
+
+				swap_partition(ps, GetUserNameFromId(caller, false));
+				removed += ps->removed;
+			}
+		}
 	}
 	PG_FINALLY();
 	{

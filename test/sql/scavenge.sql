@@ -211,21 +211,27 @@ SELECT public.fingerprint() AS fp2 \gset
 SELECT event_store.scavenge(:'jan') AS removed_again;
 SELECT public.fingerprint() = :'fp2' AS nothing_written;
 
--- 5. scavenge() with no argument: every closed partition (February has a
--- deleted stream now; January has nothing more; the archive, the current
--- and future partitions are not touched).
+-- 5. scavenge() with no argument: every closed partition.  January and
+-- February both have a newly deleted stream: both are copied first, then
+-- both swapped (one audit event each); the archive, the current and
+-- future partitions are not touched.
+SELECT event_store.delete_stream('acct-6');
 SELECT event_store.delete_stream('feb-2');
 SELECT relfilenode AS jan_node FROM pg_class WHERE oid = :'jan'::regclass \gset
 SELECT md5(string_agg(e::text, ',' ORDER BY global_position)) AS archive_md5 FROM event_store_archive.events e \gset
 SELECT count(*) AS cur_rows FROM ONLY :cur \gset
+SELECT count(*) AS next_rows FROM ONLY :next \gset
 SELECT event_store.scavenge() AS removed_all;
 SELECT stream_id, count(*) FROM ONLY :feb GROUP BY 1 ORDER BY 1;
-SELECT relfilenode = :jan_node AS jan_untouched FROM pg_class WHERE oid = :'jan'::regclass;
+SELECT count(*) AS acct_6_left FROM event_store.events WHERE stream_id = 'acct-6';
+SELECT relfilenode <> :jan_node AS jan_rewritten FROM pg_class WHERE oid = :'jan'::regclass;
 SELECT md5(string_agg(e::text, ',' ORDER BY global_position)) = :'archive_md5' AS archive_untouched FROM event_store_archive.events e;
-SELECT count(*) - :cur_rows AS current_partition_grew_by FROM ONLY :cur;  -- the audit event only
+SELECT count(*) - :cur_rows AS current_partition_grew_by FROM ONLY :cur;  -- the two audit events only
+SELECT count(*) - :next_rows AS next_partition_grew_by FROM ONLY :next;
 SELECT count(*) AS audit_events, count(DISTINCT data->>'partition') AS partitions
   FROM event_store.read_stream('$audit-scavenge');
-SELECT data->'streams' AS feb_per_stream FROM event_store.read_stream_backward('$audit-scavenge', max_count => 1);
+SELECT data->'streams' AS per_stream FROM event_store.read_stream_backward('$audit-scavenge', max_count => 2)
+ ORDER BY data->>'partition';
 
 -- 6. run_maintenance() (what pg_cron's schedule calls) scavenges when a
 -- stream hides events.
