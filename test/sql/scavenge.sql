@@ -242,6 +242,13 @@ RESET client_min_messages;
 SELECT step, result, error FROM event_store.maintenance_status WHERE step = 'scavenge';
 SELECT stream_id, count(*) FROM ONLY :feb GROUP BY 1 ORDER BY 1;
 
+-- 7. No index of streams covers the columns an append bumps (version,
+-- updated_at, last_position), so those updates can be HOT (1.12: the
+-- lifecycle index no longer INCLUDEs version).
+SELECT count(*) AS indexes_on_bumped_columns
+  FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+ WHERE i.indrelid = 'event_store.streams'::regclass AND a.attname IN ('version', 'updated_at', 'last_position');
+
 \c :orig_db
 DROP DATABASE es_scavenge_test;
 DROP ROLE es_sc_reader;
