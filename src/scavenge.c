@@ -170,11 +170,20 @@ check_partition_arg(Oid part)
 	Oid			events = es_events_relid(false);
 	Oid			archive = es_archive_relid(true);
 	Oid			archive_nsp = get_namespace_oid(ES_ARCHIVE_SCHEMA, true);
-	char	   *name = get_rel_name(part);
-	bool		ispart = name != NULL && get_rel_relispartition(part);
-	Oid			parent = ispart ? get_partition_parent(part, true) : InvalidOid;
+	char	   *name;
+	bool		ispart;
+	Oid			parent;
 	TimestampTz lo,
 				hi;
+
+	/*
+	 * Wait for a scavenge or retention holding the log (ACCESS EXCLUSIVE)
+	 * before looking: the partition may be gone or replaced after it.
+	 */
+	LockRelationOid(events, AccessShareLock);
+	name = get_rel_name(part);
+	ispart = name != NULL && get_rel_relispartition(part);
+	parent = ispart ? get_partition_parent(part, true) : InvalidOid;
 
 	if (name == NULL)
 		ereport(ERROR,
