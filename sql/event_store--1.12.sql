@@ -304,19 +304,15 @@ COMMENT ON TABLE event_store.projection_retries IS
 
 CREATE INDEX projection_retries_stream ON event_store.projection_retries (name, stream_id, global_position);
 
--- the few streams with hidden events, for the readers' anti-join
--- (max_age and max_count set truncate_before to at least 1, so that this
--- one predicate finds every stream with hidden events)
-CREATE INDEX streams_truncated_idx ON event_store.streams (stream_id)
-    INCLUDE (truncate_before, version, max_count, max_age)
-    WHERE truncate_before IS NOT NULL;
-
 -- The feeds and tag reads skip the hidden events of deleted and truncated
 -- streams: a check against the stream's row for each event (a partial
 -- index holds only the streams that hide events).  The feeds first ask
 -- whether any stream they read hides events at all, and skip the per-event
 -- check when none does (one index probe per call).
 CREATE INDEX streams_truncated_category_idx ON event_store.streams (category)
+    WHERE truncate_before IS NOT NULL;
+
+CREATE INDEX streams_truncated_idx ON event_store.streams (stream_id)
     WHERE truncate_before IS NOT NULL;
 
 -- ==========================================================================
@@ -2022,6 +2018,7 @@ $$;
 COMMENT ON FUNCTION event_store.run_due_projections(int, int) IS
   'Run the async projections (each until caught up or max_batches batches); returns the events handled.';
 
+-- issue 28: scavenge -- the maintenance step.
 CREATE FUNCTION event_store._maintenance_step(step text) RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -2045,6 +2042,14 @@ BEGIN
             END IF;
         WHEN 'retention' THEN
             result := (SELECT count(*) FROM event_store.apply_retention()) || ' partitions archived';
+        WHEN 'scavenge' THEN
+            -- a lifecycle policy: some stream hides events (deleted,
+            -- truncated, max_age or max_count)
+            IF EXISTS (SELECT FROM event_store.streams h WHERE h.truncate_before IS NOT NULL) THEN
+                result := event_store.scavenge() || ' events removed';
+            ELSE
+                result := 'skipped: no stream hides events';
+            END IF;
         END CASE;
     EXCEPTION WHEN OTHERS THEN
         err := SQLERRM;
@@ -2059,11 +2064,6 @@ BEGIN
 END
 $$;
 
--- One entry point, committing after each step, so a step's locks are held
--- no longer than it runs.  A session advisory lock makes a second runner
--- skip with a NOTICE.  CALL it outside a transaction block.
--- (No SET clause: a procedure with one cannot COMMIT.  Every name is
--- schema-qualified or in pg_catalog.)
 CREATE PROCEDURE event_store.run_maintenance()
 LANGUAGE plpgsql
 AS $$
@@ -2078,7 +2078,7 @@ BEGIN
         RAISE NOTICE 'event_store maintenance is already running in another session: skipped';
         RETURN;
     END IF;
-    FOREACH step IN ARRAY ARRAY['premake_partitions', 'snapshots', 'projections', 'retention'] LOOP
+    FOREACH step IN ARRAY ARRAY['premake_partitions', 'snapshots', 'projections', 'retention', 'scavenge'] LOOP
         RAISE NOTICE 'event_store maintenance: %: %', step, event_store._maintenance_step(step);
         COMMIT;
     END LOOP;
@@ -2086,7 +2086,7 @@ BEGIN
 END
 $$;
 COMMENT ON PROCEDURE event_store.run_maintenance() IS
-  'Premake partitions, take due snapshots, run async projections, apply retention; commits after each step; a concurrent second run skips. Results in event_store.maintenance_status.';
+  'Premake partitions, take due snapshots, run async projections, apply retention, scavenge hidden events (when any stream hides some); commits after each step; a concurrent second run skips. Results in event_store.maintenance_status.';
 
 -- --------------------------------------------------------------------------
 -- Scheduling with pg_cron (optional: never required)
@@ -3534,6 +3534,12 @@ AS 'MODULE_PATHNAME', 'es_upcast_data' LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION event_store._upcast_data(text, int, jsonb, text, bigint) IS
   'The data of an event upcast through a chain whose steps need only the data (event_store._upcast_kind 1); stream_id and stream_version name the event in errors.';
 
+CREATE FUNCTION event_store.scavenge(partition regclass DEFAULT NULL) RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_scavenge' LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION event_store.scavenge(regclass) IS
+  'Rewrite a closed partition of the log (NULL: every closed partition) without the events deletions, truncations, max_age and max_count hide; returns the events removed; audited in ''$audit-scavenge''.';
+
 -- ==========================================================================
 -- Views
 -- ==========================================================================
@@ -4210,3 +4216,7 @@ REVOKE ALL ON FUNCTION event_store._upcast_kind(text, int), event_store._upcast_
 GRANT EXECUTE ON FUNCTION event_store._upcast_kind(text, int), event_store._upcast_type(text, int),
                           event_store._upcast_version(text, int),
                           event_store._upcast_data(text, int, jsonb, text, bigint) TO event_store_reader;
+REVOKE ALL ON FUNCTION event_store.scavenge(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.scavenge(regclass) TO event_store_admin;
+REVOKE ALL ON FUNCTION event_store._maintenance_step(text) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE event_store.run_maintenance() FROM PUBLIC;

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# scavenge() throughput (event_store 1.12, issue 28): a closed partition of
+# BENCH_EVENTS events (streams of 10) with 30 % of its streams deleted is
+# scavenged; in the same pass, on the same partition and with the same cache
+# state, the baseline copies the survivors with INSERT ... SELECT into a
+# plain heap table without indexes (and, second baseline, into one that then
+# gets the partition's five indexes, which scavenge() builds too).  Each
+# pass uses a fresh partition; the order of the baseline and the scavenge
+# alternates between passes (the scavenge reads the partition before it
+# rewrites it, so the baseline that runs second reads the rewritten one
+# through the same filter: the same survivors).  Prints events/s and the
+# median over passes of the ratio scavenge rate / baseline rate (goal:
+# >= 0.5 against the plain INSERT ... SELECT).
+#
+#   bash test/bench/scavenge_bench.sh             # 200000 events, 3 passes
+#   BENCH_EVENTS=1000000 bash test/bench/scavenge_bench.sh
+#   bash test/bench/scavenge_bench.sh --quick     # one pass
+#
+# Run as root with the extension installed (make install).
+#
+# Environment:
+#   BENCH_EVENTS   events in each scavenged partition (default 200000)
+#   BENCH_PASSES   passes (default 3; 1 with --quick)
+#   PG_MAJOR       PostgreSQL major version (default 15)
+#   PGBIN          its bin directory (default /usr/lib/postgresql/$PG_MAJOR/bin)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+PG_MAJOR=${PG_MAJOR:-15}
+PGBIN=${PGBIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
+EVENTS=${BENCH_EVENTS:-200000}
+
+# shellcheck source=lib.sh
+source "$HERE/lib.sh"
+bench_run_length "$@"
+BENCH_CONF="shared_buffers = 512MB
+max_wal_size = 4GB
+synchronous_commit = off
+autovacuum = off"
+bench_cluster_start scavenge_bench
+psql_pg() { PGOPTIONS="-c client_min_messages=warning" runuser -u postgres -- "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+now_ms() { date +%s%3N; }
+
+echo "== $(bench_machine); PostgreSQL $PG_MAJOR; $EVENTS events per partition, 30 % of the streams deleted, $PASSES passes"
+psql_pg -d postgres -c "CREATE DATABASE bench"
+psql_pg -d bench -o /dev/null -c "SET client_min_messages = warning" -c "CREATE EXTENSION event_store"
+
+# One month of 2001 per pass: EVENTS events in streams of 10, 30 % of the
+# streams deleted (half soft, half hard).
+fill() {
+    local pass=$1
+    psql_pg -d bench -o /dev/null <<SQL
+SELECT event_store.ensure_partitions('2001-01-01'::timestamptz + interval '1 month' * $pass,
+                                     '2001-01-01'::timestamptz + interval '1 month' * $pass + interval '1 second');
+INSERT INTO event_store.events (global_position, stream_id, stream_version, event_type, data,
+                                event_id, recorded_at, occurred_at, transaction_id)
+SELECT nextval('event_store.global_position_seq'), 'p$pass-' || s, v, 'Tick',
+       jsonb_build_object('s', s, 'v', v, 'amount', s * v, 'note', 'some event data of a typical size'),
+       gen_random_uuid(), '2001-01-02'::timestamptz + interval '1 month' * $pass + (s * 10 + v) * interval '10 ms',
+       '2001-01-02', pg_current_xact_id()
+  FROM generate_series(1, $EVENTS / 10) s, generate_series(1, 10) v ORDER BY s, v;
+INSERT INTO event_store.streams (stream_id, category, version, created_at, updated_at, first_position, last_position)
+SELECT stream_id, 'p$pass', max(stream_version), min(recorded_at), max(recorded_at), min(global_position), max(global_position)
+  FROM event_store.events WHERE stream_id LIKE 'p$pass-%' GROUP BY stream_id;
+SELECT count(event_store.delete_stream('p$pass-' || s, hard => s % 2 = 0))
+  FROM generate_series(1, $EVENTS / 10) s WHERE s % 10 < 3;
+VACUUM ANALYZE event_store.streams;
+CHECKPOINT;
+SQL
+    psql_pg -d bench -At -c "SELECT partition FROM event_store.partition_ranges()
+        WHERE '2001-01-02'::timestamptz + interval '1 month' * $pass >= range_start
+          AND '2001-01-02'::timestamptz + interval '1 month' * $pass < range_end"
+}
+
+HIDDEN="EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
+          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+               OR e.recorded_at < now() - h.max_age))"
+
+warm() { psql_pg -d bench -o /dev/null -c "SELECT count(*) FROM ONLY $1"; }
+
+# baseline PART INDEXES -> milliseconds
+baseline() {
+    local part=$1 indexes=$2 t0 t1
+    psql_pg -d bench -o /dev/null -c "DROP TABLE IF EXISTS plain_copy" -c "CREATE TABLE plain_copy (LIKE event_store.events)"
+    warm "$part"
+    t0=$(now_ms)
+    psql_pg -d bench -o /dev/null <<SQL
+BEGIN;
+INSERT INTO plain_copy SELECT e.* FROM ONLY $part e WHERE NOT $HIDDEN;
+$( [[ $indexes == 1 ]] && cat <<IDX
+CREATE INDEX ON plain_copy (stream_id, stream_version);
+CREATE INDEX ON plain_copy (global_position);
+CREATE INDEX ON plain_copy (split_part(stream_id, '-', 1), global_position);
+CREATE INDEX ON plain_copy (event_id);
+CREATE INDEX ON plain_copy USING gin (tags) WHERE tags IS NOT NULL;
+IDX
+)
+COMMIT;
+SQL
+    t1=$(now_ms)
+    echo $((t1 - t0))
+}
+
+# scavenge PART -> milliseconds
+scavenge() {
+    local part=$1 t0 t1 removed
+    warm "$part"
+    t0=$(now_ms)
+    removed=$(psql_pg -d bench -At -c "SELECT event_store.scavenge('$part')")
+    t1=$(now_ms)
+    [[ $removed -gt 0 ]] || { echo "scavenge removed nothing" >&2; exit 1; }
+    echo $((t1 - t0))
+}
+
+SURVIVORS=$((EVENTS - EVENTS * 3 / 10))
+: >"$WORK/ratios_plain"; : >"$WORK/ratios_indexed"
+printf '\n| pass | scavenge ms | INSERT...SELECT ms | + 5 indexes ms | scavenge events/s | INSERT...SELECT events/s | ratio (plain) | ratio (indexed) |\n|---|---|---|---|---|---|---|---|\n'
+for ((pass = 1; pass <= PASSES; pass++)); do
+    part=$(fill "$pass")
+    if ((pass % 2 == 1)); then
+        b=$(baseline "$part" 0); bi=$(baseline "$part" 1); s=$(scavenge "$part")
+    else
+        s=$(scavenge "$part"); b=$(baseline "$part" 0); bi=$(baseline "$part" 1)
+    fi
+    awk -v p="$pass" -v s="$s" -v b="$b" -v bi="$bi" -v n="$EVENTS" -v k="$SURVIVORS" \
+        'BEGIN { printf "| %d | %d | %d | %d | %.0f | %.0f | %.2f | %.2f |\n", p, s, b, bi, n / (s / 1000), n / (b / 1000), b / s, bi / s }'
+    awk -v s="$s" -v b="$b" 'BEGIN { print b / s }' >>"$WORK/ratios_plain"
+    awk -v s="$s" -v bi="$bi" 'BEGIN { print bi / s }' >>"$WORK/ratios_indexed"
+done
+printf '\nmedian ratio scavenge / INSERT...SELECT (rates; >= 0.5 is the goal): %s\n' "$(bench_median <"$WORK/ratios_plain")"
+printf 'median ratio scavenge / (INSERT...SELECT + the 5 indexes): %s\n' "$(bench_median <"$WORK/ratios_indexed")"
+echo "(events/s: events of the partition read per second; $SURVIVORS of $EVENTS survive)"
