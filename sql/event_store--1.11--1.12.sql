@@ -596,3 +596,148 @@ AS $$
          ORDER BY e.global_position USING OPERATOR(pg_catalog.<)) u
       WHERE event_store._upcasting_planned())
 $$;
+
+-- --------------------------------------------------------------------------
+-- issue 28: lifecycle filter at no cost for live streams
+-- --------------------------------------------------------------------------
+
+-- read_stream and read_stream_backward (the four statements the planner
+-- support puts in their place): one lookup of the stream's row, with the
+-- events read in a LATERAL subquery over its columns, instead of four
+-- scalar subqueries on event_store.streams and up to three calls of
+-- _first_visible_version() (a SQL function with a subquery, which the
+-- planner does not inline: each call planned its body again, every read;
+-- 1.11 read 100 events at 2.8x the time of 1.10).  The same conditions on
+-- the same columns: created_at/updated_at bound recorded_at as in 1.10;
+-- truncate_before and max_count raise the first version (GREATEST ignores
+-- NULLs: a live stream's row leaves it at from_version); max_age bounds
+-- recorded_at.  A stream without a row has no events to read, as before.
+-- LATERAL (not a plain join) so that the events are always the inner,
+-- parameterized side: the version bounds stay index conditions on
+-- (stream_id, stream_version) whatever the statistics (a join let the
+-- planner scan the stream from its end without them).  Still one
+-- inlinable SELECT each.
+
+CREATE OR REPLACE FUNCTION event_store._read_stream_plain(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.streams s
+     CROSS JOIN LATERAL (
+        SELECT e.*
+          FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+           AND e.stream_version OPERATOR(pg_catalog.>=)
+               (CASE WHEN $2 IS NOT NULL
+                     THEN GREATEST($2, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1) END)
+           AND e.stream_version OPERATOR(pg_catalog.<)
+               (CASE WHEN $3 IS NULL
+                       OR s.max_age IS NOT NULL
+                       OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-)
+                              GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1))
+                     THEN 9223372036854775807
+                     ELSE GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
+                          OPERATOR(pg_catalog.+) $3 END)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) s.created_at
+           AND e.recorded_at OPERATOR(pg_catalog.<=) s.updated_at
+           AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age, '-infinity')
+         ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+         LIMIT $3) e
+     WHERE s.stream_id OPERATOR(pg_catalog.=) $1
+$$;
+
+CREATE OR REPLACE FUNCTION event_store._read_stream_upcast(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.global_position, e.stream_id, e.stream_version,
+           event_store._upcast_type(e.event_type, e.schema_version),
+           CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                WHEN 0 THEN e.data
+                WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                              e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                              e.tags, e.schema_version)::event_store.events)).data END,
+           e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+           event_store._upcast_version(e.event_type, e.schema_version)
+      FROM event_store.streams s
+     CROSS JOIN LATERAL (
+        SELECT e.*
+          FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+           AND e.stream_version OPERATOR(pg_catalog.>=)
+               (CASE WHEN $2 IS NOT NULL
+                     THEN GREATEST($2, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1) END)
+           AND e.stream_version OPERATOR(pg_catalog.<)
+               (CASE WHEN $3 IS NULL
+                       OR s.max_age IS NOT NULL
+                       OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-)
+                              GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1))
+                     THEN 9223372036854775807
+                     ELSE GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
+                          OPERATOR(pg_catalog.+) $3 END)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) s.created_at
+           AND e.recorded_at OPERATOR(pg_catalog.<=) s.updated_at
+           AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age, '-infinity')
+         ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+         LIMIT $3) e
+     WHERE s.stream_id OPERATOR(pg_catalog.=) $1
+$$;
+
+CREATE OR REPLACE FUNCTION event_store._read_stream_backward_plain(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.*
+      FROM event_store.streams s
+     CROSS JOIN LATERAL (
+        SELECT e.*
+          FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+           AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+           AND e.stream_version OPERATOR(pg_catalog.>)
+               (CASE WHEN $3 IS NULL THEN 0
+                     ELSE GREATEST(coalesce($2, s.version), 0) OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) s.created_at
+           AND e.recorded_at OPERATOR(pg_catalog.<=) s.updated_at
+           AND e.stream_version OPERATOR(pg_catalog.>=)
+               coalesce(GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1), 1)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age, '-infinity')
+         ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+         LIMIT $3) e
+     WHERE s.stream_id OPERATOR(pg_catalog.=) $1
+$$;
+
+CREATE OR REPLACE FUNCTION event_store._read_stream_backward_upcast(stream_id text, from_version bigint, max_count int)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.global_position, e.stream_id, e.stream_version,
+           event_store._upcast_type(e.event_type, e.schema_version),
+           CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                WHEN 0 THEN e.data
+                WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                              e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                              e.tags, e.schema_version)::event_store.events)).data END,
+           e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+           event_store._upcast_version(e.event_type, e.schema_version)
+      FROM event_store.streams s
+     CROSS JOIN LATERAL (
+        SELECT e.*
+          FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+           AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+           AND e.stream_version OPERATOR(pg_catalog.>)
+               (CASE WHEN $3 IS NULL THEN 0
+                     ELSE GREATEST(coalesce($2, s.version), 0) OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) s.created_at
+           AND e.recorded_at OPERATOR(pg_catalog.<=) s.updated_at
+           AND e.stream_version OPERATOR(pg_catalog.>=)
+               coalesce(GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1), 1)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age, '-infinity')
+         ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+         LIMIT $3) e
+     WHERE s.stream_id OPERATOR(pg_catalog.=) $1
+$$;

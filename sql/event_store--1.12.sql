@@ -2934,21 +2934,28 @@ AS $$
                                               e.tags, e.schema_version)::event_store.events)).data END,
            e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
            event_store._upcast_version(e.event_type, e.schema_version)
-      FROM (SELECT e.*
-              FROM event_store.events e
-             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
-               AND e.stream_version OPERATOR(pg_catalog.>=) (CASE WHEN $2 IS NOT NULL THEN GREATEST($2, event_store._first_visible_version($1)) END)
-               AND e.stream_version OPERATOR(pg_catalog.<)
-                   (CASE WHEN $3 IS NULL
-                           OR (SELECT s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1) IS NOT NULL
-                           OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, event_store._first_visible_version($1)))
-                         THEN 9223372036854775807
-                         ELSE GREATEST($2, 1, event_store._first_visible_version($1)) OPERATOR(pg_catalog.+) $3 END)
-               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-               AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
-             ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
-             LIMIT $3) e
+      FROM event_store.streams s
+     CROSS JOIN LATERAL (
+        SELECT e.*
+          FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+           AND e.stream_version OPERATOR(pg_catalog.>=)
+               (CASE WHEN $2 IS NOT NULL
+                     THEN GREATEST($2, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1) END)
+           AND e.stream_version OPERATOR(pg_catalog.<)
+               (CASE WHEN $3 IS NULL
+                       OR s.max_age IS NOT NULL
+                       OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-)
+                              GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1))
+                     THEN 9223372036854775807
+                     ELSE GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
+                          OPERATOR(pg_catalog.+) $3 END)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) s.created_at
+           AND e.recorded_at OPERATOR(pg_catalog.<=) s.updated_at
+           AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age, '-infinity')
+         ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+         LIMIT $3) e
+     WHERE s.stream_id OPERATOR(pg_catalog.=) $1
 $$;
 
 CREATE FUNCTION event_store._read_stream_plain(stream_id text, from_version bigint, max_count int)
@@ -2956,20 +2963,28 @@ RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
 AS $$
     SELECT e.*
-      FROM event_store.events e
-     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
-       AND e.stream_version OPERATOR(pg_catalog.>=) (CASE WHEN $2 IS NOT NULL THEN GREATEST($2, event_store._first_visible_version($1)) END)
-       AND e.stream_version OPERATOR(pg_catalog.<)
-           (CASE WHEN $3 IS NULL
-                   OR (SELECT s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1) IS NOT NULL
-                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, event_store._first_visible_version($1)))
-                 THEN 9223372036854775807
-                 ELSE GREATEST($2, 1, event_store._first_visible_version($1)) OPERATOR(pg_catalog.+) $3 END)
-       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
-     ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
-     LIMIT $3
+      FROM event_store.streams s
+     CROSS JOIN LATERAL (
+        SELECT e.*
+          FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+           AND e.stream_version OPERATOR(pg_catalog.>=)
+               (CASE WHEN $2 IS NOT NULL
+                     THEN GREATEST($2, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1) END)
+           AND e.stream_version OPERATOR(pg_catalog.<)
+               (CASE WHEN $3 IS NULL
+                       OR s.max_age IS NOT NULL
+                       OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-)
+                              GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1))
+                     THEN 9223372036854775807
+                     ELSE GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
+                          OPERATOR(pg_catalog.+) $3 END)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) s.created_at
+           AND e.recorded_at OPERATOR(pg_catalog.<=) s.updated_at
+           AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age, '-infinity')
+         ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+         LIMIT $3) e
+     WHERE s.stream_id OPERATOR(pg_catalog.=) $1
 $$;
 
 CREATE FUNCTION event_store._read_stream_backward_upcast(stream_id text, from_version bigint, max_count int)
@@ -2986,20 +3001,23 @@ AS $$
                                               e.tags, e.schema_version)::event_store.events)).data END,
            e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
            event_store._upcast_version(e.event_type, e.schema_version)
-      FROM (SELECT e.*
-              FROM event_store.events e
-             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
-               AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
-               AND e.stream_version OPERATOR(pg_catalog.>)
-                   (CASE WHEN $3 IS NULL THEN 0
-                         ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
-                              OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
-               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-               AND e.stream_version OPERATOR(pg_catalog.>=) coalesce(event_store._first_visible_version($1), 1)
-               AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
-             ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
-             LIMIT $3) e
+      FROM event_store.streams s
+     CROSS JOIN LATERAL (
+        SELECT e.*
+          FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+           AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+           AND e.stream_version OPERATOR(pg_catalog.>)
+               (CASE WHEN $3 IS NULL THEN 0
+                     ELSE GREATEST(coalesce($2, s.version), 0) OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) s.created_at
+           AND e.recorded_at OPERATOR(pg_catalog.<=) s.updated_at
+           AND e.stream_version OPERATOR(pg_catalog.>=)
+               coalesce(GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1), 1)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age, '-infinity')
+         ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+         LIMIT $3) e
+     WHERE s.stream_id OPERATOR(pg_catalog.=) $1
 $$;
 
 CREATE FUNCTION event_store._read_stream_backward_plain(stream_id text, from_version bigint, max_count int)
@@ -3007,19 +3025,23 @@ RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
 AS $$
     SELECT e.*
-      FROM event_store.events e
-     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
-       AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
-       AND e.stream_version OPERATOR(pg_catalog.>)
-           (CASE WHEN $3 IS NULL THEN 0
-                 ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
-                      OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
-       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-       AND e.stream_version OPERATOR(pg_catalog.>=) coalesce(event_store._first_visible_version($1), 1)
-       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
-     ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
-     LIMIT $3
+      FROM event_store.streams s
+     CROSS JOIN LATERAL (
+        SELECT e.*
+          FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+           AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+           AND e.stream_version OPERATOR(pg_catalog.>)
+               (CASE WHEN $3 IS NULL THEN 0
+                     ELSE GREATEST(coalesce($2, s.version), 0) OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) s.created_at
+           AND e.recorded_at OPERATOR(pg_catalog.<=) s.updated_at
+           AND e.stream_version OPERATOR(pg_catalog.>=)
+               coalesce(GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1), 1)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age, '-infinity')
+         ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+         LIMIT $3) e
+     WHERE s.stream_id OPERATOR(pg_catalog.=) $1
 $$;
 
 CREATE FUNCTION event_store.wait_for_feed(after bigint, timeout_ms integer DEFAULT 10000) RETURNS bigint
