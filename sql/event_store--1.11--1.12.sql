@@ -741,3 +741,73 @@ AS $$
          LIMIT $3) e
      WHERE s.stream_id OPERATOR(pg_catalog.=) $1
 $$;
+
+-- read_category: with a stream of the category hiding events, 1.11
+-- probed the streams index for every event it scanned (1.8x the read of a
+-- category without).  The streams of the category that hide events are
+-- now read once per call into a hashed subplan (NOT IN: stream_id is never
+-- NULL); an event of any other stream is visible at a hash probe, and
+-- only events of those streams take the per-event check.
+CREATE OR REPLACE FUNCTION event_store.read_category(
+    category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- any stream of the category with hidden events? (else no per-event check)
+    _hides    boolean := event_store._streams_hide(ARRAY[category]);
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
+                                            WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category)
+                    OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT max_count) e;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
+                                            WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category)
+                    OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
