@@ -604,8 +604,11 @@ COMMENT ON FUNCTION event_store.category(text) IS 'The category of a stream: its
 -- probed the streams index for every event it scanned (1.8x the read of a
 -- category without).  The streams of the category that hide events are
 -- now read once per call into a hashed subplan (NOT IN: stream_id is never
--- NULL); an event of any other stream is visible at a hash probe, and
--- only events of those streams take the per-event check.
+-- NULL); an event of any other stream is visible at a hash probe.  So are
+-- those whose events are all hidden (deleted, or truncated past their
+-- end: version < truncate_before), into a second hashed subplan: their
+-- events are refused at a hash probe.  Only the events of the remaining
+-- streams (truncated, max_age, max_count) take the per-event check.
 CREATE FUNCTION event_store.read_category(
     category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events
@@ -643,7 +646,10 @@ BEGIN
                AND (NOT _hides
                     OR e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
                                             WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category)
-                    OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                    OR e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
+                                            WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category
+                                              AND h.version < h.truncate_before)
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
@@ -660,7 +666,10 @@ BEGIN
                AND (NOT _hides
                     OR e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
                                             WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category)
-                    OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                    OR e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
+                                            WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category
+                                              AND h.version < h.truncate_before)
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
@@ -2936,6 +2945,20 @@ CREATE FUNCTION event_store._read_stream_upcast(stream_id text, from_version big
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
 AS $$
+    WITH s AS MATERIALIZED (
+        SELECT CASE WHEN $2 IS NOT NULL
+                    THEN GREATEST($2, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1) END AS first_version,
+               CASE WHEN $3 IS NULL
+                      OR s.max_age IS NOT NULL
+                      OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-)
+                             GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1))
+                    THEN 9223372036854775807
+                    ELSE GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
+                         OPERATOR(pg_catalog.+) $3 END AS past_version,
+               GREATEST(s.created_at, pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age) AS from_time,
+               s.updated_at AS to_time
+          FROM event_store.streams s
+         WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
     SELECT e.global_position, e.stream_id, e.stream_version,
            event_store._upcast_type(e.event_type, e.schema_version),
            CASE event_store._upcast_kind(e.event_type, e.schema_version)
@@ -2946,63 +2969,60 @@ AS $$
                                               e.tags, e.schema_version)::event_store.events)).data END,
            e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
            event_store._upcast_version(e.event_type, e.schema_version)
-      FROM event_store.streams s
-     CROSS JOIN LATERAL (
+      FROM (
         SELECT e.*
           FROM event_store.events e
          WHERE e.stream_id OPERATOR(pg_catalog.=) $1
-           AND e.stream_version OPERATOR(pg_catalog.>=)
-               (CASE WHEN $2 IS NOT NULL
-                     THEN GREATEST($2, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1) END)
-           AND e.stream_version OPERATOR(pg_catalog.<)
-               (CASE WHEN $3 IS NULL
-                       OR s.max_age IS NOT NULL
-                       OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-)
-                              GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1))
-                     THEN 9223372036854775807
-                     ELSE GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
-                          OPERATOR(pg_catalog.+) $3 END)
-           AND e.recorded_at OPERATOR(pg_catalog.>=) s.created_at
-           AND e.recorded_at OPERATOR(pg_catalog.<=) s.updated_at
-           AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age, '-infinity')
+           AND e.stream_version OPERATOR(pg_catalog.>=) (SELECT s.first_version FROM s)
+           AND e.stream_version OPERATOR(pg_catalog.<) (SELECT s.past_version FROM s)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.from_time FROM s)
+           AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.to_time FROM s)
          ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
          LIMIT $3) e
-     WHERE s.stream_id OPERATOR(pg_catalog.=) $1
 $$;
 
 CREATE FUNCTION event_store._read_stream_plain(stream_id text, from_version bigint, max_count int)
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
 AS $$
+    WITH s AS MATERIALIZED (
+        SELECT CASE WHEN $2 IS NOT NULL
+                    THEN GREATEST($2, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1) END AS first_version,
+               CASE WHEN $3 IS NULL
+                      OR s.max_age IS NOT NULL
+                      OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-)
+                             GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1))
+                    THEN 9223372036854775807
+                    ELSE GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
+                         OPERATOR(pg_catalog.+) $3 END AS past_version,
+               GREATEST(s.created_at, pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age) AS from_time,
+               s.updated_at AS to_time
+          FROM event_store.streams s
+         WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
     SELECT e.*
-      FROM event_store.streams s
-     CROSS JOIN LATERAL (
-        SELECT e.*
-          FROM event_store.events e
-         WHERE e.stream_id OPERATOR(pg_catalog.=) $1
-           AND e.stream_version OPERATOR(pg_catalog.>=)
-               (CASE WHEN $2 IS NOT NULL
-                     THEN GREATEST($2, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1) END)
-           AND e.stream_version OPERATOR(pg_catalog.<)
-               (CASE WHEN $3 IS NULL
-                       OR s.max_age IS NOT NULL
-                       OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-)
-                              GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1))
-                     THEN 9223372036854775807
-                     ELSE GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
-                          OPERATOR(pg_catalog.+) $3 END)
-           AND e.recorded_at OPERATOR(pg_catalog.>=) s.created_at
-           AND e.recorded_at OPERATOR(pg_catalog.<=) s.updated_at
-           AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age, '-infinity')
-         ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
-         LIMIT $3) e
-     WHERE s.stream_id OPERATOR(pg_catalog.=) $1
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.>=) (SELECT s.first_version FROM s)
+       AND e.stream_version OPERATOR(pg_catalog.<) (SELECT s.past_version FROM s)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.from_time FROM s)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.to_time FROM s)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+     LIMIT $3
 $$;
 
 CREATE FUNCTION event_store._read_stream_backward_upcast(stream_id text, from_version bigint, max_count int)
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
 AS $$
+    WITH s AS MATERIALIZED (
+        SELECT GREATEST(CASE WHEN $3 IS NULL THEN 0
+                             ELSE GREATEST(coalesce($2, s.version), 0) OPERATOR(pg_catalog.-) GREATEST($3, 0) END,
+                        coalesce(GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1), 1)
+                        OPERATOR(pg_catalog.-) 1) AS before_version,
+               GREATEST(s.created_at, pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age) AS from_time,
+               s.updated_at AS to_time
+          FROM event_store.streams s
+         WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
     SELECT e.global_position, e.stream_id, e.stream_version,
            event_store._upcast_type(e.event_type, e.schema_version),
            CASE event_store._upcast_kind(e.event_type, e.schema_version)
@@ -3013,47 +3033,40 @@ AS $$
                                               e.tags, e.schema_version)::event_store.events)).data END,
            e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
            event_store._upcast_version(e.event_type, e.schema_version)
-      FROM event_store.streams s
-     CROSS JOIN LATERAL (
+      FROM (
         SELECT e.*
           FROM event_store.events e
          WHERE e.stream_id OPERATOR(pg_catalog.=) $1
            AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
-           AND e.stream_version OPERATOR(pg_catalog.>)
-               (CASE WHEN $3 IS NULL THEN 0
-                     ELSE GREATEST(coalesce($2, s.version), 0) OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
-           AND e.recorded_at OPERATOR(pg_catalog.>=) s.created_at
-           AND e.recorded_at OPERATOR(pg_catalog.<=) s.updated_at
-           AND e.stream_version OPERATOR(pg_catalog.>=)
-               coalesce(GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1), 1)
-           AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age, '-infinity')
+           AND e.stream_version OPERATOR(pg_catalog.>) (SELECT s.before_version FROM s)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.from_time FROM s)
+           AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.to_time FROM s)
          ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
          LIMIT $3) e
-     WHERE s.stream_id OPERATOR(pg_catalog.=) $1
 $$;
 
 CREATE FUNCTION event_store._read_stream_backward_plain(stream_id text, from_version bigint, max_count int)
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
 AS $$
+    WITH s AS MATERIALIZED (
+        SELECT GREATEST(CASE WHEN $3 IS NULL THEN 0
+                             ELSE GREATEST(coalesce($2, s.version), 0) OPERATOR(pg_catalog.-) GREATEST($3, 0) END,
+                        coalesce(GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1), 1)
+                        OPERATOR(pg_catalog.-) 1) AS before_version,
+               GREATEST(s.created_at, pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age) AS from_time,
+               s.updated_at AS to_time
+          FROM event_store.streams s
+         WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
     SELECT e.*
-      FROM event_store.streams s
-     CROSS JOIN LATERAL (
-        SELECT e.*
-          FROM event_store.events e
-         WHERE e.stream_id OPERATOR(pg_catalog.=) $1
-           AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
-           AND e.stream_version OPERATOR(pg_catalog.>)
-               (CASE WHEN $3 IS NULL THEN 0
-                     ELSE GREATEST(coalesce($2, s.version), 0) OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
-           AND e.recorded_at OPERATOR(pg_catalog.>=) s.created_at
-           AND e.recorded_at OPERATOR(pg_catalog.<=) s.updated_at
-           AND e.stream_version OPERATOR(pg_catalog.>=)
-               coalesce(GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1), 1)
-           AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce(pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age, '-infinity')
-         ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
-         LIMIT $3) e
-     WHERE s.stream_id OPERATOR(pg_catalog.=) $1
+      FROM event_store.events e
+     WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+       AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+       AND e.stream_version OPERATOR(pg_catalog.>) (SELECT s.before_version FROM s)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.from_time FROM s)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.to_time FROM s)
+     ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+     LIMIT $3
 $$;
 
 CREATE FUNCTION event_store.wait_for_feed(after bigint, timeout_ms integer DEFAULT 10000) RETURNS bigint
