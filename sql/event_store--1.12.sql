@@ -600,15 +600,6 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
 RETURN pg_catalog.split_part(stream_id, '-', 1);
 COMMENT ON FUNCTION event_store.category(text) IS 'The category of a stream: its id up to the first ''-''.';
 
--- read_category: with a stream of the category hiding events, 1.11
--- probed the streams index for every event it scanned (1.8x the read of a
--- category without).  The streams of the category that hide events are
--- now read once per call into a hashed subplan (NOT IN: stream_id is never
--- NULL); an event of any other stream is visible at a hash probe.  So are
--- those whose events are all hidden (deleted, or truncated past their
--- end: version < truncate_before), into a second hashed subplan: their
--- events are refused at a hash probe.  Only the events of the remaining
--- streams (truncated, max_age, max_count) take the per-event check.
 CREATE FUNCTION event_store.read_category(
     category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events
@@ -620,8 +611,11 @@ DECLARE
     horizon bigint := event_store.feed_horizon();
     scan_from timestamptz := event_store._feed_scan_from(after_position);
     scan_to   timestamptz := event_store._feed_scan_to(horizon);
-    -- any stream of the category with hidden events? (else no per-event check)
-    _hides    boolean := event_store._streams_hide(ARRAY[category]);
+    -- streams of the category with hidden events (up to 1,001): none, no
+    -- per-event check; up to 1,000, a hash probe for most events
+    _hiding   int := event_store._streams_hiding(ARRAY[category], 1000);
+    _hides    boolean := _hiding > 0;
+    _few      boolean := _hiding <= 1000;
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     IF event_store._upcasting() THEN
@@ -644,11 +638,11 @@ BEGIN
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
                AND (NOT _hides
-                    OR e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
-                                            WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category)
-                    OR e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
-                                            WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category
-                                              AND h.version < h.truncate_before)
+                    OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category LIMIT 1001))
+                    OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category
+                                                        AND h.version < h.truncate_before LIMIT 1001))
                    AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
@@ -664,11 +658,11 @@ BEGIN
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
                AND (NOT _hides
-                    OR e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
-                                            WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category)
-                    OR e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
-                                            WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category
-                                              AND h.version < h.truncate_before)
+                    OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category LIMIT 1001))
+                    OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category
+                                                        AND h.version < h.truncate_before LIMIT 1001))
                    AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
@@ -679,12 +673,6 @@ BEGIN
 END
 $$;
 
--- issue 27: read_all, read_category and poll upcast per column too (as
--- read_stream above): each upcasting branch is now the 1.10 statement of
--- the other branch as a subquery, with the three columns a chain can change
--- computed over its rows.  poll's event_types filter (a subscription's
--- types) matches the type an event reads as, after upcasting: a type
--- renamed by an upcaster is subscribed to by its new name.
 CREATE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events
 LANGUAGE plpgsql VOLATILE
@@ -695,8 +683,11 @@ DECLARE
     horizon bigint := event_store.feed_horizon();
     scan_from timestamptz := event_store._feed_scan_from(after_position);
     scan_to   timestamptz := event_store._feed_scan_to(horizon);
-    -- any stream with hidden events at all? (else no per-event check)
-    _hides    boolean := event_store._streams_hide(NULL);
+    -- streams with hidden events (up to 1,001): none, no per-event check;
+    -- up to 1,000, a hash probe for most events
+    _hiding   int := event_store._streams_hiding(NULL, 1000);
+    _hides    boolean := _hiding > 0;
+    _few      boolean := _hiding <= 1000;
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     IF event_store._upcasting() THEN
@@ -718,7 +709,13 @@ BEGIN
                AND e.global_position <= horizon
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
-               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+               AND (NOT _hides
+                    OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL LIMIT 1001))
+                    OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL
+                                                        AND h.version < h.truncate_before LIMIT 1001))
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
@@ -732,7 +729,13 @@ BEGIN
                AND e.global_position <= horizon
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
-               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+               AND (NOT _hides
+                    OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL LIMIT 1001))
+                    OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL
+                                                        AND h.version < h.truncate_before LIMIT 1001))
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
@@ -3581,6 +3584,25 @@ AS 'MODULE_PATHNAME', 'es_upcast_data' LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION event_store._upcast_data(text, int, jsonb, text, bigint) IS
   'The data of an event upcast through a chain whose steps need only the data (event_store._upcast_kind 1); stream_id and stream_version name the event in errors.';
 
+-- --------------------------------------------------------------------------
+-- issue 28: lifecycle filter at no cost for live streams
+-- --------------------------------------------------------------------------
+
+-- How many streams of these categories (NULL: any stream) hide events,
+-- counted up to up_to + 1.  The partial indexes answer it; seq scans off
+-- as in _streams_hide().
+CREATE FUNCTION event_store._streams_hiding(categories text[], up_to int) RETURNS int
+LANGUAGE sql STABLE
+SET enable_seqscan = off
+RETURN CASE WHEN categories IS NULL
+            THEN (SELECT pg_catalog.count(*) FROM (SELECT FROM event_store.streams h
+                                                    WHERE h.truncate_before IS NOT NULL
+                                                    LIMIT up_to OPERATOR(pg_catalog.+) 1) x)
+            ELSE (SELECT pg_catalog.count(*) FROM (SELECT FROM event_store.streams h
+                                                    WHERE h.truncate_before IS NOT NULL
+                                                      AND h.category OPERATOR(pg_catalog.=) ANY (categories)
+                                                    LIMIT up_to OPERATOR(pg_catalog.+) 1) x) END;
+
 -- ==========================================================================
 -- Views
 -- ==========================================================================
@@ -4257,3 +4279,5 @@ REVOKE ALL ON FUNCTION event_store._upcast_kind(text, int), event_store._upcast_
 GRANT EXECUTE ON FUNCTION event_store._upcast_kind(text, int), event_store._upcast_type(text, int),
                           event_store._upcast_version(text, int),
                           event_store._upcast_data(text, int, jsonb, text, bigint) TO event_store_reader;
+REVOKE ALL ON FUNCTION event_store._streams_hiding(text[], int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._streams_hiding(text[], int) TO event_store_reader;
