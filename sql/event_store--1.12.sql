@@ -1378,6 +1378,10 @@ RETURN coalesce(
         HAVING count(*) = c.consumer_group_size) g),
     0);
 
+-- poll: the same hash probes as read_category and read_all (above), over
+-- the subscription's categories (all streams when it has none); each
+-- changed condition keeps its lines, so that error context line numbers
+-- of poll stay as they were.
 CREATE FUNCTION event_store.poll(
     name text, max_count int DEFAULT 100,
     consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
@@ -1397,7 +1401,7 @@ DECLARE
     categories     text[];
     pending        boolean;
     retries        bigint[];
-    fresh          int; _hides boolean;  -- (one line: error line numbers stay)
+    fresh          int; _hides boolean; _hiding int; _few boolean;  -- (one line: error line numbers stay)
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
@@ -1414,7 +1418,7 @@ BEGIN
     -- The horizon first; the next statement reads with a newer snapshot.
     horizon := event_store.feed_horizon();
     scan_from := event_store._feed_scan_from(after_position);
-    scan_to := event_store._feed_scan_to(horizon); _hides := event_store._streams_hide(s.categories);  -- issue 28: hidden events?
+    scan_to := event_store._feed_scan_to(horizon); _hiding := event_store._streams_hiding(s.categories, 1000); _hides := _hiding > 0; _few := _hiding <= 1000;  -- issue 28: hidden events? how many streams?
     -- Retries (and held events) of this member's streams that are due and
     -- first of their stream; they are marked delivered, for ack() and nack().
     -- (pending: any row, parked or not; a row's event is never new.)
@@ -1490,8 +1494,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                             AND h.truncate_before IS NOT NULL
+                   AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
+                                             OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                                   OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY e.global_position
@@ -1509,8 +1513,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                             AND h.truncate_before IS NOT NULL
+                   AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
+                                             OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                                   OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY e.global_position
@@ -1545,8 +1549,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                             AND h.truncate_before IS NOT NULL
+                   AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
+                                             OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                                   OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
@@ -1564,8 +1568,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                             AND h.truncate_before IS NOT NULL
+                   AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
+                                             OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                                   OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
@@ -1603,8 +1607,8 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                      AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                         AND h.truncate_before IS NOT NULL
+                      AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
+                                         OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
@@ -1627,8 +1631,8 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                      AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                         AND h.truncate_before IS NOT NULL
+                      AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
+                                         OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
