@@ -607,8 +607,11 @@ DECLARE
     horizon bigint := event_store.feed_horizon();
     scan_from timestamptz := event_store._feed_scan_from(after_position);
     scan_to   timestamptz := event_store._feed_scan_to(horizon);
-    -- any stream of the category with hidden events? (else no per-event check)
-    _hides    boolean := event_store._streams_hide(ARRAY[category]);
+    -- streams of the category with hidden events (up to 1,001): none, no
+    -- per-event check; up to 1,000, a hash probe for most events
+    _hiding   int := event_store._streams_hiding(ARRAY[category], 1000);
+    _hides    boolean := _hiding > 0;
+    _few      boolean := _hiding <= 1000;
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     IF event_store._upcasting() THEN
@@ -630,7 +633,13 @@ BEGIN
                AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
-               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+               AND (NOT _hides
+                    OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category LIMIT 1001))
+                    OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category
+                                                        AND h.version < h.truncate_before LIMIT 1001))
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
@@ -644,7 +653,13 @@ BEGIN
                AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
-               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+               AND (NOT _hides
+                    OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category LIMIT 1001))
+                    OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category
+                                                        AND h.version < h.truncate_before LIMIT 1001))
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
@@ -654,12 +669,6 @@ BEGIN
 END
 $$;
 
--- issue 27: read_all, read_category and poll upcast per column too (as
--- read_stream above): each upcasting branch is now the 1.10 statement of
--- the other branch as a subquery, with the three columns a chain can change
--- computed over its rows.  poll's event_types filter (a subscription's
--- types) matches the type an event reads as, after upcasting: a type
--- renamed by an upcaster is subscribed to by its new name.
 CREATE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events
 LANGUAGE plpgsql VOLATILE
@@ -670,8 +679,11 @@ DECLARE
     horizon bigint := event_store.feed_horizon();
     scan_from timestamptz := event_store._feed_scan_from(after_position);
     scan_to   timestamptz := event_store._feed_scan_to(horizon);
-    -- any stream with hidden events at all? (else no per-event check)
-    _hides    boolean := event_store._streams_hide(NULL);
+    -- streams with hidden events (up to 1,001): none, no per-event check;
+    -- up to 1,000, a hash probe for most events
+    _hiding   int := event_store._streams_hiding(NULL, 1000);
+    _hides    boolean := _hiding > 0;
+    _few      boolean := _hiding <= 1000;
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     IF event_store._upcasting() THEN
@@ -693,7 +705,13 @@ BEGIN
                AND e.global_position <= horizon
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
-               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+               AND (NOT _hides
+                    OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL LIMIT 1001))
+                    OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL
+                                                        AND h.version < h.truncate_before LIMIT 1001))
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
@@ -707,7 +725,13 @@ BEGIN
                AND e.global_position <= horizon
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
-               AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+               AND (NOT _hides
+                    OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL LIMIT 1001))
+                    OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h
+                                                      WHERE h.truncate_before IS NOT NULL
+                                                        AND h.version < h.truncate_before LIMIT 1001))
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
@@ -1350,6 +1374,10 @@ RETURN coalesce(
         HAVING count(*) = c.consumer_group_size) g),
     0);
 
+-- poll: the same hash probes as read_category and read_all (above), over
+-- the subscription's categories (all streams when it has none); each
+-- changed condition keeps its lines, so that error context line numbers
+-- of poll stay as they were.
 CREATE FUNCTION event_store.poll(
     name text, max_count int DEFAULT 100,
     consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
@@ -1369,7 +1397,7 @@ DECLARE
     categories     text[];
     pending        boolean;
     retries        bigint[];
-    fresh          int; _hides boolean;  -- (one line: error line numbers stay)
+    fresh          int; _hides boolean; _hiding int; _few boolean;  -- (one line: error line numbers stay)
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
@@ -1386,7 +1414,7 @@ BEGIN
     -- The horizon first; the next statement reads with a newer snapshot.
     horizon := event_store.feed_horizon();
     scan_from := event_store._feed_scan_from(after_position);
-    scan_to := event_store._feed_scan_to(horizon); _hides := event_store._streams_hide(s.categories);  -- issue 28: hidden events?
+    scan_to := event_store._feed_scan_to(horizon); _hiding := event_store._streams_hiding(s.categories, 1000); _hides := _hiding > 0; _few := _hiding <= 1000;  -- issue 28: hidden events? how many streams?
     -- Retries (and held events) of this member's streams that are due and
     -- first of their stream; they are marked delivered, for ack() and nack().
     -- (pending: any row, parked or not; a row's event is never new.)
@@ -1462,8 +1490,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                             AND h.truncate_before IS NOT NULL
+                   AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
+                                             OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                                   OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY e.global_position
@@ -1481,8 +1509,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                             AND h.truncate_before IS NOT NULL
+                   AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
+                                             OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                                   OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY e.global_position
@@ -1517,8 +1545,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                             AND h.truncate_before IS NOT NULL
+                   AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
+                                             OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                                   OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
@@ -1536,8 +1564,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                             AND h.truncate_before IS NOT NULL
+                   AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
+                                             OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                                   OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
@@ -1575,8 +1603,8 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                      AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                         AND h.truncate_before IS NOT NULL
+                      AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
+                                         OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
@@ -1599,8 +1627,8 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                      AND (NOT _hides OR NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                         AND h.truncate_before IS NOT NULL
+                      AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
+                                         OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
@@ -2924,6 +2952,20 @@ CREATE FUNCTION event_store._read_stream_upcast(stream_id text, from_version big
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
 AS $$
+    WITH s AS MATERIALIZED (
+        SELECT CASE WHEN $2 IS NOT NULL
+                    THEN GREATEST($2, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1) END AS first_version,
+               CASE WHEN $3 IS NULL
+                      OR s.max_age IS NOT NULL
+                      OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-)
+                             GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1))
+                    THEN 9223372036854775807
+                    ELSE GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
+                         OPERATOR(pg_catalog.+) $3 END AS past_version,
+               GREATEST(s.created_at, pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age) AS from_time,
+               s.updated_at AS to_time
+          FROM event_store.streams s
+         WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
     SELECT e.global_position, e.stream_id, e.stream_version,
            event_store._upcast_type(e.event_type, e.schema_version),
            CASE event_store._upcast_kind(e.event_type, e.schema_version)
@@ -2934,40 +2976,43 @@ AS $$
                                               e.tags, e.schema_version)::event_store.events)).data END,
            e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
            event_store._upcast_version(e.event_type, e.schema_version)
-      FROM (SELECT e.*
-              FROM event_store.events e
-             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
-               AND e.stream_version OPERATOR(pg_catalog.>=) (CASE WHEN $2 IS NOT NULL THEN GREATEST($2, event_store._first_visible_version($1)) END)
-               AND e.stream_version OPERATOR(pg_catalog.<)
-                   (CASE WHEN $3 IS NULL
-                           OR (SELECT s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1) IS NOT NULL
-                           OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, event_store._first_visible_version($1)))
-                         THEN 9223372036854775807
-                         ELSE GREATEST($2, 1, event_store._first_visible_version($1)) OPERATOR(pg_catalog.+) $3 END)
-               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-               AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
-             ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
-             LIMIT $3) e
+      FROM (
+        SELECT e.*
+          FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+           AND e.stream_version OPERATOR(pg_catalog.>=) (SELECT s.first_version FROM s)
+           AND e.stream_version OPERATOR(pg_catalog.<) (SELECT s.past_version FROM s)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.from_time FROM s)
+           AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.to_time FROM s)
+         ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
+         LIMIT $3) e
 $$;
 
 CREATE FUNCTION event_store._read_stream_plain(stream_id text, from_version bigint, max_count int)
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
 AS $$
+    WITH s AS MATERIALIZED (
+        SELECT CASE WHEN $2 IS NOT NULL
+                    THEN GREATEST($2, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1) END AS first_version,
+               CASE WHEN $3 IS NULL
+                      OR s.max_age IS NOT NULL
+                      OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-)
+                             GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1))
+                    THEN 9223372036854775807
+                    ELSE GREATEST($2, 1, s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
+                         OPERATOR(pg_catalog.+) $3 END AS past_version,
+               GREATEST(s.created_at, pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age) AS from_time,
+               s.updated_at AS to_time
+          FROM event_store.streams s
+         WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
     SELECT e.*
       FROM event_store.events e
      WHERE e.stream_id OPERATOR(pg_catalog.=) $1
-       AND e.stream_version OPERATOR(pg_catalog.>=) (CASE WHEN $2 IS NOT NULL THEN GREATEST($2, event_store._first_visible_version($1)) END)
-       AND e.stream_version OPERATOR(pg_catalog.<)
-           (CASE WHEN $3 IS NULL
-                   OR (SELECT s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1) IS NOT NULL
-                   OR $3 OPERATOR(pg_catalog.>=) (9223372036854775807 OPERATOR(pg_catalog.-) GREATEST($2, 1, event_store._first_visible_version($1)))
-                 THEN 9223372036854775807
-                 ELSE GREATEST($2, 1, event_store._first_visible_version($1)) OPERATOR(pg_catalog.+) $3 END)
-       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+       AND e.stream_version OPERATOR(pg_catalog.>=) (SELECT s.first_version FROM s)
+       AND e.stream_version OPERATOR(pg_catalog.<) (SELECT s.past_version FROM s)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.from_time FROM s)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.to_time FROM s)
      ORDER BY e.stream_version USING OPERATOR(pg_catalog.<)
      LIMIT $3
 $$;
@@ -2976,6 +3021,15 @@ CREATE FUNCTION event_store._read_stream_backward_upcast(stream_id text, from_ve
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
 AS $$
+    WITH s AS MATERIALIZED (
+        SELECT GREATEST(CASE WHEN $3 IS NULL THEN 0
+                             ELSE GREATEST(coalesce($2, s.version), 0) OPERATOR(pg_catalog.-) GREATEST($3, 0) END,
+                        coalesce(GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1), 1)
+                        OPERATOR(pg_catalog.-) 1) AS before_version,
+               GREATEST(s.created_at, pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age) AS from_time,
+               s.updated_at AS to_time
+          FROM event_store.streams s
+         WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
     SELECT e.global_position, e.stream_id, e.stream_version,
            event_store._upcast_type(e.event_type, e.schema_version),
            CASE event_store._upcast_kind(e.event_type, e.schema_version)
@@ -2986,38 +3040,38 @@ AS $$
                                               e.tags, e.schema_version)::event_store.events)).data END,
            e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
            event_store._upcast_version(e.event_type, e.schema_version)
-      FROM (SELECT e.*
-              FROM event_store.events e
-             WHERE e.stream_id OPERATOR(pg_catalog.=) $1
-               AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
-               AND e.stream_version OPERATOR(pg_catalog.>)
-                   (CASE WHEN $3 IS NULL THEN 0
-                         ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
-                              OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
-               AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-               AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-               AND e.stream_version OPERATOR(pg_catalog.>=) coalesce(event_store._first_visible_version($1), 1)
-               AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
-             ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
-             LIMIT $3) e
+      FROM (
+        SELECT e.*
+          FROM event_store.events e
+         WHERE e.stream_id OPERATOR(pg_catalog.=) $1
+           AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
+           AND e.stream_version OPERATOR(pg_catalog.>) (SELECT s.before_version FROM s)
+           AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.from_time FROM s)
+           AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.to_time FROM s)
+         ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
+         LIMIT $3) e
 $$;
 
 CREATE FUNCTION event_store._read_stream_backward_plain(stream_id text, from_version bigint, max_count int)
 RETURNS SETOF event_store.events
 LANGUAGE sql STABLE
 AS $$
+    WITH s AS MATERIALIZED (
+        SELECT GREATEST(CASE WHEN $3 IS NULL THEN 0
+                             ELSE GREATEST(coalesce($2, s.version), 0) OPERATOR(pg_catalog.-) GREATEST($3, 0) END,
+                        coalesce(GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1), 1)
+                        OPERATOR(pg_catalog.-) 1) AS before_version,
+               GREATEST(s.created_at, pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age) AS from_time,
+               s.updated_at AS to_time
+          FROM event_store.streams s
+         WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
     SELECT e.*
       FROM event_store.events e
      WHERE e.stream_id OPERATOR(pg_catalog.=) $1
        AND e.stream_version OPERATOR(pg_catalog.<=) coalesce($2, 9223372036854775807)
-       AND e.stream_version OPERATOR(pg_catalog.>)
-           (CASE WHEN $3 IS NULL THEN 0
-                 ELSE GREATEST(coalesce($2, (SELECT s.version FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)), 0)
-                      OPERATOR(pg_catalog.-) GREATEST($3, 0) END)
-       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1)
-       AND e.stream_version OPERATOR(pg_catalog.>=) coalesce(event_store._first_visible_version($1), 1)
-       AND e.recorded_at OPERATOR(pg_catalog.>=) coalesce((SELECT pg_catalog.now() OPERATOR(pg_catalog.-) s.max_age FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1), '-infinity')
+       AND e.stream_version OPERATOR(pg_catalog.>) (SELECT s.before_version FROM s)
+       AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.from_time FROM s)
+       AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.to_time FROM s)
      ORDER BY e.stream_version USING OPERATOR(pg_catalog.>)
      LIMIT $3
 $$;
@@ -3539,6 +3593,25 @@ AS 'MODULE_PATHNAME', 'es_scavenge' LANGUAGE C VOLATILE
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION event_store.scavenge(regclass) IS
   'Rewrite a closed partition of the log (NULL: every closed partition) without the events deletions, truncations, max_age and max_count hide; returns the events removed; audited in ''$audit-scavenge''.';
+
+-- --------------------------------------------------------------------------
+-- issue 28: lifecycle filter at no cost for live streams
+-- --------------------------------------------------------------------------
+
+-- How many streams of these categories (NULL: any stream) hide events,
+-- counted up to up_to + 1.  The partial indexes answer it; seq scans off
+-- as in _streams_hide().
+CREATE FUNCTION event_store._streams_hiding(categories text[], up_to int) RETURNS int
+LANGUAGE sql STABLE
+SET enable_seqscan = off
+RETURN CASE WHEN categories IS NULL
+            THEN (SELECT pg_catalog.count(*) FROM (SELECT FROM event_store.streams h
+                                                    WHERE h.truncate_before IS NOT NULL
+                                                    LIMIT up_to OPERATOR(pg_catalog.+) 1) x)
+            ELSE (SELECT pg_catalog.count(*) FROM (SELECT FROM event_store.streams h
+                                                    WHERE h.truncate_before IS NOT NULL
+                                                      AND h.category OPERATOR(pg_catalog.=) ANY (categories)
+                                                    LIMIT up_to OPERATOR(pg_catalog.+) 1) x) END;
 
 -- ==========================================================================
 -- Views
@@ -4220,3 +4293,5 @@ REVOKE ALL ON FUNCTION event_store.scavenge(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store.scavenge(regclass) TO event_store_admin;
 REVOKE ALL ON FUNCTION event_store._maintenance_step(text) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE event_store.run_maintenance() FROM PUBLIC;
+REVOKE ALL ON FUNCTION event_store._streams_hiding(text[], int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._streams_hiding(text[], int) TO event_store_reader;
