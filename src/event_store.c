@@ -15,6 +15,7 @@
 #include "utils/guc.h"
 
 #include "event_store.h"
+#include "projection_worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -49,11 +50,17 @@ _PG_init(void)
 							 0,
 							 NULL, NULL, NULL);
 
-	MarkGUCPrefixReserved("event_store");
-
 	es_install_utility_hook();
 	es_feed_init();
 	es_projection_init();
+	es_projection_worker_init();
+
+	/*
+	 * Last: it drops placeholders of names not defined yet, which would
+	 * lose settings of GUCs the modules above define (postgresql.conf is
+	 * read before a preloaded library is loaded).
+	 */
+	MarkGUCPrefixReserved("event_store");
 }
 
 /*

@@ -74,6 +74,7 @@ extern int64 es_feed_current_horizon(void);
 extern void es_feed_wait_register(int64 after);
 extern bool es_notify;
 extern bool es_feed_wait_unregister(void);
+extern bool es_feed_wait_pending(void);
 extern bool es_feed_notify_at_commit(void);
 extern bool es_feed_notifier_attach(int idx, Oid dbid);
 extern bool es_feed_notifier_take_kick(int idx);
