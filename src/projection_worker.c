@@ -921,6 +921,15 @@ es_projection_worker_main(Datum main_arg)
 	if (!es_live_projections)
 		worker_leave(PW_NONE);
 
+	/* a database without async projections: leave before joining the waiter list */
+	{
+		int64		horizon;
+		bool		retries_waiting;
+
+		if (!list_projections(&horizon, &retries_waiting) || nprojections == 0)
+			worker_leave(PW_NONE);
+	}
+
 	last_work = turn_start = GetCurrentTimestamp();
 	for (;;)
 	{
