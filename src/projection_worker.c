@@ -630,13 +630,15 @@ note_error(const char *projection, const char *message)
 /*
  * Start of a round: the async projections (new ones added, dropped ones
  * removed), the feed horizon, and whether retries wait.  Returns false
- * when the extension is not installed in the database.
+ * when the extension is not installed in the database, or older than
+ * 1.12.
  */
 static bool
 list_projections(int64 *horizon, bool *retries_waiting)
 {
 	MemoryContext old;
 	int			rc;
+	bool		isnull_version = false;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -648,9 +650,19 @@ list_projections(int64 *horizon, bool *retries_waiting)
 		CommitTransactionCommand();
 		return false;
 	}
-	*horizon = es_feed_current_horizon();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	/* the extension not yet updated to 1.12 (the library is newer): not served */
+	rc = SPI_execute("SELECT pg_catalog.to_regprocedure('event_store.projection_workers()') IS NOT NULL", true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1 ||
+		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull_version)))
+	{
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		return false;
+	}
+	*horizon = es_feed_current_horizon();
 	rc = SPI_execute("SELECT r.name, EXISTS (SELECT 1 FROM event_store.projection_retries x "
 					 "WHERE x.name OPERATOR(pg_catalog.=) r.name AND x.state OPERATOR(pg_catalog.=) 'waiting') "
 					 "FROM event_store.projection_registry r "

@@ -37,7 +37,8 @@ SELECT count(*) AS running_here
 CREATE TABLE pw_seen (pos bigint);
 CREATE FUNCTION pw_handle(e event_store.events) RETURNS void LANGUAGE sql AS
   $$ INSERT INTO pw_seen VALUES (e.global_position) $$;
-SELECT event_store.create_projection('pw_async', 'pw_handle(event_store.events)', mode => 'async');
+SELECT event_store.create_projection('pw_async', 'pw_handle(event_store.events)', categories => ARRAY['pw'], mode => 'async');
+UPDATE event_store.projection_checkpoints SET position = event_store._last_drawn_position() WHERE name = 'pw_async';
 SELECT event_store.append('pw-1', ARRAY[event_store.event('Tick', '{}')]) > 0 AS appended;
 SELECT name, worker_pid, worker_last_run_at FROM event_store.projection_status WHERE name = 'pw_async';
 -- run_projection() works as before

@@ -2,8 +2,10 @@
 #
 # Preloaded, with the default event_store.projection_workers = 1:
 #  (a) appends are projected by the worker, nobody calling run_projection():
-#      three async projections catch up with 2,000 events of 20 streams;
-#      projection_status shows the worker's pid for each;
+#      four async projections catch up with 2,000 events of 20 streams;
+#      projection_status shows the worker's pid for each; a handler runs as
+#      the role that registered its projection, not as the worker's
+#      superuser;
 #  (b) a poison event (on_error 'park') is parked while the other events of
 #      that projection, and the other two projections, go on; after a fix,
 #      replay_parked() puts it back and the worker applies it;
@@ -70,6 +72,16 @@ END $$;
 SELECT event_store.create_projection('pa', 'h_a(event_store.events)', mode => 'async');
 SELECT event_store.create_projection('pb', 'h_b(event_store.events)', mode => 'async');
 SELECT event_store.create_projection('pc', 'h_poison(event_store.events)', mode => 'async', on_error => 'park');
+-- registered by an admin that is no superuser: the worker runs it as that role
+CREATE ROLE proj_admin;
+GRANT event_store_admin TO proj_admin;
+CREATE TABLE whoami (pos bigint, who text);
+GRANT INSERT ON whoami TO proj_admin;
+CREATE FUNCTION h_who(e event_store.events) RETURNS void LANGUAGE sql AS
+  $$ INSERT INTO whoami VALUES (e.global_position, current_user) $$;
+SET ROLE proj_admin;
+SELECT event_store.create_projection('pd', 'h_who(event_store.events)', mode => 'async');
+RESET ROLE;
 });
 
 # (a) 2,000 events, a poison one in the middle, 20 appends of 100
@@ -84,10 +96,12 @@ ok(poll_until("SELECT bool_and(checkpoint = $last) FROM event_store.projection_s
    'the worker moved all three checkpoints to the last event, without run_projection()');
 is($node->safe_psql('postgres', "SELECT projection, count(*), count(DISTINCT pos) FROM applied GROUP BY 1 ORDER BY 1"),
    "a|2000|2000\nb|2000|2000\nc|1999|1999", 'each event once in pa and pb; pc all but the poison event');
+is($node->safe_psql('postgres', 'SELECT who, count(*) FROM whoami GROUP BY 1'), 'proj_admin|2000',
+   'the worker ran the handler as the role that registered the projection');
 my $pid = worker_pid();
 like($pid, qr/^\d+$/, 'one worker runs');
 is($node->safe_psql('postgres', "SELECT string_agg(name || ':' || (worker_pid = (SELECT pid FROM pg_stat_activity WHERE backend_type = 'event_store projection worker')), ',' ORDER BY name) FROM event_store.projection_status"),
-   'pa:true,pb:true,pc:true', 'projection_status shows the worker serving each projection');
+   'pa:true,pb:true,pc:true,pd:true', 'projection_status shows the worker serving each projection');
 
 # (b) the poison event is parked, the rest went on; fix and replay
 my $poison = $node->safe_psql('postgres', "SELECT global_position FROM event_store.events WHERE event_type = 'Poison'");
