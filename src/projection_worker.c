@@ -537,8 +537,13 @@ es_projection_launcher_main(Datum main_arg)
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
+			int			before = es_projection_workers_guc;
+
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			/* switched on again: look at every database, as at start */
+			if (before <= 0 && es_projection_workers_guc > 0)
+				launcher_want_all_databases();
 		}
 		if (es_projection_workers_guc > 0)
 			launcher_round();
@@ -959,7 +964,7 @@ es_projection_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		if (es_projection_workers_guc <= 0)
-			worker_leave(PW_IDLE);
+			worker_leave(PW_WANTED);	/* served again once workers are allowed */
 
 		/*
 		 * On the waiter list past what the last round saw before reading

@@ -93,7 +93,7 @@ for my $k (1 .. 20)
 }
 my $last = $node->safe_psql('postgres', 'SELECT max(global_position) FROM event_store.events');
 ok(poll_until("SELECT bool_and(checkpoint = $last) FROM event_store.projection_status", 't'),
-   'the worker moved all three checkpoints to the last event, without run_projection()');
+   'the worker moved all four checkpoints to the last event, without run_projection()');
 is($node->safe_psql('postgres', "SELECT projection, count(*), count(DISTINCT pos) FROM applied GROUP BY 1 ORDER BY 1"),
    "a|2000|2000\nb|2000|2000\nc|1999|1999", 'each event once in pa and pb; pc all but the poison event');
 is($node->safe_psql('postgres', 'SELECT who, count(*) FROM whoami GROUP BY 1'), 'proj_admin|2000',
