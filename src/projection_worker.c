@@ -91,6 +91,12 @@ PGDLLEXPORT void es_projection_worker_main(Datum main_arg);
 #define ES_PW_MAX_WORKERS		32
 /* Events per run_projection() call, i.e. per transaction. */
 #define ES_PW_BATCH				1000
+/*
+ * Rounds start at most this often: commits in between are folded into one
+ * round (fewer, larger batches: each batch costs a transaction and a
+ * checkpoint update), at the price of this much lag at most.
+ */
+#define ES_PW_MIN_ROUND_MS		10
 /* A worker looks this often without a wakeup (due retries, rows that wake nobody). */
 #define ES_PW_RECHECK_MS		1000
 /* A worker without events this long retires. */
@@ -904,6 +910,7 @@ es_projection_worker_main(Datum main_arg)
 	int64		seen = -1;
 	TimestampTz last_work;
 	TimestampTz turn_start;
+	TimestampTz last_round_start;
 
 	my_entry = DatumGetInt32(main_arg);
 	memcpy(&dbid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
@@ -948,6 +955,7 @@ es_projection_worker_main(Datum main_arg)
 	}
 
 	last_work = turn_start = GetCurrentTimestamp();
+	last_round_start = 0;
 	for (;;)
 	{
 		int64		horizon = 0;
@@ -965,6 +973,21 @@ es_projection_worker_main(Datum main_arg)
 		}
 		if (es_projection_workers_guc <= 0)
 			worker_leave(PW_WANTED);	/* served again once workers are allowed */
+
+		now = GetCurrentTimestamp();
+		if (!TimestampDifferenceExceeds(last_round_start, now, ES_PW_MIN_ROUND_MS))
+		{
+			long		secs;
+			int			usecs;
+
+			/* the rest of the interval: commits meanwhile join this round */
+			TimestampDifference(now, TimestampTzPlusMilliseconds(last_round_start, ES_PW_MIN_ROUND_MS),
+								&secs, &usecs);
+			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 secs * 1000 + usecs / 1000 + 1, PG_WAIT_EXTENSION);
+			continue;
+		}
+		last_round_start = now;
 
 		/*
 		 * On the waiter list past what the last round saw before reading

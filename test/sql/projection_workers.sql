@@ -3,6 +3,13 @@
 -- The workers themselves are tested in test/t/022_projection_worker.pl
 -- (setup.sql switched them off for this database).
 
+-- No worker serves this database (this call also loads the library, which
+-- defines the GUCs, when it is not preloaded).
+SELECT count(*) AS running_here
+  FROM event_store.projection_workers() w
+ WHERE w.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND w.state = 'running';
+
 -- The defaults (live_projections: off, from setup.sql's ALTER DATABASE).
 SHOW event_store.projection_workers;
 SHOW event_store.projection_batch_timeout;
@@ -26,12 +33,6 @@ SET ROLE pw_user;
 SET event_store.live_projections = off;
 RESET ROLE;
 DROP ROLE pw_user;
-
--- No worker serves this database.
-SELECT count(*) AS running_here
-  FROM event_store.projection_workers() w
- WHERE w.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
-   AND w.state = 'running';
 
 -- projection_status: worker_pid and worker_last_run_at, NULL without a worker.
 CREATE TABLE pw_seen (pos bigint);
