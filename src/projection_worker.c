@@ -622,9 +622,20 @@ set_my_state(PWState state)
 static void
 worker_leave(PWState state)
 {
+	int			launcher;
+
 	(void) es_feed_wait_unregister();
 	(void) set_my_state(state);
 	my_entry = -1;
+	if (state == PW_WANTED)
+	{
+		/* the launcher picks the next database now, not at its next look */
+		LWLockAcquire(pw->lock, LW_SHARED);
+		launcher = pw->launcher_pgprocno;
+		LWLockRelease(pw->lock);
+		if (launcher >= 0)
+			SetLatch(&GetPGProcByNumber(launcher)->procLatch);
+	}
 	proc_exit(0);
 }
 
@@ -642,7 +653,7 @@ note_error(const char *projection, const char *message)
  * Start of a round: the async projections (new ones added, dropped ones
  * removed), the feed horizon, and whether retries wait.  Returns false
  * when the extension is not installed in the database, or older than
- * 1.12.
+ * 1.12, or when ALTER DATABASE switched live projections off.
  */
 static bool
 list_projections(int64 *horizon, bool *retries_waiting)
@@ -672,6 +683,32 @@ list_projections(int64 *horizon, bool *retries_waiting)
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		return false;
+	}
+	/*
+	 * ALTER DATABASE ... SET event_store.live_projections, read each round
+	 * (the setting a session gets applies at connection only).
+	 */
+	rc = SPI_execute("SELECT pg_catalog.split_part(c, '=', 2) FROM pg_catalog.pg_db_role_setting s, "
+					 "pg_catalog.unnest(s.setconfig) c "
+					 "WHERE s.setdatabase OPERATOR(pg_catalog.=) "
+					 "(SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) "
+					 "AND s.setrole OPERATOR(pg_catalog.=) 0 "
+					 "AND pg_catalog.split_part(c, '=', 1) OPERATOR(pg_catalog.=) 'event_store.live_projections'",
+					 true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "reading the database's settings failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+	{
+		char	   *value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		bool		on = true;
+
+		if (value != NULL && parse_bool(value, &on) && !on)
+		{
+			SPI_finish();
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+			return false;
+		}
 	}
 	*horizon = es_feed_current_horizon();
 	rc = SPI_execute("SELECT r.name, EXISTS (SELECT 1 FROM event_store.projection_retries x "
@@ -856,8 +893,7 @@ run_round(bool *backing_off)
 }
 
 /*
- * Retire: publish IDLE (WANTED when handing the slot over), then leave
- * the waiter list.  If an appender took the worker off the list meanwhile,
+ * Retire when idle: publish IDLE, then leave the waiter list.  If an appender took the worker off the list meanwhile,
  * an event arrived: the worker stays (RUNNING again).  An appender
  * committing after the IDLE asks the launcher for a new worker.
  */
@@ -1008,8 +1044,13 @@ es_projection_worker_main(Datum main_arg)
 		if (horizon > seen)
 			seen = horizon;
 
+		/*
+		 * Hand the slot over: WANTED, so the launcher comes back to this
+		 * database (after the others waiting longer), and nothing appended
+		 * meanwhile is left behind.
+		 */
 		if (TimestampDifferenceExceeds(turn_start, now, ES_PW_TURN_MS) && others_waiting())
-			try_retire(PW_WANTED);	/* hand the slot over; the launcher comes back */
+			worker_leave(PW_WANTED);
 		else if (TimestampDifferenceExceeds(last_work, now, ES_PW_IDLE_MS) &&
 				 !retries_waiting && !backing_off)
 			try_retire(PW_IDLE);

@@ -5,6 +5,7 @@
 SET timezone = 'UTC';
 SELECT current_database() AS orig_db \gset
 CREATE DATABASE es_consumer_failures_test;
+ALTER DATABASE es_consumer_failures_test SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 \c es_consumer_failures_test
 SET timezone = 'UTC';
 SET client_min_messages = warning;
@@ -351,6 +352,7 @@ SELECT count(*) AS p_park_rows FROM event_store.projection_retries WHERE name = 
 -- Updating from 1.10: projections registered before keep on_error 'stop'
 -- (today's behaviour); subscriptions get the default retry policy.
 CREATE DATABASE es_consumer_failures_upgrade;
+ALTER DATABASE es_consumer_failures_upgrade SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 \c es_consumer_failures_upgrade
 SET client_min_messages = warning;
 CREATE EXTENSION event_store VERSION '1.10';

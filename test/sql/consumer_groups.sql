@@ -4,6 +4,7 @@
 -- for their actual values.  In a database of its own, with 12 partitions.
 SELECT current_database() AS orig_db \gset
 CREATE DATABASE es_consumer_groups_test;
+ALTER DATABASE es_consumer_groups_test SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 \c es_consumer_groups_test
 SET client_min_messages = warning;
 CREATE EXTENSION event_store;

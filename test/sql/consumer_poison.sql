@@ -5,6 +5,7 @@
 SET timezone = 'UTC';
 SELECT current_database() AS orig_db \gset
 CREATE DATABASE es_consumer_poison_test;
+ALTER DATABASE es_consumer_poison_test SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 \c es_consumer_poison_test
 SET client_min_messages = warning;
 CREATE EXTENSION event_store;

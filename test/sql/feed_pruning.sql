@@ -4,6 +4,7 @@
 -- 1-second partitions, three partitions of 5 events each.
 SELECT current_database() AS orig_db \gset
 CREATE DATABASE es_feed_pruning_test;
+ALTER DATABASE es_feed_pruning_test SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 \c es_feed_pruning_test
 SET client_min_messages = warning;
 CREATE EXTENSION event_store;

@@ -5,6 +5,7 @@
 -- admin's handler became a superuser's.  In a database of its own.
 SELECT current_database() AS orig_db \gset
 CREATE DATABASE es_handler_privileges_test;
+ALTER DATABASE es_handler_privileges_test SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 \c es_handler_privileges_test
 SET client_min_messages = warning;
 CREATE EXTENSION event_store;

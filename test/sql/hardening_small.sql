@@ -6,6 +6,7 @@
 -- own.
 SELECT current_database() AS orig_db \gset
 CREATE DATABASE es_hardening_small;
+ALTER DATABASE es_hardening_small SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 \c es_hardening_small
 SET timezone = 'UTC';
 SET client_min_messages = warning;
@@ -85,6 +86,7 @@ SELECT try($$UPDATE event_store.streams SET updated_at = updated_at WHERE stream
 ROLLBACK;
 -- An empty streams table may be truncated (parallel pg_restore does).
 CREATE DATABASE es_hardening_small_empty;
+ALTER DATABASE es_hardening_small_empty SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 \c es_hardening_small_empty
 SET client_min_messages = warning;
 CREATE EXTENSION event_store;

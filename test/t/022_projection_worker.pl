@@ -16,7 +16,8 @@
 #      equals a fold of the log;
 #  (d) pg_terminate_backend() of the worker: the launcher starts another;
 #  (e) ALTER DATABASE ... SET event_store.live_projections = off: a new
-#      worker leaves the database alone.
+#      worker leaves the database alone;
+#  (f) one worker and two databases with async projections: both served.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -176,6 +177,30 @@ usleep(1_500_000);
 is($node->safe_psql('postgres', "SELECT count(*) FROM applied WHERE stream_id = 'after-off'"), '0',
    'no worker applied the event');
 is($node->safe_psql('postgres', "SELECT event_store.run_projection('pa')"), '1', 'run_projection() works as before');
+
+# (f) one worker, two databases: both are served in turn
+# (a registry change brings a worker back at once; appends alone after a minute)
+$node->safe_psql('postgres', 'ALTER DATABASE postgres RESET event_store.live_projections');
+$node->safe_psql('postgres', "SELECT event_store.create_projection('pe', 'h_who(event_store.events)', mode => 'async')");
+$node->safe_psql('postgres', 'CREATE DATABASE db2');
+$node->safe_psql('db2', q{
+CREATE EXTENSION event_store;
+CREATE TABLE applied2 (pos bigint);
+CREATE FUNCTION h2(e event_store.events) RETURNS void LANGUAGE sql AS $$ INSERT INTO applied2 VALUES (e.global_position) $$;
+SELECT event_store.create_projection('p2', 'h2(event_store.events)', mode => 'async');
+SELECT event_store.append('db2-s', (SELECT array_agg(event_store.event('Tick', '{}')) FROM generate_series(1, 50)));
+});
+$node->safe_psql('postgres', "SELECT event_store.append('back-on', ARRAY[event_store.event('Tick', '{}')])");
+my $served2 = 0;
+for (1 .. 1200)
+{
+    $served2 = $node->safe_psql('db2', 'SELECT count(*) FROM applied2');
+    last if $served2 eq '50';
+    usleep(50_000);
+}
+is($served2, '50', 'the worker served the second database');
+ok(poll_until("SELECT count(*) FROM applied WHERE stream_id = 'back-on'", '3'),
+   'and the first one, with live_projections reset');
 
 $node->stop;
 done_testing();
