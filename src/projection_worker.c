@@ -9,9 +9,10 @@
  *	  database with run_projection(), one transaction per batch, and sleeps
  *	  on the feed's waiter list (feed.c, the mechanism of wait_for_feed()):
  *	  the appender whose commit moves the feed horizon past what the worker
- *	  has seen sets its latch.  It also looks every ES_PW_RECHECK_MS, for
- *	  due retries and for rows that wake nobody (restores, logical
- *	  replication).
+ *	  has seen sets its latch.  Rounds start at most every
+ *	  ES_PW_MIN_ROUND_MS, the commits in between folded into one round.  It
+ *	  also looks every ES_PW_RECHECK_MS, for due retries and for rows that
+ *	  wake nobody (restores, logical replication).
  *
  *	  Which databases get a worker: one entry per database in shared
  *	  memory.  A committing appender whose database has no entry, or whose
@@ -19,7 +20,8 @@
  *	  lock-free look at the entries first: nothing is taken on the commit
  *	  path while a worker serves the database).  The worker finds out
  *	  whether the database has async projections; without any (or without
- *	  the extension, or with event_store.live_projections off there) it
+ *	  the extension at 1.12 or later, or with event_store.live_projections
+ *	  off there, looked at every round) it
  *	  marks the entry NONE and exits; appends there start another look
  *	  only after ES_PW_NONE_RECHECK_MS, and a change of the projection
  *	  registry at once.  At its start the launcher marks every database
