@@ -2,7 +2,7 @@
 EXTENSION   = event_store event_store_messagedb
 MODULE_big  = event_store
 OBJS        = src/event_store.o src/log_am.o src/guard.o src/partition.o src/append.o src/append_direct.o src/consistency.o src/messagedb.o src/consumer_group.o src/fold.o src/reducers.o src/feed.o src/feed_wait.o src/projection.o src/merge_state.o src/upcast.o src/retention.o src/redact.o \
-              src/owner_guard.o src/lifecycle.o src/spi_util.o src/tag_locks.o src/scavenge.o
+              src/owner_guard.o src/lifecycle.o src/spi_util.o src/tag_locks.o src/scavenge.o src/projection_worker.o
 
 DATA        = $(wildcard sql/event_store--*.sql) $(wildcard sql/event_store_messagedb--*.sql)
 DOCS        = README.md

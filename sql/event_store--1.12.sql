@@ -3613,6 +3613,20 @@ RETURN CASE WHEN categories IS NULL
                                                       AND h.category OPERATOR(pg_catalog.=) ANY (categories)
                                                     LIMIT up_to OPERATOR(pg_catalog.+) 1) x) END;
 
+CREATE FUNCTION event_store.projection_workers(
+    OUT datid oid, OUT state text, OUT pid int, OUT state_since timestamptz,
+    OUT started_at timestamptz, OUT last_run_at timestamptz,
+    OUT events_applied bigint, OUT last_error text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'es_projection_workers' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_store.projection_workers() IS
+  'Live projection workers, one row per database the launcher knows (empty when event_store is not preloaded): state none|idle|wanted|starting|running|failed, the running worker''s pid, its start, last round, events applied since the server started, and the last failed batch.';
+
+-- A change of the registry (a new async projection) asks for a worker at
+-- commit, even in a database last seen without async projections.
+CREATE FUNCTION event_store._projection_worker_kick() RETURNS trigger
+AS 'MODULE_PATHNAME', 'es_projection_worker_kick' LANGUAGE C;
+
 -- ==========================================================================
 -- Views
 -- ==========================================================================
@@ -3717,11 +3731,18 @@ SELECT p.name,
          WHERE r.name = p.name AND r.state = 'waiting') AS waiting,
        (SELECT r.last_error FROM event_store.projection_retries r
          WHERE r.name = p.name AND r.last_failed_at IS NOT NULL
-         ORDER BY r.last_failed_at DESC, r.global_position DESC LIMIT 1) AS last_error
+         ORDER BY r.last_failed_at DESC, r.global_position DESC LIMIT 1) AS last_error,
+       w.pid AS worker_pid,
+       w.last_run_at AS worker_last_run_at
   FROM event_store.projections p
+  LEFT JOIN (SELECT x.pid, x.last_run_at FROM event_store.projection_workers() x
+              WHERE x.datid OPERATOR(pg_catalog.=) (SELECT d.oid FROM pg_catalog.pg_database d
+                                                     WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+                AND x.state OPERATOR(pg_catalog.=) 'running') w
+         ON p.mode = 'async'
  ORDER BY p.name;
 COMMENT ON VIEW event_store.projection_status IS
-  'Projections: checkpoint, lag in events and in time (age of the oldest unprocessed event; async only), last run; events parked and waiting for a retry, and the last handler error.';
+  'Projections: checkpoint, lag in events and in time (age of the oldest unprocessed event; async only), last run; events parked and waiting for a retry, and the last handler error; for async projections, the pid and last round of the live worker serving the database (NULL: none runs now).';
 
 CREATE VIEW event_store.event_schemas AS
 SELECT t.event_type,
@@ -3861,6 +3882,10 @@ CREATE TRIGGER _refuse_tombstoned BEFORE UPDATE OF version ON event_store.stream
     FOR EACH ROW WHEN (OLD.tombstoned_at IS NOT NULL)
     EXECUTE FUNCTION event_store._refuse_tombstoned();
 ALTER TABLE event_store.streams ENABLE ALWAYS TRIGGER _refuse_tombstoned;
+
+CREATE TRIGGER projection_registry_worker
+    AFTER INSERT OR UPDATE ON event_store.projection_registry
+    FOR EACH STATEMENT EXECUTE FUNCTION event_store._projection_worker_kick();
 
 -- ==========================================================================
 -- Made at install time
@@ -4295,3 +4320,6 @@ REVOKE ALL ON FUNCTION event_store._maintenance_step(text) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE event_store.run_maintenance() FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store._streams_hiding(text[], int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store._streams_hiding(text[], int) TO event_store_reader;
+REVOKE ALL ON FUNCTION event_store.projection_workers() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.projection_workers() TO event_store_reader;
+REVOKE ALL ON FUNCTION event_store._projection_worker_kick() FROM PUBLIC;

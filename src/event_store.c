@@ -19,6 +19,7 @@
 #include "feed.h"
 #include "guard.h"
 #include "projection.h"
+#include "projection_worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -51,9 +52,15 @@ _PG_init(void)
 							 0,
 							 NULL, NULL, NULL);
 
-	MarkGUCPrefixReserved("event_store");
-
 	es_install_utility_hook();
 	es_feed_init();
 	es_projection_init();
+	es_projection_worker_init();
+
+	/*
+	 * Last: it drops placeholders of names not defined yet, which would
+	 * lose settings of GUCs the modules above define (postgresql.conf is
+	 * read before a preloaded library is loaded).
+	 */
+	MarkGUCPrefixReserved("event_store");
 }

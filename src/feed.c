@@ -85,6 +85,9 @@
 /* GUC event_store.notify: appending transactions ask for a notification (coalesced when preloaded) */
 bool		es_notify = true;
 
+/* Called after each committed append when set (the projection worker's) */
+es_feed_commit_hook_type es_feed_commit_hook = NULL;
+
 PG_FUNCTION_INFO_V1(es_feed_horizon);
 PG_FUNCTION_INFO_V1(es_feed_mode);
 PG_FUNCTION_INFO_V1(es_feed_in_flight);
@@ -391,6 +394,7 @@ clear_my_slot(bool committed)
 {
 	int			nwake = 0;
 	int			notifier_proc = -1;
+	bool		appended = my_slot_set;
 
 	if (!my_slot_set && my_notifier < 0)
 		return;
@@ -446,6 +450,12 @@ clear_my_slot(bool committed)
 		SetLatch(&GetPGProcByNumber(wake_buffer[i])->procLatch);
 	if (notifier_proc >= 0)
 		SetLatch(&GetPGProcByNumber(notifier_proc)->procLatch);
+	/*
+	 * issue 29: a running projection worker is a waiter above; else the hook
+	 * (src/projection_worker.c, set when preloaded) asks for one
+	 */
+	if (committed && appended && es_feed_commit_hook != NULL)
+		es_feed_commit_hook();
 }
 
 /*
@@ -1128,6 +1138,25 @@ es_feed_wait_unregister(void)
 	LWLockRelease(registry->lock);
 	my_wait_registered = false;
 	return was_waiting;
+}
+
+/*
+ * Is this backend still on the waiter list (nobody woke it since it
+ * registered)?  For a waiter whose latch other code may have reset in
+ * between (the projection worker runs handlers that sleep or wait for
+ * locks): false means an appender took it off the list to wake it.
+ */
+bool
+es_feed_wait_pending(void)
+{
+	bool		waiting;
+
+	if (registry == NULL || !my_wait_registered)
+		return false;
+	LWLockAcquire(registry->lock, LW_SHARED);
+	waiting = registry->waiting_after[PGProcNumber_compat(MyProc)] != ES_NOT_WAITING;
+	LWLockRelease(registry->lock);
+	return waiting;
 }
 
 /* Proc exit (pg_terminate_backend, FATAL): leave no waiter behind. */

@@ -24,6 +24,11 @@ extern TimestampTz es_feed_scan_end(void);
 extern int64 es_feed_current_horizon(void);
 extern void es_feed_wait_register(int64 after);
 extern bool es_feed_wait_unregister(void);
+extern bool es_feed_wait_pending(void);
+
+/* run after each committed append; src/projection_worker.c sets it */
+typedef void (*es_feed_commit_hook_type) (void);
+extern es_feed_commit_hook_type es_feed_commit_hook;
 extern bool es_feed_notify_at_commit(void);
 extern bool es_feed_notifier_attach(int idx, Oid dbid);
 extern bool es_feed_notifier_take_kick(int idx);

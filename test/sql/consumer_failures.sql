@@ -5,6 +5,7 @@
 SET timezone = 'UTC';
 \set own_db es_consumer_failures_test
 \i test/sql/include/own_db.sql
+ALTER DATABASE :"own_db" SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 SET timezone = 'UTC';
 
 SELECT event_store.append_event('order-1', 'Placed', '{}');      -- 1
@@ -350,6 +351,7 @@ SELECT count(*) AS p_park_rows FROM event_store.projection_retries WHERE name = 
 -- Updating from 1.10: projections registered before keep on_error 'stop'
 -- (today's behaviour); subscriptions get the default retry policy.
 CREATE DATABASE es_consumer_failures_upgrade;
+ALTER DATABASE es_consumer_failures_upgrade SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 \c es_consumer_failures_upgrade
 SET client_min_messages = warning;
 CREATE EXTENSION event_store VERSION '1.10';

@@ -4,6 +4,7 @@
 -- for their actual values.  In a database of its own, with 12 partitions.
 \set own_db es_consumer_groups_test
 \i test/sql/include/own_db.sql
+ALTER DATABASE :"own_db" SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 
 -- 1. The C rule gives what the 1.7 SQL rule gave:
 --    abs(hash_64(cardinal_id(stream_id))) % size, for ids with and without

@@ -5,6 +5,7 @@
 SET timezone = 'UTC';
 \set own_db es_consumer_poison_test
 \i test/sql/include/own_db.sql
+ALTER DATABASE :"own_db" SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 
 CREATE TABLE fix (broken boolean);
 INSERT INTO fix VALUES (true);

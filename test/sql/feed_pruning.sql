@@ -4,6 +4,7 @@
 -- 1-second partitions, three partitions of 5 events each.
 \set own_db es_feed_pruning_test
 \i test/sql/include/own_db.sql
+ALTER DATABASE :"own_db" SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 SELECT event_store.feed_mode();
 SELECT event_store.set_partition_interval('1 second');
 SELECT event_store.set_premake_partitions(0);

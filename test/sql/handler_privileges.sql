@@ -5,6 +5,7 @@
 -- admin's handler became a superuser's.  In a database of its own.
 \set own_db es_handler_privileges_test
 \i test/sql/include/own_db.sql
+ALTER DATABASE :"own_db" SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 \set VERBOSITY terse
 
 CREATE FUNCTION public.try(q text) RETURNS text LANGUAGE plpgsql AS $$

@@ -7,6 +7,7 @@
 \set own_db es_hardening_small
 \set own_db_extension 'event_store_messagedb CASCADE'
 \i test/sql/include/own_db.sql
+ALTER DATABASE :"own_db" SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 SET timezone = 'UTC';
 \set VERBOSITY terse
 
@@ -81,6 +82,7 @@ SELECT try($$UPDATE event_store.streams SET updated_at = updated_at WHERE stream
 ROLLBACK;
 -- An empty streams table may be truncated (parallel pg_restore does).
 CREATE DATABASE es_hardening_small_empty;
+ALTER DATABASE es_hardening_small_empty SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 \c es_hardening_small_empty
 SET client_min_messages = warning;
 CREATE EXTENSION event_store;

@@ -3,6 +3,7 @@ SET timezone = 'UTC';
 -- test would otherwise stay in the shared one for the tests that follow.
 SELECT current_database() AS orig_db \gset
 CREATE DATABASE es_projections_test;
+ALTER DATABASE es_projections_test SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 \c es_projections_test
 SET timezone = 'UTC';
 SET client_min_messages = warning;

@@ -40,6 +40,16 @@ SELECT DISTINCT am.amname AS toast_am
   JOIN pg_class t ON t.oid = c.reltoastrelid
   JOIN pg_am am ON am.oid = t.relam;
 
+-- Preloaded, live projection workers (issue 29) would run the async
+-- projections of the tests below on their own; these tests call
+-- run_projection() themselves.  test/sql/projection_workers.sql and
+-- test/t/022_projection_worker.pl test the workers.
+DO $$
+BEGIN
+    EXECUTE format('ALTER DATABASE %I SET event_store.live_projections = off', current_database());
+END
+$$;
+
 -- The public API.
 SELECT p.oid::regprocedure AS function
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace

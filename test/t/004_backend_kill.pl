@@ -25,7 +25,9 @@ use Time::HiRes qw(usleep);
 my $node = PostgreSQL::Test::Cluster->new('backend_kill');
 $node->init;
 $node->append_conf('postgresql.conf',
-    "shared_preload_libraries = 'event_store'\nrestart_after_crash = on\n");
+    "shared_preload_libraries = 'event_store'\nrestart_after_crash = on\n"
+    # the test runs its async projection itself (no live worker, issue 29)
+    . "event_store.projection_workers = 0\n");
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION event_store');
 

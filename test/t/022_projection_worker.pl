@@ -1,0 +1,206 @@
+# Live async projections (issue 29, 1.12): the projection worker.
+#
+# Preloaded, with the default event_store.projection_workers = 1:
+#  (a) appends are projected by the worker, nobody calling run_projection():
+#      four async projections catch up with 2,000 events of 20 streams;
+#      projection_status shows the worker's pid for each; a handler runs as
+#      the role that registered its projection, not as the worker's
+#      superuser;
+#  (b) a poison event (on_error 'park') is parked while the other events of
+#      that projection, and the other two projections, go on; after a fix,
+#      replay_parked() puts it back and the worker applies it;
+#  (c) kill -9 of the worker in the middle of a backlog: the server
+#      restarts, the launcher starts a worker again, and it catches up with
+#      no new append; every read model holds each event exactly once (the
+#      handlers count applications: no unique key hides a second one) and
+#      equals a fold of the log;
+#  (d) pg_terminate_backend() of the worker: the launcher starts another;
+#  (e) ALTER DATABASE ... SET event_store.live_projections = off: a new
+#      worker leaves the database alone;
+#  (f) one worker and two databases with async projections: both served.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $node = PostgreSQL::Test::Cluster->new('projection_worker');
+$node->init;
+$node->append_conf('postgresql.conf',
+    "shared_preload_libraries = 'event_store'\nrestart_after_crash = on\nmax_worker_processes = 16\n");
+$node->start;
+
+sub poll_until
+{
+    my ($sql, $want, $tries) = @_;
+    my $got = '';
+    for (1 .. ($tries // 1200))
+    {
+        $got = $node->safe_psql('postgres', $sql);
+        return 1 if $got eq $want;
+        usleep(50_000);
+    }
+    diag("last: $got, wanted: $want");
+    return 0;
+}
+
+sub worker_pid
+{
+    return $node->safe_psql('postgres',
+        "SELECT coalesce(string_agg(pid::text, ','), '') FROM pg_stat_activity WHERE backend_type = 'event_store projection worker'");
+}
+
+is($node->safe_psql('postgres', 'SHOW event_store.projection_workers'), '1', 'one worker by default');
+
+$node->safe_psql('postgres', q{
+CREATE EXTENSION event_store;
+-- every application is a row: a second application of an event shows
+CREATE TABLE applied (projection text, pos bigint, stream_id text);
+CREATE TABLE broken (yes boolean);
+INSERT INTO broken VALUES (true);
+CREATE FUNCTION h_a(e event_store.events) RETURNS void LANGUAGE sql AS
+  $$ INSERT INTO applied VALUES ('a', e.global_position, e.stream_id) $$;
+CREATE FUNCTION h_b(e event_store.events) RETURNS void LANGUAGE sql AS
+  $$ INSERT INTO applied VALUES ('b', e.global_position, e.stream_id) $$;
+CREATE FUNCTION h_poison(e event_store.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF e.event_type = 'Poison' AND (SELECT yes FROM broken) THEN
+    RAISE EXCEPTION 'cannot handle %', e.global_position;
+  END IF;
+  INSERT INTO applied VALUES ('c', e.global_position, e.stream_id);
+END $$;
+SELECT event_store.create_projection('pa', 'h_a(event_store.events)', mode => 'async');
+SELECT event_store.create_projection('pb', 'h_b(event_store.events)', mode => 'async');
+SELECT event_store.create_projection('pc', 'h_poison(event_store.events)', mode => 'async', on_error => 'park');
+-- registered by an admin that is no superuser: the worker runs it as that role
+CREATE ROLE proj_admin;
+GRANT event_store_admin TO proj_admin;
+CREATE TABLE whoami (pos bigint, who text);
+GRANT INSERT ON whoami TO proj_admin;
+CREATE FUNCTION h_who(e event_store.events) RETURNS void LANGUAGE sql AS
+  $$ INSERT INTO whoami VALUES (e.global_position, current_user) $$;
+SET ROLE proj_admin;
+SELECT event_store.create_projection('pd', 'h_who(event_store.events)', mode => 'async');
+RESET ROLE;
+});
+
+# (a) 2,000 events, a poison one in the middle, 20 appends of 100
+for my $k (1 .. 20)
+{
+    my $type = $k == 10 ? "CASE WHEN i = 50 THEN 'Poison' ELSE 'Tick' END" : "'Tick'";
+    $node->safe_psql('postgres',
+        "SELECT event_store.append('s-$k', (SELECT array_agg(event_store.event($type, jsonb_build_object('i', i)) ORDER BY i) FROM generate_series(1, 100) i))");
+}
+my $last = $node->safe_psql('postgres', 'SELECT max(global_position) FROM event_store.events');
+ok(poll_until("SELECT bool_and(checkpoint = $last) FROM event_store.projection_status", 't'),
+   'the worker moved all four checkpoints to the last event, without run_projection()');
+is($node->safe_psql('postgres', "SELECT projection, count(*), count(DISTINCT pos) FROM applied GROUP BY 1 ORDER BY 1"),
+   "a|2000|2000\nb|2000|2000\nc|1999|1999", 'each event once in pa and pb; pc all but the poison event');
+is($node->safe_psql('postgres', 'SELECT who, count(*) FROM whoami GROUP BY 1'), 'proj_admin|2000',
+   'the worker ran the handler as the role that registered the projection');
+my $pid = worker_pid();
+like($pid, qr/^\d+$/, 'one worker runs');
+is($node->safe_psql('postgres', "SELECT string_agg(name || ':' || (worker_pid = (SELECT pid FROM pg_stat_activity WHERE backend_type = 'event_store projection worker')), ',' ORDER BY name) FROM event_store.projection_status"),
+   'pa:true,pb:true,pc:true,pd:true', 'projection_status shows the worker serving each projection');
+
+# (b) the poison event is parked, the rest went on; fix and replay
+my $poison = $node->safe_psql('postgres', "SELECT global_position FROM event_store.events WHERE event_type = 'Poison'");
+is($node->safe_psql('postgres', "SELECT consumer, kind, global_position, attempts FROM event_store.parked_events"),
+   "pc|projection|$poison|1", 'the poison event is parked');
+$node->safe_psql('postgres', "UPDATE broken SET yes = false; SELECT event_store.replay_parked('pc', $poison)");
+ok(poll_until("SELECT count(*) FROM applied WHERE projection = 'c' AND pos = $poison", '1'),
+   'after the fix, the worker applied the replayed event');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM event_store.parked_events'), '0', 'nothing parked');
+
+# (c) a backlog the worker needs a while for (each application sleeps),
+# kill -9 of the worker in the middle of it
+$node->safe_psql('postgres', q{
+CREATE OR REPLACE FUNCTION h_a(e event_store.events) RETURNS void LANGUAGE sql AS
+  $$ INSERT INTO applied VALUES ('a', e.global_position, e.stream_id); SELECT pg_sleep(0.0005) $$;
+});
+$node->safe_psql('postgres',
+    "SELECT event_store.append('big-' || (i % 7), ARRAY[event_store.event('Tick', '{}')]) FROM generate_series(1, 3000) i");
+$last = $node->safe_psql('postgres', 'SELECT max(global_position) FROM event_store.events');
+my $before = $node->safe_psql('postgres', "SELECT checkpoint FROM event_store.projection_status WHERE name = 'pa'");
+ok(poll_until("SELECT checkpoint > $before FROM event_store.projection_status WHERE name = 'pa'", 't'),
+   'the worker works through the backlog');
+$pid = worker_pid();
+like($pid, qr/^\d+$/, 'the worker runs');
+my $mid = $node->safe_psql('postgres', "SELECT checkpoint FROM event_store.projection_status WHERE name = 'pa'");
+kill 'KILL', $pid;
+ok($mid < $last, "killed with the checkpoint at $mid of $last");
+$node->poll_query_until('postgres', 'SELECT 1', '1');
+# (>=: after a crash the position sequence resumes past its logged value)
+ok(poll_until("SELECT bool_and(checkpoint >= $last) FROM event_store.projection_status", 't'),
+   'after the crash a worker caught up, with no new append');
+isnt(worker_pid(), $pid, 'a new worker process');
+is($node->safe_psql('postgres', q{
+SELECT projection, count(*) = count(DISTINCT pos), count(*) = (SELECT count(*) FROM event_store.events)
+  FROM applied GROUP BY 1 ORDER BY 1}),
+   "a|t|t\nb|t|t\nc|t|t", 'every event applied exactly once by each projection');
+is($node->safe_psql('postgres', q{
+SELECT count(*) FROM (
+  (SELECT p.projection, e.stream_id, count(*) FROM event_store.events e CROSS JOIN (VALUES ('a'), ('b'), ('c')) p(projection)
+    GROUP BY 1, 2
+   EXCEPT
+   SELECT projection, stream_id, count(*) FROM applied GROUP BY 1, 2)
+  UNION ALL
+  (SELECT projection, stream_id, count(*) FROM applied GROUP BY 1, 2
+   EXCEPT
+   SELECT p.projection, e.stream_id, count(*) FROM event_store.events e CROSS JOIN (VALUES ('a'), ('b'), ('c')) p(projection)
+    GROUP BY 1, 2)) d}), '0', 'each read model equals a fold of the log (events per stream)');
+
+# (d) terminated in the middle of another backlog: the launcher starts
+# another worker, which finishes it
+$node->safe_psql('postgres',
+    "SELECT event_store.append('term-' || (i % 3), ARRAY[event_store.event('Tick', '{}')]) FROM generate_series(1, 3000) i");
+ok(poll_until("SELECT worker_pid IS NOT NULL FROM event_store.projection_status WHERE name = 'pa'", 't'),
+   'a worker serves the new backlog');
+$pid = worker_pid();
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+ok(poll_until("SELECT count(*) FROM applied WHERE stream_id LIKE 'term-%'", '9000'),
+   'after pg_terminate_backend() a new worker applied the rest');
+is($node->safe_psql('postgres', q{
+SELECT projection, count(*) = count(DISTINCT pos), count(*) = (SELECT count(*) FROM event_store.events)
+  FROM applied GROUP BY 1 ORDER BY 1}),
+   "a|t|t\nb|t|t\nc|t|t", 'still every event exactly once');
+
+# (e) switched off for the database: a worker started later leaves it alone
+$node->safe_psql('postgres', 'ALTER DATABASE postgres SET event_store.live_projections = off');
+$pid = worker_pid();
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)") if $pid ne '';
+ok(poll_until("SELECT count(*) FROM event_store.projection_workers() w JOIN pg_database d ON d.oid = w.datid WHERE d.datname = 'postgres' AND w.state = 'none'", '1'),
+   'the database is marked without live projections');
+$node->safe_psql('postgres', "SELECT event_store.append('after-off', ARRAY[event_store.event('Tick', '{}')])");
+usleep(1_500_000);
+is($node->safe_psql('postgres', "SELECT count(*) FROM applied WHERE stream_id = 'after-off'"), '0',
+   'no worker applied the event');
+is($node->safe_psql('postgres', "SELECT event_store.run_projection('pa')"), '1', 'run_projection() works as before');
+
+# (f) one worker, two databases: both are served in turn
+# (a registry change brings a worker back at once; appends alone after a minute)
+$node->safe_psql('postgres', 'ALTER DATABASE postgres RESET event_store.live_projections');
+$node->safe_psql('postgres', "SELECT event_store.create_projection('pe', 'h_who(event_store.events)', mode => 'async')");
+$node->safe_psql('postgres', 'CREATE DATABASE db2');
+$node->safe_psql('db2', q{
+CREATE EXTENSION event_store;
+CREATE TABLE applied2 (pos bigint);
+CREATE FUNCTION h2(e event_store.events) RETURNS void LANGUAGE sql AS $$ INSERT INTO applied2 VALUES (e.global_position) $$;
+SELECT event_store.create_projection('p2', 'h2(event_store.events)', mode => 'async');
+SELECT event_store.append('db2-s', (SELECT array_agg(event_store.event('Tick', '{}')) FROM generate_series(1, 50)));
+});
+$node->safe_psql('postgres', "SELECT event_store.append('back-on', ARRAY[event_store.event('Tick', '{}')])");
+my $served2 = 0;
+for (1 .. 1200)
+{
+    $served2 = $node->safe_psql('db2', 'SELECT count(*) FROM applied2');
+    last if $served2 eq '50';
+    usleep(50_000);
+}
+is($served2, '50', 'the worker served the second database');
+ok(poll_until("SELECT count(*) FROM applied WHERE stream_id = 'back-on'", '3'),
+   'and the first one, with live_projections reset');
+
+$node->stop;
+done_testing();
