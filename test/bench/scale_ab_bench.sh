@@ -13,8 +13,15 @@
 # script overwrites its event_store.so (it puts back B at the end).  The SQL
 # of both builds must be the same version (the extension is created once).
 #
+# Every run of A or B also samples the appenders' wait events every 10 ms
+# (pg_stat_activity): how often an appender waited on the feed registry's
+# LWLock (event_store_feed) is a count that a busy machine does not blur
+# the way it blurs throughput.
+#
 # Environment: BENCH_SECONDS (6) per run, BENCH_PASSES (3), BENCH_CLIENTS
-# ("1 4 16 64"), BENCH_STREAMS (100000), BENCH_OUT (test/bench/results).
+# ("1 4 16 64"), BENCH_STREAMS (100000), BENCH_OUT (test/bench/results),
+# BENCH_SYNC (synchronous_commit, default on; off takes the WAL flush out
+# and leaves the CPU and lock cost of an append).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -34,7 +41,7 @@ BENCH_CONF="shared_buffers = 256MB
 max_wal_size = 4GB
 max_connections = 250
 max_worker_processes = 16
-synchronous_commit = on
+synchronous_commit = ${BENCH_SYNC:-on}
 fsync = on"
 cp "$LIB_A" "$PKGLIB/event_store.so"
 bench_cluster_start scale_ab
@@ -81,6 +88,20 @@ cat >"$WORK/raw.sql" <<SQL
 INSERT INTO messages (stream_name, position, type, data) VALUES ('bench-' || :s, :p, 'Appended', '{"a": 1}');
 SQL
 chown postgres "$WORK"/*.sql
+psql_q -d postgres -c 'CREATE UNLOGGED TABLE wait_samples (variant text, clients int, waiting text)'
+sample() {   # variant clients: sample the appenders' wait events while a run lasts
+    psql_q -d postgres -c "DO \$\$
+DECLARE stop timestamptz := clock_timestamp() + interval '$((SECS - 1)) s';
+BEGIN
+  PERFORM pg_sleep(0.5);
+  WHILE clock_timestamp() < stop LOOP
+    INSERT INTO wait_samples
+    SELECT '$1', $2, coalesce(a.wait_event_type || ':' || a.wait_event, 'CPU')
+      FROM pg_stat_activity a WHERE a.datname = 'ours' AND a.state = 'active' AND a.query LIKE '%append_event%';
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END \$\$" >/dev/null
+}
 tps() {
     local db=$1 script=$2 clients=$3 threads=$(( $3 < 4 ? $3 : 4 ))
     as_pg "$PGBIN/pgbench" -n -M prepared -c "$clients" -j "$threads" -T "$SECS" -f "$WORK/$script" "$db" 2>&1 |
@@ -92,7 +113,7 @@ REPORT="$OUTDIR/scale_ab_$(date -u +%Y%m%dT%H%M%SZ).txt"
 {
     echo "A/B append scaling, $(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(bench_machine); load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "A: $LIB_A"; echo "B: $LIB_B"
-    echo "${SECS}s per run, $PASSES passes (raw, A, B per pass and client count), $NSTREAMS streams, fsync and synchronous_commit on"
+    echo "${SECS}s per run, $PASSES passes (raw, A, B per pass and client count), $NSTREAMS streams, fsync on, synchronous_commit ${BENCH_SYNC:-on}"
 } | tee "$REPORT"
 RAW="$WORK/runs.tsv"; : >"$RAW"
 for ((p = 1; p <= PASSES; p++)); do
@@ -102,7 +123,9 @@ for ((p = 1; p <= PASSES; p++)); do
         r=$(tps raw raw.sql "$c")
         for v in $order; do
             [[ $v == A ]] && use_lib "$LIB_A" || use_lib "$LIB_B"
+            sample "$v" "$c" &
             t=$(tps ours ours.sql "$c")
+            wait
             printf '%s\t%s\t%s\t%s\t%s\n' "$p" "$c" "$v" "$t" "$r" | tee -a "$RAW"
         done
     done
@@ -119,5 +142,13 @@ for c in $CLIENTS; do
               printf "%-8s %10d %10d %10d %9.2fx %9.2fx %9.2fx\n", c, med(a), med(b), med(r), med(ra), med(rb), med(ba) }' c="$c" | tee -a "$REPORT"
 done
 echo "(medians over passes; ratios are medians of per-pass ratios)" | tee -a "$REPORT"
+echo | tee -a "$REPORT"
+echo "appender wait samples (every 10 ms): all / on LWLock:event_store_feed / top waits" | tee -a "$REPORT"
+psql_q -d postgres -F ' ' -c "
+SELECT format('%-8s %s %6s %6s   %s', clients, variant, count(*), count(*) FILTER (WHERE waiting = 'LWLock:event_store_feed'),
+              (SELECT string_agg(w || ' ' || n, ', ' ORDER BY n DESC) FROM (
+                  SELECT waiting AS w, count(*) AS n FROM wait_samples t
+                   WHERE t.variant = s.variant AND t.clients = s.clients GROUP BY 1 ORDER BY 2 DESC LIMIT 4) x))
+  FROM wait_samples s GROUP BY clients, variant ORDER BY clients, variant" | tee -a "$REPORT"
 cp "$LIB_B" "$PKGLIB/event_store.so"
 echo "report: $REPORT"
