@@ -518,7 +518,10 @@ clear_my_slot(bool committed)
 		if (committed && my_notify_requested &&
 			pg_atomic_exchange_u32(&n->kicked, 1) == 0 &&
 			pg_atomic_read_u32(&n->state) == NOTIFIER_RUNNING)
+		{
+			pg_read_barrier();	/* attach wrote pgprocno before RUNNING */
 			notifier_proc = n->pgprocno;
+		}
 		pg_atomic_fetch_sub_u32(&n->pins, 1);
 		my_notifier = -1;
 	}
