@@ -8,17 +8,30 @@
  *	  transactions commit in another order: a reader that has seen position
  *	  11 may later miss position 10, committed after.  With the library in
  *	  shared_preload_libraries, every appending transaction records the
- *	  first position it draws in its slot of a small shared array — drawn and
- *	  recorded under one LWLock, so that no reader can see a drawn position
- *	  that is not yet recorded — and clears the slot in its commit/abort
- *	  callback, which runs once the commit is visible to new snapshots.
- *	  The feed horizon is then "one below the lowest recorded position",
- *	  or, when no append is in flight, the highest position drawn so far
- *	  (read while new first draws are excluded): every position at or below
- *	  it is committed or will never appear, and positions drawn after the
- *	  reader computed it are above it.  Only transactions that
- *	  actually append hold the feed back; long reports, idle sessions and
- *	  other databases do not.
+ *	  first position it draws in its slot of a small shared array, and
+ *	  clears the slot in its commit/abort callback, which runs once the
+ *	  commit is visible to new snapshots.  No lock is shared between
+ *	  appenders (1.12, issue 26; before, the draw ran under one exclusive
+ *	  LWLock, and every appender queued on it):
+ *
+ *	  - a first draw marks its slot DRAWING (an atomic exchange, a full
+ *		barrier), then draws from the sequence, then stores the position;
+ *	  - a reader reads the sequence's last value L first, then (after a
+ *		barrier) the slots of its database, waiting out any slot that is
+ *		DRAWING (a draw takes microseconds).  Its horizon is L, or one
+ *		below the lowest recorded position if that is lower.
+ *
+ *	  Why no drawn, uncommitted position p <= horizon escapes the reader:
+ *	  p <= L means the nextval that drew p came before the reader's read of
+ *	  the sequence page (its buffer lock orders them), and the slot was
+ *	  marked DRAWING before that nextval; so the reader's later scan of the
+ *	  slot sees DRAWING (and waits for p), p itself, or a later state that
+ *	  is only written after p's transaction committed or aborted.  A
+ *	  position drawn after the reader read L is above L.  Every position at
+ *	  or below the horizon is therefore committed or will never appear, and
+ *	  positions drawn after the reader computed it are above it.  Only
+ *	  transactions that actually append hold the feed back; long reports,
+ *	  idle sessions and other databases do not.
  *
  *	  A reader must compute the horizon before it takes the snapshot it
  *	  reads with (in READ COMMITTED: in an earlier statement).
@@ -57,11 +70,13 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
+#include "port/atomics.h"
 #include "storage/bufmgr.h"
 #include "storage/ipc.h"
 #include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "storage/s_lock.h"
 #include "storage/shmem.h"
 #include "executor/spi.h"
 #include "partitioning/partbounds.h"
@@ -107,18 +122,20 @@ typedef enum NotifierState
 	NOTIFIER_FREE = 0,			/* entry unused */
 	NOTIFIER_STARTING,			/* registered, not attached yet (since) */
 	NOTIFIER_RUNNING,			/* attached: pgprocno is its latch */
-	NOTIFIER_FAILED				/* could not start or died (since): appenders
+	NOTIFIER_FAILED,			/* could not start or died (since): appenders
 								 * NOTIFY themselves for a while */
+	NOTIFIER_RETIRING			/* the worker is checking, under the lock,
+								 * whether it may retire */
 } NotifierState;
 
 typedef struct FeedNotifier
 {
 	Oid			dbid;
-	NotifierState state;
+	pg_atomic_uint32 state;		/* NotifierState; changed under the lock */
 	TimestampTz since;
 	int			pgprocno;
-	int			pins;			/* committing appenders that count on it */
-	bool		kicked;			/* an appender committed since it last looked */
+	pg_atomic_uint32 pins;		/* committing appenders that count on it */
+	pg_atomic_uint32 kicked;	/* an appender committed since it last looked */
 } FeedNotifier;
 
 #define ES_MAX_NOTIFIERS		32
@@ -128,20 +145,30 @@ typedef struct FeedNotifier
 /* No waiter in this slot (waiters wait past positions >= 0). */
 #define ES_NOT_WAITING			INT64CONST(-1)
 
+/* A slot whose first draw is under way: readers wait until it holds the position. */
+#define ES_DRAWING				PG_UINT64_MAX
+
 /*
  * One slot per backend (by pgprocno); first_draw_time[] and waiting_after[]
- * follow first_position[].  Everything is protected by lock.
+ * follow first_position[].  first_position[] and first_draw_time[] are
+ * atomics written by their backend only, without a lock (see the file
+ * header).  The lock protects the waiter list (waiting_after[], nwaiters;
+ * min_waiting_after is written under it and read without it) and the
+ * notifiers' transitions (state, dbid, pgprocno; pins and kicked are
+ * atomics changed without it on the commit path).
  */
 typedef struct FeedRegistry
 {
 	LWLock	   *lock;
 	int			nslots;
-	TimestampTz *first_draw_time;
+	pg_atomic_uint64 *first_draw_time;	/* TimestampTz */
 	int64	   *waiting_after;	/* wait_for_feed: ES_NOT_WAITING or after */
 	int			nwaiters;		/* slots with waiting_after set */
-	int64		min_waiting_after;	/* <= every waiting_after set */
+	pg_atomic_uint64 min_waiting_after; /* <= every waiting_after set;
+										 * PG_INT64_MAX: nobody waits */
 	FeedNotifier notifiers[ES_MAX_NOTIFIERS];
-	int64		first_position[FLEXIBLE_ARRAY_MEMBER];	/* 0 = idle */
+	pg_atomic_uint64 first_position[FLEXIBLE_ARRAY_MEMBER]; /* 0 = idle, or
+															 * ES_DRAWING */
 } FeedRegistry;
 
 /* A backend-lifetime hash table keyed by relation OID, in CacheMemoryContext. */
@@ -304,6 +331,9 @@ static bool my_wait_registered = false;
 /* Waiters to wake, collected under the lock (nslots entries, TopMemoryContext). */
 static int *wake_buffer = NULL;
 
+/* The notifier entry this database had last time: pinned without the lock if still running. */
+static int	my_notifier_hint = -1;
+
 static int
 registry_slots(void)
 {
@@ -314,8 +344,8 @@ static Size
 registry_size(void)
 {
 	return add_size(add_size(add_size(offsetof(FeedRegistry, first_position),
-									  mul_size(sizeof(int64), registry_slots())),
-							 mul_size(sizeof(TimestampTz), registry_slots())),
+									  mul_size(sizeof(pg_atomic_uint64), registry_slots())),
+							 mul_size(sizeof(pg_atomic_uint64), registry_slots())),
 					mul_size(sizeof(int64), registry_slots()));
 }
 
@@ -342,52 +372,108 @@ feed_shmem_startup(void)
 	{
 		registry->lock = &(GetNamedLWLockTranche("event_store_feed"))->lock;
 		registry->nslots = registry_slots();
-		memset(registry->first_position, 0, sizeof(int64) * registry->nslots);
 		registry->nwaiters = 0;
-		registry->min_waiting_after = PG_INT64_MAX;
+		pg_atomic_init_u64(&registry->min_waiting_after, PG_INT64_MAX);
 		memset(registry->notifiers, 0, sizeof(registry->notifiers));
+		for (int k = 0; k < ES_MAX_NOTIFIERS; k++)
+		{
+			pg_atomic_init_u32(&registry->notifiers[k].state, NOTIFIER_FREE);
+			pg_atomic_init_u32(&registry->notifiers[k].pins, 0);
+			pg_atomic_init_u32(&registry->notifiers[k].kicked, 0);
+			registry->notifiers[k].pgprocno = -1;
+		}
 	}
 	/* the timestamps live right after the positions, then the waiters */
-	registry->first_draw_time = (TimestampTz *) &registry->first_position[registry->nslots];
+	registry->first_draw_time = &registry->first_position[registry->nslots];
 	registry->waiting_after = (int64 *) &registry->first_draw_time[registry->nslots];
 	if (!found)
 		for (int i = 0; i < registry->nslots; i++)
+		{
+			pg_atomic_init_u64(&registry->first_position[i], 0);
+			pg_atomic_init_u64(&registry->first_draw_time[i], 0);
 			registry->waiting_after[i] = ES_NOT_WAITING;
+		}
 	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * The first position recorded in slot i if that slot's backend is in this
+ * database (positions are per database: one sequence each), else 0.  A
+ * slot whose first draw is under way is waited out: its position is not
+ * known yet and may be below anything the caller compares it with (the
+ * draw is one nextval, microseconds; the wait is interruptible where the
+ * caller is).  With max_spins > 0 it gives up after that many tries and
+ * returns -1 (the commit callback: interrupts are held there, and it still
+ * holds its heavyweight locks, which a drawer might be waiting for).
+ * Without a lock: see the file header for why the caller reads the
+ * sequence first.
+ */
+static int64
+slot_position(int i, int max_spins)
+{
+	uint64		v;
+	int			spins = 0;
+
+	if (GetPGProcByNumber(i)->databaseId != MyDatabaseId)
+		return 0;
+	while ((v = pg_atomic_read_u64(&registry->first_position[i])) == ES_DRAWING)
+	{
+		if (max_spins > 0 && spins >= max_spins)
+			return -1;
+		if (++spins < 1000)
+			pg_spin_delay();
+		else
+		{
+			CHECK_FOR_INTERRUPTS();
+			pg_usleep(100L);
+		}
+	}
+	pg_read_barrier();			/* the draw time is read after the position */
+	return (int64) v;
 }
 
 /*
  * A lower bound of this database's horizon, for waking waiters: one below
  * the lowest position in flight in this database, or, with none in flight,
  * the highest position the committing transaction drew (every position
- * drawn before it is settled then; a transaction that drew a higher one
- * and committed woke its own waiters).  Positions are per database (one
- * sequence each): slots of other databases are skipped.  Call holding the
- * lock.
+ * drawn before it is settled then: its slot was marked before it was drawn,
+ * so the scan, which runs after this backend's draws, sees it; a
+ * transaction that drew a higher one and committed woke its own waiters).
+ * Called after this backend's slot was cleared, without a lock.  A draw
+ * that does not finish within a few microseconds makes it give up and
+ * return 0 (wake nobody): waiters then learn of this commit from the next
+ * one, or when they look again (at most 5 s).
  */
 static int64
-committed_horizon_locked(void)
+committed_horizon(void)
 {
 	int64		lowest = 0;
 
 	for (int i = 0; i < registry->nslots; i++)
 	{
-		int64		p = registry->first_position[i];
+		int64		p = slot_position(i, 500);
 
-		if (p != 0 && (lowest == 0 || p < lowest) &&
-			GetPGProcByNumber(i)->databaseId == MyDatabaseId)
+		if (p < 0)
+			return 0;
+		if (p != 0 && (lowest == 0 || p < lowest))
 			lowest = p;
 	}
-	return lowest == 0 ? my_max_drawn : lowest - 1;
+	return lowest == 0 ? my_max_drawn : Min(lowest - 1, my_max_drawn);
 }
 
 /*
  * Clear this backend's slot: its appends are now committed or gone (the
- * commit is visible to new snapshots).  In the same critical section, after
- * a commit, wake the waiters whose position the horizon passed now (only
- * when there are waiters; each is woken once, taken off the list) and, if
- * the transaction asked for a notification, kick the database's notifier.
- * The latches are set after the lock is released.
+ * commit is visible to new snapshots).  Then, after a commit, wake the
+ * waiters whose position the horizon passed now (only when somebody waits
+ * for a position the horizon passed: the lock is taken only then; each
+ * waiter is woken once, taken off the list) and, if the transaction asked
+ * for a notification, kick the database's notifier (atomics, no lock).
+ * The latches are set last.
+ *
+ * Waking needs no lock while nobody waits: a waiter registers (under the
+ * lock, then a barrier) before it computes the horizon, and this clears
+ * the slot (then a barrier) before it reads min_waiting_after.  Either the
+ * waiter's horizon sees the slot clear, or this sees the waiter.
  */
 static void
 clear_my_slot(bool committed)
@@ -398,50 +484,60 @@ clear_my_slot(bool committed)
 
 	if (!my_slot_set && my_notifier < 0)
 		return;
-	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
 	if (my_slot_set)
-		registry->first_position[PGProcNumber_compat(MyProc)] = 0;
+		pg_atomic_write_u64(&registry->first_position[PGProcNumber_compat(MyProc)], 0);
+	pg_memory_barrier();
 	/* an abort leaves a hole, nothing to read: its waiters sleep on */
-	if (committed && registry->nwaiters > 0)
+	if (committed && my_slot_set &&
+		(int64) pg_atomic_read_u64(&registry->min_waiting_after) != PG_INT64_MAX)
 	{
-		int64		horizon = committed_horizon_locked();
+		int64		horizon = committed_horizon();
 
-		if (horizon > registry->min_waiting_after)
+		if (horizon > (int64) pg_atomic_read_u64(&registry->min_waiting_after))
 		{
-			int64		new_min = PG_INT64_MAX;
-
-			for (int i = 0; i < registry->nslots; i++)
+			LWLockAcquire(registry->lock, LW_EXCLUSIVE);
+			if (registry->nwaiters > 0)
 			{
-				int64		after = registry->waiting_after[i];
+				int64		new_min = PG_INT64_MAX;
 
-				if (after == ES_NOT_WAITING)
-					continue;
-				if (after < horizon && GetPGProcByNumber(i)->databaseId == MyDatabaseId)
+				for (int i = 0; i < registry->nslots; i++)
 				{
-					registry->waiting_after[i] = ES_NOT_WAITING;
-					registry->nwaiters--;
-					wake_buffer[nwake++] = i;
+					int64		after = registry->waiting_after[i];
+
+					if (after == ES_NOT_WAITING)
+						continue;
+					if (after < horizon && GetPGProcByNumber(i)->databaseId == MyDatabaseId)
+					{
+						registry->waiting_after[i] = ES_NOT_WAITING;
+						registry->nwaiters--;
+						wake_buffer[nwake++] = i;
+					}
+					else if (after < new_min)
+						new_min = after;
 				}
-				else if (after < new_min)
-					new_min = after;
+				pg_atomic_write_u64(&registry->min_waiting_after, (uint64) new_min);
 			}
-			registry->min_waiting_after = new_min;
+			LWLockRelease(registry->lock);
 		}
 	}
 	if (my_notifier >= 0)
 	{
 		FeedNotifier *n = &registry->notifiers[my_notifier];
 
-		n->pins--;
-		if (committed && my_notify_requested && !n->kicked)
+		/*
+		 * Kick before unpinning (both full barriers): a retiring worker that
+		 * sees no pin sees the kick.
+		 */
+		if (committed && my_notify_requested &&
+			pg_atomic_exchange_u32(&n->kicked, 1) == 0 &&
+			pg_atomic_read_u32(&n->state) == NOTIFIER_RUNNING)
 		{
-			n->kicked = true;
-			if (n->state == NOTIFIER_RUNNING)
-				notifier_proc = n->pgprocno;
+			pg_read_barrier();	/* attach wrote pgprocno before RUNNING */
+			notifier_proc = n->pgprocno;
 		}
+		pg_atomic_fetch_sub_u32(&n->pins, 1);
 		my_notifier = -1;
 	}
-	LWLockRelease(registry->lock);
 	my_notify_requested = false;
 	my_slot_set = false;
 	my_max_drawn = 0;
@@ -664,9 +760,11 @@ lowest_locked_position(int *count, int64 *settled)
 }
 
 /*
- * Draw n positions from the sequence.  The first draw of a transaction is
- * made and recorded under the registry lock; later ones are higher than the
- * recorded one and need no lock.
+ * Draw n positions from the sequence.  The first draw of a transaction
+ * marks the backend's slot DRAWING before it draws and stores the position
+ * after (see the file header: readers wait out a DRAWING slot); no lock is
+ * taken, so appenders never wait for each other here.  Later draws are
+ * higher than the recorded one and need nothing.
  */
 void
 es_feed_draw_positions(Oid seq, int n, int64 *positions)
@@ -678,33 +776,31 @@ es_feed_draw_positions(Oid seq, int n, int64 *positions)
 		positions[0] = draw_first_position_locked(seq);
 		i = 1;
 	}
-	else if (registry != NULL && !my_slot_set)
+	else if (registry != NULL && !my_slot_set && n > 0)
 	{
+		pg_atomic_uint64 *slot = &registry->first_position[PGProcNumber_compat(MyProc)];
+
 		if (wake_buffer == NULL)
 			wake_buffer = MemoryContextAlloc(TopMemoryContext, sizeof(int) * registry->nslots);
-		LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-		registry->first_draw_time[PGProcNumber_compat(MyProc)] = GetCurrentTimestamp();
-		positions[0] = nextval_internal(seq, true);
-		registry->first_position[PGProcNumber_compat(MyProc)] = positions[0];
+		/* the time first: a reader that sees the slot reads it after */
+		pg_atomic_write_u64(&registry->first_draw_time[PGProcNumber_compat(MyProc)],
+							(uint64) GetCurrentTimestamp());
+		/* a full barrier: the mark is visible before the sequence moves */
+		pg_atomic_exchange_u64(slot, ES_DRAWING);
 		my_slot_set = true;
-
-		/*
-		 * Pin the database's running notifier now, under the lock taken
-		 * anyway, so that the commit needs no extra lock to ask it for a
-		 * notification (es_feed_notify_at_commit() handles the rest).
-		 * After the draw: a draw that fails (no right on the sequence)
-		 * leaves no slot, and the pin must not outlive it.
-		 */
-		if (es_notify)
-			for (int k = 0; k < ES_MAX_NOTIFIERS; k++)
-				if (registry->notifiers[k].state == NOTIFIER_RUNNING &&
-					registry->notifiers[k].dbid == MyDatabaseId)
-				{
-					registry->notifiers[k].pins++;
-					my_notifier = k;
-					break;
-				}
-		LWLockRelease(registry->lock);
+		PG_TRY();
+		{
+			positions[0] = nextval_internal(seq, true);
+		}
+		PG_CATCH();
+		{
+			/* no right on the sequence, or cancelled: nothing was drawn */
+			pg_atomic_write_u64(slot, 0);
+			my_slot_set = false;
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		pg_atomic_write_u64(slot, (uint64) positions[0]);
 		i = 1;
 	}
 	for (; i < n; i++)
@@ -740,28 +836,33 @@ last_drawn_position(Relation seqrel)
 }
 
 /*
- * Lowest recorded in-flight position and how many are in flight.  When none
- * is in flight, *settled is the highest position drawn so far: every drawn
- * position belongs to a finished transaction, and a new draw needs the
- * exclusive lock we exclude while reading it.  A later draw is higher, so a
- * reader using this as its horizon never delivers a position drawn after
- * it computed the horizon (that position's transaction may commit after a
- * higher one that the reader's snapshot already sees).
+ * Lowest recorded in-flight position of this database and how many are in
+ * flight.  *settled (if asked for) is the horizon the registry gives: the
+ * highest position drawn so far, read from the sequence BEFORE the slots,
+ * or one below the lowest recorded position if that is lower.  Every
+ * position at or below it belongs to a finished transaction, and every
+ * position drawn later is above it (file header), so a reader using it
+ * never delivers a position that may commit after a higher one its
+ * snapshot already sees.
  */
 static int64
 lowest_in_flight(int *count, int64 *settled)
 {
 	int64		lowest = 0;
+	int64		drawn = 0;
 	int			n = 0;
 	Relation	seqrel = NULL;
 
 	if (settled)
+	{
 		seqrel = open_position_sequence();
-
-	LWLockAcquire(registry->lock, LW_SHARED);
+		drawn = last_drawn_position(seqrel);
+		relation_close(seqrel, AccessShareLock);
+	}
+	pg_memory_barrier();
 	for (int i = 0; i < registry->nslots; i++)
 	{
-		int64		p = registry->first_position[i];
+		int64		p = slot_position(i, 0);
 
 		if (p == 0)
 			continue;
@@ -770,11 +871,7 @@ lowest_in_flight(int *count, int64 *settled)
 			lowest = p;
 	}
 	if (settled)
-		*settled = lowest == 0 ? last_drawn_position(seqrel) : lowest - 1;
-	LWLockRelease(registry->lock);
-
-	if (seqrel)
-		relation_close(seqrel, AccessShareLock);
+		*settled = lowest == 0 ? drawn : Min(drawn, lowest - 1);
 	if (count)
 		*count = n;
 	return lowest;
@@ -905,11 +1002,21 @@ closed_before(void)
 	/* "locks" mode keeps no draw times: no partition is known closed */
 	if (registry == NULL)
 		return DT_NOBEGIN;
-	LWLockAcquire(registry->lock, LW_SHARED);
+	/*
+	 * A first draw the scan below does not see marks its slot after the
+	 * scan, so the row it appends records a recorded_at after this "now".
+	 */
+	pg_memory_barrier();
 	for (int i = 0; i < registry->nslots; i++)
-		if (registry->first_position[i] != 0 && registry->first_draw_time[i] < result)
-			result = registry->first_draw_time[i];
-	LWLockRelease(registry->lock);
+	{
+		if (slot_position(i, 0) != 0)
+		{
+			TimestampTz t = (TimestampTz) pg_atomic_read_u64(&registry->first_draw_time[i]);
+
+			if (t < result)
+				result = t;
+		}
+	}
 	return result;
 }
 
@@ -1134,6 +1241,9 @@ es_feed_wait_unregister(void)
 		registry->waiting_after[PGProcNumber_compat(MyProc)] = ES_NOT_WAITING;
 		registry->nwaiters--;
 		was_waiting = true;
+		/* nobody waits: commits need not look (they read it without the lock) */
+		if (registry->nwaiters == 0)
+			pg_atomic_write_u64(&registry->min_waiting_after, (uint64) PG_INT64_MAX);
 	}
 	LWLockRelease(registry->lock);
 	my_wait_registered = false;
@@ -1189,10 +1299,12 @@ es_feed_wait_register(int64 after)
 	if (registry->waiting_after[PGProcNumber_compat(MyProc)] == ES_NOT_WAITING)
 		registry->nwaiters++;
 	registry->waiting_after[PGProcNumber_compat(MyProc)] = after;
-	if (after < registry->min_waiting_after)
-		registry->min_waiting_after = after;
+	if (after < (int64) pg_atomic_read_u64(&registry->min_waiting_after))
+		pg_atomic_write_u64(&registry->min_waiting_after, (uint64) after);
 	my_wait_registered = true;
 	LWLockRelease(registry->lock);
+	/* before the caller reads the slots for its horizon (clear_my_slot()) */
+	pg_memory_barrier();
 }
 
 /* event_store._feed_waiters() RETURNS int: backends waiting in wait_for_feed(). */
@@ -1235,22 +1347,45 @@ es_feed_notify_at_commit(void)
 		return false;
 	my_notify_requested = true;
 	if (my_notifier >= 0)
-		return true;			/* pinned at the first draw */
+		return true;
+
+	/*
+	 * The common case, without the lock: the notifier this database had last
+	 * time still runs.  Pin, then look (both full barriers): a worker about
+	 * to retire marks itself RETIRING, then looks for pins, so either it
+	 * sees the pin and stays, or this sees it retiring and takes the lock.
+	 */
+	if (my_notifier_hint >= 0)
+	{
+		n = &registry->notifiers[my_notifier_hint];
+		pg_atomic_fetch_add_u32(&n->pins, 1);
+		if (pg_atomic_read_u32(&n->state) == NOTIFIER_RUNNING)
+		{
+			pg_read_barrier();
+			if (n->dbid == MyDatabaseId)
+			{
+				my_notifier = my_notifier_hint;
+				return true;
+			}
+		}
+		pg_atomic_fetch_sub_u32(&n->pins, 1);
+	}
 
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ES_MAX_NOTIFIERS; i++)
 	{
 		FeedNotifier *e = &registry->notifiers[i];
+		NotifierState st = (NotifierState) pg_atomic_read_u32(&e->state);
 
-		if (e->state != NOTIFIER_FREE && e->dbid == MyDatabaseId)
+		if (st != NOTIFIER_FREE && e->dbid == MyDatabaseId)
 		{
 			idx = i;
 			break;
 		}
 		/* a long-failed entry (its database may be gone) is reused */
 		if (free_idx < 0 &&
-			(e->state == NOTIFIER_FREE ||
-			 (e->state == NOTIFIER_FAILED && e->pins == 0 &&
+			(st == NOTIFIER_FREE ||
+			 (st == NOTIFIER_FAILED && pg_atomic_read_u32(&e->pins) == 0 &&
 			  TimestampDifferenceExceeds(e->since, GetCurrentTimestamp(), 60 * 1000))))
 			free_idx = i;
 	}
@@ -1264,16 +1399,18 @@ es_feed_notify_at_commit(void)
 		}
 		idx = free_idx;
 		n = &registry->notifiers[idx];
-		memset(n, 0, sizeof(FeedNotifier));
 		n->dbid = MyDatabaseId;
+		pg_atomic_write_u32(&n->state, NOTIFIER_FREE);
+		n->since = 0;
 		n->pgprocno = -1;
+		pg_atomic_write_u32(&n->kicked, 0);
 		start = true;
 	}
 	n = &registry->notifiers[idx];
-	if (n->state == NOTIFIER_STARTING &&
+	if (pg_atomic_read_u32(&n->state) == NOTIFIER_STARTING &&
 		TimestampDifferenceExceeds(n->since, GetCurrentTimestamp(), ES_NOTIFIER_START_GRACE_MS))
 		start = true;
-	else if (n->state == NOTIFIER_FAILED)
+	else if (pg_atomic_read_u32(&n->state) == NOTIFIER_FAILED)
 	{
 		if (!TimestampDifferenceExceeds(n->since, GetCurrentTimestamp(), ES_NOTIFIER_RETRY_MS))
 		{
@@ -1285,21 +1422,22 @@ es_feed_notify_at_commit(void)
 	}
 	if (start)
 	{
-		n->state = NOTIFIER_STARTING;
+		pg_atomic_write_u32(&n->state, NOTIFIER_STARTING);
 		n->since = GetCurrentTimestamp();
 		n->pgprocno = -1;
 	}
-	n->pins++;
+	pg_atomic_fetch_add_u32(&n->pins, 1);
 	my_notifier = idx;
+	my_notifier_hint = idx;
 	LWLockRelease(registry->lock);
 
 	if (start && !es_feed_start_notifier(idx, MyDatabaseId))
 	{
 		LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-		n->pins--;
-		if (n->state == NOTIFIER_STARTING)
+		pg_atomic_fetch_sub_u32(&n->pins, 1);
+		if (pg_atomic_read_u32(&n->state) == NOTIFIER_STARTING)
 		{
-			n->state = NOTIFIER_FAILED;
+			pg_atomic_write_u32(&n->state, NOTIFIER_FAILED);
 			n->since = GetCurrentTimestamp();
 		}
 		LWLockRelease(registry->lock);
@@ -1321,12 +1459,14 @@ es_feed_notifier_attach(int idx, Oid dbid)
 		return false;
 	n = &registry->notifiers[idx];
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	ok = (n->dbid == dbid && n->state == NOTIFIER_STARTING);
+	ok = (n->dbid == dbid && pg_atomic_read_u32(&n->state) == NOTIFIER_STARTING);
 	if (ok)
 	{
-		n->state = NOTIFIER_RUNNING;
 		n->pgprocno = PGProcNumber_compat(MyProc);
-		n->kicked = true;		/* one notification after the commit that started it */
+		/* one notification after the commit that started it */
+		pg_atomic_write_u32(&n->kicked, 1);
+		pg_write_barrier();		/* pgprocno before a lock-free reader sees RUNNING */
+		pg_atomic_write_u32(&n->state, NOTIFIER_RUNNING);
 	}
 	LWLockRelease(registry->lock);
 	return ok;
@@ -1337,28 +1477,24 @@ bool
 es_feed_notifier_take_kick(int idx)
 {
 	FeedNotifier *n = &registry->notifiers[idx];
-	bool		kicked;
 
-	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	kicked = n->kicked;
-	n->kicked = false;
-	LWLockRelease(registry->lock);
-	return kicked;
+	return pg_atomic_exchange_u32(&n->kicked, 0) != 0;
 }
 
 /* The worker could not notify now: it keeps the kick for its next round. */
 void
 es_feed_notifier_kick_self(int idx)
 {
-	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	registry->notifiers[idx].kicked = true;
-	LWLockRelease(registry->lock);
+	pg_atomic_write_u32(&registry->notifiers[idx].kicked, 1);
+	pg_memory_barrier();
 }
 
 /*
  * An idle worker retires: only when no committing appender pinned it and
- * none kicked it since it last looked (both under the lock the appenders
- * take), so that no commit is left unannounced.
+ * none kicked it since it last looked, so that no commit is left
+ * unannounced.  Appenders pin without the lock (es_feed_notify_at_commit()):
+ * the worker marks itself RETIRING, then (after a full barrier) looks at
+ * the pins and the kick, and goes back to RUNNING if it must stay.
  */
 bool
 es_feed_notifier_retire(int idx)
@@ -1367,11 +1503,26 @@ es_feed_notifier_retire(int idx)
 	bool		retired = false;
 
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
-	if (n->pins == 0 && !n->kicked && n->pgprocno == PGProcNumber_compat(MyProc))
+	if (n->pgprocno == PGProcNumber_compat(MyProc) &&
+		pg_atomic_read_u32(&n->state) == NOTIFIER_RUNNING)
 	{
-		memset(n, 0, sizeof(FeedNotifier));
-		n->pgprocno = -1;
-		retired = true;
+		pg_atomic_write_u32(&n->state, NOTIFIER_RETIRING);
+		pg_memory_barrier();
+		if (pg_atomic_read_u32(&n->pins) == 0)
+		{
+			pg_memory_barrier();	/* a kick is written before its unpin */
+			if (pg_atomic_read_u32(&n->kicked) == 0)
+				retired = true;
+		}
+		if (retired)
+		{
+			n->dbid = InvalidOid;
+			n->since = 0;
+			n->pgprocno = -1;
+			pg_atomic_write_u32(&n->state, NOTIFIER_FREE);
+		}
+		else
+			pg_atomic_write_u32(&n->state, NOTIFIER_RUNNING);
 	}
 	LWLockRelease(registry->lock);
 	return retired;
@@ -1392,10 +1543,11 @@ es_feed_notifier_detach(int idx, Oid dbid)
 	n = &registry->notifiers[idx];
 	LWLockAcquire(registry->lock, LW_EXCLUSIVE);
 	if (n->dbid == dbid &&
-		((n->state == NOTIFIER_RUNNING && n->pgprocno == PGProcNumber_compat(MyProc)) ||
-		 n->state == NOTIFIER_STARTING))
+		((pg_atomic_read_u32(&n->state) == NOTIFIER_RUNNING &&
+		  n->pgprocno == PGProcNumber_compat(MyProc)) ||
+		 pg_atomic_read_u32(&n->state) == NOTIFIER_STARTING))
 	{
-		n->state = NOTIFIER_FAILED;
+		pg_atomic_write_u32(&n->state, NOTIFIER_FAILED);
 		n->since = GetCurrentTimestamp();
 		n->pgprocno = -1;
 	}

@@ -7,7 +7,9 @@
 # Then: wait_for_feed() latency from an append's commit to the waiter's
 # return at ~1k appends/s (p50/p99), the append rate at 16 clients with
 # 100 waiters vs none, and the locks an append holds (pg_locks and wait
-# events sampled at 16 clients).
+# events sampled at 16 clients).  Then (1.12): hot streams with expected
+# versions against Message DB at 4 and 16 clients, and an inline upsert
+# projection at 16 clients against the same appends without it.
 #
 #   bash test/bench/scale_bench.sh          # BENCH_SECONDS (8) per run, 2 passes
 #   bash test/bench/scale_bench.sh --quick  # 3 s per run, one pass, 20k streams seeded
@@ -23,6 +25,8 @@
 #   BENCH_WAITERS   waiters of the waiter test (default 100)
 #   BENCH_OUT       results directory (default test/bench/results)
 #   BENCH_DOC=1     write the results into docs/benchmarks.md and redraw docs/scale_bench.svg
+#   BENCH_PARTS     parts to run (default "curve latency waiters locks hot proj")
+#   BENCH_HOT       hot streams of the hot part (default 4)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -38,6 +42,9 @@ if [[ ${1:-} == --quick ]]; then
     SECS=${BENCH_SECONDS:-3}; PASSES=${BENCH_PASSES:-1}; NSTREAMS=${BENCH_STREAMS:-20000}
 fi
 CLIENTS=${BENCH_CLIENTS:-1 4 16 64}
+PARTS=" ${BENCH_PARTS:-curve latency waiters locks hot proj} "
+part() { [[ $PARTS == *" $1 "* ]]; }
+NHOT=${BENCH_HOT:-4}
 NWAITERS=${BENCH_WAITERS:-100}
 OUTDIR=${BENCH_OUT:-$HERE/results}
 
@@ -128,6 +135,7 @@ DAT="$WORK/scale.dat"
     printf '%-8s %12s %12s %12s %10s %10s\n' clients "event_store" "raw INSERT" "Message DB" "ours/raw" "ours/MDB"
 } | tee "$REPORT"
 printf '# clients\tours\traw\tmdb\n' >"$DAT"
+part curve || CLIENTS=
 for c in $CLIENTS; do
     t_ours=0; t_raw=0; t_mdb=NaN
     # interleaved, so that background load hits all alike
@@ -140,6 +148,7 @@ for c in $CLIENTS; do
     printf '%s\t%s\t%s\t%s\n' "$c" "$t_ours" "$t_raw" "$t_mdb" >>"$DAT"
 done
 
+if part latency; then
 echo | tee -a "$REPORT"
 echo "== wait_for_feed latency, commit to the waiter's return, ~1000 appends/s" | tee -a "$REPORT"
 psql_q -d ours -c 'CREATE UNLOGGED TABLE lat_commit (pos bigint, at timestamptz)' \
@@ -174,7 +183,9 @@ SELECT format('   %s appends: p50 %s ms, p99 %s ms, max %s ms (negative: the wai
               count(ms), round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 2),
               round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 2), round(max(ms)::numeric, 2))
   FROM lat WHERE ms IS NOT NULL" | tee -a "$REPORT"
+fi
 
+if part waiters; then
 echo | tee -a "$REPORT"
 echo "== appends at 16 clients with $NWAITERS waiters vs none" | tee -a "$REPORT"
 # Waiters are pgbench clients too, one wait_for_feed() statement per call
@@ -213,7 +224,9 @@ awk -v a="$T0" -v b="$T1" -v f="$T_FAR" -v w="$T_FOLLOW" -v n="$NWAITERS" 'BEGIN
   printf "   no waiters: %d appends/s (before %d, after)\n", base, a, b;
   printf "   %d waiters on a position never reached: %d appends/s (%.2fx)\n", n, f, f / base;
   printf "   %d waiters following the feed (wake, return, wait again): %d appends/s (%.2fx)\n", n, w, w / base }' | tee -a "$REPORT"
+fi
 
+if part locks; then
 echo | tee -a "$REPORT"
 echo "== what appenders wait on and which locks they hold, 16 clients, sampled every 10 ms" | tee -a "$REPORT"
 psql_q -d ours -c 'CREATE UNLOGGED TABLE lock_samples (waiting text, lock text)'
@@ -242,7 +255,105 @@ wait $PGB || true
 psql_q -d ours -F ' ' -c "SELECT '   wait ' || waiting, count(*) FROM lock_samples WHERE waiting IS NOT NULL GROUP BY 1 ORDER BY 2 DESC" | tee -a "$REPORT"
 psql_q -d ours -F ' ' -c "SELECT '   lock ' || lock, count(*) FROM lock_samples WHERE lock IS NOT NULL GROUP BY 1 ORDER BY 2 DESC LIMIT 25" | tee -a "$REPORT"
 echo "   (counts: samples of an active appender in that wait / holding that lock)" | tee -a "$REPORT"
+fi
 cp "$DAT" "$OUTDIR/scale_$STAMP.dat"
+
+# ---- hot streams: read the version, append with it; conflicts count as none
+if part hot; then
+echo | tee -a "$REPORT"
+echo "== $NHOT hot streams with expected versions, successful appends/s (conflicts/s)" | tee -a "$REPORT"
+psql_q -d ours >/dev/null <<SQL
+SELECT count(event_store.append_event('hot-' || h, 'Seeded', '{"a": 1}')) FROM generate_series(1, $NHOT) h;
+CREATE FUNCTION bench_try_append(s text, v bigint) RETURNS int LANGUAGE plpgsql AS \$f\$
+BEGIN
+    PERFORM event_store.append_event(s, 'Appended', '{"a": 1}', NULL, v);
+    RETURN 1;
+EXCEPTION WHEN SQLSTATE 'ES001' THEN RETURN 0;
+END \$f\$;
+SQL
+cat >"$WORK/hot_ours.sql" <<SQL
+\set h random(1, $NHOT)
+SELECT event_store.stream_version('hot-' || :h) AS v \\gset
+SELECT bench_try_append('hot-' || :h, :v);
+SQL
+if [[ $MDB == 1 ]]; then
+    psql_q -d mdb >/dev/null <<SQL
+SET search_path = message_store;
+SELECT count(message_store.write_message(gen_random_uuid()::varchar, 'hot-' || h, 'Seeded', '{"a": 1}')) FROM generate_series(1, $NHOT) h;
+CREATE FUNCTION message_store.bench_try_write(s varchar, v bigint) RETURNS int LANGUAGE plpgsql AS \$f\$
+BEGIN
+    PERFORM message_store.write_message(gen_random_uuid()::varchar, s, 'Appended', '{"a": 1}'::jsonb, NULL, v);
+    RETURN 1;
+EXCEPTION WHEN raise_exception THEN RETURN 0;
+END \$f\$;
+GRANT EXECUTE ON FUNCTION message_store.bench_try_write(varchar, bigint) TO message_store;
+SQL
+fi
+cat >"$WORK/hot_mdb.sql" <<SQL
+\set h random(1, $NHOT)
+SELECT stream_version(('hot-' || :h)::varchar) AS v \\gset
+SELECT bench_try_write(('hot-' || :h)::varchar, :v);
+SQL
+chown postgres "$WORK"/hot_*.sql
+hot_sum() {   # db: the sum of the hot streams' versions
+    if [[ $1 == mdb ]]; then
+        # Message DB's functions name its table unqualified
+        psql_q -d mdb -c "SET search_path = message_store" -c "SELECT sum(message_store.stream_version('hot-' || h)) FROM generate_series(1, $NHOT) h"
+    else
+        psql_q -d ours -c "SELECT sum(event_store.stream_version('hot-' || h)) FROM generate_series(1, $NHOT) h"
+    fi
+}
+hot_run() {   # db script clients -> "successes/s conflicts/s"
+    local before after t
+    before=$(hot_sum "$1")
+    t=$(tps "$1" "$2" "$3")
+    after=$(hot_sum "$1")
+    awk -v b="$before" -v a="$after" -v t="$t" -v s="$SECS" 'BEGIN { printf "%.0f %.0f", (a - b) / s, t - (a - b) / s }'
+}
+printf '   %-8s %18s %18s %10s\n' clients "event_store ok/s" "Message DB ok/s" "ours/MDB" | tee -a "$REPORT"
+for c in 4 16; do
+    so=0; sm=0; cm=0; co=0
+    for ((p = 0; p < PASSES; p++)); do   # interleaved
+        read -r o oc <<<"$(hot_run ours hot_ours.sql "$c")"
+        so=$((so + o)); co=$((co + oc))
+        if [[ $MDB == 1 ]]; then read -r m mc <<<"$(hot_run mdb hot_mdb.sql "$c")"; sm=$((sm + m)); cm=$((cm + mc)); fi
+    done
+    awk -v c="$c" -v o="$so" -v oc="$co" -v m="$sm" -v mc="$cm" -v n="$PASSES" -v mdb="$MDB" 'BEGIN {
+        printf "   %-8s %11d (%4d) %11s %6s %10s\n", c, o / n, oc / n, (mdb ? sprintf("%d", m / n) : "-"),
+               (mdb ? sprintf("(%d)", mc / n) : ""), (mdb && m > 0 ? sprintf("%.2fx", o / m) : "-") }' | tee -a "$REPORT"
+done
+fi
+
+# ---- an inline upsert projection at 16 clients vs the same appends without
+if part proj; then
+echo | tee -a "$REPORT"
+echo "== 16 clients, one inline upsert projection (a row per stream) vs none" | tee -a "$REPORT"
+# a copy of ours (same seeded data); the notifier worker may still be
+# connected to ours for up to a second after the last append
+for _ in $(seq 1 30); do
+    psql_q -d postgres -c 'CREATE DATABASE proj TEMPLATE ours' 2>/dev/null && break
+    sleep 1
+done
+psql_q -d proj <<'SQL'
+CREATE TABLE counts (stream_id text PRIMARY KEY, events int NOT NULL, last_position bigint NOT NULL);
+CREATE FUNCTION on_event(e event_store.events) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO counts VALUES (e.stream_id, 1, e.global_position)
+    ON CONFLICT (stream_id) DO UPDATE SET events = counts.events + 1, last_position = excluded.last_position
+$$;
+CREATE TABLE proj_start AS SELECT coalesce(max(global_position), 0) AS m FROM event_store.events;
+SELECT event_store.create_projection('counts', 'on_event(event_store.events)');
+VACUUM ANALYZE;
+SQL
+tp=0; tn=0
+for ((p = 0; p < PASSES; p++)); do   # interleaved
+    tn=$(awk -v a="$tn" -v b="$(tps ours ours.sql 16)" 'BEGIN {print a + b}')
+    tp=$(awk -v a="$tp" -v b="$(tps proj ours.sql 16)" 'BEGIN {print a + b}')
+done
+check=$(psql_q -d proj -c "SELECT (SELECT sum(events) FROM counts) = (SELECT count(*) FROM event_store.events WHERE global_position > (SELECT m FROM proj_start))")
+awk -v n="$tn" -v p="$tp" -v k="$PASSES" 'BEGIN {
+    printf "   without: %d appends/s; with the projection: %d appends/s (%.2fx)\n", n / k, p / k, p / n }' | tee -a "$REPORT"
+echo "   read model matches the appended events: $check" | tee -a "$REPORT"
+fi
 
 if [[ ${BENCH_DOC:-0} == 1 ]] && command -v gnuplot >/dev/null; then
     gnuplot <<GP
