@@ -1374,10 +1374,6 @@ RETURN coalesce(
         HAVING count(*) = c.consumer_group_size) g),
     0);
 
--- poll: the same hash probes as read_category and read_all (above), over
--- the subscription's categories (all streams when it has none); each
--- changed condition keeps its lines, so that error context line numbers
--- of poll stay as they were.
 CREATE FUNCTION event_store.poll(
     name text, max_count int DEFAULT 100,
     consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
@@ -1419,6 +1415,20 @@ BEGIN
     -- first of their stream; they are marked delivered, for ack() and nack().
     -- (pending: any row, parked or not; a row's event is never new.)
     pending := EXISTS (SELECT 1 FROM event_store.subscription_retries r WHERE r.name = poll.name);
+    IF pending AND _hides THEN
+        -- issue 28: a retry or held event whose stream has since been
+        -- deleted or truncated, or which max_count or max_age now hide, is
+        -- dropped from the queue, not delivered (nor left to hold back the
+        -- stream's visible events).
+        DELETE FROM event_store.subscription_retries r
+         USING event_store.events e, event_store.streams h
+         WHERE r.name = poll.name AND r.state = 'waiting'
+           AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
+           AND e.global_position = r.global_position
+           AND h.stream_id = r.stream_id AND h.truncate_before IS NOT NULL
+           AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                OR e.recorded_at < pg_catalog.now() - h.max_age);
+    END IF;
     IF pending THEN
         retries := ARRAY(
             SELECT r.global_position

@@ -98,6 +98,10 @@ SELECT stream_name, position FROM message_store.get_category_messages('acct', co
 RESET message_store.sql_condition;
 -- message_store.stream_version stays the real last position (writers' expected_version)
 SELECT message_store.stream_version('acct-1') AS mdb_version;
+-- the messages view and its summaries hide them too (event_store_messagedb 1.4)
+SELECT count(*) AS mdb_view FROM message_store.messages WHERE stream_name = 'acct-1';
+SELECT stream_name, message_count FROM message_store.stream_summary WHERE stream_name LIKE 'acct-%';
+SELECT category, type, message_count FROM message_store.category_type_summary WHERE category = 'acct';
 SELECT count(*) AS snapshots_left FROM event_store.snapshots WHERE stream_id = 'acct-1';
 SELECT stream_id, version, state, first_visible_version, deleted_at IS NOT NULL AS deleted, tombstoned_at IS NOT NULL AS tombstoned
   FROM event_store.stream_lifecycle ORDER BY stream_id;
@@ -108,8 +112,42 @@ SELECT public.fingerprint() = :'before' AS nothing_written;
 SELECT count(*) AS stored_events FROM event_store.events WHERE stream_id = 'acct-1';
 
 -- A later append recreates the stream; its versions continue (4), reads
--- show only the new events.  Its expected version is the stream's version.
+-- show only the new events.  Its expected version is the stream's real
+-- version (3, event_store.stream_lifecycle.version), as for any stream:
+-- 0 (no stream) and any other number fail with ES001, whose detail gives
+-- the real version; NULL (any) and -1 (exists) pass.  Message DB's
+-- write_message likewise takes the real last position (2), not -1.
+-- (docs/reference.md, "Appending after a soft delete")
+CREATE FUNCTION public.try_detail(q text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    st text;
+    d text;
+BEGIN
+    EXECUTE q;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, d = PG_EXCEPTION_DETAIL;
+    RETURN st || ': ' || d;
+END
+$$;
+SELECT public.fingerprint() AS before \gset
 SELECT try($$SELECT event_store.append_event('acct-1', 'Reopened', '{"balance": 1}', expected_version => 0)$$) AS expected_new_after_delete;
+SELECT try_detail($$SELECT event_store.append_event('acct-1', 'Reopened', '{"balance": 1}', expected_version => 0)$$) AS its_detail;
+SELECT try($$SELECT event_store.append('acct-1', ARRAY[event_store.event('Reopened', '{}'), event_store.event('Reopened', '{}')], expected_version => 0)$$) AS batch_expected_new;
+SELECT try($$SELECT event_store.append_event('acct-1', 'Reopened', '{"balance": 1}', expected_version => 2)$$) AS expected_older;
+SELECT try($$SELECT event_store.append_event('acct-1', 'Reopened', '{"balance": 1}', expected_version => 4)$$) AS expected_newer;
+SELECT try($$SELECT message_store.write_message(gen_random_uuid()::text, 'acct-1', 'Reopened', '{}', NULL, -1)$$) AS mdb_expected_no_stream;
+SELECT public.fingerprint() = :'before' AS nothing_written;
+BEGIN;
+SELECT event_store.append_event('acct-1', 'Reopened', '{"balance": 1}', expected_version => -1) AS expected_exists;
+ROLLBACK;
+BEGIN;
+SELECT event_store.append_event('acct-1', 'Reopened', '{"balance": 1}') AS expected_any;
+ROLLBACK;
+BEGIN;
+SELECT message_store.write_message(gen_random_uuid()::text, 'acct-1', 'Reopened', '{}', NULL, 2) AS mdb_expected_position;
+ROLLBACK;
+SELECT public.fingerprint() = :'before' AS nothing_written;
 SELECT event_store.append_event('acct-1', 'Reopened', '{"balance": 1}', expected_version => 3);
 SELECT stream_version, event_type FROM event_store.read_stream('acct-1');
 SELECT stream_version FROM event_store.read_stream_backward('acct-1');
@@ -118,6 +156,7 @@ SELECT stream_id, stream_version FROM event_store.read_category('acct') ORDER BY
 SELECT stream_id, stream_version FROM event_store.poll('accounts');
 SELECT position, type FROM message_store.get_stream_messages('acct-1');
 SELECT position, type FROM message_store.get_last_stream_message('acct-1');
+SELECT position, type FROM message_store.messages WHERE stream_name = 'acct-1';
 SELECT state FROM event_store.stream_lifecycle WHERE stream_id = 'acct-1';
 
 -- Hard delete: a tombstone.  Every append path refuses the stream (ES006)
@@ -152,6 +191,7 @@ SELECT public.fingerprint() = :'before' AS nothing_written;
 SELECT count(*) AS read_stream, event_store.stream_version('acct-2') AS version
   FROM event_store.read_stream('acct-2');
 SELECT state FROM event_store.stream_lifecycle WHERE stream_id = 'acct-2';
+SELECT count(*) AS mdb_view FROM message_store.messages WHERE stream_name = 'acct-2';
 
 -- truncate_stream: events below before_version disappear from every read;
 -- folds start from the empty state there.
@@ -166,6 +206,7 @@ SELECT stream_version FROM event_store.read_stream('t-1', 4, 1);
 SELECT count(*) AS null_from_version FROM event_store.read_stream('t-1', NULL);  -- as for any stream: none
 SELECT stream_version FROM event_store.read_stream_backward('t-1');
 SELECT stream_version FROM event_store.read_category('t');
+SELECT position FROM message_store.messages WHERE stream_name = 't-1' ORDER BY position;
 SELECT event_store.state_as_of('t-1') AS state, event_store.stream_version('t-1') AS version,
        (SELECT count(*) FROM event_store.snapshots WHERE stream_id = 't-1') AS snapshots;
 -- lowering truncate_before changes and records nothing
@@ -190,6 +231,19 @@ SELECT event_store.truncate_stream('t-1', 7);
 SELECT count(*) AS visible, event_store.stream_version('t-1') AS version,
        (SELECT state FROM event_store.stream_lifecycle WHERE stream_id = 't-1') AS state
   FROM event_store.read_stream('t-1');
+
+-- max_count and max_age hide messages from the messages view as from the
+-- reads; without them the messages are back (nothing was removed).
+SELECT event_store.append('mc-1', ARRAY[event_store.event('E', '{}'), event_store.event('E', '{}'),
+                                       event_store.event('E', '{}')]);
+SELECT event_store.set_stream_metadata('mc-1', '{"max_count": 2}');
+SELECT position FROM message_store.messages WHERE stream_name = 'mc-1' ORDER BY position;
+SELECT position FROM message_store.get_stream_messages('mc-1');
+SELECT event_store.set_stream_metadata('mc-1', '{"max_age": "0 seconds"}');
+SELECT count(*) AS mdb_view_max_age FROM message_store.messages WHERE stream_name = 'mc-1';
+SELECT count(*) AS mdb_read_max_age FROM message_store.get_stream_messages('mc-1');
+SELECT event_store.set_stream_metadata('mc-1', '{}');
+SELECT count(*) AS mdb_view_no_limit FROM message_store.messages WHERE stream_name = 'mc-1';
 
 -- The log itself still holds every event: nothing was updated or removed.
 SELECT stream_id, count(*) FROM event_store.events WHERE stream_id IN ('acct-1', 'acct-2', 't-1')
