@@ -85,19 +85,19 @@ SELECT event_store.create_projection('pd', 'h_who(event_store.events)', mode => 
 RESET ROLE;
 });
 
-# (a) 2,000 events, a poison one in the middle, 20 appends of 100
-for my $k (1 .. 20)
+# (a) 10,000 events, a poison one in the middle, 100 appends of 100
+for my $k (1 .. 100)
 {
-    my $type = $k == 10 ? "CASE WHEN i = 50 THEN 'Poison' ELSE 'Tick' END" : "'Tick'";
+    my $type = $k == 50 ? "CASE WHEN i = 50 THEN 'Poison' ELSE 'Tick' END" : "'Tick'";
     $node->safe_psql('postgres',
         "SELECT event_store.append('s-$k', (SELECT array_agg(event_store.event($type, jsonb_build_object('i', i)) ORDER BY i) FROM generate_series(1, 100) i))");
 }
 my $last = $node->safe_psql('postgres', 'SELECT max(global_position) FROM event_store.events');
-ok(poll_until("SELECT bool_and(checkpoint = $last) FROM event_store.projection_status", 't'),
+ok(poll_until("SELECT bool_and(checkpoint = $last) FROM event_store.projection_status", 't', 6000),
    'the worker moved all four checkpoints to the last event, without run_projection()');
 is($node->safe_psql('postgres', "SELECT projection, count(*), count(DISTINCT pos) FROM applied GROUP BY 1 ORDER BY 1"),
-   "a|2000|2000\nb|2000|2000\nc|1999|1999", 'each event once in pa and pb; pc all but the poison event');
-is($node->safe_psql('postgres', 'SELECT who, count(*) FROM whoami GROUP BY 1'), 'proj_admin|2000',
+   "a|10000|10000\nb|10000|10000\nc|9999|9999", 'each event once in pa and pb; pc all but the poison event');
+is($node->safe_psql('postgres', 'SELECT who, count(*) FROM whoami GROUP BY 1'), 'proj_admin|10000',
    'the worker ran the handler as the role that registered the projection');
 my $pid = worker_pid();
 like($pid, qr/^\d+$/, 'one worker runs');
