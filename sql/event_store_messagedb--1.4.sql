@@ -457,7 +457,7 @@ AS $$
                (u.e).data::varchar, (u.e).metadata::varchar, ((u.e).recorded_at AT TIME ZONE 'UTC')
           FROM (SELECT event_store._upcast(e) AS e FROM event_store.events e
          WHERE e.stream_id OPERATOR(pg_catalog.=) $1::text
-           AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) $2::text)
+           AND ($2 IS NULL OR (event_store._upcast(e)).event_type OPERATOR(pg_catalog.=) $2::text)
            AND e.recorded_at OPERATOR(pg_catalog.>=) (SELECT s.created_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1::text)
            AND e.recorded_at OPERATOR(pg_catalog.<=) (SELECT s.updated_at FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) $1::text)
            AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id

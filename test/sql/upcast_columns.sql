@@ -176,13 +176,13 @@ SELECT event_store.append('upxren-4', ARRAY[
     event_store.event('UpxOldT', '{"n": 5}', '{"$schema_version": 1}')], NULL) IS NOT NULL AS appended;
 SELECT event_store.rebuild_projection('upx_async');
 SELECT * FROM upx_seen ORDER BY projection, stream_id, stream_version;
--- Message DB's get_last_stream_message(stream, type) (messagedb 1.3)
--- filters by the STORED type, and returns the message upcast
+-- Message DB's get_last_stream_message(stream, type) (messagedb 1.4)
+-- filters by the type the message reads as, and returns it upcast
 SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS event_store_messagedb CASCADE;
 RESET client_min_messages;
-SELECT position, type, data FROM message_store.get_last_stream_message('upxren-4', 'UpxOldT');
-SELECT count(*) AS by_new_name FROM message_store.get_last_stream_message('upxren-4', 'UpxNewT');
+SELECT count(*) AS by_old_name FROM message_store.get_last_stream_message('upxren-4', 'UpxOldT');
+SELECT position, type, data FROM message_store.get_last_stream_message('upxren-4', 'UpxNewT');
 
 -- Security (docs/security.md, "Upcasters").  Only admins register; an
 -- upcaster function runs as its registrar inside a security-restricted
