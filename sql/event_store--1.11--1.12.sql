@@ -740,6 +740,13 @@ BEGIN
         RAISE EXCEPTION '% is not a table', live USING ERRCODE = 'wrong_object_type';
     END IF;
     live_q := format('%I.%I', (SELECT nspname FROM pg_namespace WHERE oid = live_c.relnamespace), live_c.relname);
+    -- the handler writes the new table as its registrar, and the swap
+    -- renames both: only who could do that directly may ask for it
+    IF NOT pg_has_role(current_user, live_c.relowner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', live_q
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'A blue/green rebuild has the projection''s handler write the new table as its registrar, and the swap renames both tables: it needs the rights of their owner.';
+    END IF;
     IF into_schema IS NOT NULL AND into_schema <> (SELECT nspname FROM pg_namespace WHERE oid = live_c.relnamespace) THEN
         RAISE EXCEPTION 'the new version must be in the schema of %', live_q
             USING ERRCODE = 'invalid_parameter_value',
@@ -761,6 +768,11 @@ BEGIN
                       DETAIL = 'The swap renames the two tables; a rename does not move a table to another schema.';
         END IF;
         into_q := format('%I.%I', (SELECT nspname FROM pg_namespace WHERE oid = into_c.relnamespace), into_c.relname);
+        IF NOT pg_has_role(current_user, into_c.relowner, 'USAGE') THEN
+            RAISE EXCEPTION 'must be owner of table %', into_q
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'A blue/green rebuild has the projection''s handler write the new table as its registrar, and the swap renames both tables: it needs the rights of their owner.';
+        END IF;
         EXECUTE format('SELECT EXISTS (SELECT FROM %s)', into_q) INTO nonempty;
         IF nonempty THEN
             RAISE EXCEPTION 'table % exists and is not empty', into_q

@@ -176,6 +176,7 @@ CREATE FUNCTION public.fingerprint() RETURNS text LANGUAGE sql AS $$
 $$;
 CREATE TABLE public.full_table (LIKE public.totals);
 INSERT INTO public.full_table VALUES ('x', 1, 1);
+CREATE VIEW public.totals_view AS SELECT * FROM public.totals;
 CREATE SCHEMA other;
 CREATE TABLE other.totals_elsewhere (LIKE public.totals);
 SELECT public.fingerprint() AS before \gset
@@ -188,6 +189,7 @@ SELECT try($$SELECT event_store.rebuild_projection('totals', into_table => 'tota
 SELECT try($$SELECT event_store.rebuild_projection('totals', into_table => 'other.totals_next', live_table => 'totals')$$) AS other_schema_new;
 SELECT try($$SELECT event_store.rebuild_projection('totals', into_table => 'other.totals_elsewhere', live_table => 'totals')$$) AS other_schema_existing;
 SELECT try($$SELECT event_store.rebuild_projection('totals', into_table => 'a.b.c', live_table => 'totals')$$) AS bad_name;
+SELECT try($$SELECT event_store.rebuild_projection('totals', into_table => 'totals_next', live_table => 'totals_view')$$) AS live_is_view;
 SELECT try($$SELECT event_store.rebuild_projection('totals', 0, into_table => 'totals_next', live_table => 'totals')$$) AS notice_every_0;
 SELECT try($$SELECT event_store.swap_projection('totals')$$) AS swap_without_rebuild;
 SELECT try($$SELECT event_store.swap_projection('nope')$$) AS swap_unknown;
@@ -225,7 +227,34 @@ SELECT try($$SELECT event_store.swap_projection('totals')$$) AS reader_swap;
 SELECT try($$SELECT event_store.catch_up_projection('totals')$$) AS reader_catch_up;
 SELECT try($$SELECT event_store.rebuild_projection('totals', into_table => 'x', live_table => 'totals')$$) AS reader_rebuild;
 RESET ROLE;
+-- an admin must own the tables: the handler writes the new one as its
+-- registrar, and the swap renames both
+CREATE ROLE es_pr_admin IN ROLE event_store_admin;
+GRANT CREATE ON SCHEMA public TO es_pr_admin;
+CREATE TABLE public.admins_empty (LIKE public.totals INCLUDING ALL);
+ALTER TABLE public.admins_empty OWNER TO es_pr_admin;
+SELECT public.fingerprint() AS before \gset
+SET ROLE es_pr_admin;
+SELECT try($$SELECT event_store.rebuild_projection('totals', into_table => 'admins_next', live_table => 'totals')$$) AS admin_not_owner_live;
+SELECT try($$SELECT event_store.rebuild_projection('totals', into_table => 'admins_empty', live_table => 'totals')$$) AS admin_not_owner_live_own_new;
+RESET ROLE;
+CREATE TABLE public.others_empty (LIKE public.totals);
+ALTER TABLE public.totals OWNER TO es_pr_admin;
+SET ROLE es_pr_admin;
+SELECT try($$SELECT event_store.rebuild_projection('totals', into_table => 'others_empty', live_table => 'totals')$$) AS admin_not_owner_new;
+RESET ROLE;
+ALTER TABLE public.totals OWNER TO CURRENT_USER;
+DROP TABLE public.others_empty;
+SELECT public.fingerprint() = :'before' AS nothing_changed;
+-- an admin that owns both tables may
+ALTER TABLE public.totals OWNER TO es_pr_admin;
+SET ROLE es_pr_admin;
+SELECT event_store.rebuild_projection('totals', into_table => 'admins_empty', live_table => 'totals') > 0 AS admin_owner_rebuilds;
+SELECT event_store.swap_projection('totals') AS admin_owner_swaps;
+RESET ROLE;
+SELECT public.show('totals') = public.show('admins_empty') AS same_model;
 
 \c :orig_db
 DROP DATABASE es_projection_rebuild_test;
 DROP ROLE es_pr_reader;
+DROP ROLE es_pr_admin;
