@@ -195,6 +195,9 @@ SELECT try($$SELECT event_store.swap_projection('totals')$$) AS swap_without_reb
 SELECT try($$SELECT event_store.swap_projection('nope')$$) AS swap_unknown;
 SELECT try($$SELECT event_store.catch_up_projection('totals')$$) AS catch_up_without_rebuild;
 SELECT try($$SELECT event_store.catch_up_projection('totals', 0)$$) AS catch_up_0;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT try($$SELECT event_store.catch_up_projection('totals')$$) AS catch_up_repeatable_read;
+ROLLBACK;
 SELECT try($$SELECT event_store.abandon_projection_rebuild('totals')$$) AS abandon_without_rebuild;
 SELECT try($$SELECT event_store.abandon_projection_rebuild('nope')$$) AS abandon_unknown;
 SELECT public.fingerprint() = :'before' AS nothing_changed;
