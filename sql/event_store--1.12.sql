@@ -315,6 +315,27 @@ CREATE INDEX streams_truncated_category_idx ON event_store.streams (category)
 CREATE INDEX streams_truncated_idx ON event_store.streams (stream_id)
     WHERE truncate_before IS NOT NULL;
 
+-- A blue/green rebuild builds a new version of a projection's read model in
+-- another table while the live one keeps being updated (inline by appends,
+-- async by run_projection()).  The new version has its own checkpoint here
+-- and is filled from the gap-free feed by catch_up_projection() (C), with
+-- event_store.projection_target() naming its table to the handler;
+-- swap_projection() finishes the catch-up while appends wait and swaps the
+-- two tables' names in one transaction, so readers see the old model or
+-- the new one, never a partial one.  One row while a rebuild is under way.
+CREATE TABLE event_store.projection_versions (
+    name             text PRIMARY KEY REFERENCES event_store.projection_registry (name) ON DELETE CASCADE,
+    live_table       text NOT NULL,
+    new_table        text NOT NULL,
+    position         bigint NOT NULL DEFAULT 0,
+    events_processed bigint NOT NULL DEFAULT 0,
+    started_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at       timestamptz
+);
+SELECT pg_catalog.pg_extension_config_dump('event_store.projection_versions', '');
+COMMENT ON TABLE event_store.projection_versions IS
+  'Blue/green rebuilds under way: the live table readers use, the new version''s table and the position it is built up to. Written by rebuild_projection(into_table => ...), catch_up_projection(), swap_projection().';
+
 -- ==========================================================================
 -- Functions, by the part of the store they serve
 -- ==========================================================================
@@ -1173,7 +1194,8 @@ COMMENT ON FUNCTION event_store.run_projection(text, int) IS
 CREATE FUNCTION event_store._replay_inline(name text, notice_every int) RETURNS bigint
 AS 'MODULE_PATHNAME', 'es_replay_inline' LANGUAGE C VOLATILE STRICT;
 
--- A rebuild starts the projection over: its retries and parked events go.
+-- An in-place rebuild while a blue/green one is under way would reset the
+-- live version under the new one's feet: refused (55006).
 CREATE FUNCTION event_store._rebuild_start(name text, OUT mode text, OUT target bigint)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -1187,6 +1209,7 @@ BEGIN
         PERFORM event_store._projection_not_found(_rebuild_start.name);
     END IF;
     PERFORM 1 FROM event_store.projection_checkpoints c WHERE c.name OPERATOR(pg_catalog.=) _rebuild_start.name FOR UPDATE;
+    PERFORM event_store._check_no_version(_rebuild_start.name);
     target := event_store._last_drawn_position();
     UPDATE event_store.projection_checkpoints c
        SET position = 0, events_processed = 0, updated_at = pg_catalog.now(),
@@ -1209,37 +1232,6 @@ BEGIN ATOMIC
                                    THEN processed ELSE c.events_processed END
      WHERE c.name = _rebuild_finish.name;
 END;
-
-CREATE FUNCTION event_store.rebuild_projection(name text, notice_every int DEFAULT 10000) RETURNS bigint
-LANGUAGE plpgsql
-AS $$
-DECLARE
-    m      text;
-    target bigint;
-    n      bigint;
-    total  bigint := 0;
-BEGIN
-    IF notice_every IS NULL OR notice_every OPERATOR(pg_catalog.<) 1 THEN
-        RAISE EXCEPTION 'notice_every must be at least 1' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT s.mode, s.target INTO m, target FROM event_store._rebuild_start(rebuild_projection.name) s;
-    IF m OPERATOR(pg_catalog.=) 'inline' THEN
-        total := event_store._replay_inline(rebuild_projection.name, notice_every);
-    ELSE
-        LOOP
-            n := event_store.run_projection(rebuild_projection.name, notice_every);
-            total := total OPERATOR(pg_catalog.+) n;
-            EXIT WHEN n OPERATOR(pg_catalog.<) notice_every;
-            RAISE NOTICE 'rebuilding projection "%": % events', rebuild_projection.name, total;
-        END LOOP;
-    END IF;
-    PERFORM event_store._rebuild_finish(rebuild_projection.name, total);
-    RAISE NOTICE 'rebuilt projection "%": % events', rebuild_projection.name, total;
-    RETURN total;
-END
-$$;
-COMMENT ON FUNCTION event_store.rebuild_projection(text, int) IS
-  'Reset the projection (checkpoint and reset function) and replay every event in this transaction, with a NOTICE every notice_every events. Returns the number of events handled.';
 
 CREATE PROCEDURE event_store.rebuild_projection_in_batches(name text, batch_size int DEFAULT 10000)
 LANGUAGE plpgsql
@@ -3637,6 +3629,307 @@ COMMENT ON FUNCTION event_store.projection_workers() IS
 CREATE FUNCTION event_store._projection_worker_kick() RETURNS trigger
 AS 'MODULE_PATHNAME', 'es_projection_worker_kick' LANGUAGE C;
 
+-- --------------------------------------------------------------------------
+-- issue 29: zero-downtime rebuilds
+-- --------------------------------------------------------------------------
+
+-- Is this event hidden from reads by its stream's lifecycle (deleted,
+-- truncated, max_count, max_age)?  The predicate of the feeds' and tag
+-- reads' anti-join, as one function that rebuilds use (issue 28 leftover:
+-- rebuilds replayed hidden events).  Inlined by the planner.
+CREATE FUNCTION event_store._event_hidden(stream_id text, stream_version bigint, recorded_at timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN EXISTS (SELECT FROM event_store.streams h
+                WHERE h.stream_id OPERATOR(pg_catalog.=) $1
+                  AND h.truncate_before IS NOT NULL
+                  AND ($2 OPERATOR(pg_catalog.<) h.truncate_before
+                       OR $2 OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
+                       OR $3 OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)));
+
+-- The table a handler or reset function writes into: the new version's
+-- during the calls of a blue/green rebuild, else the argument (the live
+-- table as the handler names it).
+CREATE FUNCTION event_store.projection_target(live text DEFAULT NULL) RETURNS text
+AS 'MODULE_PATHNAME', 'es_projection_target' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_store.projection_target(text) IS
+  'In a projection handler or reset function: the table to write into (the new version''s during a blue/green rebuild, else live).';
+
+CREATE FUNCTION event_store.catch_up_projection(name text, max_events int DEFAULT 10000) RETURNS bigint
+AS 'MODULE_PATHNAME', 'es_catch_up_projection' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_store.catch_up_projection(text, int) IS
+  'Blue/green rebuild: handle the next max_events events into the new version of the projection, in this transaction. Returns how many (fewer than max_events: caught up).';
+
+-- SHARE lock on the log until commit: appends in flight end, new ones wait.
+CREATE FUNCTION event_store._hold_appends() RETURNS void
+AS 'MODULE_PATHNAME', 'es_hold_appends' LANGUAGE C VOLATILE;
+
+-- 55006 when a blue/green rebuild of the projection is under way.
+CREATE FUNCTION event_store._check_no_version(name text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v event_store.projection_versions;
+BEGIN
+    SELECT * INTO v FROM event_store.projection_versions x WHERE x.name OPERATOR(pg_catalog.=) _check_no_version.name;
+    IF FOUND THEN
+        RAISE EXCEPTION 'a rebuild of projection "%" into % is already in progress', name, v.new_table
+            USING ERRCODE = 'object_in_use',
+                  DETAIL = pg_catalog.format('Its new version is built up to position %s.', v.position),
+                  HINT = 'Finish it with event_store.swap_projection(), or abandon it with event_store.abandon_projection_rebuild().';
+    END IF;
+END
+$$;
+
+-- Start a blue/green rebuild (the names resolved by rebuild_projection()
+-- with the caller's search_path) and catch the new version up to the feed.
+CREATE FUNCTION event_store._rebuild_into(name text, notice_every int, live regclass, into_oid regclass,
+                                          into_schema text, into_name text) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    live_c   pg_catalog.pg_class;
+    into_c   pg_catalog.pg_class;
+    live_q   text;
+    into_q   text;
+    nonempty boolean;
+    g        record;
+    n        bigint;
+    total    bigint := 0;
+BEGIN
+    PERFORM event_store._check_name(_rebuild_into.name, 'projection');
+    IF NOT EXISTS (SELECT 1 FROM event_store.projection_registry r WHERE r.name = _rebuild_into.name) THEN
+        PERFORM event_store._projection_not_found(_rebuild_into.name);
+    END IF;
+    -- one rebuild at a time: concurrent starts take turns here
+    PERFORM 1 FROM event_store.projection_checkpoints c WHERE c.name = _rebuild_into.name FOR UPDATE;
+    PERFORM event_store._check_no_version(_rebuild_into.name);
+    SELECT * INTO live_c FROM pg_class c WHERE c.oid = live;
+    IF live_c.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '% is not a table', live USING ERRCODE = 'wrong_object_type';
+    END IF;
+    live_q := format('%I.%I', (SELECT nspname FROM pg_namespace WHERE oid = live_c.relnamespace), live_c.relname);
+    -- the handler writes the new table as its registrar, and the swap
+    -- renames both: only who could do that directly may ask for it
+    IF NOT pg_has_role(current_user, live_c.relowner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', live_q
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'A blue/green rebuild has the projection''s handler write the new table as its registrar, and the swap renames both tables: it needs the rights of their owner.';
+    END IF;
+    IF into_schema IS NOT NULL AND into_schema <> (SELECT nspname FROM pg_namespace WHERE oid = live_c.relnamespace) THEN
+        RAISE EXCEPTION 'the new version must be in the schema of %', live_q
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'The swap renames the two tables; a rename does not move a table to another schema.';
+    END IF;
+    IF into_oid IS NOT NULL THEN
+        SELECT * INTO into_c FROM pg_class c WHERE c.oid = into_oid;
+        IF into_oid = live THEN
+            RAISE EXCEPTION 'into_table and live_table are the same table %', live_q
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Name a new table for the new version, e.g. ' || live_c.relname || '_next.';
+        END IF;
+        IF into_c.relkind NOT IN ('r', 'p') THEN
+            RAISE EXCEPTION '% is not a table', into_oid USING ERRCODE = 'wrong_object_type';
+        END IF;
+        IF into_c.relnamespace <> live_c.relnamespace THEN
+            RAISE EXCEPTION 'the new version must be in the schema of %', live_q
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'The swap renames the two tables; a rename does not move a table to another schema.';
+        END IF;
+        into_q := format('%I.%I', (SELECT nspname FROM pg_namespace WHERE oid = into_c.relnamespace), into_c.relname);
+        IF NOT pg_has_role(current_user, into_c.relowner, 'USAGE') THEN
+            RAISE EXCEPTION 'must be owner of table %', into_q
+                USING ERRCODE = 'insufficient_privilege',
+                      DETAIL = 'A blue/green rebuild has the projection''s handler write the new table as its registrar, and the swap renames both tables: it needs the rights of their owner.';
+        END IF;
+        EXECUTE format('SELECT EXISTS (SELECT FROM %s)', into_q) INTO nonempty;
+        IF nonempty THEN
+            RAISE EXCEPTION 'table % exists and is not empty', into_q
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = 'A new version is built from the log into an empty table.',
+                      HINT = 'Name a new table (it is created like the live one) or an empty one.';
+        END IF;
+    ELSE
+        -- created like the live table, with its table privileges and owner
+        into_q := format('%I.%I', (SELECT nspname FROM pg_namespace WHERE oid = live_c.relnamespace), into_name);
+        EXECUTE format('CREATE TABLE %s (LIKE %s INCLUDING ALL)', into_q, live_q);
+        FOR g IN SELECT a.grantee, a.privilege_type, a.is_grantable
+                   FROM pg_class c, aclexplode(c.relacl) a
+                  WHERE c.oid = live AND a.grantee <> c.relowner LOOP
+            EXECUTE format('GRANT %s ON %s TO %s%s', g.privilege_type, into_q,
+                           CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END,
+                           CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
+        IF (SELECT c.relowner FROM pg_class c WHERE c.oid = into_q::regclass) <> live_c.relowner THEN
+            EXECUTE format('ALTER TABLE %s OWNER TO %I', into_q, pg_get_userbyid(live_c.relowner));
+        END IF;
+    END IF;
+    INSERT INTO event_store.projection_versions (name, live_table, new_table)
+    VALUES (_rebuild_into.name, live_q, into_q);
+    LOOP
+        n := event_store.catch_up_projection(_rebuild_into.name, notice_every);
+        total := total + n;
+        EXIT WHEN n < notice_every;
+        RAISE NOTICE 'rebuilding projection "%" into %: % events', _rebuild_into.name, into_q, total;
+    END LOOP;
+    RAISE NOTICE 'built projection "%" into %: % events; readers still use %', _rebuild_into.name, into_q, total, live_q
+        USING HINT = 'Swap it in with event_store.swap_projection(''' || _rebuild_into.name || ''').';
+    RETURN total;
+END
+$$;
+
+CREATE FUNCTION event_store.rebuild_projection(name text, notice_every int DEFAULT 10000,
+                                               into_table text DEFAULT NULL, live_table text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    m      text;
+    target bigint;
+    n      bigint;
+    total  bigint := 0;
+    parts  text[];
+    live   regclass;
+BEGIN
+    IF notice_every IS NULL OR notice_every OPERATOR(pg_catalog.<) 1 THEN
+        RAISE EXCEPTION 'notice_every must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF into_table IS NOT NULL OR live_table IS NOT NULL THEN
+        -- blue/green: names resolved with the caller's search_path
+        IF into_table IS NULL OR live_table IS NULL THEN
+            RAISE EXCEPTION 'into_table and live_table go together'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'live_table is the table readers use, into_table the new version''s.';
+        END IF;
+        live := pg_catalog.to_regclass(live_table);
+        IF live IS NULL THEN
+            RAISE EXCEPTION 'table "%" does not exist', live_table USING ERRCODE = 'undefined_table';
+        END IF;
+        parts := pg_catalog.parse_ident(into_table);
+        IF pg_catalog.cardinality(parts) OPERATOR(pg_catalog.>) 2 THEN
+            RAISE EXCEPTION 'invalid table name "%"', into_table USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        RETURN event_store._rebuild_into(rebuild_projection.name, notice_every, live,
+                                         pg_catalog.to_regclass(into_table),
+                                         CASE WHEN pg_catalog.cardinality(parts) OPERATOR(pg_catalog.=) 2 THEN parts[1] END,
+                                         parts[pg_catalog.cardinality(parts)]);
+    END IF;
+    SELECT s.mode, s.target INTO m, target FROM event_store._rebuild_start(rebuild_projection.name) s;
+    IF m OPERATOR(pg_catalog.=) 'inline' THEN
+        total := event_store._replay_inline(rebuild_projection.name, notice_every);
+    ELSE
+        LOOP
+            n := event_store.run_projection(rebuild_projection.name, notice_every);
+            total := total OPERATOR(pg_catalog.+) n;
+            EXIT WHEN n OPERATOR(pg_catalog.<) notice_every;
+            RAISE NOTICE 'rebuilding projection "%": % events', rebuild_projection.name, total;
+        END LOOP;
+    END IF;
+    PERFORM event_store._rebuild_finish(rebuild_projection.name, total);
+    RAISE NOTICE 'rebuilt projection "%": % events', rebuild_projection.name, total;
+    RETURN total;
+END
+$$;
+COMMENT ON FUNCTION event_store.rebuild_projection(text, int, text, text) IS
+  'Reset the projection and replay every visible event in this transaction (NOTICE every notice_every events); with into_table and live_table, build a new version beside the live one instead (swap it in with swap_projection()). Returns the number of events handled.';
+
+-- Switch readers to the new version: refuse when it is more than max_lag
+-- positions behind the log (55000); otherwise hold appends (SHARE lock on
+-- the log, as registry changes do), catch it up to the end, lock both
+-- tables and swap their names, all in this transaction.  The old version
+-- keeps the new one's former name until the caller drops it (returned).
+CREATE FUNCTION event_store.swap_projection(name text, max_lag bigint DEFAULT 10000) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v        event_store.projection_versions;
+    behind   bigint;
+    n        bigint;
+    live_c   pg_catalog.pg_class;
+    new_c    pg_catalog.pg_class;
+    nsp      text;
+    tmp      text;
+BEGIN
+    PERFORM event_store._check_name(swap_projection.name, 'projection');
+    IF NOT EXISTS (SELECT 1 FROM event_store.projection_registry r WHERE r.name = swap_projection.name) THEN
+        PERFORM event_store._projection_not_found(swap_projection.name);
+    END IF;
+    IF max_lag IS NULL OR max_lag < 0 THEN
+        RAISE EXCEPTION 'max_lag must be 0 or more' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO v FROM event_store.projection_versions x WHERE x.name = swap_projection.name FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'projection "%" has no new version being built', swap_projection.name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Start one with event_store.rebuild_projection(name, into_table => ..., live_table => ...).';
+    END IF;
+    behind := event_store._last_drawn_position() - v.position;
+    IF behind > max_lag THEN
+        RAISE EXCEPTION 'the new version of projection "%" has not caught up', swap_projection.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('%s is built up to position %s, %s positions behind the log (max_lag %s).',
+                                  v.new_table, v.position, behind, max_lag),
+                  HINT = format('Run event_store.catch_up_projection(%L) until it returns less than its max_events, then swap.',
+                                swap_projection.name);
+    END IF;
+    -- appends in flight finish, new ones wait: the end of the log stays put
+    PERFORM event_store._hold_appends();
+    PERFORM 1 FROM event_store.projection_checkpoints c WHERE c.name = swap_projection.name FOR UPDATE;
+    LOOP
+        n := event_store.catch_up_projection(swap_projection.name, 10000);
+        EXIT WHEN n < 10000;
+    END LOOP;
+    SELECT * INTO v FROM event_store.projection_versions x WHERE x.name = swap_projection.name;
+    EXECUTE format('LOCK TABLE %s, %s IN ACCESS EXCLUSIVE MODE', v.live_table, v.new_table);
+    SELECT * INTO live_c FROM pg_class c WHERE c.oid = v.live_table::regclass;
+    SELECT * INTO new_c FROM pg_class c WHERE c.oid = v.new_table::regclass;
+    nsp := (SELECT nspname FROM pg_namespace WHERE oid = live_c.relnamespace);
+    tmp := 'es_swap_' || live_c.oid;
+    EXECUTE format('ALTER TABLE %s RENAME TO %I', v.live_table, tmp);
+    EXECUTE format('ALTER TABLE %s RENAME TO %I', v.new_table, live_c.relname);
+    EXECUTE format('ALTER TABLE %I.%I RENAME TO %I', nsp, tmp, new_c.relname);
+    -- the projection continues from the new version's checkpoint; the old
+    -- version's retries and parked events concern the old table
+    UPDATE event_store.projection_checkpoints c
+       SET position = v.position, events_processed = v.events_processed, updated_at = now(),
+           rebuild_started_at = v.started_at, rebuild_target = v.position, rebuild_finished_at = clock_timestamp()
+     WHERE c.name = swap_projection.name;
+    DELETE FROM event_store.projection_retries r WHERE r.name = swap_projection.name;
+    DELETE FROM event_store.projection_versions x WHERE x.name = swap_projection.name;
+    RETURN v.new_table;
+END
+$$;
+COMMENT ON FUNCTION event_store.swap_projection(text, bigint) IS
+  'Blue/green rebuild: catch the new version up (appends wait) and swap the names of the live and new tables in this transaction. Refused (55000) when it is more than max_lag positions behind. Returns the name the old version now has.';
+
+-- Give up a blue/green rebuild: the live version is untouched; the new
+-- table is left to the caller (returned).
+CREATE FUNCTION event_store.abandon_projection_rebuild(name text) RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+BEGIN
+    PERFORM event_store._check_name(abandon_projection_rebuild.name, 'projection');
+    IF NOT EXISTS (SELECT 1 FROM event_store.projection_registry r WHERE r.name = abandon_projection_rebuild.name) THEN
+        PERFORM event_store._projection_not_found(abandon_projection_rebuild.name);
+    END IF;
+    DELETE FROM event_store.projection_versions x WHERE x.name = abandon_projection_rebuild.name
+    RETURNING x.new_table INTO t;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'projection "%" has no new version being built', abandon_projection_rebuild.name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN t;
+END
+$$;
+COMMENT ON FUNCTION event_store.abandon_projection_rebuild(text) IS
+  'Blue/green rebuild: give it up; the live version is untouched. Returns the new version''s table, left for the caller to drop.';
+
 -- ==========================================================================
 -- Views
 -- ==========================================================================
@@ -4028,7 +4321,6 @@ REVOKE ALL ON FUNCTION event_store.run_projection(text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store._replay_inline(text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store._rebuild_start(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store._rebuild_finish(text, bigint) FROM PUBLIC;
-REVOKE ALL ON FUNCTION event_store.rebuild_projection(text, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store._hash_64(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.cardinal_id(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION event_store.consumer_group_member(text, integer) FROM PUBLIC;
@@ -4104,7 +4396,6 @@ GRANT EXECUTE ON FUNCTION event_store.run_projection(text, integer) TO event_sto
 GRANT EXECUTE ON FUNCTION event_store._replay_inline(text, integer) TO event_store_admin;
 GRANT EXECUTE ON FUNCTION event_store._rebuild_start(text) TO event_store_admin;
 GRANT EXECUTE ON FUNCTION event_store._rebuild_finish(text, bigint) TO event_store_admin;
-GRANT EXECUTE ON FUNCTION event_store.rebuild_projection(text, integer) TO event_store_admin;
 GRANT EXECUTE ON PROCEDURE event_store.rebuild_projection_in_batches(text, integer) TO event_store_admin;
 GRANT EXECUTE ON FUNCTION event_store.unsubscribe(text) TO event_store_admin;
 GRANT USAGE ON SCHEMA event_store TO event_store_reader;
@@ -4333,3 +4624,23 @@ GRANT EXECUTE ON FUNCTION event_store._streams_hiding(text[], int) TO event_stor
 REVOKE ALL ON FUNCTION event_store.projection_workers() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store.projection_workers() TO event_store_reader;
 REVOKE ALL ON FUNCTION event_store._projection_worker_kick() FROM PUBLIC;
+REVOKE ALL ON TABLE event_store.projection_versions FROM PUBLIC;
+GRANT SELECT ON event_store.projection_versions TO event_store_reader;
+GRANT INSERT, UPDATE, DELETE ON event_store.projection_versions TO event_store_admin;
+REVOKE ALL ON FUNCTION event_store._event_hidden(text, bigint, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._event_hidden(text, bigint, timestamptz) TO event_store_reader, event_store_admin;
+GRANT EXECUTE ON FUNCTION event_store.projection_target(text) TO PUBLIC;
+REVOKE ALL ON FUNCTION event_store.catch_up_projection(text, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.catch_up_projection(text, int) TO event_store_admin;
+REVOKE ALL ON FUNCTION event_store._hold_appends() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._hold_appends() TO event_store_admin;
+REVOKE ALL ON FUNCTION event_store._check_no_version(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._check_no_version(text) TO event_store_admin;
+REVOKE ALL ON FUNCTION event_store._rebuild_into(text, int, regclass, regclass, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._rebuild_into(text, int, regclass, regclass, text, text) TO event_store_admin;
+REVOKE ALL ON FUNCTION event_store.rebuild_projection(text, int, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.rebuild_projection(text, int, text, text) TO event_store_admin;
+REVOKE ALL ON FUNCTION event_store.swap_projection(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.swap_projection(text, bigint) TO event_store_admin;
+REVOKE ALL ON FUNCTION event_store.abandon_projection_rebuild(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store.abandon_projection_rebuild(text) TO event_store_admin;

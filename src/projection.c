@@ -85,6 +85,9 @@ PG_FUNCTION_INFO_V1(es_projection_registry_changed);
 PG_FUNCTION_INFO_V1(es_run_projection);
 PG_FUNCTION_INFO_V1(es_replay_inline);
 PG_FUNCTION_INFO_V1(es_call_projection_reset);
+PG_FUNCTION_INFO_V1(es_catch_up_projection);
+PG_FUNCTION_INFO_V1(es_projection_target);
+PG_FUNCTION_INFO_V1(es_hold_appends);
 
 /*
  * The search_path handlers run with: the default path, with the temporary
@@ -135,6 +138,7 @@ typedef struct Projection
 	SPIPlanPtr	sql_plan;		/* HANDLER_SQL_PLAN: the body, kept */
 	bool		sql_read_only;	/* the handler is not VOLATILE */
 	Oid			sql_argtype;	/* its argument's type (the events row) */
+	const char *target;			/* blue/green rebuild: the new version's table */
 } Projection;
 
 /* The inline projections of this database, cached per backend. */
@@ -153,6 +157,13 @@ static SPIPlanPtr plan_load_inline = NULL;
 
 /* Highest position appended by the current transaction (0 = none). */
 static int64 notify_position = 0;
+
+/*
+ * The table the running handler writes into (event_store.projection_target()),
+ * set by call_handler() for the calls of a blue/green rebuild (issue 29,
+ * 1.12) and NULL for every other call, inline ones inside them included.
+ */
+static const char *current_target = NULL;
 
 /* Why a handler runs, for error context. */
 typedef struct HandlerContext
@@ -652,6 +663,7 @@ call_handler(Projection *p, Datum event, int64 position, MemoryContext plan_cxt)
 	ErrorContextCallback errcallback;
 	PgStat_FunctionCallUsage fcusage;
 	HandlerFrame frame;
+	const char *save_target;
 
 	hc.projection = p->name;
 	hc.position = position;
@@ -661,6 +673,8 @@ call_handler(Projection *p, Datum event, int64 position, MemoryContext plan_cxt)
 	error_context_stack = &errcallback;
 
 	Assert(p->resolved);
+	save_target = current_target;
+	current_target = p->target;
 	enter_handler_frame(&frame, p->registrar);
 	PG_TRY();
 	{
@@ -685,10 +699,12 @@ call_handler(Projection *p, Datum event, int64 position, MemoryContext plan_cxt)
 	PG_CATCH();
 	{
 		SetUserIdAndSecContext(frame.save_userid, frame.save_sec_context);
+		current_target = save_target;
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 	leave_handler_frame(&frame);
+	current_target = save_target;
 
 	error_context_stack = errcallback.previous;
 }
@@ -1017,6 +1033,7 @@ static SPIPlanPtr plan_lock_projection = NULL;
 static SPIPlanPtr plan_last_drawn = NULL;
 static SPIPlanPtr plan_horizon = NULL;
 static SPIPlanPtr plan_read_feed = NULL;
+static SPIPlanPtr plan_read_visible = NULL;	/* rebuilds: without hidden events */
 static SPIPlanPtr plan_save_checkpoint = NULL;
 
 /* issue 29: the failure bookkeeping of 'park' and 'retry' projections */
@@ -1038,7 +1055,8 @@ prepare_run_plans(void)
 										 "SELECT r.mode, r.handler, "
 										 "pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) 'registered_by', "
 										 "r.event_types, r.categories, c.position, "
-										 "pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) 'on_error' "
+										 "pg_catalog.to_jsonb(r) OPERATOR(pg_catalog.->>) 'on_error', "
+										 "c.rebuild_started_at IS NOT NULL AND c.rebuild_finished_at IS NULL "
 										 "FROM event_store.projection_registry r "
 										 "JOIN event_store.projection_checkpoints c ON c.name OPERATOR(pg_catalog.=) r.name "
 										 "WHERE r.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE OF c", 1, types);
@@ -1056,32 +1074,40 @@ prepare_run_plans(void)
 		 * skips old partitions and those premade for the future
 		 */
 		Oid			upcast_argtypes[2] = {TEXTOID, INT4OID};
+		Oid			hidden_argtypes[3] = {TEXTOID, INT8OID, TIMESTAMPTZOID};
 
 		/* issue 27 (1.12): event_types match the type an event reads as */
 		bool		by_upcast_type =
 			OidIsValid(LookupFuncName(list_make2(makeString(ES_SCHEMA), makeString("_upcast_type")),
 									  2, upcast_argtypes, true));
 
-		plan_read_feed = es_keep_plan(by_upcast_type ?
-								   "SELECT e, e.global_position, e.stream_id, e.event_type FROM event_store.events e "
-								   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
-								   "AND e.global_position OPERATOR(pg_catalog.<=) $2 "
-								   "AND ($3 IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) "
-								   "     OPERATOR(pg_catalog.=) ANY ($3)) "
-								   "AND ($4 IS NULL OR pg_catalog.split_part(e.stream_id, '-', 1) "
-								   "     OPERATOR(pg_catalog.=) ANY ($4)) "
-								   "AND e.recorded_at OPERATOR(pg_catalog.>=) $5 "
-								   "AND e.recorded_at OPERATOR(pg_catalog.<) $6 "
-								   "ORDER BY e.global_position USING OPERATOR(pg_catalog.<)" :
-								   "SELECT e, e.global_position, e.stream_id, e.event_type FROM event_store.events e "
-								   "WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
-								   "AND e.global_position OPERATOR(pg_catalog.<=) $2 "
-								   "AND ($3 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($3)) "
-								   "AND ($4 IS NULL OR pg_catalog.split_part(e.stream_id, '-', 1) "
-								   "     OPERATOR(pg_catalog.=) ANY ($4)) "
-								   "AND e.recorded_at OPERATOR(pg_catalog.>=) $5 "
-								   "AND e.recorded_at OPERATOR(pg_catalog.<) $6 "
-								   "ORDER BY e.global_position USING OPERATOR(pg_catalog.<)", 6, types);
+		/*
+		 * issue 29 (1.12): rebuilds skip what stream lifecycle hides from
+		 * reads (the shared predicate event_store._event_hidden())
+		 */
+		bool		has_hidden =
+			OidIsValid(LookupFuncName(list_make2(makeString(ES_SCHEMA), makeString("_event_hidden")),
+									  3, hidden_argtypes, true));
+		const char *head =
+			"SELECT e, e.global_position, e.stream_id, e.event_type FROM event_store.events e "
+			"WHERE e.global_position OPERATOR(pg_catalog.>) $1 "
+			"AND e.global_position OPERATOR(pg_catalog.<=) $2 ";
+		const char *type_filter = by_upcast_type ?
+			"AND ($3 IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) "
+			"     OPERATOR(pg_catalog.=) ANY ($3)) " :
+			"AND ($3 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($3)) ";
+		const char *tail =
+			"AND ($4 IS NULL OR pg_catalog.split_part(e.stream_id, '-', 1) "
+			"     OPERATOR(pg_catalog.=) ANY ($4)) "
+			"AND e.recorded_at OPERATOR(pg_catalog.>=) $5 "
+			"AND e.recorded_at OPERATOR(pg_catalog.<) $6 ";
+		const char *order = "ORDER BY e.global_position USING OPERATOR(pg_catalog.<)";
+
+		plan_read_visible = es_keep_plan(psprintf("%s%s%s%s%s", head, type_filter, tail,
+												  has_hidden ?
+												  "AND NOT event_store._event_hidden(e.stream_id, e.stream_version, e.recorded_at) " : "",
+												  order), 6, types);
+		plan_read_feed = es_keep_plan(psprintf("%s%s%s%s", head, type_filter, tail, order), 6, types);
 	}
 	if (plan_save_checkpoint == NULL)
 	{
@@ -1115,6 +1141,7 @@ typedef struct RunTarget
 	bool		categories_null;
 	OnError		on_error;
 	bool		has_waiting;	/* some event of it waits for a retry */
+	bool		visible_only;	/* a rebuild: skip events hidden from reads */
 } RunTarget;
 
 /*
@@ -1371,6 +1398,9 @@ lock_projection(text *name, RunTarget *t, MemoryContext cxt)
 		else
 			t->on_error = ON_ERROR_RETRY;
 	}
+	/* a rebuild in progress (rebuild_projection's batches) */
+	d = SPI_getbinval(tup, desc, 8, &isnull);
+	t->visible_only = !isnull && DatumGetBool(d);
 	MemoryContextSwitchTo(old);
 	resolve_projection(&t->proj, cxt);
 }
@@ -1401,7 +1431,8 @@ feed_handler(RunTarget *t, int64 upto, int64 max, int notice_every, int64 *last,
 	nulls[3] = t->categories_null ? 'n' : ' ';
 
 	/* read_only = false: a snapshot taken now, after the horizon was read */
-	portal = SPI_cursor_open(NULL, plan_read_feed, args, nulls, false);
+	portal = SPI_cursor_open(NULL, t->visible_only ? plan_read_visible : plan_read_feed,
+							 args, nulls, false);
 	while (!done)
 	{
 		long		want = 1000;
@@ -1566,6 +1597,7 @@ es_replay_inline(PG_FUNCTION_ARGS)
 	memset(&t, 0, sizeof(t));
 	lock_projection(name, &t, call_cxt);
 	t.checkpoint = 0;
+	t.visible_only = true;
 	count = feed_handler(&t, PG_INT64_MAX, -1, notice_every, &last, event_cxt);
 	SPI_finish();
 	MemoryContextDelete(call_cxt);
@@ -1642,6 +1674,130 @@ es_call_projection_reset(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/*
+ * event_store.catch_up_projection(name text, max_events int) RETURNS bigint:
+ * a blue/green rebuild (issue 29, 1.12) fills the new version of a read
+ * model beside the live one.  This handles the next max_events matching
+ * events after the new version's own checkpoint (projection_versions.
+ * position), from the gap-free feed, skipping what stream lifecycle hides
+ * from reads, with event_store.projection_target() naming the new table;
+ * the live version and its checkpoint are not touched (its checkpoint row
+ * is only locked, so that a concurrent run_projection() takes turns).  A
+ * handler error aborts the batch (on_error 'stop'): the live version's
+ * retries and parked events concern the live table.  Returns the count
+ * (less than max_events: caught up with the feed).
+ */
+Datum
+es_catch_up_projection(PG_FUNCTION_ARGS)
+{
+	text	   *name;
+	int32		max_events;
+	RunTarget	t;
+	MemoryContext call_cxt;
+	MemoryContext event_cxt;
+	Oid			types[3] = {TEXTOID, INT8OID, INT8OID};
+	Datum		args[3];
+	int64		last_drawn;
+	int64		horizon;
+	int64		upto;
+	int64		last = 0;
+	int64		count;
+	int64		new_checkpoint;
+	bool		isnull;
+	int			rc;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("projection name must not be null")));
+	if (PG_ARGISNULL(1) || PG_GETARG_INT32(1) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_events must be positive")));
+	name = PG_GETARG_TEXT_PP(0);
+	max_events = PG_GETARG_INT32(1);
+	require_read_committed("catch_up_projection()");
+
+	call_cxt = AllocSetContextCreate(CurrentMemoryContext, "event_store catch_up_projection",
+									 ALLOCSET_DEFAULT_SIZES);
+	event_cxt = AllocSetContextCreate(call_cxt, "event_store catch_up_projection event",
+									  ALLOCSET_DEFAULT_SIZES);
+	es_spi_connect();
+	prepare_run_plans();
+	memset(&t, 0, sizeof(t));
+	lock_projection(name, &t, call_cxt);
+
+	args[0] = PointerGetDatum(name);
+	rc = SPI_execute_with_args("SELECT v.position, v.new_table FROM event_store.projection_versions v "
+							   "WHERE v.name OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+							   1, types, args, NULL, false, 1);
+	es_spi_check(rc, SPI_OK_SELECT, "reading the projection's new version");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("projection \"%s\" has no new version being built", t.proj.name),
+				 errhint("Start one with event_store.rebuild_projection('%s', into_table => ..., live_table => ...).",
+						 t.proj.name)));
+	t.checkpoint = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	t.proj.target = MemoryContextStrdup(call_cxt,
+										SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	t.on_error = ON_ERROR_STOP;
+	t.visible_only = true;
+
+	/* as run_projection(): positions drawn, then the horizon, then the snapshot */
+	last_drawn = query_int8(plan_last_drawn, NULL, false);
+	horizon = query_int8(plan_horizon, NULL, false);
+	upto = Min(last_drawn, horizon);
+	count = feed_handler(&t, upto, max_events, 0, &last, event_cxt);
+	new_checkpoint = count < max_events ? upto : last;
+
+	args[1] = Int64GetDatum(Max(new_checkpoint, t.checkpoint));
+	args[2] = Int64GetDatum(count);
+	rc = SPI_execute_with_args("UPDATE event_store.projection_versions "
+							   "SET position = GREATEST(position, $2), "
+							   "events_processed = events_processed OPERATOR(pg_catalog.+) $3, "
+							   "updated_at = pg_catalog.now() WHERE name OPERATOR(pg_catalog.=) $1",
+							   3, types, args, NULL, false, 0);
+	es_spi_check(rc, SPI_OK_UPDATE, "saving the new version's checkpoint");
+
+	SPI_finish();
+	MemoryContextDelete(call_cxt);
+	PG_RETURN_INT64(count);
+}
+
+/*
+ * event_store.projection_target(live text DEFAULT NULL) RETURNS text: the
+ * table a handler or reset function writes into.  During the calls of a
+ * blue/green rebuild, the new version's table (schema-qualified, quoted);
+ * otherwise live, the read model's own table as the handler names it.  So
+ * one handler builds either version:
+ *	 EXECUTE format('INSERT INTO %s ...', event_store.projection_target('public.balances'))
+ */
+Datum
+es_projection_target(PG_FUNCTION_ARGS)
+{
+	if (current_target != NULL)
+		PG_RETURN_TEXT_P(cstring_to_text(current_target));
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(PG_GETARG_TEXT_PP(0));
+}
+
+/*
+ * event_store._hold_appends() RETURNS void: wait for the appends in flight
+ * and hold new ones until the end of the transaction (a SHARE lock on the
+ * log, as a registry change takes), so that swap_projection() can bring a
+ * new version to the very end of the log.  In C because LOCK TABLE in that
+ * mode would need UPDATE, DELETE or TRUNCATE on the log, which no role but
+ * its owner has.  EXECUTE is granted to event_store_admin only.
+ */
+Datum
+es_hold_appends(PG_FUNCTION_ARGS)
+{
+	LockRelationOid(es_events_relid(false), ShareLock);
+	PG_RETURN_VOID();
+}
+
 /* Transaction end: send the commit NOTIFY, or forget it. */
 static void
 projection_xact_callback(XactEvent event, void *arg)
@@ -1665,9 +1821,12 @@ projection_xact_callback(XactEvent event, void *arg)
 			}
 			notify_position = 0;
 			break;
-		case XACT_EVENT_PRE_PREPARE:
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			notify_position = 0;
+			current_target = NULL;
+			break;
+		case XACT_EVENT_PRE_PREPARE:
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			notify_position = 0;
