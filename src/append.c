@@ -1144,7 +1144,7 @@ decide_append(AppendRequest *req, AppendAttempt *at, int64 *retry_version)
 	{
 		at->now = GetCurrentTimestamp();
 		at->partition_end = es_ensure_partition_for(at->now);
-		at->direct = true;
+		at->direct = es_direct_append_allowed();
 	}
 	return true;
 }
