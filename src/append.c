@@ -7,6 +7,17 @@
  *	  pass.  All statements are prepared once per backend (SPI_keepplan);
  *	  a batch of any size costs the same three statements.
  *
+ *	  The route is one-way (append_batch_once()): decide_append() locks or
+ *	  looks up the stream, checks the expected version where it can, draws
+ *	  the positions and picks the route; then the direct route
+ *	  (append_directly(), src/append_direct.c: one event without the
+ *	  executor) or the statement route (append_by_statement()) writes,
+ *	  the statements taking over only where the direct path wrote nothing;
+ *	  insert_pending_events() inserts events a step left.  The executing
+ *	  steps report an outcome and never decide a retry: only a stream
+ *	  created concurrently starts the attempt over (docs/internals.md,
+ *	  "The append route").
+ *
  *	  Concurrency: the row of the stream in event_store.streams is the lock
  *	  that serializes writers of one stream (PostgreSQL cannot enforce
  *	  UNIQUE (stream_id, stream_version) across time partitions).  Writers of
