@@ -1010,18 +1010,6 @@ es_is_event_id_index_violation(ErrorData *edata)
 static int64 append_batch_once(AppendRequest *req);
 
 /*
- * The append itself, for one stream.  Returns the stream's version after
- * the batch.  Callers that append to several streams in one call lock the
- * streams in a fixed order by calling this in that order; tag locks are
- * the caller's (es_lock_request_tags), taken before any position is drawn.
- *
- * Under the event id scope 'store', an id that another transaction was
- * appending to another stream at the same time passes the lookup and is
- * refused by the partition's unique index once that transaction commits:
- * that becomes ES004, as the lookup would have said.  (Callers that proved
- * their ids new, message_store.write_message, give their own error.)
- */
-/*
  * issue 25 re-probe: row-level security that applies to the appender on
  * event_store.events hides stored events from the append's own lookups
  * (the idempotent-retry check by event id, Message DB's id check), so a
@@ -1038,6 +1026,18 @@ refuse_row_security(void)
 				 errhint("Disable row-level security on event_store.events (ALTER TABLE ... DISABLE ROW LEVEL SECURITY); restrict readers with grants or views.")));
 }
 
+/*
+ * The append itself, for one stream.  Returns the stream's version after
+ * the batch.  Callers that append to several streams in one call lock the
+ * streams in a fixed order by calling this in that order; tag locks are
+ * the caller's (es_lock_request_tags), taken before any position is drawn.
+ *
+ * Under the event id scope 'store', an id that another transaction was
+ * appending to another stream at the same time passes the lookup and is
+ * refused by the partition's unique index once that transaction commits:
+ * that becomes ES004, as the lookup would have said.  (Callers that proved
+ * their ids new, message_store.write_message, give their own error.)
+ */
 int64
 es_append_batch(AppendRequest *req)
 {
