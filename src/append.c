@@ -7,6 +7,17 @@
  *	  pass.  All statements are prepared once per backend (SPI_keepplan);
  *	  a batch of any size costs the same three statements.
  *
+ *	  The route is one-way (append_batch_once()): decide_append() locks or
+ *	  looks up the stream, checks the expected version where it can, draws
+ *	  the positions and picks the route; then the direct route
+ *	  (append_directly(), src/append_direct.c: one event without the
+ *	  executor) or the statement route (append_by_statement()) writes,
+ *	  the statements taking over only where the direct path wrote nothing;
+ *	  insert_pending_events() inserts events a step left.  The executing
+ *	  steps report an outcome and never decide a retry: only a stream
+ *	  created concurrently starts the attempt over (docs/internals.md,
+ *	  "The append route").
+ *
  *	  Concurrency: the row of the stream in event_store.streams is the lock
  *	  that serializes writers of one stream (PostgreSQL cannot enforce
  *	  UNIQUE (stream_id, stream_version) across time partitions).  Writers of
@@ -999,18 +1010,6 @@ es_is_event_id_index_violation(ErrorData *edata)
 static int64 append_batch_once(AppendRequest *req);
 
 /*
- * The append itself, for one stream.  Returns the stream's version after
- * the batch.  Callers that append to several streams in one call lock the
- * streams in a fixed order by calling this in that order; tag locks are
- * the caller's (es_lock_request_tags), taken before any position is drawn.
- *
- * Under the event id scope 'store', an id that another transaction was
- * appending to another stream at the same time passes the lookup and is
- * refused by the partition's unique index once that transaction commits:
- * that becomes ES004, as the lookup would have said.  (Callers that proved
- * their ids new, message_store.write_message, give their own error.)
- */
-/*
  * issue 25 re-probe: row-level security that applies to the appender on
  * event_store.events hides stored events from the append's own lookups
  * (the idempotent-retry check by event id, Message DB's id check), so a
@@ -1027,6 +1026,18 @@ refuse_row_security(void)
 				 errhint("Disable row-level security on event_store.events (ALTER TABLE ... DISABLE ROW LEVEL SECURITY); restrict readers with grants or views.")));
 }
 
+/*
+ * The append itself, for one stream.  Returns the stream's version after
+ * the batch.  Callers that append to several streams in one call lock the
+ * streams in a fixed order by calling this in that order; tag locks are
+ * the caller's (es_lock_request_tags), taken before any position is drawn.
+ *
+ * Under the event id scope 'store', an id that another transaction was
+ * appending to another stream at the same time passes the lookup and is
+ * refused by the partition's unique index once that transaction commits:
+ * that becomes ES004, as the lookup would have said.  (Callers that proved
+ * their ids new, message_store.write_message, give their own error.)
+ */
 int64
 es_append_batch(AppendRequest *req)
 {
@@ -1062,12 +1073,302 @@ es_append_batch(AppendRequest *req)
 	return version;
 }
 
-/* es_append_batch() without the translation of the unique index's error. */
+/*
+ * One attempt at an append, as decide_append() settled it, and what the
+ * executing steps found and wrote.  On the stack: nothing is allocated for
+ * it but the positions.
+ */
+typedef struct AppendAttempt
+{
+	/* settled by decide_append() */
+	int64	   *positions;		/* the batch's global positions, drawn */
+	bool		one_event;		/* one untagged event: stream row and event in one step */
+	bool		direct;			/* the route: append_direct.c, else the statements */
+	TimestampTz now;			/* one_event: the append's time; else 0 (taken later) */
+	TimestampTz partition_end;	/* one_event: the end of now's partition */
+	bool		exists;			/* the stream row is there (true until found missing) */
+
+	/* found by the executing steps */
+	int64		current;		/* the stream's version before the append */
+	TimestampTz recorded_at;	/* the time the events are recorded at */
+	bool		positions_fresh;	/* no later position of the stream was recorded */
+} AppendAttempt;
+
+/* What an executing step did. */
+typedef enum AppendOutcome
+{
+	APPEND_WRITTEN,				/* the stream row and the events are in */
+	APPEND_EVENTS_PENDING,		/* the stream row is in, the events are not */
+	APPEND_NOT_APPLIED,			/* (direct path) nothing written: the statements do it */
+	APPEND_CREATED_CONCURRENTLY /* nothing written: another transaction created the stream */
+} AppendOutcome;
+
+/*
+ * The deciding step of one attempt, before anything is written: with
+ * caller-supplied ids, lock the stream row first, so that the retry check
+ * and the version check see a stream no one else is changing (ids the
+ * caller proved new cannot make a retry: no lookup); then draw the
+ * positions and pick the route.  Returns false, with *retry_version set,
+ * when the append is an idempotent retry: nothing is to be written.
+ * Without such ids the expected version is checked against the version
+ * the stream row had when the executing step advanced it (in the same
+ * transaction, so a mismatch rolls the write back).
+ */
+static bool
+decide_append(AppendRequest *req, AppendAttempt *at, int64 *retry_version)
+{
+	int			n = req->nevents;
+
+	memset(at, 0, sizeof(*at));
+	at->exists = true;
+	at->positions_fresh = true;
+
+	if (req->ids_given && !req->ids_known_new)
+	{
+		Datum		args[1];
+		int			rc;
+
+		args[0] = PointerGetDatum(req->stream_id);
+		rc = SPI_execute_plan(plan_lock_stream, args, NULL, false, 1);
+		es_spi_check(rc, SPI_OK_SELECT, "stream lock");
+		at->exists = SPI_processed > 0;
+		if (at->exists)
+		{
+			TimestampTz updated_at;
+			TimestampTz created_at;
+
+			at->current = DatumGetInt64(stream_result(1));
+			updated_at = DatumGetTimestampTz(stream_result(2));
+			created_at = DatumGetTimestampTz(stream_result(3));
+			if (is_idempotent_retry(req, created_at, updated_at, retry_version))
+				return false;
+		}
+		check_expected_version(req, at->current);
+		refuse_ids_of_other_streams(req);
+	}
+
+	at->positions = draw_positions(n);
+
+	/* One event: stream row and event together, without the executor where it can. */
+	at->one_event = n == 1 && req->events[0].tags == NULL;
+	if (at->one_event)
+	{
+		at->now = GetCurrentTimestamp();
+		at->partition_end = es_ensure_partition_for(at->now);
+		at->direct = es_direct_append_allowed();
+	}
+	return true;
+}
+
+/*
+ * The stream row was advanced: the version it had must be the expected
+ * one (an error rolls the update back with everything else).
+ */
+static AppendOutcome
+stream_advanced(AppendRequest *req, AppendAttempt *at, bool inserted)
+{
+	check_expected_version(req, at->current);
+	return inserted ? APPEND_WRITTEN : APPEND_EVENTS_PENDING;
+}
+
+/* The stream row is missing: the append creates the stream, if it may. */
+static void
+stream_missing(AppendRequest *req, AppendAttempt *at)
+{
+	check_expected_version(req, 0);
+	at->exists = false;
+	at->current = 0;
+	/* one event keeps the time (and partition) taken by decide_append() */
+	at->recorded_at = at->now != 0 ? at->now : GetCurrentTimestamp();
+	at->positions_fresh = true;
+}
+
+/*
+ * The direct route (append_direct.c) of a one-event append: advance the
+ * stream row and insert the event, or create the stream with it.  Returns
+ * APPEND_NOT_APPLIED, with nothing written, where the direct path does
+ * not apply (a concurrent change of the stream row, a tombstone, the
+ * table's state): the statements do the whole append then.  The event may
+ * be left to the statement (APPEND_EVENTS_PENDING): stale positions, a
+ * later partition, one the direct path does not insert into.
+ */
+static AppendOutcome
+append_directly(AppendRequest *req, AppendAttempt *at)
+{
+	NewEvent   *ev = &req->events[0];
+	bool		created;
+	bool		inserted;
+
+	if (at->exists)
+	{
+		if (!es_direct_bump_and_insert(req->stream_id, at->positions[0], at->now,
+									   at->partition_end, ev, req->has_expected, req->expected,
+									   &at->exists, &at->current, &at->recorded_at,
+									   &at->positions_fresh, &inserted))
+			return APPEND_NOT_APPLIED;
+		if (at->exists)
+			return stream_advanced(req, at, inserted);
+	}
+
+	stream_missing(req, at);
+	if (!es_direct_create_and_insert(req->stream_id, at->positions[0], at->recorded_at, ev,
+									 &created, &inserted))
+		return APPEND_NOT_APPLIED;
+	if (!created)
+		return APPEND_CREATED_CONCURRENTLY;
+	return inserted ? APPEND_WRITTEN : APPEND_EVENTS_PENDING;
+}
+
+/*
+ * The statement route: advance the stream row (with one event, inserting
+ * it in the same statement), or create the stream (with one event, and
+ * the event).  Batches and tagged events always come here, and so does a
+ * one-event append the direct path did not apply to.
+ */
+static AppendOutcome
+append_by_statement(AppendRequest *req, AppendAttempt *at)
+{
+	int			n = req->nevents;
+	int			rc;
+
+	if (at->exists && at->one_event)
+	{
+		/* one statement: the stream row update and the event insert */
+		NewEvent   *ev = &req->events[0];
+		Datum		args[11];
+		char		nulls[11];
+
+		memset(nulls, ' ', sizeof(nulls));
+		args[0] = PointerGetDatum(req->stream_id);
+		args[1] = Int64GetDatum(at->positions[0]);
+		args[2] = TimestampTzGetDatum(at->now);
+		args[3] = ev->event_type;
+		args[4] = ev->data;
+		nulls[4] = ev->data_null ? 'n' : ' ';
+		args[5] = ev->metadata;
+		nulls[5] = ev->metadata_null ? 'n' : ' ';
+		args[6] = Int64GetDatum(req->expected);
+		nulls[6] = req->has_expected ? ' ' : 'n';
+		args[7] = UUIDPGetDatum(&ev->event_id);
+		args[8] = TimestampTzGetDatum(ev->occurred_at);
+		nulls[8] = ev->occurred_at_given ? ' ' : 'n';
+		args[9] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+		args[10] = TimestampTzGetDatum(at->partition_end);
+		rc = exec_write_tables(plan_bump_and_insert, args, nulls, 1, 2);
+		es_spi_check(rc, SPI_OK_SELECT, "stream update");
+		if (SPI_processed > 0)
+		{
+			at->current = DatumGetInt64(stream_result(1));
+			at->recorded_at = DatumGetTimestampTz(stream_result(2));
+			at->positions_fresh = DatumGetBool(stream_result(3));
+			return stream_advanced(req, at, DatumGetBool(stream_result(4)));
+		}
+	}
+	else if (at->exists)
+	{
+		/* Lock (or keep locked) and advance the stream row in one statement. */
+		Datum		args[5];
+
+		args[0] = PointerGetDatum(req->stream_id);
+		args[1] = Int64GetDatum((int64) n);
+		args[2] = TimestampTzGetDatum(GetCurrentTimestamp());
+		args[3] = Int64GetDatum(at->positions[n - 1]);
+		args[4] = Int64GetDatum(at->positions[0]);
+		rc = exec_write(plan_bump_stream, args, NULL, 1);
+		es_spi_check(rc, SPI_OK_UPDATE_RETURNING, "stream update");
+		if (SPI_processed > 0)
+		{
+			at->current = DatumGetInt64(stream_result(1));
+			at->recorded_at = DatumGetTimestampTz(stream_result(2));
+			at->positions_fresh = DatumGetBool(stream_result(4));
+			return stream_advanced(req, at, false);
+		}
+	}
+
+	stream_missing(req, at);
+	if (at->one_event)
+	{
+		/* One event on a new stream: stream row and event together. */
+		NewEvent   *ev = &req->events[0];
+		Datum		args[9];
+		char		nulls[9];
+		bool		isnull;
+
+		memset(nulls, ' ', sizeof(nulls));
+		args[0] = PointerGetDatum(req->stream_id);
+		args[1] = Int64GetDatum(at->positions[0]);
+		args[2] = TimestampTzGetDatum(at->recorded_at);
+		args[3] = ev->event_type;
+		args[4] = ev->data;
+		nulls[4] = ev->data_null ? 'n' : ' ';
+		args[5] = ev->metadata;
+		nulls[5] = ev->metadata_null ? 'n' : ' ';
+		args[6] = UUIDPGetDatum(&ev->event_id);
+		args[7] = TimestampTzGetDatum(ev->occurred_at);
+		nulls[7] = ev->occurred_at_given ? ' ' : 'n';
+		args[8] = FullTransactionIdGetDatum(GetTopFullTransactionId());
+		rc = exec_write_tables(plan_create_and_insert, args, nulls, 1, 2);
+		es_spi_check_rows(rc, SPI_OK_SELECT, 1, "stream insert");
+		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+			return APPEND_CREATED_CONCURRENTLY;
+		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+			report_skipped_insert();
+		return APPEND_WRITTEN;
+	}
+	else
+	{
+		Datum		args[5];
+
+		args[0] = PointerGetDatum(req->stream_id);
+		args[1] = Int64GetDatum((int64) n);
+		args[2] = TimestampTzGetDatum(at->recorded_at);
+		args[3] = Int64GetDatum(at->positions[0]);
+		args[4] = Int64GetDatum(at->positions[n - 1]);
+		rc = exec_write(plan_create_stream, args, NULL, 0);
+		es_spi_check(rc, SPI_OK_INSERT, "stream insert");
+		if (SPI_processed == 0)
+			return APPEND_CREATED_CONCURRENTLY;
+		return APPEND_EVENTS_PENDING;
+	}
+}
+
+/*
+ * The last step when the stream row is in and the events are not: with
+ * stale positions (a writer that held the row lock appended at higher
+ * ones), draw new ones, now under the lock, so that they follow the
+ * stream's events; then insert the events in one statement.
+ */
+static void
+insert_pending_events(AppendRequest *req, AppendAttempt *at)
+{
+	int			n = req->nevents;
+
+	if (!at->positions_fresh)
+	{
+		Datum		args[2];
+		int			rc;
+
+		at->positions = draw_positions(n);
+		args[0] = PointerGetDatum(req->stream_id);
+		args[1] = Int64GetDatum(at->positions[n - 1]);
+		rc = exec_write(plan_set_last_position, args, NULL, 0);
+		es_spi_check(rc, SPI_OK_UPDATE, "stream update");
+	}
+	es_ensure_partition_for(at->recorded_at);
+	insert_events(req, at->current + 1, at->positions, at->recorded_at);
+}
+
+/*
+ * es_append_batch() without the translation of the unique index's error.
+ * The route is one-way: decide_append(), then the direct route or the
+ * statement route (or the direct one, then, where it did not apply, the
+ * statement one), then the pending events.  Only a stream created
+ * concurrently starts the attempt over (the stream row then exists).
+ */
 static int64
 append_batch_once(AppendRequest *req)
 {
 	int64		result_version = 0;
-	int			n = req->nevents;
 
 	index_given_ids(req);
 
@@ -1076,208 +1377,21 @@ append_batch_once(AppendRequest *req)
 
 	for (;;)
 	{
-		Datum		args[5];
-		int64	   *positions;
-		int64		current = 0;
-		TimestampTz recorded_at;
-		TimestampTz created_at;
-		bool		exists = true;
-		TimestampTz now = 0;	/* the append's time, once taken */
-		bool		positions_fresh = true;
-		bool		inserted = false;	/* the one-statement append wrote the event */
-		int			rc;
+		AppendAttempt at;
+		AppendOutcome outcome = APPEND_NOT_APPLIED;
 
-		/*
-		 * Caller-supplied ids: lock the stream row first, so that the retry
-		 * check and the version check see a stream no one else is changing.
-		 * Ids the caller proved new cannot make a retry: no lookup.
-		 */
-		if (req->ids_given && !req->ids_known_new)
-		{
-			args[0] = PointerGetDatum(req->stream_id);
-			rc = SPI_execute_plan(plan_lock_stream, args, NULL, false, 1);
-			es_spi_check(rc, SPI_OK_SELECT, "stream lock");
-			exists = SPI_processed > 0;
-			if (exists)
-			{
-				TimestampTz updated_at;
-				int64		retry_version;
-
-				current = DatumGetInt64(stream_result(1));
-				updated_at = DatumGetTimestampTz(stream_result(2));
-				created_at = DatumGetTimestampTz(stream_result(3));
-				if (is_idempotent_retry(req, created_at, updated_at, &retry_version))
-				{
-					result_version = retry_version;
-					break;
-				}
-			}
-			check_expected_version(req, current);
-			refuse_ids_of_other_streams(req);
-		}
-
-		positions = draw_positions(n);
-
-		if (exists && n == 1 && req->events[0].tags == NULL)
-		{
-			/* One event: stream update and insert together. */
-			NewEvent   *ev = &req->events[0];
-			TimestampTz partition_end;
-
-			now = GetCurrentTimestamp();
-			partition_end = es_ensure_partition_for(now);
-
-			/* without the executor (append_direct.c) where it can, else one statement */
-			if (!es_direct_bump_and_insert(req->stream_id, positions[0], now, partition_end, ev,
-										   req->has_expected, req->expected, &exists, &current,
-										   &recorded_at, &positions_fresh, &inserted))
-			{
-				Datum		fargs[11];
-				char		fnulls[11];
-
-				memset(fnulls, ' ', sizeof(fnulls));
-				fargs[0] = PointerGetDatum(req->stream_id);
-				fargs[1] = Int64GetDatum(positions[0]);
-				fargs[2] = TimestampTzGetDatum(now);
-				fargs[3] = ev->event_type;
-				fargs[4] = ev->data;
-				fnulls[4] = ev->data_null ? 'n' : ' ';
-				fargs[5] = ev->metadata;
-				fnulls[5] = ev->metadata_null ? 'n' : ' ';
-				fargs[6] = Int64GetDatum(req->expected);
-				fnulls[6] = req->has_expected ? ' ' : 'n';
-				fargs[7] = UUIDPGetDatum(&ev->event_id);
-				fargs[8] = TimestampTzGetDatum(ev->occurred_at);
-				fnulls[8] = ev->occurred_at_given ? ' ' : 'n';
-				fargs[9] = FullTransactionIdGetDatum(GetTopFullTransactionId());
-				fargs[10] = TimestampTzGetDatum(partition_end);
-				rc = exec_write_tables(plan_bump_and_insert, fargs, fnulls, 1, 2);
-				es_spi_check(rc, SPI_OK_SELECT, "stream update");
-				exists = SPI_processed > 0;
-				if (exists)
-				{
-					current = DatumGetInt64(stream_result(1));
-					recorded_at = DatumGetTimestampTz(stream_result(2));
-					positions_fresh = DatumGetBool(stream_result(3));
-					inserted = DatumGetBool(stream_result(4));
-				}
-			}
-		}
-		else if (exists)
-		{
-			/* Lock (or keep locked) and advance the stream row in one statement. */
-			args[0] = PointerGetDatum(req->stream_id);
-			args[1] = Int64GetDatum((int64) n);
-			args[2] = TimestampTzGetDatum(GetCurrentTimestamp());
-			args[3] = Int64GetDatum(positions[n - 1]);
-			args[4] = Int64GetDatum(positions[0]);
-			rc = exec_write(plan_bump_stream, args, NULL, 1);
-			es_spi_check(rc, SPI_OK_UPDATE_RETURNING, "stream update");
-			exists = SPI_processed > 0;
-			if (exists)
-			{
-				current = DatumGetInt64(stream_result(1));
-				recorded_at = DatumGetTimestampTz(stream_result(2));
-				positions_fresh = DatumGetBool(stream_result(4));
-			}
-		}
-
-		if (exists)
-		{
-			/* An error here rolls the update back with everything else. */
-			check_expected_version(req, current);
-			if (inserted)
-			{
-				result_version = current + 1;
-				req->recorded_at = recorded_at;
-				break;
-			}
-			if (!positions_fresh)
-			{
-				/* Holding the lock now: later draws follow the stream's events. */
-				positions = draw_positions(n);
-				args[0] = PointerGetDatum(req->stream_id);
-				args[1] = Int64GetDatum(positions[n - 1]);
-				rc = exec_write(plan_set_last_position, args, NULL, 0);
-				es_spi_check(rc, SPI_OK_UPDATE, "stream update");
-			}
-			/* (one event not inserted above: stale positions or a later partition) */
-		}
-		else
-		{
-			bool		created = false;	/* the stream row is in, the event not yet */
-
-			check_expected_version(req, 0);
-			current = 0;
-			/* a stream found missing above keeps the time (and partition) taken there */
-			recorded_at = now != 0 ? now : GetCurrentTimestamp();
-			if (n == 1 && req->events[0].tags == NULL)
-			{
-				/* One event on a new stream: stream row and event together. */
-				NewEvent   *ev = &req->events[0];
-				bool		event_inserted;
-
-				/* without the executor (append_direct.c) where it can, else one statement */
-				es_ensure_partition_for(recorded_at);
-				if (es_direct_create_and_insert(req->stream_id, positions[0], recorded_at, ev,
-												&created, &event_inserted))
-				{
-					if (!created)
-						continue;	/* created concurrently: start over, locked */
-				}
-				else
-				{
-					Datum		fargs[9];
-					char		fnulls[9];
-					bool		isnull;
-
-					memset(fnulls, ' ', sizeof(fnulls));
-					fargs[0] = PointerGetDatum(req->stream_id);
-					fargs[1] = Int64GetDatum(positions[0]);
-					fargs[2] = TimestampTzGetDatum(recorded_at);
-					fargs[3] = ev->event_type;
-					fargs[4] = ev->data;
-					fnulls[4] = ev->data_null ? 'n' : ' ';
-					fargs[5] = ev->metadata;
-					fnulls[5] = ev->metadata_null ? 'n' : ' ';
-					fargs[6] = UUIDPGetDatum(&ev->event_id);
-					fargs[7] = TimestampTzGetDatum(ev->occurred_at);
-					fnulls[7] = ev->occurred_at_given ? ' ' : 'n';
-					fargs[8] = FullTransactionIdGetDatum(GetTopFullTransactionId());
-					rc = exec_write_tables(plan_create_and_insert, fargs, fnulls, 1, 2);
-					es_spi_check_rows(rc, SPI_OK_SELECT, 1, "stream insert");
-					if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
-						continue;	/* created concurrently: start over, locked */
-					event_inserted = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-					if (!event_inserted)
-						report_skipped_insert();
-				}
-				if (event_inserted)
-				{
-					result_version = 1;
-					req->recorded_at = recorded_at;
-					break;
-				}
-				/* (the direct path could not insert into the partition: below) */
-			}
-			if (!created)
-			{
-				args[0] = PointerGetDatum(req->stream_id);
-				args[1] = Int64GetDatum((int64) n);
-				args[2] = TimestampTzGetDatum(recorded_at);
-				args[3] = Int64GetDatum(positions[0]);
-				args[4] = Int64GetDatum(positions[n - 1]);
-				rc = exec_write(plan_create_stream, args, NULL, 0);
-				es_spi_check(rc, SPI_OK_INSERT, "stream insert");
-				if (SPI_processed == 0)
-					continue;	/* created concurrently: start over, locked */
-			}
-		}
-
-		es_ensure_partition_for(recorded_at);
-		insert_events(req, current + 1, positions, recorded_at);
-		result_version = current + n;
-		req->recorded_at = recorded_at;
+		if (!decide_append(req, &at, &result_version))
+			break;				/* an idempotent retry: nothing to write */
+		if (at.direct)
+			outcome = append_directly(req, &at);
+		if (outcome == APPEND_NOT_APPLIED)
+			outcome = append_by_statement(req, &at);
+		if (outcome == APPEND_CREATED_CONCURRENTLY)
+			continue;			/* start over: the stream row is there now */
+		if (outcome == APPEND_EVENTS_PENDING)
+			insert_pending_events(req, &at);
+		result_version = at.current + req->nevents;
+		req->recorded_at = at.recorded_at;
 		break;
 	}
 

@@ -17,8 +17,11 @@
  *	  one event), no row-level security, no stored generated or unknown columns,
  *	  table-level privileges for the caller, not SERIALIZABLE (predicate
  *	  locks stay the executor's), session_replication_role not replica.
- *	  Anything else, and any concurrent change of the stream row, returns
- *	  "not applied" with nothing written, and the caller runs the statement.
+ *	  append.c asks es_direct_append_allowed() once per attempt, as it
+ *	  picks the route; anything else (a concurrent change of the stream
+ *	  row, a tombstone, a new stream under a transaction snapshot) returns
+ *	  "not applied" with nothing written, and append.c runs the statement.
+ *	  Nothing here calls back into append.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -729,13 +732,29 @@ fetch_stream_row(IndexScanDesc scan, text *stream_id, TupleTableSlot *slot)
 }
 
 /*
- * The one-event append to an existing stream, done directly.  Returns
- * false when the path does not apply (nothing was written, the caller runs
- * its statement).  Otherwise *exists tells whether the stream row was
- * there; when it was, the row was advanced as plan_bump_and_insert does
- * and *prior, *recorded_at, *fresh and *inserted carry that statement's
- * results (the event was inserted only when its positions are fresh, the
- * expected version matches and recorded_at falls before partition_end).
+ * May this transaction's one-event appends go the direct way at all?
+ * append.c asks once per attempt, as it picks the route, after it has
+ * ensured the partition for the append's time; this takes the locks the
+ * statement would take on the log and the streams table (held to the end
+ * of the transaction).  The two functions below are called only after it
+ * said yes, in the same attempt.
+ */
+bool
+es_direct_append_allowed(void)
+{
+	return direct_path_allowed(es_events_relid(false));
+}
+
+/*
+ * The one-event append to an existing stream, done directly (after
+ * es_direct_append_allowed()).  Returns false when the path does not apply
+ * to the stream row (a concurrent change, a tombstone, the largest
+ * version): nothing was written, the caller runs its statement.  Otherwise
+ * *exists tells whether the stream row was there; when it was, the row
+ * was advanced as plan_bump_and_insert does and *prior, *recorded_at,
+ * *fresh and *inserted carry that statement's results (the event was
+ * inserted only when its positions are fresh, the expected version
+ * matches and recorded_at falls before partition_end).
  */
 bool
 es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
@@ -744,7 +763,6 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 						  bool *exists, int64 *prior, TimestampTz *recorded_at,
 						  bool *fresh, bool *inserted)
 {
-	Oid			events_relid = es_events_relid(false);
 	Relation	events;
 	Relation	streams;
 	Relation	pkey;
@@ -765,10 +783,7 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 	EState	   *estate;
 	int			natts;
 
-	if (!direct_path_allowed(events_relid))
-		return false;
-
-	events = table_open(events_relid, NoLock);	/* locked above */
+	events = table_open(tables.events_relid, NoLock);	/* locked by es_direct_append_allowed */
 	streams = table_open(tables.streams_relid, RowExclusiveLock);
 	pkey = index_open(tables.streams_pkey, RowExclusiveLock);
 
@@ -869,11 +884,12 @@ es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 }
 
 /*
- * The one-event append that creates its stream, done directly: the stream
- * row by speculative insertion (as INSERT ... ON CONFLICT (stream_id) DO
- * NOTHING inserts it: a concurrent creator is waited for, and the row
- * goes in only if no one else's is there), then the event.  Returns false
- * when the path does not apply (nothing written).  Otherwise *created
+ * The one-event append that creates its stream, done directly (after
+ * es_direct_append_allowed()): the stream row by speculative insertion
+ * (as INSERT ... ON CONFLICT (stream_id) DO NOTHING inserts it: a
+ * concurrent creator is waited for, and the row goes in only if no one
+ * else's is there), then the event.  Returns false when the path does not
+ * apply to a new stream (nothing written).  Otherwise *created
  * tells whether the stream row went in (false: another transaction
  * created the stream, nothing was written) and *inserted whether the
  * event did (false: the caller inserts it the slow way).
@@ -898,14 +914,19 @@ es_direct_create_and_insert(text *stream_id, int64 position, TimestampTz recorde
 	/*
 	 * Under a transaction snapshot, a conflicting row the snapshot cannot
 	 * see is a serialization failure: the executor's check, not ours.
+	 * es_direct_append_allowed() said yes in this attempt; asked again
+	 * only if either table changed since (a privilege change invalidates
+	 * the table too).
 	 */
-	if (IsolationUsesXactSnapshot() || !direct_path_allowed(events_relid))
+	if (IsolationUsesXactSnapshot() ||
+		((!tables.valid || tables.events_relid != events_relid) &&
+		 !direct_path_allowed(events_relid)))
 		return false;
 	if (!tables.creatable ||
 		pg_class_aclcheck(tables.streams_relid, GetUserId(), ACL_INSERT) != ACLCHECK_OK)
 		return false;
 
-	events = table_open(events_relid, NoLock);	/* locked by direct_path_allowed */
+	events = table_open(events_relid, NoLock);	/* locked by es_direct_append_allowed */
 	streams = table_open(tables.streams_relid, RowExclusiveLock);
 	CommandCounterIncrement();
 	PushActiveSnapshot(GetTransactionSnapshot());

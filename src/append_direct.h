@@ -13,6 +13,7 @@
 
 #include "append.h"
 
+extern bool es_direct_append_allowed(void);
 extern bool es_direct_bump_and_insert(text *stream_id, int64 position, TimestampTz now,
 									  TimestampTz partition_end, NewEvent *ev,
 									  bool has_expected, int64 expected,
