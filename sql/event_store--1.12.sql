@@ -1366,6 +1366,12 @@ RETURN coalesce(
         HAVING count(*) = c.consumer_group_size) g),
     0);
 
+-- poll: the same hash probes as read_category and read_all (above), over
+-- the subscription's categories (all streams when it has none); each
+-- changed condition keeps its lines, so that error context line numbers
+-- of poll stay as they were.  The retries read only the partitions that
+-- can hold them (recorded_at from _feed_scan_from(lowest retry - 1) to
+-- scan_to), so that a call with many partitions plans and probes few.
 CREATE FUNCTION event_store.poll(
     name text, max_count int DEFAULT 100,
     consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
@@ -1385,7 +1391,7 @@ DECLARE
     categories     text[];
     pending        boolean;
     retries        bigint[];
-    fresh          int; _hides boolean; _hiding int; _few boolean;  -- (one line: error line numbers stay)
+    fresh          int; _hides boolean; _hiding int; _few boolean; retry_from timestamptz;  -- (one line: error line numbers stay)
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
@@ -1440,7 +1446,7 @@ BEGIN
     -- Retries first, then new events: max_count in all.  A retry is upcast
     -- like a new event (issue 27).
     fresh := max_count - pg_catalog.cardinality(retries);
-    IF pg_catalog.cardinality(retries) > 0 THEN
+    IF pg_catalog.cardinality(retries) > 0 THEN retry_from := event_store._feed_scan_from((SELECT pg_catalog.min(x) FROM pg_catalog.unnest(retries) AS x) - 1);  -- issue 26/29: prunes
         IF event_store._upcasting() THEN
             RETURN QUERY
                 SELECT e.global_position, e.stream_id, e.stream_version,
@@ -1455,12 +1461,12 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
                 SELECT e.* FROM event_store.events e
-                 WHERE e.global_position = ANY (retries)
+                 WHERE e.global_position = ANY (retries) AND e.recorded_at >= retry_from AND e.recorded_at < scan_to
                  ORDER BY e.global_position) e;
         ELSE  -- nothing to upcast: no _upcast() call per row
             RETURN QUERY
                 SELECT e.* FROM event_store.events e
-                 WHERE e.global_position = ANY (retries)
+                 WHERE e.global_position = ANY (retries) AND e.recorded_at >= retry_from AND e.recorded_at < scan_to
                  ORDER BY e.global_position;
         END IF;
     END IF;
