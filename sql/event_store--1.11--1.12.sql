@@ -865,8 +865,9 @@ $$;
 -- the two is seen or not, as one committing during the read.
 
 -- How many streams of these categories (NULL: any stream) hide events,
--- counted up to up_to + 1.  The partial indexes answer it; seq scans off
--- as in _streams_hide().
+-- counted up to up_to + 1.  The partial indexes answer it; seq scans are
+-- off because the planner expects a scan of a large streams table to stop
+-- early, which it never does when the answer is none (the common case).
 CREATE FUNCTION event_store._streams_hiding(categories text[], up_to int) RETURNS int
 LANGUAGE sql STABLE
 SET enable_seqscan = off
@@ -2012,3 +2013,12 @@ COMMENT ON FUNCTION event_store.abandon_projection_rebuild(text) IS
   'Blue/green rebuild: give it up; the live version is untouched. Returns the new version''s table, left for the caller to drop.';
 REVOKE ALL ON FUNCTION event_store.abandon_projection_rebuild(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store.abandon_projection_rebuild(text) TO event_store_admin;
+
+-- --------------------------------------------------------------------------
+-- issue 30: drop internal functions nothing calls
+-- --------------------------------------------------------------------------
+
+-- The reads of 1.12 above no longer call them: _streams_hiding() replaced
+-- _streams_hide(), and the reads compute the first visible version inline.
+DROP FUNCTION event_store._first_visible_version(text);
+DROP FUNCTION event_store._streams_hide(text[]);
