@@ -1555,12 +1555,14 @@ es_feed_notifier_detach(int idx, Oid dbid)
 }
 
 /*
- * Start the notifier of a database (from a committing appender, see
- * es_feed_notify_at_commit()).  false when no background worker slot is
- * free: the appender then sends its own NOTIFY.
+ * Start a background worker of this library connected to database dbid:
+ * function its entry point, idx its argument, type its bgw_type (its name
+ * "<type> for database <dbid>").  Not restarted by the postmaster; false
+ * when no background worker slot is free.  The notifier and the
+ * projection workers (projection_worker.c) start this way.
  */
 bool
-es_feed_start_notifier(int idx, Oid dbid)
+es_start_database_worker(const char *function, const char *type, int idx, Oid dbid)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
@@ -1570,11 +1572,22 @@ es_feed_start_notifier(int idx, Oid dbid)
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "event_store");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "es_feed_notifier_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "event_store notifier for database %u", dbid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "event_store notifier");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s for database %u", type, dbid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
 	worker.bgw_main_arg = Int32GetDatum(idx);
 	memcpy(worker.bgw_extra, &dbid, sizeof(Oid));
 	worker.bgw_notify_pid = 0;
 	return RegisterDynamicBackgroundWorker(&worker, &handle);
+}
+
+/*
+ * Start the notifier of a database (from a committing appender, see
+ * es_feed_notify_at_commit()).  false when no background worker slot is
+ * free: the appender then sends its own NOTIFY.
+ */
+bool
+es_feed_start_notifier(int idx, Oid dbid)
+{
+	return es_start_database_worker("es_feed_notifier_main", "event_store notifier", idx, dbid);
 }

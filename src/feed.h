@@ -36,5 +36,7 @@ extern bool es_feed_notifier_retire(int idx);
 extern void es_feed_notifier_kick_self(int idx);
 extern void es_feed_notifier_detach(int idx, Oid dbid);
 extern bool es_feed_start_notifier(int idx, Oid dbid);
+extern bool es_start_database_worker(const char *function, const char *type,
+									 int idx, Oid dbid);
 
 #endif							/* EVENT_STORE_FEED_H */

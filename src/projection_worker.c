@@ -423,21 +423,8 @@ launcher_want_all_databases(void)
 static bool
 start_worker(int idx, Oid dbid)
 {
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "event_store");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "es_projection_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "event_store projection worker for database %u", dbid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "event_store projection worker");
-	worker.bgw_main_arg = Int32GetDatum(idx);
-	memcpy(worker.bgw_extra, &dbid, sizeof(Oid));
-	worker.bgw_notify_pid = 0;
-	return RegisterDynamicBackgroundWorker(&worker, &handle);
+	return es_start_database_worker("es_projection_worker_main", "event_store projection worker",
+									idx, dbid);
 }
 
 /*
