@@ -69,16 +69,20 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "port/atomics.h"
 #include "storage/bufmgr.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/s_lock.h"
 #include "storage/shmem.h"
 #include "executor/spi.h"
+#include "tcop/tcopprot.h"
 #include "partitioning/partbounds.h"
 #include "partitioning/partdesc.h"
 #include "utils/builtins.h"
@@ -1552,6 +1556,62 @@ es_feed_notifier_detach(int idx, Oid dbid)
 		n->pgprocno = -1;
 	}
 	LWLockRelease(registry->lock);
+}
+
+/*
+ * The start of a database worker's main function (the notifier, the
+ * projection workers): SIGTERM ends it, SIGHUP marks a reload, exit_cb
+ * runs at exit, and it connects to the database es_start_database_worker()
+ * named, which it returns.
+ */
+Oid
+es_worker_connect(pg_on_exit_callback exit_cb)
+{
+	Oid			dbid;
+
+	memcpy(&dbid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	before_shmem_exit(exit_cb, (Datum) 0);
+	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+	return dbid;
+}
+
+/*
+ * The top of a database worker's loop: the latch reset (so that a wake-up
+ * from now on is not lost), interrupts served, a reload read.
+ */
+void
+es_worker_loop_top(void)
+{
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/*
+ * A database worker's pacing: when less than interval_ms passed from since
+ * to now, wait for the rest of it (or a wake-up) and return true, the
+ * caller then goes round its loop again (wake-ups meanwhile are folded
+ * into the next turn); false when the interval is over.
+ */
+bool
+es_worker_wait_rest(TimestampTz since, TimestampTz now, int interval_ms)
+{
+	long		secs;
+	int			usecs;
+
+	if (TimestampDifferenceExceeds(since, now, interval_ms))
+		return false;
+	TimestampDifference(now, TimestampTzPlusMilliseconds(since, interval_ms), &secs, &usecs);
+	(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 secs * 1000 + usecs / 1000 + 1, PG_WAIT_EXTENSION);
+	return true;
 }
 
 /*
