@@ -1068,6 +1068,29 @@ open_partition_max(Oid relid)
 }
 
 /*
+ * The log's partitions in range order (*n of them in *ranges), read with
+ * the log's parent open and locked, which is returned for the caller to
+ * close when done with the partitions; *closed the bound below which a
+ * partition is final and its highest position cached (the cache is
+ * invalidated by the relcache callback registered here).
+ */
+static Relation
+open_log_ranges(EsPartitionRange **ranges, int *n, TimestampTz *closed)
+{
+	Relation	parent;
+
+	if (!closed_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(closed_partitions_invalidate, (Datum) 0);
+		closed_callback_registered = true;
+	}
+	*closed = closed_before();
+	parent = table_open(es_events_relid(false), AccessShareLock);
+	*n = es_collect_partition_ranges(parent, ranges);
+	return parent;
+}
+
+/*
  * The highest position in the log: final partitions from the cache, open
  * ones probed (one index probe each).
  */
@@ -1080,14 +1103,7 @@ log_max_position(void)
 	EsPartitionRange *ranges;
 	int			n;
 
-	if (!closed_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(closed_partitions_invalidate, (Datum) 0);
-		closed_callback_registered = true;
-	}
-	closed = closed_before();
-	parent = table_open(es_events_relid(false), AccessShareLock);
-	n = es_collect_partition_ranges(parent, &ranges);
+	parent = open_log_ranges(&ranges, &n, &closed);
 	for (int i = 0; i < n; i++)
 	{
 		int64		m = ranges[i].hi > closed ? open_partition_max(ranges[i].relid)
@@ -1117,15 +1133,7 @@ es_feed_scan_bound(int64 after)
 
 	if (registry == NULL)
 		return DT_NOBEGIN;
-	if (!closed_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(closed_partitions_invalidate, (Datum) 0);
-		closed_callback_registered = true;
-	}
-
-	closed = closed_before();
-	parent = table_open(es_events_relid(false), AccessShareLock);
-	n = es_collect_partition_ranges(parent, &ranges);
+	parent = open_log_ranges(&ranges, &n, &closed);
 	/* the first partition, in range order, that may hold a position > after */
 	for (int i = 0; i < n; i++)
 	{
