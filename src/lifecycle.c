@@ -227,6 +227,24 @@ typedef struct LifecycleCall
 	int64		new_version;	/* out: set_stream_metadata()'s metadata version */
 } LifecycleCall;
 
+/*
+ * What every lifecycle call takes: the stream (argument 0, checked), the
+ * expected version (argument expected_arg; none when it is NULL or
+ * expected_arg is -1), and the calling role.
+ */
+static void
+lifecycle_call(FunctionCallInfo fcinfo, const char *what, int expected_arg, LifecycleCall *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->sid = stream_id_arg(fcinfo, what);
+	if (expected_arg >= 0 && !PG_ARGISNULL(expected_arg))
+	{
+		c->has_expected = true;
+		c->expected = PG_GETARG_INT64(expected_arg);
+	}
+	c->caller = GetUserId();
+}
+
 /* delete_stream() as the log's owner. */
 static void
 delete_stream_body(void *arg)
@@ -263,13 +281,10 @@ delete_stream_body(void *arg)
 Datum
 es_delete_stream(PG_FUNCTION_ARGS)
 {
-	LifecycleCall c = {0};
+	LifecycleCall c;
 
-	c.sid = stream_id_arg(fcinfo, "deleted");
-	c.has_expected = !PG_ARGISNULL(1);
-	c.expected = c.has_expected ? PG_GETARG_INT64(1) : 0;
+	lifecycle_call(fcinfo, "deleted", 1, &c);
 	c.reason = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
-	c.caller = GetUserId();
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -315,10 +330,9 @@ truncate_stream_body(void *arg)
 Datum
 es_truncate_stream(PG_FUNCTION_ARGS)
 {
-	LifecycleCall c = {0};
+	LifecycleCall c;
 
-	c.sid = stream_id_arg(fcinfo, "truncated");
-	c.caller = GetUserId();
+	lifecycle_call(fcinfo, "truncated", -1, &c);
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -537,12 +551,9 @@ set_stream_metadata_body(void *arg)
 Datum
 es_set_stream_metadata(PG_FUNCTION_ARGS)
 {
-	LifecycleCall c = {0};
+	LifecycleCall c;
 
-	c.sid = stream_id_arg(fcinfo, "given metadata");
-	c.has_expected = !PG_ARGISNULL(2);
-	c.expected = c.has_expected ? PG_GETARG_INT64(2) : 0;
-	c.caller = GetUserId();
+	lifecycle_call(fcinfo, "given metadata", 2, &c);
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
