@@ -865,8 +865,9 @@ $$;
 -- the two is seen or not, as one committing during the read.
 
 -- How many streams of these categories (NULL: any stream) hide events,
--- counted up to up_to + 1.  The partial indexes answer it; seq scans off
--- as in _streams_hide().
+-- counted up to up_to + 1.  The partial indexes answer it; seq scans are
+-- off because the planner expects a scan of a large streams table to stop
+-- early, which it never does when the answer is none (the common case).
 CREATE FUNCTION event_store._streams_hiding(categories text[], up_to int) RETURNS int
 LANGUAGE sql STABLE
 SET enable_seqscan = off
@@ -2316,3 +2317,12 @@ END
 $$;
 COMMENT ON FUNCTION event_store.poll(text, int, int, int) IS
   'The next events of a subscription (member): retries that are due, then events after its checkpoint from the gap-free feed, by global_position; never an event whose stream has an earlier one waiting. Does not move the checkpoint: ack() does.';
+
+-- --------------------------------------------------------------------------
+-- issue 30: drop internal functions nothing calls
+-- --------------------------------------------------------------------------
+
+-- The reads of 1.12 above no longer call them: _streams_hiding() replaced
+-- _streams_hide(), and the reads compute the first visible version inline.
+DROP FUNCTION event_store._first_visible_version(text);
+DROP FUNCTION event_store._streams_hide(text[]);

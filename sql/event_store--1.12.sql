@@ -3523,27 +3523,6 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION event_store.truncate_stream(text, bigint) IS
   'Hide the stream''s events below before_version from every read; recorded in ''$audit-deletions''.';
 
--- The first version of the stream that reads show, by truncate_before
--- (deletions, truncation) and max_count; NULL when nothing is hidden that
--- way.  max_age hides by recorded_at instead.
-CREATE FUNCTION event_store._first_visible_version(stream_id text) RETURNS bigint
-LANGUAGE sql STABLE PARALLEL SAFE
-RETURN (SELECT GREATEST(s.truncate_before, s.version OPERATOR(pg_catalog.-) s.max_count OPERATOR(pg_catalog.+) 1)
-          FROM event_store.streams s WHERE s.stream_id OPERATOR(pg_catalog.=) _first_visible_version.stream_id);
-
--- Does any stream of these categories (NULL: any stream) hide events?
--- The partial indexes answer it; seq scans are off because the planner
--- expects an EXISTS over a large streams table to stop early, which it
--- never does when the answer is no (the common case).
-CREATE FUNCTION event_store._streams_hide(categories text[]) RETURNS boolean
-LANGUAGE sql STABLE
-SET enable_seqscan = off
-RETURN CASE WHEN categories IS NULL
-            THEN EXISTS (SELECT FROM event_store.streams h WHERE h.truncate_before IS NOT NULL)
-            ELSE EXISTS (SELECT FROM event_store.streams h
-                          WHERE h.truncate_before IS NOT NULL
-                            AND h.category OPERATOR(pg_catalog.=) ANY (categories)) END;
-
 -- issue 28: stream metadata.  Versioned with optimistic concurrency on the
 -- metadata version; the keys max_age, max_count and truncate_before hide
 -- events from reads (above), the rest is kept for the user.
@@ -3607,8 +3586,9 @@ COMMENT ON FUNCTION event_store.scavenge(regclass) IS
 -- --------------------------------------------------------------------------
 
 -- How many streams of these categories (NULL: any stream) hide events,
--- counted up to up_to + 1.  The partial indexes answer it; seq scans off
--- as in _streams_hide().
+-- counted up to up_to + 1.  The partial indexes answer it; seq scans are
+-- off because the planner expects a scan of a large streams table to stop
+-- early, which it never does when the answer is none (the common case).
 CREATE FUNCTION event_store._streams_hiding(categories text[], up_to int) RETURNS int
 LANGUAGE sql STABLE
 SET enable_seqscan = off
@@ -4604,10 +4584,6 @@ REVOKE ALL ON FUNCTION event_store.truncate_stream(text, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store.truncate_stream(text, bigint) TO event_store_admin;
 REVOKE ALL ON event_store.stream_lifecycle FROM PUBLIC;
 GRANT SELECT ON event_store.stream_lifecycle TO event_store_reader;
-REVOKE ALL ON FUNCTION event_store._first_visible_version(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION event_store._first_visible_version(text) TO event_store_reader;
-REVOKE ALL ON FUNCTION event_store._streams_hide(text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION event_store._streams_hide(text[]) TO event_store_reader;
 REVOKE ALL ON FUNCTION event_store.set_stream_metadata(text, jsonb, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store.set_stream_metadata(text, jsonb, bigint) TO event_store_admin;
 REVOKE ALL ON FUNCTION event_store.stream_metadata(text) FROM PUBLIC;

@@ -1494,19 +1494,11 @@ es_parse_event_array(ArrayType *arr, AppendRequest *req, int *total_events)
 	req->events = palloc0(sizeof(NewEvent) * nelems);
 	for (int i = 0; i < nelems; i++)
 	{
-		HeapTupleHeader rec;
-		HeapTupleData tuple;
-
 		if (elem_nulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("event %d of the batch is null", i + 1)));
-		rec = DatumGetHeapTupleHeader(elems[i]);
-		tuple.t_len = HeapTupleHeaderGetDatumLength(rec);
-		ItemPointerSetInvalid(&tuple.t_self);
-		tuple.t_tableOid = InvalidOid;
-		tuple.t_data = rec;
-		heap_deform_tuple(&tuple, tupdesc, values, nulls);
+		es_deform_composite(elems[i], tupdesc, values, nulls);
 
 		validate_event(i + 1, nulls[0], values[0], false, nulls[1], values[1],
 					   nulls[2], values[2], nulls[3], values[3],

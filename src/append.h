@@ -12,11 +12,32 @@
 
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "executor/spi.h"
+#include "fmgr.h"
 #include "utils/array.h"
 #include "utils/hsearch.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
+
+/*
+ * Deform a composite value, an element of an array argument, with desc
+ * into values and nulls: append() does it for each event of its batch,
+ * append_all() (consistency.c) for each stream of its call.  Inline: the
+ * append path pays no call for it.
+ */
+static inline void
+es_deform_composite(Datum composite, TupleDesc desc, Datum *values, bool *nulls)
+{
+	HeapTupleHeader rec = DatumGetHeapTupleHeader(composite);
+	HeapTupleData tuple;
+
+	tuple.t_len = HeapTupleHeaderGetDatumLength(rec);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = rec;
+	heap_deform_tuple(&tuple, desc, values, nulls);
+}
 
 /* One event of a batch, validated. */
 typedef struct NewEvent

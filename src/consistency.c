@@ -139,8 +139,6 @@ es_append_all(PG_FUNCTION_ARGS)
 	error_context_stack = &errcallback;
 	for (int i = 0; i < n; i++)
 	{
-		HeapTupleHeader rec;
-		HeapTupleData tuple;
 		Datum		values[3];
 		bool		nulls[3];
 
@@ -150,12 +148,7 @@ es_append_all(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 					 errmsg("append %d of the call is null", i + 1)));
-		rec = DatumGetHeapTupleHeader(elems[i]);
-		tuple.t_len = HeapTupleHeaderGetDatumLength(rec);
-		ItemPointerSetInvalid(&tuple.t_self);
-		tuple.t_tableOid = InvalidOid;
-		tuple.t_data = rec;
-		heap_deform_tuple(&tuple, tupdesc, values, nulls);
+		es_deform_composite(elems[i], tupdesc, values, nulls);
 
 		if (nulls[0])
 			ereport(ERROR,

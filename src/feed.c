@@ -69,16 +69,20 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "port/atomics.h"
 #include "storage/bufmgr.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/s_lock.h"
 #include "storage/shmem.h"
 #include "executor/spi.h"
+#include "tcop/tcopprot.h"
 #include "partitioning/partbounds.h"
 #include "partitioning/partdesc.h"
 #include "utils/builtins.h"
@@ -1064,6 +1068,29 @@ open_partition_max(Oid relid)
 }
 
 /*
+ * The log's partitions in range order (*n of them in *ranges), read with
+ * the log's parent open and locked, which is returned for the caller to
+ * close when done with the partitions; *closed the bound below which a
+ * partition is final and its highest position cached (the cache is
+ * invalidated by the relcache callback registered here).
+ */
+static Relation
+open_log_ranges(EsPartitionRange **ranges, int *n, TimestampTz *closed)
+{
+	Relation	parent;
+
+	if (!closed_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(closed_partitions_invalidate, (Datum) 0);
+		closed_callback_registered = true;
+	}
+	*closed = closed_before();
+	parent = table_open(es_events_relid(false), AccessShareLock);
+	*n = es_collect_partition_ranges(parent, ranges);
+	return parent;
+}
+
+/*
  * The highest position in the log: final partitions from the cache, open
  * ones probed (one index probe each).
  */
@@ -1076,14 +1103,7 @@ log_max_position(void)
 	EsPartitionRange *ranges;
 	int			n;
 
-	if (!closed_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(closed_partitions_invalidate, (Datum) 0);
-		closed_callback_registered = true;
-	}
-	closed = closed_before();
-	parent = table_open(es_events_relid(false), AccessShareLock);
-	n = es_collect_partition_ranges(parent, &ranges);
+	parent = open_log_ranges(&ranges, &n, &closed);
 	for (int i = 0; i < n; i++)
 	{
 		int64		m = ranges[i].hi > closed ? open_partition_max(ranges[i].relid)
@@ -1113,15 +1133,7 @@ es_feed_scan_bound(int64 after)
 
 	if (registry == NULL)
 		return DT_NOBEGIN;
-	if (!closed_callback_registered)
-	{
-		CacheRegisterRelcacheCallback(closed_partitions_invalidate, (Datum) 0);
-		closed_callback_registered = true;
-	}
-
-	closed = closed_before();
-	parent = table_open(es_events_relid(false), AccessShareLock);
-	n = es_collect_partition_ranges(parent, &ranges);
+	parent = open_log_ranges(&ranges, &n, &closed);
 	/* the first partition, in range order, that may hold a position > after */
 	for (int i = 0; i < n; i++)
 	{
@@ -1555,12 +1567,70 @@ es_feed_notifier_detach(int idx, Oid dbid)
 }
 
 /*
- * Start the notifier of a database (from a committing appender, see
- * es_feed_notify_at_commit()).  false when no background worker slot is
- * free: the appender then sends its own NOTIFY.
+ * The start of a database worker's main function (the notifier, the
+ * projection workers): SIGTERM ends it, SIGHUP marks a reload, exit_cb
+ * runs at exit, and it connects to the database es_start_database_worker()
+ * named, which it returns.
+ */
+Oid
+es_worker_connect(pg_on_exit_callback exit_cb)
+{
+	Oid			dbid;
+
+	memcpy(&dbid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	before_shmem_exit(exit_cb, (Datum) 0);
+	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+	return dbid;
+}
+
+/*
+ * The top of a database worker's loop: the latch reset (so that a wake-up
+ * from now on is not lost), interrupts served, a reload read.
+ */
+void
+es_worker_loop_top(void)
+{
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/*
+ * A database worker's pacing: when less than interval_ms passed from since
+ * to now, wait for the rest of it (or a wake-up) and return true, the
+ * caller then goes round its loop again (wake-ups meanwhile are folded
+ * into the next turn); false when the interval is over.
  */
 bool
-es_feed_start_notifier(int idx, Oid dbid)
+es_worker_wait_rest(TimestampTz since, TimestampTz now, int interval_ms)
+{
+	long		secs;
+	int			usecs;
+
+	if (TimestampDifferenceExceeds(since, now, interval_ms))
+		return false;
+	TimestampDifference(now, TimestampTzPlusMilliseconds(since, interval_ms), &secs, &usecs);
+	(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 secs * 1000 + usecs / 1000 + 1, PG_WAIT_EXTENSION);
+	return true;
+}
+
+/*
+ * Start a background worker of this library connected to database dbid:
+ * function its entry point, idx its argument, type its bgw_type (its name
+ * "<type> for database <dbid>").  Not restarted by the postmaster; false
+ * when no background worker slot is free.  The notifier and the
+ * projection workers (projection_worker.c) start this way.
+ */
+bool
+es_start_database_worker(const char *function, const char *type, int idx, Oid dbid)
 {
 	BackgroundWorker worker;
 	BackgroundWorkerHandle *handle;
@@ -1570,11 +1640,22 @@ es_feed_start_notifier(int idx, Oid dbid)
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "event_store");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "es_feed_notifier_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "event_store notifier for database %u", dbid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "event_store notifier");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s for database %u", type, dbid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", type);
 	worker.bgw_main_arg = Int32GetDatum(idx);
 	memcpy(worker.bgw_extra, &dbid, sizeof(Oid));
 	worker.bgw_notify_pid = 0;
 	return RegisterDynamicBackgroundWorker(&worker, &handle);
+}
+
+/*
+ * Start the notifier of a database (from a committing appender, see
+ * es_feed_notify_at_commit()).  false when no background worker slot is
+ * free: the appender then sends its own NOTIFY.
+ */
+bool
+es_feed_start_notifier(int idx, Oid dbid)
+{
+	return es_start_database_worker("es_feed_notifier_main", "event_store notifier", idx, dbid);
 }

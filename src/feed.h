@@ -11,6 +11,7 @@
 
 #include "postgres.h"
 
+#include "storage/ipc.h"
 #include "utils/timestamp.h"
 
 /* GUC event_store.notify (registered by es_projection_init) */
@@ -36,5 +37,10 @@ extern bool es_feed_notifier_retire(int idx);
 extern void es_feed_notifier_kick_self(int idx);
 extern void es_feed_notifier_detach(int idx, Oid dbid);
 extern bool es_feed_start_notifier(int idx, Oid dbid);
+extern Oid es_worker_connect(pg_on_exit_callback exit_cb);
+extern void es_worker_loop_top(void);
+extern bool es_worker_wait_rest(TimestampTz since, TimestampTz now, int interval_ms);
+extern bool es_start_database_worker(const char *function, const char *type,
+									 int idx, Oid dbid);
 
 #endif							/* EVENT_STORE_FEED_H */

@@ -236,14 +236,7 @@ es_feed_notifier_main(Datum main_arg)
 	int64		last_sent = -1;
 
 	notifier_idx = DatumGetInt32(main_arg);
-	memcpy(&notifier_dbid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
-
-	pqsignal(SIGTERM, die);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	BackgroundWorkerUnblockSignals();
-	before_shmem_exit(notifier_exit_callback, (Datum) 0);
-
-	BackgroundWorkerInitializeConnectionByOid(notifier_dbid, InvalidOid, 0);
+	notifier_dbid = es_worker_connect(notifier_exit_callback);
 	if (!es_feed_notifier_attach(notifier_idx, notifier_dbid))
 		proc_exit(0);
 	pgstat_report_appname("event_store notifier");
@@ -263,27 +256,11 @@ es_feed_notifier_main(Datum main_arg)
 	{
 		TimestampTz now;
 
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-
+		es_worker_loop_top();
 		now = GetCurrentTimestamp();
-		if (!TimestampDifferenceExceeds(last_notify, now, ES_NOTIFY_INTERVAL_MS))
-		{
-			long		secs;
-			int			usecs;
-
-			/* the rest of the interval: kicks meanwhile are folded in */
-			TimestampDifference(now, TimestampTzPlusMilliseconds(last_notify, ES_NOTIFY_INTERVAL_MS),
-								&secs, &usecs);
-			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 secs * 1000 + usecs / 1000 + 1, PG_WAIT_EXTENSION);
+		/* the rest of the interval: kicks meanwhile are folded in */
+		if (es_worker_wait_rest(last_notify, now, ES_NOTIFY_INTERVAL_MS))
 			continue;
-		}
 
 		if (es_feed_notifier_take_kick(notifier_idx))
 		{

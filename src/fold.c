@@ -1062,29 +1062,61 @@ fold_internal(FunctionCallInfo fcinfo, Oid reducer, Oid state_type,
 	return result;
 }
 
+/* A fold function's call: the reducer, the initial state, the request. */
+typedef struct FoldCall
+{
+	Oid			reducer;
+	Oid			state_type;
+	Datum		initial;
+	bool		initial_isnull;
+	FoldRequest req;
+} FoldCall;
+
+/*
+ * The request for the whole stream named by argument argno: no version or
+ * time cut, snapshots used.
+ */
+static void
+fold_request(FunctionCallInfo fcinfo, int argno, FoldRequest *req)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("stream_id must not be null")));
+	memset(req, 0, sizeof(*req));
+	req->stream_id = PG_GETARG_TEXT_PP(argno);
+	req->to_version = PG_INT64_MAX;
+	req->as_of = DT_NOEND;
+	req->valid_at = DT_NOEND;
+	req->use_snapshots = true;
+}
+
 /* Arguments every fold function takes: reducer, initial state, stream. */
 static void
-fold_args(FunctionCallInfo fcinfo, Oid *reducer, Oid *state_type,
-		  Datum *initial, bool *initial_isnull, FoldRequest *req)
+fold_args(FunctionCallInfo fcinfo, FoldCall *call)
 {
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("reducer must not be null")));
-	if (PG_ARGISNULL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("stream_id must not be null")));
-	*reducer = PG_GETARG_OID(0);
-	*state_type = get_fn_expr_argtype(fcinfo->flinfo, 1);
-	*initial_isnull = PG_ARGISNULL(1);
-	*initial = *initial_isnull ? (Datum) 0 : PG_GETARG_DATUM(1);
-	memset(req, 0, sizeof(*req));
-	req->stream_id = PG_GETARG_TEXT_PP(2);
-	req->to_version = PG_INT64_MAX;
-	req->as_of = DT_NOEND;
-	req->valid_at = DT_NOEND;
-	req->use_snapshots = true;
+	fold_request(fcinfo, 2, &call->req);
+	call->reducer = PG_GETARG_OID(0);
+	call->state_type = get_fn_expr_argtype(fcinfo->flinfo, 1);
+	call->initial_isnull = PG_ARGISNULL(1);
+	call->initial = call->initial_isnull ? (Datum) 0 : PG_GETARG_DATUM(1);
+}
+
+/* Run the fold and return its state, NULL as such. */
+static Datum
+fold_result(FunctionCallInfo fcinfo, FoldCall *call)
+{
+	Datum		result;
+
+	result = fold_internal(fcinfo, call->reducer, call->state_type, call->initial,
+						   call->initial_isnull, &call->req, NULL);
+	if (fcinfo->isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(result);
 }
 
 /*
@@ -1094,46 +1126,30 @@ fold_args(FunctionCallInfo fcinfo, Oid *reducer, Oid *state_type,
 Datum
 es_fold(PG_FUNCTION_ARGS)
 {
-	Oid			reducer,
-				state_type;
-	Datum		initial;
-	bool		initial_isnull;
-	FoldRequest req;
-	Datum		result;
+	FoldCall	call;
 
-	fold_args(fcinfo, &reducer, &state_type, &initial, &initial_isnull, &req);
+	fold_args(fcinfo, &call);
 	if (!PG_ARGISNULL(3))
-		req.as_of = PG_GETARG_TIMESTAMPTZ(3);
-	result = fold_internal(fcinfo, reducer, state_type, initial, initial_isnull, &req, NULL);
-	if (fcinfo->isnull)
-		PG_RETURN_NULL();
-	PG_RETURN_DATUM(result);
+		call.req.as_of = PG_GETARG_TIMESTAMPTZ(3);
+	return fold_result(fcinfo, &call);
 }
 
 /* event_store.fold_to_version(reducer, initial, stream_id, version). */
 Datum
 es_fold_to_version(PG_FUNCTION_ARGS)
 {
-	Oid			reducer,
-				state_type;
-	Datum		initial;
-	bool		initial_isnull;
-	FoldRequest req;
-	Datum		result;
+	FoldCall	call;
 
-	fold_args(fcinfo, &reducer, &state_type, &initial, &initial_isnull, &req);
+	fold_args(fcinfo, &call);
 	if (!PG_ARGISNULL(3))
 	{
-		req.to_version = PG_GETARG_INT64(3);
-		if (req.to_version < 0)
+		call.req.to_version = PG_GETARG_INT64(3);
+		if (call.req.to_version < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("version must not be negative, got %lld", (long long) req.to_version)));
+					 errmsg("version must not be negative, got %lld", (long long) call.req.to_version)));
 	}
-	result = fold_internal(fcinfo, reducer, state_type, initial, initial_isnull, &req, NULL);
-	if (fcinfo->isnull)
-		PG_RETURN_NULL();
-	PG_RETURN_DATUM(result);
+	return fold_result(fcinfo, &call);
 }
 
 /*
@@ -1145,24 +1161,16 @@ es_fold_to_version(PG_FUNCTION_ARGS)
 Datum
 es_fold_bitemporal(PG_FUNCTION_ARGS)
 {
-	Oid			reducer,
-				state_type;
-	Datum		initial;
-	bool		initial_isnull;
-	FoldRequest req;
-	Datum		result;
+	FoldCall	call;
 
-	fold_args(fcinfo, &reducer, &state_type, &initial, &initial_isnull, &req);
+	fold_args(fcinfo, &call);
 	if (!PG_ARGISNULL(3))
-		req.valid_at = PG_GETARG_TIMESTAMPTZ(3);
+		call.req.valid_at = PG_GETARG_TIMESTAMPTZ(3);
 	if (!PG_ARGISNULL(4))
-		req.as_of = PG_GETARG_TIMESTAMPTZ(4);
-	req.bitemporal = true;
-	req.use_snapshots = false;
-	result = fold_internal(fcinfo, reducer, state_type, initial, initial_isnull, &req, NULL);
-	if (fcinfo->isnull)
-		PG_RETURN_NULL();
-	PG_RETURN_DATUM(result);
+		call.req.as_of = PG_GETARG_TIMESTAMPTZ(4);
+	call.req.bitemporal = true;
+	call.req.use_snapshots = false;
+	return fold_result(fcinfo, &call);
 }
 
 /*
@@ -1180,6 +1188,17 @@ builtin_merge_patch(FunctionCallInfo fcinfo)
 	return merge_patch_oid(false);
 }
 
+/* The merge-patch fold of the stream named by argument 0 from a NULL state. */
+static void
+merge_patch_call(FunctionCallInfo fcinfo, FoldCall *call)
+{
+	fold_request(fcinfo, 0, &call->req);
+	call->reducer = builtin_merge_patch(fcinfo);
+	call->state_type = JSONBOID;
+	call->initial = (Datum) 0;
+	call->initial_isnull = true;
+}
+
 /*
  * event_store.state_as_of(stream_id, as_of): the merge-patch fold of the
  * stream's data from a NULL state; NULL when nothing was recorded by then.
@@ -1187,46 +1206,25 @@ builtin_merge_patch(FunctionCallInfo fcinfo)
 Datum
 es_state_as_of(PG_FUNCTION_ARGS)
 {
-	FoldRequest req;
-	Datum		result;
+	FoldCall	call;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("stream_id must not be null")));
-	memset(&req, 0, sizeof(req));
-	req.stream_id = PG_GETARG_TEXT_PP(0);
-	req.to_version = PG_INT64_MAX;
-	req.as_of = PG_ARGISNULL(1) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(1);
-	req.valid_at = DT_NOEND;
-	req.use_snapshots = true;
-	result = fold_internal(fcinfo, builtin_merge_patch(fcinfo), JSONBOID, (Datum) 0, true, &req, NULL);
-	if (fcinfo->isnull)
-		PG_RETURN_NULL();
-	PG_RETURN_DATUM(result);
+	merge_patch_call(fcinfo, &call);
+	call.req.as_of = PG_ARGISNULL(1) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(1);
+	return fold_result(fcinfo, &call);
 }
 
 /* event_store.state_bitemporal(stream_id, valid_at, known_at). */
 Datum
 es_state_bitemporal(PG_FUNCTION_ARGS)
 {
-	FoldRequest req;
-	Datum		result;
+	FoldCall	call;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("stream_id must not be null")));
-	memset(&req, 0, sizeof(req));
-	req.stream_id = PG_GETARG_TEXT_PP(0);
-	req.to_version = PG_INT64_MAX;
-	req.valid_at = PG_ARGISNULL(1) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(1);
-	req.as_of = PG_ARGISNULL(2) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(2);
-	req.bitemporal = true;
-	result = fold_internal(fcinfo, builtin_merge_patch(fcinfo), JSONBOID, (Datum) 0, true, &req, NULL);
-	if (fcinfo->isnull)
-		PG_RETURN_NULL();
-	PG_RETURN_DATUM(result);
+	merge_patch_call(fcinfo, &call);
+	call.req.valid_at = PG_ARGISNULL(1) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(1);
+	call.req.as_of = PG_ARGISNULL(2) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(2);
+	call.req.bitemporal = true;
+	call.req.use_snapshots = false;
+	return fold_result(fcinfo, &call);
 }
 
 /*
@@ -1237,16 +1235,13 @@ es_state_bitemporal(PG_FUNCTION_ARGS)
 Datum
 es_take_snapshot(PG_FUNCTION_ARGS)
 {
-	Oid			reducer,
-				state_type;
-	Datum		initial;
-	bool		initial_isnull;
-	FoldRequest req;
+	FoldCall	call;
 	int64		version;
 
-	fold_args(fcinfo, &reducer, &state_type, &initial, &initial_isnull, &req);
-	req.force_snapshot = true;
-	(void) fold_internal(fcinfo, reducer, state_type, initial, initial_isnull, &req, &version);
+	fold_args(fcinfo, &call);
+	call.req.force_snapshot = true;
+	(void) fold_internal(fcinfo, call.reducer, call.state_type, call.initial,
+						 call.initial_isnull, &call.req, &version);
 	fcinfo->isnull = false;
 	PG_RETURN_INT64(version);
 }

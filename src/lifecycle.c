@@ -211,66 +211,115 @@ audit(const char *event_type, text *sid, int64 version, int64 hidden_before,
 }
 
 /*
+ * A lifecycle call's arguments, checked, for its body, which runs as the
+ * log's owner (es_spi_run_as()).
+ */
+typedef struct LifecycleCall
+{
+	text	   *sid;
+	Oid			caller;			/* the calling role, for the audit event */
+	bool		has_expected;
+	int64		expected;		/* expected_version / expected_metadata_version */
+	bool		hard;			/* delete_stream() */
+	char	   *reason;			/* delete_stream() */
+	int64		before;			/* truncate_stream() */
+	Datum		metadata;		/* set_stream_metadata() */
+	int64		new_version;	/* out: set_stream_metadata()'s metadata version */
+} LifecycleCall;
+
+/*
+ * What every lifecycle call takes: the stream (argument 0, checked), the
+ * expected version (argument expected_arg; none when it is NULL or
+ * expected_arg is -1), and the calling role.
+ */
+static void
+lifecycle_call(FunctionCallInfo fcinfo, const char *what, int expected_arg, LifecycleCall *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->sid = stream_id_arg(fcinfo, what);
+	if (expected_arg >= 0 && !PG_ARGISNULL(expected_arg))
+	{
+		c->has_expected = true;
+		c->expected = PG_GETARG_INT64(expected_arg);
+	}
+	c->caller = GetUserId();
+}
+
+/* delete_stream() as the log's owner. */
+static void
+delete_stream_body(void *arg)
+{
+	LifecycleCall *c = (LifecycleCall *) arg;
+	StreamRow	row = lock_stream(c->sid);
+
+	if (row.deleted && !c->hard)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("stream \"%s\" does not exist", text_to_cstring(c->sid)),
+				 errdetail("The stream was deleted at version %lld and has no events since.",
+						   (long long) row.version),
+				 errhint("Pass hard => true to tombstone it.")));
+	/* as for an append: -1 the stream must exist, N exactly version N */
+	if (c->has_expected && c->expected != -1 && c->expected != row.version)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_WRONG_EXPECTED_VERSION),
+				 errmsg("wrong expected version for stream \"%s\"", text_to_cstring(c->sid)),
+				 errdetail("Expected version %lld, stream is at version %lld.",
+						   (long long) c->expected, (long long) row.version),
+				 errhint("Read the stream again and retry with its current version.")));
+
+	update_stream(c->sid, row.version + 1, true, c->hard);
+	drop_snapshots(c->sid);
+	audit(c->hard ? "StreamTombstoned" : "StreamDeleted", c->sid, row.version,
+		  row.truncate_before, row.version + 1, c->reason, c->caller);
+}
+
+/*
  * event_store.delete_stream(stream_id text, expected_version bigint DEFAULT
  * NULL, hard boolean DEFAULT false, reason text DEFAULT NULL) RETURNS void
  */
 Datum
 es_delete_stream(PG_FUNCTION_ARGS)
 {
-	text	   *sid = stream_id_arg(fcinfo, "deleted");
-	bool		has_expected = !PG_ARGISNULL(1);
-	int64		expected = has_expected ? PG_GETARG_INT64(1) : 0;
-	bool		hard;
-	char	   *reason = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
-	Oid			caller = GetUserId();
-	Oid			save_userid;
-	int			save_sec_context;
+	LifecycleCall c;
 
+	lifecycle_call(fcinfo, "deleted", 1, &c);
+	c.reason = PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3));
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("hard must not be null")));
-	hard = PG_GETARG_BOOL(2);
-	if (has_expected && expected < -1)
+	c.hard = PG_GETARG_BOOL(2);
+	if (c.has_expected && c.expected < -1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("expected_version must be -1, 0 or more, got %lld", (long long) expected)));
+				 errmsg("expected_version must be -1, 0 or more, got %lld", (long long) c.expected)));
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(es_log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	es_spi_connect();
-	PG_TRY();
-	{
-		StreamRow	row = lock_stream(sid);
-
-		if (row.deleted && !hard)
-			ereport(ERROR,
-					(errcode(ERRCODE_NO_DATA_FOUND),
-					 errmsg("stream \"%s\" does not exist", text_to_cstring(sid)),
-					 errdetail("The stream was deleted at version %lld and has no events since.",
-							   (long long) row.version),
-					 errhint("Pass hard => true to tombstone it.")));
-		/* as for an append: -1 the stream must exist, N exactly version N */
-		if (has_expected && expected != -1 && expected != row.version)
-			ereport(ERROR,
-					(errcode(ERRCODE_ES_WRONG_EXPECTED_VERSION),
-					 errmsg("wrong expected version for stream \"%s\"", text_to_cstring(sid)),
-					 errdetail("Expected version %lld, stream is at version %lld.",
-							   (long long) expected, (long long) row.version),
-					 errhint("Read the stream again and retry with its current version.")));
-
-		update_stream(sid, row.version + 1, true, hard);
-		drop_snapshots(sid);
-		audit(hard ? "StreamTombstoned" : "StreamDeleted", sid, row.version,
-			  row.truncate_before, row.version + 1, reason, caller);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
-	SPI_finish();
+	es_spi_run_as(es_log_owner(), delete_stream_body, &c);
 	PG_RETURN_VOID();
+}
+
+/* truncate_stream() as the log's owner. */
+static void
+truncate_stream_body(void *arg)
+{
+	LifecycleCall *c = (LifecycleCall *) arg;
+	StreamRow	row = lock_stream(c->sid);
+
+	if (c->before > row.version + 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("before_version %lld is past the end of stream \"%s\"",
+						(long long) c->before, text_to_cstring(c->sid)),
+				 errdetail("The stream is at version %lld; before_version can be at most %lld.",
+						   (long long) row.version, (long long) row.version + 1)));
+	if (c->before > row.truncate_before)
+	{
+		update_stream(c->sid, c->before, false, false);
+		drop_snapshots(c->sid);
+		audit("StreamTruncated", c->sid, row.version, row.truncate_before, c->before,
+			  NULL, c->caller);
+	}
 }
 
 /*
@@ -281,50 +330,20 @@ es_delete_stream(PG_FUNCTION_ARGS)
 Datum
 es_truncate_stream(PG_FUNCTION_ARGS)
 {
-	text	   *sid = stream_id_arg(fcinfo, "truncated");
-	int64		before;
-	Oid			caller = GetUserId();
-	Oid			save_userid;
-	int			save_sec_context;
+	LifecycleCall c;
 
+	lifecycle_call(fcinfo, "truncated", -1, &c);
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("before_version must not be null")));
-	before = PG_GETARG_INT64(1);
-	if (before < 1)
+	c.before = PG_GETARG_INT64(1);
+	if (c.before < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("before_version must be at least 1, got %lld", (long long) before)));
+				 errmsg("before_version must be at least 1, got %lld", (long long) c.before)));
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(es_log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	es_spi_connect();
-	PG_TRY();
-	{
-		StreamRow	row = lock_stream(sid);
-
-		if (before > row.version + 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("before_version %lld is past the end of stream \"%s\"",
-							(long long) before, text_to_cstring(sid)),
-					 errdetail("The stream is at version %lld; before_version can be at most %lld.",
-							   (long long) row.version, (long long) row.version + 1)));
-		if (before > row.truncate_before)
-		{
-			update_stream(sid, before, false, false);
-			drop_snapshots(sid);
-			audit("StreamTruncated", sid, row.version, row.truncate_before, before,
-				  NULL, caller);
-		}
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
-	SPI_finish();
+	es_spi_run_as(es_log_owner(), truncate_stream_body, &c);
 	PG_RETURN_VOID();
 }
 
@@ -458,6 +477,69 @@ check_metadata(Datum metadata)
 	return k;
 }
 
+/* set_stream_metadata() as the log's owner. */
+static void
+set_stream_metadata_body(void *arg)
+{
+	LifecycleCall *c = (LifecycleCall *) arg;
+	MetadataKeys k = check_metadata(c->metadata);
+	StreamRow	row = lock_stream(c->sid);
+	static SPIPlanPtr plan = NULL;
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	int64		truncate_before;
+	int			rc;
+
+	if (c->has_expected && c->expected != row.metadata_version)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_WRONG_EXPECTED_VERSION),
+				 errmsg("wrong expected metadata version for stream \"%s\"", text_to_cstring(c->sid)),
+				 errdetail("Expected metadata version %lld, the stream's metadata is at version %lld.",
+						   (long long) c->expected, (long long) row.metadata_version),
+				 errhint("Read event_store.stream_lifecycle again and retry with its metadata_version.")));
+	if (k.has_truncate_before && k.truncate_before > row.version + 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("truncate_before %lld is past the end of stream \"%s\"",
+						(long long) k.truncate_before, text_to_cstring(c->sid)),
+				 errdetail("The stream is at version %lld; truncate_before can be at most %lld.",
+						   (long long) row.version, (long long) row.version + 1)));
+
+	/* max_age or max_count mark the row (truncate_before >= 1) for the readers' anti-join */
+	truncate_before = Max(row.truncate_before, k.has_truncate_before ? k.truncate_before : 1);
+	if (plan == NULL)
+	{
+		Oid			types[6] = {TEXTOID, JSONBOID, INTERVALOID, INT8OID, INT8OID, BOOLOID};
+
+		plan = es_keep_plan("UPDATE event_store.streams SET metadata = $2, "
+							"metadata_version = COALESCE(metadata_version, 0) OPERATOR(pg_catalog.+) 1, "
+							"max_age = $3, max_count = $4, "
+							"truncate_before = CASE WHEN $6 THEN $5 ELSE truncate_before END "
+							"WHERE stream_id OPERATOR(pg_catalog.=) $1 RETURNING metadata_version", 6, types);
+	}
+	values[0] = PointerGetDatum(c->sid);
+	values[1] = c->metadata;
+	values[2] = k.max_age;
+	nulls[2] = k.has_max_age ? ' ' : 'n';
+	values[3] = Int64GetDatum(k.max_count);
+	nulls[3] = k.has_max_count ? ' ' : 'n';
+	values[4] = Int64GetDatum(truncate_before);
+	values[5] = BoolGetDatum(k.has_truncate_before || k.has_max_age || k.has_max_count);
+	rc = es_exec_internal_write(plan, values, nulls);
+	es_spi_check_rows(rc, SPI_OK_UPDATE_RETURNING, 1, "updating stream \"%s\"", text_to_cstring(c->sid));
+	{
+		bool		isnull;
+
+		c->new_version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	if (truncate_before > row.truncate_before)
+	{
+		drop_snapshots(c->sid);
+		audit("StreamTruncated", c->sid, row.version, row.truncate_before, truncate_before,
+			  "set_stream_metadata: truncate_before", c->caller);
+	}
+}
+
 /*
  * event_store.set_stream_metadata(stream_id text, metadata jsonb,
  * expected_metadata_version bigint DEFAULT NULL) RETURNS bigint: the new
@@ -469,93 +551,20 @@ check_metadata(Datum metadata)
 Datum
 es_set_stream_metadata(PG_FUNCTION_ARGS)
 {
-	text	   *sid = stream_id_arg(fcinfo, "given metadata");
-	Datum		metadata;
-	bool		has_expected = !PG_ARGISNULL(2);
-	int64		expected = has_expected ? PG_GETARG_INT64(2) : 0;
-	int64		new_version = 0;
-	Oid			caller = GetUserId();
-	Oid			save_userid;
-	int			save_sec_context;
+	LifecycleCall c;
 
+	lifecycle_call(fcinfo, "given metadata", 2, &c);
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("metadata must not be null"),
 				 errhint("Pass '{}' to clear the stream's metadata.")));
-	metadata = PG_GETARG_DATUM(1);
-	if (has_expected && expected < 0)
+	c.metadata = PG_GETARG_DATUM(1);
+	if (c.has_expected && c.expected < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("expected_metadata_version must be 0 or more, got %lld", (long long) expected)));
+				 errmsg("expected_metadata_version must be 0 or more, got %lld", (long long) c.expected)));
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(es_log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	es_spi_connect();
-	PG_TRY();
-	{
-		MetadataKeys k = check_metadata(metadata);
-		StreamRow	row = lock_stream(sid);
-		static SPIPlanPtr plan = NULL;
-		Datum		values[6];
-		char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
-		int64		truncate_before;
-		int			rc;
-
-		if (has_expected && expected != row.metadata_version)
-			ereport(ERROR,
-					(errcode(ERRCODE_ES_WRONG_EXPECTED_VERSION),
-					 errmsg("wrong expected metadata version for stream \"%s\"", text_to_cstring(sid)),
-					 errdetail("Expected metadata version %lld, the stream's metadata is at version %lld.",
-							   (long long) expected, (long long) row.metadata_version),
-					 errhint("Read event_store.stream_lifecycle again and retry with its metadata_version.")));
-		if (k.has_truncate_before && k.truncate_before > row.version + 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("truncate_before %lld is past the end of stream \"%s\"",
-							(long long) k.truncate_before, text_to_cstring(sid)),
-					 errdetail("The stream is at version %lld; truncate_before can be at most %lld.",
-							   (long long) row.version, (long long) row.version + 1)));
-
-		/* max_age or max_count mark the row (truncate_before >= 1) for the readers' anti-join */
-		truncate_before = Max(row.truncate_before, k.has_truncate_before ? k.truncate_before : 1);
-		if (plan == NULL)
-		{
-			Oid			types[6] = {TEXTOID, JSONBOID, INTERVALOID, INT8OID, INT8OID, BOOLOID};
-
-			plan = es_keep_plan("UPDATE event_store.streams SET metadata = $2, "
-								"metadata_version = COALESCE(metadata_version, 0) OPERATOR(pg_catalog.+) 1, "
-								"max_age = $3, max_count = $4, "
-								"truncate_before = CASE WHEN $6 THEN $5 ELSE truncate_before END "
-								"WHERE stream_id OPERATOR(pg_catalog.=) $1 RETURNING metadata_version", 6, types);
-		}
-		values[0] = PointerGetDatum(sid);
-		values[1] = metadata;
-		values[2] = k.max_age;
-		nulls[2] = k.has_max_age ? ' ' : 'n';
-		values[3] = Int64GetDatum(k.max_count);
-		nulls[3] = k.has_max_count ? ' ' : 'n';
-		values[4] = Int64GetDatum(truncate_before);
-		values[5] = BoolGetDatum(k.has_truncate_before || k.has_max_age || k.has_max_count);
-		rc = es_exec_internal_write(plan, values, nulls);
-		es_spi_check_rows(rc, SPI_OK_UPDATE_RETURNING, 1, "updating stream \"%s\"", text_to_cstring(sid));
-		{
-			bool		isnull;
-
-			new_version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		}
-		if (truncate_before > row.truncate_before)
-		{
-			drop_snapshots(sid);
-			audit("StreamTruncated", sid, row.version, row.truncate_before, truncate_before,
-				  "set_stream_metadata: truncate_before", caller);
-		}
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
-	SPI_finish();
-	PG_RETURN_INT64(new_version);
+	es_spi_run_as(es_log_owner(), set_stream_metadata_body, &c);
+	PG_RETURN_INT64(c.new_version);
 }

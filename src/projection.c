@@ -1487,6 +1487,44 @@ feed_handler(RunTarget *t, int64 upto, int64 max, int notice_every, int64 *last,
 }
 
 /*
+ * The start of a batch call, run_projection() or catch_up_projection()
+ * (what): the name and max_events arguments checked, SPI connected and the
+ * projection's checkpoint locked into *t (allocated in call_cxt).
+ */
+static void
+begin_batch(FunctionCallInfo fcinfo, const char *what, RunTarget *t, MemoryContext call_cxt)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("projection name must not be null")));
+	if (PG_ARGISNULL(1) || PG_GETARG_INT32(1) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_events must be positive")));
+	require_read_committed(what);
+	es_spi_connect();
+	prepare_run_plans();
+	memset(t, 0, sizeof(*t));
+	lock_projection(PG_GETARG_TEXT_PP(0), t, call_cxt);
+}
+
+/*
+ * How far a batch may read the feed: the positions drawn so far, then the
+ * horizon, then (in the cursor) the snapshot: every position up to
+ * least(last_drawn, horizon) is then committed and visible, or never will
+ * be.
+ */
+static int64
+batch_upto(void)
+{
+	int64		last_drawn = query_int8(plan_last_drawn, NULL, false);
+	int64		horizon = query_int8(plan_horizon, NULL, false);
+
+	return Min(last_drawn, horizon);
+}
+
+/*
  * event_store.run_projection(name text, max_events int) RETURNS bigint:
  * handle the next batch of an async projection from the gap-free feed and
  * advance its checkpoint in the caller's transaction.
@@ -1499,8 +1537,6 @@ es_run_projection(PG_FUNCTION_ARGS)
 	RunTarget	t;
 	MemoryContext call_cxt;
 	MemoryContext event_cxt;
-	int64		last_drawn;
-	int64		horizon;
 	int64		upto;
 	int64		last = 0;
 	int64		count;
@@ -1508,26 +1544,13 @@ es_run_projection(PG_FUNCTION_ARGS)
 	int64		new_checkpoint;
 	Datum		args[3];
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("projection name must not be null")));
-	if (PG_ARGISNULL(1) || PG_GETARG_INT32(1) <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_events must be positive")));
-	name = PG_GETARG_TEXT_PP(0);
-	max_events = PG_GETARG_INT32(1);
-	require_read_committed("run_projection()");
-
 	call_cxt = AllocSetContextCreate(CurrentMemoryContext, "event_store run_projection",
 									 ALLOCSET_DEFAULT_SIZES);
 	event_cxt = AllocSetContextCreate(call_cxt, "event_store run_projection event",
 									  ALLOCSET_DEFAULT_SIZES);
-	es_spi_connect();
-	prepare_run_plans();
-	memset(&t, 0, sizeof(t));
-	lock_projection(name, &t, call_cxt);
+	begin_batch(fcinfo, "run_projection()", &t, call_cxt);
+	name = PG_GETARG_TEXT_PP(0);
+	max_events = PG_GETARG_INT32(1);
 	if (t.is_inline)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -1535,14 +1558,7 @@ es_run_projection(PG_FUNCTION_ARGS)
 				 errdetail("Inline projections run in the appending transaction; they are never behind."),
 				 errhint("Use event_store.rebuild_projection() to replay an inline projection.")));
 
-	/*
-	 * Positions drawn so far, then the horizon, then (in the cursor) the
-	 * snapshot: every position up to least(last_drawn, horizon) is then
-	 * committed and visible, or never will be.
-	 */
-	last_drawn = query_int8(plan_last_drawn, NULL, false);
-	horizon = query_int8(plan_horizon, NULL, false);
-	upto = Min(last_drawn, horizon);
+	upto = batch_upto();
 
 	/* issue 29: due retries first, then new events, max_events in all */
 	if (t.on_error != ON_ERROR_STOP)
@@ -1697,8 +1713,6 @@ es_catch_up_projection(PG_FUNCTION_ARGS)
 	MemoryContext event_cxt;
 	Oid			types[3] = {TEXTOID, INT8OID, INT8OID};
 	Datum		args[3];
-	int64		last_drawn;
-	int64		horizon;
 	int64		upto;
 	int64		last = 0;
 	int64		count;
@@ -1706,26 +1720,13 @@ es_catch_up_projection(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int			rc;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("projection name must not be null")));
-	if (PG_ARGISNULL(1) || PG_GETARG_INT32(1) <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_events must be positive")));
-	name = PG_GETARG_TEXT_PP(0);
-	max_events = PG_GETARG_INT32(1);
-	require_read_committed("catch_up_projection()");
-
 	call_cxt = AllocSetContextCreate(CurrentMemoryContext, "event_store catch_up_projection",
 									 ALLOCSET_DEFAULT_SIZES);
 	event_cxt = AllocSetContextCreate(call_cxt, "event_store catch_up_projection event",
 									  ALLOCSET_DEFAULT_SIZES);
-	es_spi_connect();
-	prepare_run_plans();
-	memset(&t, 0, sizeof(t));
-	lock_projection(name, &t, call_cxt);
+	begin_batch(fcinfo, "catch_up_projection()", &t, call_cxt);
+	name = PG_GETARG_TEXT_PP(0);
+	max_events = PG_GETARG_INT32(1);
 
 	args[0] = PointerGetDatum(name);
 	rc = SPI_execute_with_args("SELECT v.position, v.new_table FROM event_store.projection_versions v "
@@ -1744,10 +1745,7 @@ es_catch_up_projection(PG_FUNCTION_ARGS)
 	t.on_error = ON_ERROR_STOP;
 	t.visible_only = true;
 
-	/* as run_projection(): positions drawn, then the horizon, then the snapshot */
-	last_drawn = query_int8(plan_last_drawn, NULL, false);
-	horizon = query_int8(plan_horizon, NULL, false);
-	upto = Min(last_drawn, horizon);
+	upto = batch_upto();
 	count = feed_handler(&t, upto, max_events, 0, &last, event_cxt);
 	new_checkpoint = count < max_events ? upto : last;
 

@@ -423,21 +423,8 @@ launcher_want_all_databases(void)
 static bool
 start_worker(int idx, Oid dbid)
 {
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "event_store");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "es_projection_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "event_store projection worker for database %u", dbid);
-	snprintf(worker.bgw_type, BGW_MAXLEN, "event_store projection worker");
-	worker.bgw_main_arg = Int32GetDatum(idx);
-	memcpy(worker.bgw_extra, &dbid, sizeof(Oid));
-	worker.bgw_notify_pid = 0;
-	return RegisterDynamicBackgroundWorker(&worker, &handle);
+	return es_start_database_worker("es_projection_worker_main", "event_store projection worker",
+									idx, dbid);
 }
 
 /*
@@ -947,14 +934,7 @@ es_projection_worker_main(Datum main_arg)
 	TimestampTz last_round_start;
 
 	my_entry = DatumGetInt32(main_arg);
-	memcpy(&dbid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
-
-	pqsignal(SIGTERM, die);
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	BackgroundWorkerUnblockSignals();
-	before_shmem_exit(worker_exit_callback, (Datum) 0);
-
-	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+	dbid = es_worker_connect(worker_exit_callback);
 
 	/* attach */
 	LWLockAcquire(pw->lock, LW_EXCLUSIVE);
@@ -998,29 +978,14 @@ es_projection_worker_main(Datum main_arg)
 		bool		backing_off = false;
 		TimestampTz now;
 
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		es_worker_loop_top();
 		if (es_projection_workers_guc <= 0)
 			worker_leave(PW_WANTED);	/* served again once workers are allowed */
 
 		now = GetCurrentTimestamp();
-		if (!TimestampDifferenceExceeds(last_round_start, now, ES_PW_MIN_ROUND_MS))
-		{
-			long		secs;
-			int			usecs;
-
-			/* the rest of the interval: commits meanwhile join this round */
-			TimestampDifference(now, TimestampTzPlusMilliseconds(last_round_start, ES_PW_MIN_ROUND_MS),
-								&secs, &usecs);
-			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 secs * 1000 + usecs / 1000 + 1, PG_WAIT_EXTENSION);
+		/* the rest of the interval: commits meanwhile join this round */
+		if (es_worker_wait_rest(last_round_start, now, ES_PW_MIN_ROUND_MS))
 			continue;
-		}
 		last_round_start = now;
 
 		/*

@@ -651,6 +651,71 @@ swap_partition(PreparedSwap *ps, const char *caller)
 	}
 }
 
+/* A scavenge() call, for its body run as the log's owner. */
+typedef struct ScavengeCall
+{
+	bool		one_partition;	/* false: every closed partition */
+	Oid			partition;
+	Oid			caller;			/* the calling role, for the audit events */
+	int64		removed;		/* out: events removed */
+} ScavengeCall;
+
+/* scavenge() as the log's owner. */
+static void
+scavenge_body(void *arg)
+{
+	ScavengeCall *c = (ScavengeCall *) arg;
+	List	   *parts = NIL;
+	int			rc;
+	ListCell   *lc;
+
+	rc = SPI_execute(psprintf("SELECT pg_catalog.pg_advisory_xact_lock(" INT64_FORMAT ")",
+							  ES_SCAVENGE_LOCK_KEY), false, 1);
+	es_spi_check(rc, SPI_OK_SELECT, "taking the scavenge lock");
+
+	if (c->one_partition)
+		parts = list_make1_oid(c->partition);
+	else
+	{
+		rc = SPI_execute("SELECT r.partition::pg_catalog.oid FROM event_store.partition_ranges() r "
+						 "WHERE r.range_end OPERATOR(pg_catalog.<=) pg_catalog.now() ORDER BY r.range_start",
+						 true, 0);
+		es_spi_check(rc, SPI_OK_SELECT, "listing partitions");
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+
+			parts = lappend_oid(parts, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r],
+																	  SPI_tuptable->tupdesc, 1, &isnull)));
+		}
+	}
+
+	/* nothing hides any event: nothing to do */
+	rc = SPI_execute("SELECT FROM event_store.streams h WHERE h.truncate_before IS NOT NULL LIMIT 1",
+					 true, 1);
+	es_spi_check(rc, SPI_OK_SELECT, "reading event_store.streams");
+	if (SPI_processed == 1)
+	{
+		List	   *prepared = NIL;
+
+		/* every copy first, then every swap: the log is locked only for the swaps */
+		foreach(lc, parts)
+		{
+			PreparedSwap *ps = prepare_partition(lfirst_oid(lc));
+
+			if (ps != NULL)
+				prepared = lappend(prepared, ps);
+		}
+		foreach(lc, prepared)
+		{
+			PreparedSwap *ps = (PreparedSwap *) lfirst(lc);
+
+			swap_partition(ps, GetUserNameFromId(c->caller, false));
+			c->removed += ps->removed;
+		}
+	}
+}
+
 /*
  * event_store.scavenge(partition regclass DEFAULT NULL) RETURNS bigint:
  * rewrite the partition (NULL: every closed partition of the log) without
@@ -660,74 +725,16 @@ swap_partition(PreparedSwap *ps, const char *caller)
 Datum
 es_scavenge(PG_FUNCTION_ARGS)
 {
-	Oid			caller = GetUserId();
-	Oid			save_userid;
-	int			save_sec_context;
-	List	   *parts = NIL;
-	int64		removed = 0;
+	ScavengeCall c = {0};
 
+	c.caller = GetUserId();
 	if (!PG_ARGISNULL(0))
+	{
 		check_partition_arg(PG_GETARG_OID(0));
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(es_log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	es_spi_connect();
-	PG_TRY();
-	{
-		int			rc;
-		ListCell   *lc;
-
-		rc = SPI_execute(psprintf("SELECT pg_catalog.pg_advisory_xact_lock(" INT64_FORMAT ")",
-								  ES_SCAVENGE_LOCK_KEY), false, 1);
-		es_spi_check(rc, SPI_OK_SELECT, "taking the scavenge lock");
-
-		if (!PG_ARGISNULL(0))
-			parts = list_make1_oid(PG_GETARG_OID(0));
-		else
-		{
-			rc = SPI_execute("SELECT r.partition::pg_catalog.oid FROM event_store.partition_ranges() r "
-							 "WHERE r.range_end OPERATOR(pg_catalog.<=) pg_catalog.now() ORDER BY r.range_start",
-							 true, 0);
-			es_spi_check(rc, SPI_OK_SELECT, "listing partitions");
-			for (uint64 r = 0; r < SPI_processed; r++)
-			{
-				bool		isnull;
-
-				parts = lappend_oid(parts, DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[r],
-																		  SPI_tuptable->tupdesc, 1, &isnull)));
-			}
-		}
-
-		/* nothing hides any event: nothing to do */
-		rc = SPI_execute("SELECT FROM event_store.streams h WHERE h.truncate_before IS NOT NULL LIMIT 1",
-						 true, 1);
-		es_spi_check(rc, SPI_OK_SELECT, "reading event_store.streams");
-		if (SPI_processed == 1)
-		{
-			List	   *prepared = NIL;
-
-			/* every copy first, then every swap: the log is locked only for the swaps */
-			foreach(lc, parts)
-			{
-				PreparedSwap *ps = prepare_partition(lfirst_oid(lc));
-
-				if (ps != NULL)
-					prepared = lappend(prepared, ps);
-			}
-			foreach(lc, prepared)
-			{
-				PreparedSwap *ps = (PreparedSwap *) lfirst(lc);
-
-				swap_partition(ps, GetUserNameFromId(caller, false));
-				removed += ps->removed;
-			}
-		}
+		c.one_partition = true;
+		c.partition = PG_GETARG_OID(0);
 	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
-	SPI_finish();
-	PG_RETURN_INT64(removed);
+
+	es_spi_run_as(es_log_owner(), scavenge_body, &c);
+	PG_RETURN_INT64(c.removed);
 }

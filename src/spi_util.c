@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "lib/stringinfo.h"
 
 #include "spi_util.h"
@@ -75,4 +76,31 @@ es_spi_connect(void)
 	int			rc = SPI_connect();
 
 	es_spi_check(rc, SPI_OK_CONNECT, "SPI_connect");
+}
+
+/*
+ * Run body(arg) as role (with SECURITY_LOCAL_USERID_CHANGE, as a SECURITY
+ * DEFINER function would), inside its own SPI connection.  The caller's
+ * user and security context are restored however body ends.  The lifecycle
+ * functions and scavenge() run as the log's owner this way.
+ */
+void
+es_spi_run_as(Oid role, void (*body) (void *arg), void *arg)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(role, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	es_spi_connect();
+	PG_TRY();
+	{
+		body(arg);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+	SPI_finish();
 }

@@ -28,6 +28,7 @@ extern void es_spi_failed(int rc, int expected, int64 nrows, const char *fmt,...
 			pg_attribute_printf(4, 5);
 extern void es_spi_connect(void);
 extern SPIPlanPtr es_keep_plan(const char *sql, int nargs, Oid *argtypes);
+extern void es_spi_run_as(Oid role, void (*body) (void *arg), void *arg);
 
 /*
  * es_spi_check(rc, SPI_OK_SELECT, "reading %s", what): errors unless the

@@ -6,13 +6,9 @@
 -- the projection, the refused UPDATE.  In a database of its own, so that
 -- positions start at 1.  The demo's partition listing is left out (it
 -- names the current month).
-SELECT current_database() AS orig_db \gset
-CREATE DATABASE es_tour_test;
-\c es_tour_test
-SET client_min_messages = warning;
-CREATE EXTENSION event_store;
-CREATE EXTENSION event_store_messagedb;
-RESET client_min_messages;
+\set own_db es_tour_test
+\set own_db_extension 'event_store_messagedb CASCADE'
+\i test/sql/include/own_db.sql
 \pset footer off
 
 \echo
