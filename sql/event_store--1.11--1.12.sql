@@ -2012,3 +2012,14 @@ COMMENT ON FUNCTION event_store.abandon_projection_rebuild(text) IS
   'Blue/green rebuild: give it up; the live version is untouched. Returns the new version''s table, left for the caller to drop.';
 REVOKE ALL ON FUNCTION event_store.abandon_projection_rebuild(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store.abandon_projection_rebuild(text) TO event_store_admin;
+
+------------------------------------------------------------------------------
+-- issue 29: live blue/green rebuilds
+------------------------------------------------------------------------------
+-- Preloaded, the projection worker also calls catch_up_projection() for
+-- every rebuild under way (never swap_projection()).  Starting one asks
+-- for the database's worker at commit, as a registry change does: a
+-- database with inline projections only was marked as needing none.
+CREATE TRIGGER projection_versions_worker
+    AFTER INSERT ON event_store.projection_versions
+    FOR EACH STATEMENT EXECUTE FUNCTION event_store._projection_worker_kick();

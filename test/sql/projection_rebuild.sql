@@ -6,6 +6,7 @@
 -- leftover).  In a database of its own.
 \set own_db es_projection_rebuild_test
 \i test/sql/include/own_db.sql
+ALTER DATABASE :"own_db" SET event_store.live_projections = off;  -- no live projection worker (issue 29)
 \set VERBOSITY terse
 SET client_min_messages = warning;
 

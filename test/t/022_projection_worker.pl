@@ -17,7 +17,14 @@
 #  (d) pg_terminate_backend() of the worker: the launcher starts another;
 #  (e) ALTER DATABASE ... SET event_store.live_projections = off: a new
 #      worker leaves the database alone;
-#  (f) one worker and two databases with async projections: both served.
+#  (f) one worker and two databases with async projections: both served;
+#  (g) blue/green rebuilds are live too: the new version of an async
+#      projection, and of an inline one in a database without async
+#      projections (starting the rebuild brings a worker there), catch up
+#      by themselves while appends continue, nobody calling
+#      catch_up_projection(); the worker does not swap; swap_projection()
+#      with max_lag => 0 then succeeds, and each read model after the swap,
+#      and after more appends, equals a fold of the log.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -201,6 +208,111 @@ for (1 .. 1200)
 is($served2, '50', 'the worker served the second database');
 ok(poll_until("SELECT count(*) FROM applied WHERE stream_id = 'back-on'", '3'),
    'and the first one, with live_projections reset');
+
+# (g) live blue/green rebuilds
+sub poll_db
+{
+    my ($db, $sql, $want) = @_;
+    my $got = '';
+    for (1 .. 1200)
+    {
+        $got = $node->safe_psql($db, $sql);
+        return 1 if $got eq $want;
+        usleep(50_000);
+    }
+    diag("last: $got, wanted: $want");
+    return 0;
+}
+
+# rows of the fold of the log (events per stream of category bg) that the
+# table lacks, plus rows it has that the fold lacks
+sub fold_diff
+{
+    my ($table) = @_;
+    my $fold = "SELECT stream_id, count(*)::int FROM event_store.events WHERE stream_id LIKE 'bg-%' GROUP BY 1";
+    return "SELECT count(*) FROM (($fold EXCEPT SELECT stream, n FROM $table)"
+      . " UNION ALL (SELECT stream, n FROM $table EXCEPT $fold)) d";
+}
+
+my $bg_setup = q{
+SET client_min_messages = warning;
+CREATE TABLE bg_KIND (stream text PRIMARY KEY, n int NOT NULL);
+CREATE FUNCTION h_bg_KIND(e event_store.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE format('INSERT INTO %s AS t VALUES ($1, 1) ON CONFLICT (stream) DO UPDATE SET n = t.n + 1',
+                 event_store.projection_target('public.bg_KIND')) USING e.stream_id;
+END $$;
+CREATE FUNCTION reset_bg_KIND() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE format('TRUNCATE %s', event_store.projection_target('public.bg_KIND'));
+END $$;
+SELECT event_store.create_projection('bg_KIND', 'h_bg_KIND(event_store.events)', categories => ARRAY['bg'],
+                                     reset => 'reset_bg_KIND()', mode => 'KIND');
+};
+my %db_of = (async => 'postgres', inline => 'db3');
+$node->safe_psql('postgres', 'CREATE DATABASE db3');
+$node->safe_psql('db3', 'CREATE EXTENSION event_store');
+for my $kind (qw(async inline))
+{
+    (my $sql = $bg_setup) =~ s/KIND/$kind/g;
+    $node->safe_psql($db_of{$kind}, $sql);
+}
+my $append_bg = "SELECT event_store.append('bg-' || (i % 5), ARRAY[event_store.event('Tick', '{}')]) FROM generate_series(1, N) i";
+sub append_bg
+{
+    my ($n) = @_;
+    (my $sql = $append_bg) =~ s/N/$n/;
+    $node->safe_psql($_, $sql) for values %db_of;
+}
+append_bg(100);
+ok(poll_until("SELECT checkpoint = (SELECT max(global_position) FROM event_store.events) FROM event_store.projection_status WHERE name = 'bg_async'", 't'),
+   'the worker ran the async projection bg_async');
+is($node->safe_psql('db3', 'SELECT count(*) FROM event_store.projection_registry WHERE mode = \'async\''), '0',
+   'db3 has no async projection');
+
+my %start;
+for my $kind (qw(async inline))
+{
+    $node->safe_psql($db_of{$kind}, "SET client_min_messages = warning; "
+        . "SELECT event_store.rebuild_projection('bg_$kind', into_table => 'bg_${kind}_next', live_table => 'bg_$kind')");
+    $start{$kind} = $node->safe_psql($db_of{$kind}, "SELECT position FROM event_store.projection_versions WHERE name = 'bg_$kind'");
+}
+# appends continue; nobody calls catch_up_projection()
+for my $round (1 .. 10)
+{
+    append_bg(10);
+    if ($round == 5)
+    {
+        for my $kind (qw(async inline))
+        {
+            ok(poll_db($db_of{$kind}, "SELECT position > $start{$kind} FROM event_store.projection_versions WHERE name = 'bg_$kind'", 't'),
+               "the new version of bg_$kind moves while appends continue");
+        }
+    }
+    usleep(50_000);
+}
+for my $kind (qw(async inline))
+{
+    my $db = $db_of{$kind};
+    ok(poll_db($db, "SELECT position >= event_store._last_drawn_position() FROM event_store.projection_versions WHERE name = 'bg_$kind'", 't'),
+       "the new version of bg_$kind caught up with the log by itself");
+    is($node->safe_psql($db, "SELECT count(*) FROM event_store.projection_versions WHERE name = 'bg_$kind'"), '1',
+       "the worker did not swap bg_$kind");
+    is($node->safe_psql($db, fold_diff("bg_${kind}_next")), '0',
+       "the new version of bg_$kind equals a fold of the log");
+    like($node->safe_psql($db, "SELECT event_store.swap_projection('bg_$kind', max_lag => 0)"), qr/bg_${kind}_next/,
+         "swap_projection('bg_$kind', max_lag => 0) succeeds");
+    is($node->safe_psql($db, fold_diff("bg_$kind")), '0',
+       "after the swap, bg_$kind equals a fold of the log");
+    is($node->safe_psql($db, "SELECT count(*) FROM event_store.projection_versions"), '0',
+       'no rebuild under way');
+}
+append_bg(20);
+for my $kind (qw(async inline))
+{
+    ok(poll_db($db_of{$kind}, fold_diff("bg_$kind"), '0'),
+       "after more appends, bg_$kind still equals a fold of the log");
+}
 
 $node->stop;
 done_testing();
