@@ -24,13 +24,20 @@
 #      by themselves while appends continue, nobody calling
 #      catch_up_projection(); the worker does not swap; swap_projection()
 #      with max_lag => 0 then succeeds, and each read model after the swap,
-#      and after more appends, equals a fold of the log.
+#      and after more appends, equals a fold of the log;
+#  (h) a manual catch_up_projection() (its checkpoint and its
+#      projection_versions row), then a transaction holding the version row
+#      alone (as swap_projection() takes it first), hold a new version
+#      open: the worker does not wait behind them (another projection goes
+#      on, no lock awaited), and catches the new version up once they
+#      commit.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
+use IPC::Run;
 
 my $node = PostgreSQL::Test::Cluster->new('projection_worker');
 $node->init;
@@ -313,6 +320,51 @@ for my $kind (qw(async inline))
     ok(poll_db($db_of{$kind}, fold_diff("bg_$kind"), '0'),
        "after more appends, bg_$kind still equals a fold of the log");
 }
+
+# (h) a new version held by another transaction: the worker skips it
+$node->safe_psql('postgres', q{
+SET client_min_messages = warning;
+DROP TABLE bg_async_next;
+CREATE TABLE hold (released boolean);
+INSERT INTO hold VALUES (false);
+SELECT event_store.rebuild_projection('bg_async', into_table => 'bg_async_next', live_table => 'bg_async');
+});
+my $tmp = PostgreSQL::Test::Utils::tempdir;
+my %holds = (
+    'a manual catch_up_projection()' => "SELECT event_store.catch_up_projection('bg_async')",
+    'the version row alone, as swap_projection() locks it first' =>
+      "SELECT 1 FROM event_store.projection_versions WHERE name = 'bg_async' FOR UPDATE");
+my $k = 0;
+for my $what (sort keys %holds)
+{
+    $k++;
+    my $held_at = $node->safe_psql('postgres', "SELECT position FROM event_store.projection_versions WHERE name = 'bg_async'");
+    $node->safe_psql('postgres', 'UPDATE hold SET released = false');
+    open(my $fh, '>', "$tmp/hold$k.sql") or die;
+    print $fh "BEGIN;\n$holds{$what};\n"
+      . "DO \$\$ BEGIN WHILE NOT (SELECT released FROM hold) LOOP PERFORM pg_sleep(0.05); END LOOP; END \$\$;\nCOMMIT;\n";
+    close $fh;
+    my $holder = IPC::Run::start(
+        [ 'psql', '-X', '-At', '-v', 'ON_ERROR_STOP=1', '-f', "$tmp/hold$k.sql", '-d', $node->connstr('postgres') ],
+        '<', '/dev/null', '>', "$tmp/hold$k.out", '2>', "$tmp/hold$k.err");
+    ok(poll_until("SELECT count(*) FROM pg_stat_activity a WHERE a.query LIKE '%WHILE NOT%' AND a.pid <> pg_backend_pid()", '1'),
+       "$what holds the new version of bg_async in an open transaction");
+    append_bg(10);
+    $node->safe_psql('postgres', "SELECT event_store.append('held-$k', ARRAY[event_store.event('Tick', '{}')])");
+    ok(poll_until("SELECT count(*) FROM applied WHERE projection = 'a' AND stream_id = 'held-$k'", '1'),
+       "$what: meanwhile the worker goes on with the other projections");
+    is($node->safe_psql('postgres', "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted AND a.backend_type = 'event_store projection worker'"),
+       '0', "$what: the worker waits for no lock");
+    is($node->safe_psql('postgres', "SELECT position FROM event_store.projection_versions WHERE name = 'bg_async'"), $held_at,
+       "$what: the held new version has not moved");
+    $node->safe_psql('postgres', 'UPDATE hold SET released = true');
+    $holder->finish;
+    ok(poll_until("SELECT position >= event_store._last_drawn_position() FROM event_store.projection_versions WHERE name = 'bg_async'", 't'),
+       "$what committed: the worker caught the new version up");
+}
+is($node->safe_psql('postgres', fold_diff('bg_async_next')), '0', 'and it equals a fold of the log');
+is($node->safe_psql('postgres', "SELECT event_store.abandon_projection_rebuild('bg_async')"), 'public.bg_async_next',
+   'abandoned: the worker leaves it');
 
 $node->stop;
 done_testing();
