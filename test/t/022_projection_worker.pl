@@ -30,7 +30,9 @@
 #      alone (as swap_projection() takes it first), hold a new version
 #      open: the worker does not wait behind them (another projection goes
 #      on, no lock awaited), and catches the new version up once they
-#      commit.
+#      commit; a handler failing for the new version only: the worker
+#      reports it in projection_workers().last_error and backs off, the
+#      live version goes on, and after the fix the new version catches up.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -362,6 +364,27 @@ for my $what (sort keys %holds)
     ok(poll_until("SELECT position >= event_store._last_drawn_position() FROM event_store.projection_versions WHERE name = 'bg_async'", 't'),
        "$what committed: the worker caught the new version up");
 }
+# a handler that fails for the new version only: the worker backs off
+# and reports it; the live version goes on; after the fix it catches up
+$node->safe_psql('postgres', q{
+CREATE TABLE bg_broken (yes boolean);
+INSERT INTO bg_broken VALUES (true);
+CREATE OR REPLACE FUNCTION h_bg_async(e event_store.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF event_store.projection_target('public.bg_async') <> 'public.bg_async' AND (SELECT yes FROM bg_broken) THEN
+    RAISE EXCEPTION 'new version broken at %', e.global_position;
+  END IF;
+  EXECUTE format('INSERT INTO %s AS t VALUES ($1, 1) ON CONFLICT (stream) DO UPDATE SET n = t.n + 1',
+                 event_store.projection_target('public.bg_async')) USING e.stream_id;
+END $$;
+});
+append_bg(5);
+ok(poll_until("SELECT last_error LIKE 'bg_async (new version): new version broken at %' FROM event_store.projection_workers() w JOIN pg_database d ON d.oid = w.datid WHERE d.datname = 'postgres'", 't'),
+   'a failing batch of the new version shows in projection_workers().last_error');
+ok(poll_until(fold_diff('bg_async'), '0'), 'the live version goes on');
+$node->safe_psql('postgres', 'UPDATE bg_broken SET yes = false');
+ok(poll_until("SELECT position >= event_store._last_drawn_position() FROM event_store.projection_versions WHERE name = 'bg_async'", 't'),
+   'after the fix the worker caught the new version up');
 is($node->safe_psql('postgres', fold_diff('bg_async_next')), '0', 'and it equals a fold of the log');
 is($node->safe_psql('postgres', "SELECT event_store.abandon_projection_rebuild('bg_async')"), 'public.bg_async_next',
    'abandoned: the worker leaves it');
