@@ -2326,3 +2326,14 @@ COMMENT ON FUNCTION event_store.poll(text, int, int, int) IS
 -- _streams_hide(), and the reads compute the first visible version inline.
 DROP FUNCTION event_store._first_visible_version(text);
 DROP FUNCTION event_store._streams_hide(text[]);
+
+------------------------------------------------------------------------------
+-- issue 29: live blue/green rebuilds
+------------------------------------------------------------------------------
+-- Preloaded, the projection worker also calls catch_up_projection() for
+-- every rebuild under way (never swap_projection()).  Starting one asks
+-- for the database's worker at commit, as a registry change does: a
+-- database with inline projections only was marked as needing none.
+CREATE TRIGGER projection_versions_worker
+    AFTER INSERT ON event_store.projection_versions
+    FOR EACH STATEMENT EXECUTE FUNCTION event_store._projection_worker_kick();

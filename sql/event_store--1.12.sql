@@ -4176,6 +4176,14 @@ CREATE TRIGGER projection_registry_worker
     AFTER INSERT OR UPDATE ON event_store.projection_registry
     FOR EACH STATEMENT EXECUTE FUNCTION event_store._projection_worker_kick();
 
+-- Preloaded, the projection worker also calls catch_up_projection() for
+-- every rebuild under way (never swap_projection()).  Starting one asks
+-- for the database's worker at commit, as a registry change does: a
+-- database with inline projections only was marked as needing none.
+CREATE TRIGGER projection_versions_worker
+    AFTER INSERT ON event_store.projection_versions
+    FOR EACH STATEMENT EXECUTE FUNCTION event_store._projection_worker_kick();
+
 -- ==========================================================================
 -- Made at install time
 -- ==========================================================================

@@ -19,7 +19,8 @@
  *	  worker retired, marks it WANTED and sets the launcher's latch (a
  *	  lock-free look at the entries first: nothing is taken on the commit
  *	  path while a worker serves the database).  The worker finds out
- *	  whether the database has async projections; without any (or without
+ *	  whether the database has async projections (or blue/green rebuilds
+ *	  under way); without any (or without
  *	  the extension at 1.12 or later, or with event_store.live_projections
  *	  off there, looked at every round) it
  *	  marks the entry NONE and exits; appends there start another look
@@ -38,6 +39,14 @@
  *	  over.  run_projection() moves the checkpoint in the transaction that
  *	  ran the handlers, so an interrupted batch is rolled back whole: no
  *	  event is applied twice or skipped.
+ *
+ *	  A blue/green rebuild under way (a row of projection_versions) is
+ *	  served too: the worker calls catch_up_projection() for it in the same
+ *	  rounds, one transaction per batch, with the same batch timeout,
+ *	  backoff and SKIP LOCKED discipline, so its new version keeps up with
+ *	  appends by itself.  It never swaps: swap_projection() stays an
+ *	  explicit call.  A database with such a row and no async projection
+ *	  (an inline projection's rebuild) gets a worker as well.
  *
  *	  Handlers run as their projection's registrar (projection.c), not as
  *	  the worker's superuser.  Each batch runs under
@@ -302,7 +311,10 @@ es_projection_worker_note_commit(void)
 		want_worker(MyDatabaseId, false);
 }
 
-/* Commit of a transaction that changed the registry: the database may have async projections now. */
+/*
+ * Commit of a transaction that changed the registry or started a blue/green
+ * rebuild: the database may have work for a worker now.
+ */
 static void
 pw_xact_callback(XactEvent event, void *arg)
 {
@@ -317,8 +329,10 @@ pw_xact_callback(XactEvent event, void *arg)
 
 /*
  * event_store._projection_worker_kick() RETURNS trigger: statement trigger
- * on projection_registry.  At commit, the database's worker is asked for
- * (a database marked as having no async projections is looked at again).
+ * on projection_registry and (1.12) projection_versions.  At commit, the
+ * database's worker is asked for (a database marked as having no async
+ * projections is looked at again: an inline projection's blue/green
+ * rebuild needs a worker too).
  */
 Datum
 es_projection_worker_kick(PG_FUNCTION_ARGS)
@@ -554,15 +568,20 @@ es_projection_launcher_main(Datum main_arg)
  * ------------------------------------------------------------------------
  */
 
-/* One async projection, as the worker runs it. */
+/*
+ * One async projection, or the new version of a projection being rebuilt
+ * blue/green, as the worker runs it.
+ */
 typedef struct PWProjection
 {
 	char	   *name;
+	bool		is_version;		/* catch_up_projection(), not run_projection() */
 	TimestampTz not_before;		/* after a failed batch: backoff */
 	int			backoff_ms;
 	bool		seen;			/* still registered (this round's list) */
 } PWProjection;
 
+/* The async projections and the new versions being built, in no particular order. */
 static PWProjection *projections = NULL;
 static int	nprojections = 0;
 static int	maxprojections = 0;
@@ -632,10 +651,13 @@ worker_leave(PWState state)
 
 /* Note a failed batch in the entry (for projection_workers()). */
 static void
-note_error(const char *projection, const char *message)
+note_error(const char *projection, const char *what, const char *message)
 {
 	LWLockAcquire(pw->lock, LW_EXCLUSIVE);
-	snprintf(pw->dbs[my_entry].last_error, ES_PW_ERROR_LEN, "%s: %s", projection, message);
+	if (what != NULL)
+		snprintf(pw->dbs[my_entry].last_error, ES_PW_ERROR_LEN, "%s (%s): %s", projection, what, message);
+	else
+		snprintf(pw->dbs[my_entry].last_error, ES_PW_ERROR_LEN, "%s: %s", projection, message);
 	pw->dbs[my_entry].last_error_at = GetCurrentTimestamp();
 	LWLockRelease(pw->lock);
 }
@@ -700,11 +722,19 @@ list_projections(int64 *horizon, bool *retries_waiting)
 		}
 	}
 	*horizon = es_feed_current_horizon();
+	/*
+	 * The async projections (run_projection), then the blue/green rebuilds
+	 * under way (catch_up_projection, of async and inline projections
+	 * alike): projection_versions came with projection_workers() in 1.12.
+	 */
 	rc = SPI_execute("SELECT r.name, EXISTS (SELECT 1 FROM event_store.projection_retries x "
-					 "WHERE x.name OPERATOR(pg_catalog.=) r.name AND x.state OPERATOR(pg_catalog.=) 'waiting') "
+					 "WHERE x.name OPERATOR(pg_catalog.=) r.name AND x.state OPERATOR(pg_catalog.=) 'waiting'), false "
 					 "FROM event_store.projection_registry r "
-					 "WHERE r.mode OPERATOR(pg_catalog.=) 'async' ORDER BY r.name", true, 0);
-	es_spi_check(rc, SPI_OK_SELECT, "listing async projections");
+					 "WHERE r.mode OPERATOR(pg_catalog.=) 'async' "
+					 "UNION ALL "
+					 "SELECT v.name, false, true FROM event_store.projection_versions v "
+					 "ORDER BY 3, 1", true, 0);
+	es_spi_check(rc, SPI_OK_SELECT, "listing async projections and rebuilds");
 
 	for (int i = 0; i < nprojections; i++)
 		projections[i].seen = false;
@@ -714,12 +744,15 @@ list_projections(int64 *horizon, bool *retries_waiting)
 	{
 		char	   *name = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
 		bool		isnull;
+		bool		is_version;
 		int			k;
 
 		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull)))
 			*retries_waiting = true;
+		is_version = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 3, &isnull));
 		for (k = 0; k < nprojections; k++)
-			if (strcmp(projections[k].name, name) == 0)
+			if (projections[k].is_version == is_version &&
+				strcmp(projections[k].name, name) == 0)
 				break;
 		if (k == nprojections)
 		{
@@ -732,6 +765,7 @@ list_projections(int64 *horizon, bool *retries_waiting)
 			}
 			memset(&projections[k], 0, sizeof(PWProjection));
 			projections[k].name = pstrdup(name);
+			projections[k].is_version = is_version;
 			nprojections++;
 		}
 		projections[k].seen = true;
@@ -757,9 +791,12 @@ list_projections(int64 *horizon, bool *retries_waiting)
 
 /*
  * One batch of one projection, in a transaction of its own, under the
- * batch timeout.  Returns the events handled, or -1 when the projection
- * was busy (run_projection or a rebuild elsewhere holds its checkpoint)
- * or the batch failed (rolled back; the projection backs off).
+ * batch timeout: run_projection(), or catch_up_projection() for the new
+ * version of a blue/green rebuild.  Returns the events handled, or -1 when
+ * the projection was busy (run_projection, a rebuild, a manual catch-up or
+ * a swap elsewhere holds its checkpoint or its version's row: the worker
+ * never waits behind them) or the batch failed (rolled back; the
+ * projection backs off).
  */
 static int64
 run_batch(PWProjection *p)
@@ -777,7 +814,9 @@ run_batch(PWProjection *p)
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "event_store projection worker: run_projection");
+		pgstat_report_activity(STATE_RUNNING, p->is_version
+							   ? "event_store projection worker: catch_up_projection"
+							   : "event_store projection worker: run_projection");
 		es_spi_connect();
 		args[0] = CStringGetTextDatum(p->name);
 		args[1] = Int32GetDatum(ES_PW_BATCH);
@@ -786,14 +825,32 @@ run_batch(PWProjection *p)
 								   "WHERE c.name OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE SKIP LOCKED",
 								   1, argtypes, args, NULL, false, 1);
 		es_spi_check(rc, SPI_OK_SELECT, "locking the checkpoint");
+		if (SPI_processed == 1 && p->is_version)
+		{
+			/*
+			 * catch_up_projection() locks the checkpoint row (taken above),
+			 * then its version's row FOR UPDATE; swap_projection() takes
+			 * the version's row first, then the checkpoint's.  Taken here
+			 * with SKIP LOCKED, neither waits for the other's order: a
+			 * manual catch-up or a swap under way goes first (gone after
+			 * a swap or an abandon: nothing to do).
+			 */
+			rc = SPI_execute_with_args("SELECT 1 FROM event_store.projection_versions v "
+									   "WHERE v.name OPERATOR(pg_catalog.=) $1 FOR UPDATE SKIP LOCKED",
+									   1, argtypes, args, NULL, false, 1);
+			es_spi_check(rc, SPI_OK_SELECT, "locking the new version");
+		}
 		if (SPI_processed == 1)
 		{
 			if (es_projection_batch_timeout > 0)
 				enable_timeout_after(STATEMENT_TIMEOUT, es_projection_batch_timeout);
-			rc = SPI_execute_with_args("SELECT event_store.run_projection($1, $2)",
+			rc = SPI_execute_with_args(p->is_version
+									   ? "SELECT event_store.catch_up_projection($1, $2)"
+									   : "SELECT event_store.run_projection($1, $2)",
 									   2, argtypes, args, NULL, false, 1);
 			disable_timeout(STATEMENT_TIMEOUT, false);
-			es_spi_check_rows(rc, SPI_OK_SELECT, 1, "run_projection");
+			es_spi_check_rows(rc, SPI_OK_SELECT, 1,
+							  p->is_version ? "catch_up_projection" : "run_projection");
 			n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		}
 		SPI_finish();
@@ -825,9 +882,11 @@ run_batch(PWProjection *p)
 		p->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), p->backoff_ms);
 		ereport(WARNING,
 				(errcode(edata->sqlerrcode),
-				 errmsg("projection worker: projection \"%s\" failed: %s", p->name, edata->message),
+				 errmsg("projection worker: %s \"%s\" failed: %s",
+						p->is_version ? "the new version of projection" : "projection",
+						p->name, edata->message),
 				 errdetail("The batch was rolled back; the worker tries again in %d ms.", p->backoff_ms)));
-		note_error(p->name, edata->message);
+		note_error(p->name, p->is_version ? "new version" : NULL, edata->message);
 		FreeErrorData(edata);
 		n = -1;
 	}

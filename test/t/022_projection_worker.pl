@@ -17,13 +17,29 @@
 #  (d) pg_terminate_backend() of the worker: the launcher starts another;
 #  (e) ALTER DATABASE ... SET event_store.live_projections = off: a new
 #      worker leaves the database alone;
-#  (f) one worker and two databases with async projections: both served.
+#  (f) one worker and two databases with async projections: both served;
+#  (g) blue/green rebuilds are live too: the new version of an async
+#      projection, and of an inline one in a database without async
+#      projections (starting the rebuild brings a worker there), catch up
+#      by themselves while appends continue, nobody calling
+#      catch_up_projection(); the worker does not swap; swap_projection()
+#      with max_lag => 0 then succeeds, and each read model after the swap,
+#      and after more appends, equals a fold of the log;
+#  (h) a manual catch_up_projection() (its checkpoint and its
+#      projection_versions row), then a transaction holding the version row
+#      alone (as swap_projection() takes it first), hold a new version
+#      open: the worker does not wait behind them (another projection goes
+#      on, no lock awaited), and catches the new version up once they
+#      commit; a handler failing for the new version only: the worker
+#      reports it in projection_workers().last_error and backs off, the
+#      live version goes on, and after the fix the new version catches up.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
+use IPC::Run;
 
 my $node = PostgreSQL::Test::Cluster->new('projection_worker');
 $node->init;
@@ -201,6 +217,177 @@ for (1 .. 1200)
 is($served2, '50', 'the worker served the second database');
 ok(poll_until("SELECT count(*) FROM applied WHERE stream_id = 'back-on'", '3'),
    'and the first one, with live_projections reset');
+
+# (g) live blue/green rebuilds
+sub poll_db
+{
+    my ($db, $sql, $want) = @_;
+    my $got = '';
+    for (1 .. 1200)
+    {
+        $got = $node->safe_psql($db, $sql);
+        return 1 if $got eq $want;
+        usleep(50_000);
+    }
+    diag("last: $got, wanted: $want");
+    return 0;
+}
+
+# rows of the fold of the log (events per stream of category bg) that the
+# table lacks, plus rows it has that the fold lacks
+sub fold_diff
+{
+    my ($table) = @_;
+    my $fold = "SELECT stream_id, count(*)::int FROM event_store.events WHERE stream_id LIKE 'bg-%' GROUP BY 1";
+    return "SELECT count(*) FROM (($fold EXCEPT SELECT stream, n FROM $table)"
+      . " UNION ALL (SELECT stream, n FROM $table EXCEPT $fold)) d";
+}
+
+my $bg_setup = q{
+SET client_min_messages = warning;
+CREATE TABLE bg_KIND (stream text PRIMARY KEY, n int NOT NULL);
+CREATE FUNCTION h_bg_KIND(e event_store.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE format('INSERT INTO %s AS t VALUES ($1, 1) ON CONFLICT (stream) DO UPDATE SET n = t.n + 1',
+                 event_store.projection_target('public.bg_KIND')) USING e.stream_id;
+END $$;
+CREATE FUNCTION reset_bg_KIND() RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  EXECUTE format('TRUNCATE %s', event_store.projection_target('public.bg_KIND'));
+END $$;
+SELECT event_store.create_projection('bg_KIND', 'h_bg_KIND(event_store.events)', categories => ARRAY['bg'],
+                                     reset => 'reset_bg_KIND()', mode => 'KIND');
+};
+my %db_of = (async => 'postgres', inline => 'db3');
+$node->safe_psql('postgres', 'CREATE DATABASE db3');
+$node->safe_psql('db3', 'CREATE EXTENSION event_store');
+for my $kind (qw(async inline))
+{
+    (my $sql = $bg_setup) =~ s/KIND/$kind/g;
+    $node->safe_psql($db_of{$kind}, $sql);
+}
+my $append_bg = "SELECT event_store.append('bg-' || (i % 5), ARRAY[event_store.event('Tick', '{}')]) FROM generate_series(1, N) i";
+sub append_bg
+{
+    my ($n) = @_;
+    (my $sql = $append_bg) =~ s/N/$n/;
+    $node->safe_psql($_, $sql) for values %db_of;
+}
+append_bg(100);
+ok(poll_until("SELECT checkpoint = (SELECT max(global_position) FROM event_store.events) FROM event_store.projection_status WHERE name = 'bg_async'", 't'),
+   'the worker ran the async projection bg_async');
+is($node->safe_psql('db3', 'SELECT count(*) FROM event_store.projection_registry WHERE mode = \'async\''), '0',
+   'db3 has no async projection');
+
+my %start;
+for my $kind (qw(async inline))
+{
+    $node->safe_psql($db_of{$kind}, "SET client_min_messages = warning; "
+        . "SELECT event_store.rebuild_projection('bg_$kind', into_table => 'bg_${kind}_next', live_table => 'bg_$kind')");
+    $start{$kind} = $node->safe_psql($db_of{$kind}, "SELECT position FROM event_store.projection_versions WHERE name = 'bg_$kind'");
+}
+# appends continue; nobody calls catch_up_projection()
+for my $round (1 .. 10)
+{
+    append_bg(10);
+    if ($round == 5)
+    {
+        for my $kind (qw(async inline))
+        {
+            ok(poll_db($db_of{$kind}, "SELECT position > $start{$kind} FROM event_store.projection_versions WHERE name = 'bg_$kind'", 't'),
+               "the new version of bg_$kind moves while appends continue");
+        }
+    }
+    usleep(50_000);
+}
+for my $kind (qw(async inline))
+{
+    my $db = $db_of{$kind};
+    ok(poll_db($db, "SELECT position >= event_store._last_drawn_position() FROM event_store.projection_versions WHERE name = 'bg_$kind'", 't'),
+       "the new version of bg_$kind caught up with the log by itself");
+    is($node->safe_psql($db, "SELECT count(*) FROM event_store.projection_versions WHERE name = 'bg_$kind'"), '1',
+       "the worker did not swap bg_$kind");
+    is($node->safe_psql($db, fold_diff("bg_${kind}_next")), '0',
+       "the new version of bg_$kind equals a fold of the log");
+    like($node->safe_psql($db, "SELECT event_store.swap_projection('bg_$kind', max_lag => 0)"), qr/bg_${kind}_next/,
+         "swap_projection('bg_$kind', max_lag => 0) succeeds");
+    is($node->safe_psql($db, fold_diff("bg_$kind")), '0',
+       "after the swap, bg_$kind equals a fold of the log");
+    is($node->safe_psql($db, "SELECT count(*) FROM event_store.projection_versions"), '0',
+       'no rebuild under way');
+}
+append_bg(20);
+for my $kind (qw(async inline))
+{
+    ok(poll_db($db_of{$kind}, fold_diff("bg_$kind"), '0'),
+       "after more appends, bg_$kind still equals a fold of the log");
+}
+
+# (h) a new version held by another transaction: the worker skips it
+$node->safe_psql('postgres', q{
+SET client_min_messages = warning;
+DROP TABLE bg_async_next;
+CREATE TABLE hold (released boolean);
+INSERT INTO hold VALUES (false);
+SELECT event_store.rebuild_projection('bg_async', into_table => 'bg_async_next', live_table => 'bg_async');
+});
+my $tmp = PostgreSQL::Test::Utils::tempdir;
+my %holds = (
+    'a manual catch_up_projection()' => "SELECT event_store.catch_up_projection('bg_async')",
+    'the version row alone, as swap_projection() locks it first' =>
+      "SELECT 1 FROM event_store.projection_versions WHERE name = 'bg_async' FOR UPDATE");
+my $k = 0;
+for my $what (sort keys %holds)
+{
+    $k++;
+    my $held_at = $node->safe_psql('postgres', "SELECT position FROM event_store.projection_versions WHERE name = 'bg_async'");
+    $node->safe_psql('postgres', 'UPDATE hold SET released = false');
+    open(my $fh, '>', "$tmp/hold$k.sql") or die;
+    print $fh "BEGIN;\n$holds{$what};\n"
+      . "DO \$\$ BEGIN WHILE NOT (SELECT released FROM hold) LOOP PERFORM pg_sleep(0.05); END LOOP; END \$\$;\nCOMMIT;\n";
+    close $fh;
+    my $holder = IPC::Run::start(
+        [ 'psql', '-X', '-At', '-v', 'ON_ERROR_STOP=1', '-f', "$tmp/hold$k.sql", '-d', $node->connstr('postgres') ],
+        '<', '/dev/null', '>', "$tmp/hold$k.out", '2>', "$tmp/hold$k.err");
+    ok(poll_until("SELECT count(*) FROM pg_stat_activity a WHERE a.query LIKE '%WHILE NOT%' AND a.pid <> pg_backend_pid()", '1'),
+       "$what holds the new version of bg_async in an open transaction");
+    append_bg(10);
+    $node->safe_psql('postgres', "SELECT event_store.append('held-$k', ARRAY[event_store.event('Tick', '{}')])");
+    ok(poll_until("SELECT count(*) FROM applied WHERE projection = 'a' AND stream_id = 'held-$k'", '1'),
+       "$what: meanwhile the worker goes on with the other projections");
+    is($node->safe_psql('postgres', "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted AND a.backend_type = 'event_store projection worker'"),
+       '0', "$what: the worker waits for no lock");
+    is($node->safe_psql('postgres', "SELECT position FROM event_store.projection_versions WHERE name = 'bg_async'"), $held_at,
+       "$what: the held new version has not moved");
+    $node->safe_psql('postgres', 'UPDATE hold SET released = true');
+    $holder->finish;
+    ok(poll_until("SELECT position >= event_store._last_drawn_position() FROM event_store.projection_versions WHERE name = 'bg_async'", 't'),
+       "$what committed: the worker caught the new version up");
+}
+# a handler that fails for the new version only: the worker backs off
+# and reports it; the live version goes on; after the fix it catches up
+$node->safe_psql('postgres', q{
+CREATE TABLE bg_broken (yes boolean);
+INSERT INTO bg_broken VALUES (true);
+CREATE OR REPLACE FUNCTION h_bg_async(e event_store.events) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  IF event_store.projection_target('public.bg_async') <> 'public.bg_async' AND (SELECT yes FROM bg_broken) THEN
+    RAISE EXCEPTION 'new version broken at %', e.global_position;
+  END IF;
+  EXECUTE format('INSERT INTO %s AS t VALUES ($1, 1) ON CONFLICT (stream) DO UPDATE SET n = t.n + 1',
+                 event_store.projection_target('public.bg_async')) USING e.stream_id;
+END $$;
+});
+append_bg(5);
+ok(poll_until("SELECT last_error LIKE 'bg_async (new version): new version broken at %' FROM event_store.projection_workers() w JOIN pg_database d ON d.oid = w.datid WHERE d.datname = 'postgres'", 't'),
+   'a failing batch of the new version shows in projection_workers().last_error');
+ok(poll_until(fold_diff('bg_async'), '0'), 'the live version goes on');
+$node->safe_psql('postgres', 'UPDATE bg_broken SET yes = false');
+ok(poll_until("SELECT position >= event_store._last_drawn_position() FROM event_store.projection_versions WHERE name = 'bg_async'", 't'),
+   'after the fix the worker caught the new version up');
+is($node->safe_psql('postgres', fold_diff('bg_async_next')), '0', 'and it equals a fold of the log');
+is($node->safe_psql('postgres', "SELECT event_store.abandon_projection_rebuild('bg_async')"), 'public.bg_async_next',
+   'abandoned: the worker leaves it');
 
 $node->stop;
 done_testing();
