@@ -396,6 +396,10 @@ copy_survivors(Oid part, Oid newrelid, HTAB *counts, int64 *removed)
 	AttrNumber	a_recorded = attnum_of(old, "recorded_at");
 	AttrNumber	a_last = Max(a_sid, Max(a_version, a_recorded));
 	int			nslots = 0;
+	char		last_sid[ES_MAX_STREAM_ID_BYTES + 1];	/* the previous row's stream */
+	int			last_len = -1;
+	Hider	   *last_hider = NULL;	/* its entry in hiders, or NULL */
+	HiddenCount *last_count = NULL; /* its entry in counts, once it has one */
 
 	/* FROZEN rows are only safe in a table no other transaction can see yet */
 	if (rel->rd_createSubid != GetCurrentSubTransactionId())
@@ -428,6 +432,7 @@ copy_survivors(Oid part, Oid newrelid, HTAB *counts, int64 *removed)
 		{
 			bool		isnull;
 			text	   *t;
+			int			len;
 			uint64		h;
 			Hider	   *e;
 			bool		hidden = false;
@@ -436,15 +441,28 @@ copy_survivors(Oid part, Oid newrelid, HTAB *counts, int64 *removed)
 			if (oldslot->tts_isnull[a_sid - 1] || oldslot->tts_isnull[a_version - 1])
 				elog(ERROR, "scavenge: an event without stream id or version");
 			t = DatumGetTextPP(oldslot->tts_values[a_sid - 1]);
-			h = sid_hash(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
-			e = (Hider *) hash_search(hiders, &h, HASH_FIND, NULL);
-			for (; e != NULL; e = e->next)
-			{
-				int			len = VARSIZE_ANY_EXHDR(t);
+			len = VARSIZE_ANY_EXHDR(t);
 
-				if ((int) strlen(e->sid) == len && memcmp(e->sid, VARDATA_ANY(t), len) == 0)
-					break;
+			/*
+			 * A stream's events are often next to each other: look the
+			 * stream up only when it changes.
+			 */
+			if (last_len < 0 || len != last_len || memcmp(last_sid, VARDATA_ANY(t), len) != 0)
+			{
+				h = sid_hash(VARDATA_ANY(t), len);
+				e = (Hider *) hash_search(hiders, &h, HASH_FIND, NULL);
+				for (; e != NULL; e = e->next)
+					if ((int) strlen(e->sid) == len && memcmp(e->sid, VARDATA_ANY(t), len) == 0)
+						break;
+				/* an id longer than any append makes is cut, as the counts' key */
+				last_len = Min(len, ES_MAX_STREAM_ID_BYTES);
+				memcpy(last_sid, VARDATA_ANY(t), last_len);
+				if (len > ES_MAX_STREAM_ID_BYTES)
+					last_len = -1;	/* never matches: looked up each time */
+				last_hider = e;
+				last_count = NULL;
 			}
+			e = last_hider;
 			if (e != NULL)
 			{
 				int64		v = DatumGetInt64(oldslot->tts_values[a_version - 1]);
@@ -459,17 +477,18 @@ copy_survivors(Oid part, Oid newrelid, HTAB *counts, int64 *removed)
 				pfree(t);
 			if (hidden)
 			{
-				char	   *sid = text_to_cstring(t = DatumGetTextPP(oldslot->tts_values[a_sid - 1]));
-				HiddenCount *c;
-				bool		found;
+				if (last_count == NULL)
+				{
+					bool		found;
 
-				/* stream ids are at most ES_MAX_STREAM_ID_BYTES; the key is cut there */
-				c = (HiddenCount *) hash_search(counts, sid, HASH_ENTER, &found);
-				if (!found)
-					c->n = 0;
-				c->n++;
+					/* stream ids are at most ES_MAX_STREAM_ID_BYTES; the key is cut there */
+					last_sid[len > ES_MAX_STREAM_ID_BYTES ? ES_MAX_STREAM_ID_BYTES : len] = '\0';
+					last_count = (HiddenCount *) hash_search(counts, last_sid, HASH_ENTER, &found);
+					if (!found)
+						last_count->n = 0;
+				}
+				last_count->n++;
 				(*removed)++;
-				pfree(sid);
 				continue;
 			}
 			/* the row as stored, into the next slot of the batch */

@@ -12,6 +12,15 @@
 # median over passes of the ratio scavenge rate / baseline rate (goal:
 # >= 0.5 against the plain INSERT ... SELECT).
 #
+# Second part, appends during a scavenge: pgbench appends single events
+# (append_event, BENCH_CLIENTS clients, BENCH_SECONDS seconds) to the
+# current partition, once alone and once while scavenges of a closed
+# partition of BENCH_EVENTS events run back to back (each in BEGIN ...
+# ROLLBACK, so every one of them rewrites the same partition: copy, index
+# builds, swap under ACCESS EXCLUSIVE on the log), alternating which goes
+# first.  Prints both rates, the longest append latency and the median
+# ratio (goal: >= 0.8).
+#
 #   bash test/bench/scavenge_bench.sh             # 200000 events, 3 passes
 #   BENCH_EVENTS=1000000 bash test/bench/scavenge_bench.sh
 #   bash test/bench/scavenge_bench.sh --quick     # one pass
@@ -21,6 +30,9 @@
 # Environment:
 #   BENCH_EVENTS   events in each scavenged partition (default 200000)
 #   BENCH_PASSES   passes (default 3; 1 with --quick)
+#   BENCH_SECONDS  seconds per pgbench run of the appends part (default 5; 2 with --quick)
+#   BENCH_CLIENTS  pgbench clients of the appends part (default 1)
+#   BENCH_APPENDS  0 skips the appends part (default 1)
 #   PG_MAJOR       PostgreSQL major version (default 15)
 #   PGBIN          its bin directory (default /usr/lib/postgresql/$PG_MAJOR/bin)
 set -euo pipefail
@@ -130,3 +142,59 @@ done
 printf '\nmedian ratio scavenge / INSERT...SELECT (rates; >= 0.5 is the goal): %s\n' "$(bench_median <"$WORK/ratios_plain")"
 printf 'median ratio scavenge / (INSERT...SELECT + the 5 indexes): %s\n' "$(bench_median <"$WORK/ratios_indexed")"
 echo "(events/s: events of the partition read per second; $SURVIVORS of $EVENTS survive)"
+
+[[ ${BENCH_APPENDS:-1} == 1 ]] || exit 0
+
+# ---------------------------------------------------------------------------
+# Appends to the current partition while a closed partition is scavenged
+# ---------------------------------------------------------------------------
+CLIENTS=${BENCH_CLIENTS:-1}
+APART=$(fill 99)
+cat >"$WORK/append.sql" <<'SQL'
+\set s random(1, 1000)
+SELECT event_store.append_event('live-' || :s, 'Tick', '{"amount": 12, "note": "some event data of a typical size"}');
+SQL
+
+# appends WITH_SCAVENGE -> "tps max_latency_ms scavenges"
+appends() {
+    local with=$1 out loop_pid=
+    psql_pg -d bench -o /dev/null -c "VACUUM event_store.streams" -c "CHECKPOINT"
+    rm -f "$WORK/stop" "$WORK/scavenges"
+    if [[ $with == 1 ]]; then
+        # scavenges back to back until pgbench is done; ROLLBACK keeps the
+        # partition as it was, so each one does the whole work again
+        (while [[ ! -e $WORK/stop ]]; do
+            psql_pg -d bench -At -c "BEGIN" -c "SELECT event_store.scavenge('$APART')" -c "ROLLBACK" >>"$WORK/scavenges"
+         done) &
+        loop_pid=$!
+        sleep 0.2
+    fi
+    out=$("$PGBIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" -l --log-prefix="$WORK/lat" \
+        -f "$WORK/append.sql" bench 2>&1) || { echo "$out" >&2; exit 1; }
+    if [[ -n $loop_pid ]]; then
+        touch "$WORK/stop"
+        wait "$loop_pid"
+    fi
+    # the log's third field is the latency in microseconds
+    echo "$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' <<<"$out") \
+$(cat "$WORK"/lat.* | awk '$3 > m { m = $3 } END { printf "%.1f", m / 1000 }') \
+$(grep -c '^[1-9]' "$WORK/scavenges" 2>/dev/null || true)"
+    rm -f "$WORK"/lat.*
+}
+
+: >"$WORK/ratios_appends"
+printf '\n== appends during scavenge: %s client(s), %s s per run, scavenges of %s (%s events) back to back\n' \
+    "$CLIENTS" "$SECS" "$APART" "$EVENTS"
+printf '\n| pass | appends/s alone | appends/s during scavenges | scavenges in the window | max append latency alone ms | during ms | ratio |\n|---|---|---|---|---|---|---|\n'
+for ((pass = 1; pass <= PASSES; pass++)); do
+    if ((pass % 2 == 1)); then
+        read -r a la _ <<<"$(appends 0)"; read -r d ld n <<<"$(appends 1)"
+    else
+        read -r d ld n <<<"$(appends 1)"; read -r a la _ <<<"$(appends 0)"
+    fi
+    [[ $n -gt 0 ]] || { echo "no scavenge completed during the appends" >&2; exit 1; }
+    awk -v p="$pass" -v a="$a" -v d="$d" -v n="$n" -v la="$la" -v ld="$ld" \
+        'BEGIN { printf "| %d | %.0f | %.0f | %d | %s | %s | %.2f |\n", p, a, d, n, la, ld, d / a }'
+    awk -v a="$a" -v d="$d" 'BEGIN { print d / a }' >>"$WORK/ratios_appends"
+done
+printf '\nmedian ratio appends during scavenges / appends alone (>= 0.8 is the goal): %s\n' "$(bench_median <"$WORK/ratios_appends")"
