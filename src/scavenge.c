@@ -23,17 +23,17 @@
  *	     the new partition (scavenge_race.spec);
  *	  3. the indexes, the partition's own triggers, its owner and its
  *	     privileges are copied;
- *	  4. the swap, once every partition is copied: DETACH and DROP of the
- *	     old partition with the retention path's sanctioned flag set (the
- *	     guard and the object access hook let exactly these two statements
- *	     through), RENAME of the new table and its indexes to the old
- *	     names, ATTACH with the old bound (no validation scan: the CHECK
- *	     constraint implies it), and the CHECK constraint dropped.  DETACH
- *	     holds ACCESS EXCLUSIVE on the log until commit: appends and reads
- *	     wait for the swaps, not for the copies;
- *	  5. one audit event per partition rewritten, 'PartitionScavenged' in
+ *	  4. one audit event per partition rewritten, 'PartitionScavenged' in
  *	     '$audit-scavenge' (counts per stream), through
- *	     es_append_audit_event().
+ *	     es_append_audit_event(), once every partition is copied;
+ *	  5. the swaps: DETACH and DROP of the old partition with the retention
+ *	     path's sanctioned flag set (the guard and the object access hook
+ *	     let exactly these two statements through), RENAME of the new
+ *	     table and its indexes to the old names, ATTACH with the old bound
+ *	     (no validation scan: the CHECK constraint implies it), and the
+ *	     CHECK constraint dropped.  DETACH holds ACCESS EXCLUSIVE on the
+ *	     log until commit: appends and reads wait for the swaps only, not
+ *	     for the copies, the index builds or the audit records.
  *
  *	  Everything is one transaction: kill -9 leaves the log as before or
  *	  after (021_scavenge_crash.pl).  The statements run as the owner of
@@ -770,16 +770,16 @@ prepare_partition(Oid part)
 
 /*
  * Put the copy in the partition's place: detach and drop the old one (the
- * sanctioned statements), give the copy its name and index names, attach
- * it with the old bound, and record it in '$audit-scavenge'.  DETACH takes
- * ACCESS EXCLUSIVE on the log, held until commit: appends and reads wait
- * from here on, so this runs after every copy is made.
+ * sanctioned statements), give the copy its name and index names, and
+ * attach it with the old bound.  DETACH takes ACCESS EXCLUSIVE on the log,
+ * held until commit: appends and reads wait from here on, so this runs
+ * after every copy is made and every audit record is written, and does
+ * nothing else.
  */
 static void
-swap_partition(PreparedSwap *ps, const char *caller)
+swap_partition(PreparedSwap *ps)
 {
 	ListCell   *lc;
-	int			rc;
 
 	exec_sanctioned(psprintf("ALTER TABLE %s DETACH PARTITION %s",
 							 qualified_name(es_events_relid(false)), ps->partqual));
@@ -791,8 +791,19 @@ swap_partition(PreparedSwap *ps, const char *caller)
 	exec_sql(psprintf("ALTER TABLE %s ATTACH PARTITION %s %s",
 					  qualified_name(es_events_relid(false)), ps->partqual, ps->bound), SPI_OK_UTILITY);
 	exec_sql(psprintf("ALTER TABLE %s DROP CONSTRAINT es_scavenge_bound", ps->partqual), SPI_OK_UTILITY);
+}
 
-	/* the record, through the one sanctioned path into audit streams */
+/*
+ * Record a partition's scavenge in '$audit-scavenge', through the one
+ * sanctioned path into audit streams.  Written before the swaps (same
+ * transaction: it commits with them or not at all), so that nothing but
+ * the DDL runs under the swap's ACCESS EXCLUSIVE lock.
+ */
+static void
+audit_partition(PreparedSwap *ps, const char *caller)
+{
+	int			rc;
+
 	{
 		Oid			types[8] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, INT8OID, JSONBOID, TEXTOID, TEXTOID};
 		Datum		values[8];
@@ -880,10 +891,12 @@ es_scavenge(PG_FUNCTION_ARGS)
 					prepared = lappend(prepared, ps);
 			}
 			foreach(lc, prepared)
+				audit_partition((PreparedSwap *) lfirst(lc), GetUserNameFromId(caller, false));
+			foreach(lc, prepared)
 			{
 				PreparedSwap *ps = (PreparedSwap *) lfirst(lc);
 
-				swap_partition(ps, GetUserNameFromId(caller, false));
+				swap_partition(ps);
 				removed += ps->removed;
 			}
 		}
