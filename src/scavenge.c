@@ -45,6 +45,7 @@
 #include "postgres.h"
 
 #include "access/heapam.h"
+#include "access/hio.h"
 #include "access/tupconvert.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -59,6 +60,7 @@
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -419,7 +421,21 @@ copy_survivors(Oid part, Oid newrelid, HTAB *counts, int64 *removed)
 	for (int i = 0; i < ES_SCAVENGE_BATCH; i++)
 		slots[i] = table_slot_create(rel, NULL);
 	oldslot = table_slot_create(old, NULL);
+	/*
+	 * Bulk insertion (the target page stays pinned).  For a partition of
+	 * at most a quarter of shared_buffers (the size below which a heap scan
+	 * uses no ring either) without the bulk-write ring: the ring would
+	 * evict the new pages as they are filled, writing each out after
+	 * flushing WAL up to it, and the five index builds that follow would
+	 * read them back.  A larger one keeps the ring, so that a scavenge
+	 * does not push everything else out of shared buffers.
+	 */
 	bistate = GetBulkInsertState();
+	if (RelationGetNumberOfBlocks(old) <= (BlockNumber) (NBuffers / 4))
+	{
+		FreeAccessStrategy(bistate->strategy);
+		bistate->strategy = NULL;
+	}
 	batchcxt = AllocSetContextCreate(CurrentMemoryContext, "scavenge batch", ALLOCSET_DEFAULT_SIZES);
 	*removed = 0;
 
