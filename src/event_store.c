@@ -20,7 +20,7 @@
 #include "guard.h"
 #include "projection.h"
 #include "projection_worker.h"
-#include "retention.h"
+#include "scavenge.h"
 
 PG_MODULE_MAGIC;
 

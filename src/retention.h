@@ -17,7 +17,4 @@
 extern bool es_partition_ddl_sanctioned;
 extern bool es_relation_is_empty(Oid relid);
 
-/* event_store.scavenge_maintenance_work_mem (kB), src/scavenge.c */
-extern int	es_scavenge_maintenance_work_mem;
-
 #endif							/* EVENT_STORE_RETENTION_H */

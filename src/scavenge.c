@@ -79,6 +79,7 @@
 #include "log_am.h"
 #include "partition.h"
 #include "retention.h"
+#include "scavenge.h"
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(es_scavenge);
