@@ -20,6 +20,7 @@
 #include "guard.h"
 #include "projection.h"
 #include "projection_worker.h"
+#include "scavenge.h"
 
 PG_MODULE_MAGIC;
 
@@ -51,6 +52,17 @@ _PG_init(void)
 							 PGC_SUSET,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("event_store.scavenge_maintenance_work_mem",
+							"Memory for the index builds of event_store.scavenge().",
+							"The index builds run with the larger of this and maintenance_work_mem, set for them only; 0 uses maintenance_work_mem as set.",
+							&es_scavenge_maintenance_work_mem,
+							256 * 1024,
+							0,
+							MAX_KILOBYTES,
+							PGC_USERSET,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
 
 	es_install_utility_hook();
 	es_feed_init();

@@ -23,17 +23,17 @@
  *	     the new partition (scavenge_race.spec);
  *	  3. the indexes, the partition's own triggers, its owner and its
  *	     privileges are copied;
- *	  4. the swap, once every partition is copied: DETACH and DROP of the
- *	     old partition with the retention path's sanctioned flag set (the
- *	     guard and the object access hook let exactly these two statements
- *	     through), RENAME of the new table and its indexes to the old
- *	     names, ATTACH with the old bound (no validation scan: the CHECK
- *	     constraint implies it), and the CHECK constraint dropped.  DETACH
- *	     holds ACCESS EXCLUSIVE on the log until commit: appends and reads
- *	     wait for the swaps, not for the copies;
- *	  5. one audit event per partition rewritten, 'PartitionScavenged' in
+ *	  4. one audit event per partition rewritten, 'PartitionScavenged' in
  *	     '$audit-scavenge' (counts per stream), through
- *	     es_append_audit_event().
+ *	     es_append_audit_event(), once every partition is copied;
+ *	  5. the swaps: DETACH and DROP of the old partition with the retention
+ *	     path's sanctioned flag set (the guard and the object access hook
+ *	     let exactly these two statements through), RENAME of the new
+ *	     table and its indexes to the old names, ATTACH with the old bound
+ *	     (no validation scan: the CHECK constraint implies it), and the
+ *	     CHECK constraint dropped.  DETACH holds ACCESS EXCLUSIVE on the
+ *	     log until commit: appends and reads wait for the swaps only, not
+ *	     for the copies, the index builds or the audit records.
  *
  *	  Everything is one transaction: kill -9 leaves the log as before or
  *	  after (021_scavenge_crash.pl).  The statements run as the owner of
@@ -45,6 +45,8 @@
 #include "postgres.h"
 
 #include "access/heapam.h"
+#include "access/hio.h"
+#include "access/tupconvert.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
@@ -53,12 +55,15 @@
 #include "catalog/partition.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -74,9 +79,13 @@
 #include "log_am.h"
 #include "partition.h"
 #include "retention.h"
+#include "scavenge.h"
 #include "spi_util.h"
 
 PG_FUNCTION_INFO_V1(es_scavenge);
+
+/* event_store.scavenge_maintenance_work_mem, kB (0: maintenance_work_mem as set) */
+int			es_scavenge_maintenance_work_mem = 256 * 1024;
 
 #define ES_SCAVENGE_STREAM		"$audit-scavenge"
 #define ES_SCAVENGE_BATCH		1000
@@ -250,130 +259,287 @@ counts_to_jsonb(HTAB *counts)
 }
 
 /*
+ * A stream that hides events (a streams row with truncate_before set), with
+ * its cut-offs computed once, in SQL, exactly as HIDDEN_SQL computes them.
+ * Keyed by a 64-bit hash of the stream id; sid tells collisions apart.
+ */
+typedef struct Hider
+{
+	uint64		hash;			/* hash key */
+	struct Hider *next;			/* another stream id with the same hash */
+	char	   *sid;
+	int64		truncate_before;
+	bool		has_count_cut;
+	int64		count_cut;		/* version - max_count */
+	bool		has_age_cut;
+	TimestampTz age_cut;		/* now() - max_age */
+} Hider;
+
+/* The hash key of a stream id. */
+static uint64
+sid_hash(const char *sid, int len)
+{
+	return hash_bytes_extended((const unsigned char *) sid, len, 0);
+}
+
+/*
+ * Every stream that hides events, read once with the caller's pushed
+ * snapshot (the one the copy scans with), into a hash table in cxt.
+ * A hider costs ~100 bytes plus its id: a million hiding streams take
+ * ~150MB for the scavenge's duration.
+ */
+static HTAB *
+load_hiders(MemoryContext cxt)
+{
+	HASHCTL		ctl = {0};
+	HTAB	   *hiders;
+	Portal		portal;
+
+	ctl.keysize = sizeof(uint64);
+	ctl.entrysize = sizeof(Hider);
+	ctl.hcxt = cxt;
+	hiders = hash_create("scavenge hiders", 1024, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	portal = SPI_cursor_open_with_args(NULL,
+									   "SELECT h.stream_id, h.truncate_before, "
+									   "h.version OPERATOR(pg_catalog.-) h.max_count, "
+									   "pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age "
+									   "FROM event_store.streams h WHERE h.truncate_before IS NOT NULL",
+									   0, NULL, NULL, NULL, true, 0);
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, 10000);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	sd = SPI_tuptable->tupdesc;
+			bool		isnull;
+			text	   *t = DatumGetTextPP(SPI_getbinval(tup, sd, 1, &isnull));
+			uint64		h = sid_hash(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+			Hider	   *e;
+			Hider	   *x;
+			bool		found;
+
+			e = (Hider *) hash_search(hiders, &h, HASH_ENTER, &found);
+			if (found)
+			{
+				/* another id with the same hash: chain it after the first */
+				x = MemoryContextAllocZero(cxt, sizeof(Hider));
+				x->next = e->next;
+				e->next = x;
+				e = x;
+			}
+			else
+				e->next = NULL;
+			e->hash = h;
+			e->sid = MemoryContextStrdup(cxt, text_to_cstring(t));
+			e->truncate_before = DatumGetInt64(SPI_getbinval(tup, sd, 2, &isnull));
+			e->count_cut = DatumGetInt64(SPI_getbinval(tup, sd, 3, &isnull));
+			e->has_count_cut = !isnull;
+			e->age_cut = DatumGetTimestampTz(SPI_getbinval(tup, sd, 4, &isnull));
+			e->has_age_cut = !isnull;
+		}
+		SPI_freetuptable(SPI_tuptable);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_cursor_close(portal);
+	return hiders;
+}
+
+/* The attribute number of a column of rel by name; elog if missing. */
+static AttrNumber
+attnum_of(Relation rel, const char *name)
+{
+	TupleDesc	td = RelationGetDescr(rel);
+
+	for (int i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attnum;
+	}
+	elog(ERROR, "scavenge: \"%s\" has no column \"%s\"", RelationGetRelationName(rel), name);
+	return InvalidAttrNumber;	/* keep the compiler quiet */
+}
+
+/*
  * One pass over part: copy the events that stay visible into newrel
  * (created in this subtransaction), every column as stored, frozen, and
  * count the hidden ones per stream into counts.  Returns how many were
- * copied; *removed gets how many were left out.  Runs with the caller's
- * pushed snapshot (read_only cursor).
+ * copied; *removed gets how many were left out.
+ *
+ * The partition is scanned directly with the caller's pushed snapshot (the
+ * one any_hidden() used) and each row is tested against the hiding streams
+ * in memory: the same test as HIDDEN_SQL, with the cut-offs computed by
+ * SQL in load_hiders().  A surviving row is copied as it is stored (its
+ * bytes, or mapped by column name if the partition has dropped columns);
+ * values stored out of line are fetched and stored again in the new
+ * table's TOAST table by the insert, as before.
  */
 static int64
 copy_survivors(Oid part, Oid newrelid, HTAB *counts, int64 *removed)
 {
 	Relation	rel = table_open(newrelid, RowExclusiveLock);
+	Relation	old = table_open(part, NoLock);	/* locked by the caller */
 	TupleDesc	td = RelationGetDescr(rel);
-	StringInfoData sql;
-	Portal		portal;
+	TupleConversionMap *map;
+	TableScanDesc scan;
+	TupleTableSlot *oldslot;
 	TupleTableSlot **slots;
 	BulkInsertState bistate;
+	MemoryContext hidercxt;
 	MemoryContext batchcxt;
+	HTAB	   *hiders;
 	CommandId	cid = GetCurrentCommandId(true);
 	int64		copied = 0;
-	bool		first = true;
-	int			stream_att = -1;
-	Datum	   *values;
-	bool	   *nulls;
+	AttrNumber	a_sid = attnum_of(old, "stream_id");
+	AttrNumber	a_version = attnum_of(old, "stream_version");
+	AttrNumber	a_recorded = attnum_of(old, "recorded_at");
+	AttrNumber	a_last = Max(a_sid, Max(a_version, a_recorded));
+	int			nslots = 0;
+	char		last_sid[ES_MAX_STREAM_ID_BYTES + 1];	/* the previous row's stream */
+	int			last_len = -1;
+	Hider	   *last_hider = NULL;	/* its entry in hiders, or NULL */
+	HiddenCount *last_count = NULL; /* its entry in counts, once it has one */
 
 	/* FROZEN rows are only safe in a table no other transaction can see yet */
 	if (rel->rd_createSubid != GetCurrentSubTransactionId())
 		elog(ERROR, "scavenge: \"%s\" was not created in this subtransaction",
 			 RelationGetRelationName(rel));
-
-	/*
-	 * The new table's columns in its order, then whether the event is
-	 * hidden: the feeds' check, as a left join with the (few) streams rows
-	 * that hide events.
-	 */
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT ");
 	for (int i = 0; i < td->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(td, i);
-
-		if (att->attisdropped)
+		if (TupleDescAttr(td, i)->attisdropped)
 			elog(ERROR, "scavenge: new table has a dropped column");
-		if (strcmp(NameStr(att->attname), "stream_id") == 0)
-			stream_att = i;
-		appendStringInfo(&sql, "%se.%s", first ? "" : ", ", quote_identifier(NameStr(att->attname)));
-		first = false;
-	}
-	if (stream_att < 0)
-		elog(ERROR, "scavenge: no stream_id column");
-	appendStringInfo(&sql, ", (h.stream_id IS NOT NULL "
-					 "AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before "
-					 "OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count) "
-					 "OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age))) IS TRUE "
-					 "FROM ONLY %s e LEFT JOIN event_store.streams h "
-					 "ON h.stream_id OPERATOR(pg_catalog.=) e.stream_id AND h.truncate_before IS NOT NULL",
-					 qualified_name(part));
+
+	hidercxt = AllocSetContextCreate(CurrentMemoryContext, "scavenge hiders", ALLOCSET_DEFAULT_SIZES);
+	hiders = load_hiders(hidercxt);
+
+	/* NULL when the stored rows fit the new table as they are */
+	map = convert_tuples_by_name(RelationGetDescr(old), td);
 
 	slots = palloc(sizeof(TupleTableSlot *) * ES_SCAVENGE_BATCH);
 	for (int i = 0; i < ES_SCAVENGE_BATCH; i++)
 		slots[i] = table_slot_create(rel, NULL);
+	oldslot = table_slot_create(old, NULL);
+	/*
+	 * Bulk insertion (the target page stays pinned).  For a partition of
+	 * at most a quarter of shared_buffers (the size below which a heap scan
+	 * uses no ring either) without the bulk-write ring: the ring would
+	 * evict the new pages as they are filled, writing each out after
+	 * flushing WAL up to it, and the five index builds that follow would
+	 * read them back.  A larger one keeps the ring, so that a scavenge
+	 * does not push everything else out of shared buffers.
+	 */
 	bistate = GetBulkInsertState();
+	if (RelationGetNumberOfBlocks(old) <= (BlockNumber) (NBuffers / 4))
+	{
+		FreeAccessStrategy(bistate->strategy);
+		bistate->strategy = NULL;
+	}
 	batchcxt = AllocSetContextCreate(CurrentMemoryContext, "scavenge batch", ALLOCSET_DEFAULT_SIZES);
-	values = palloc(sizeof(Datum) * (td->natts + 1));
-	nulls = palloc(sizeof(bool) * (td->natts + 1));
 	*removed = 0;
 
-	portal = SPI_cursor_open_with_args(NULL, sql.data, 0, NULL, NULL, NULL, true, 0);
+	scan = table_beginscan(old, GetActiveSnapshot(), 0, NULL);
 	for (;;)
 	{
-		uint64		n;
-		int			nslots = 0;
-		MemoryContext old;
-		TupleDesc	sd;
+		bool		more = table_scan_getnextslot(scan, ForwardScanDirection, oldslot);
 
-		SPI_cursor_fetch(portal, true, ES_SCAVENGE_BATCH);
-		n = SPI_processed;
-		if (n == 0)
-			break;
-		sd = SPI_tuptable->tupdesc;
-		if (sd->natts != td->natts + 1)
-			elog(ERROR, "scavenge: column count mismatch");
-		old = MemoryContextSwitchTo(batchcxt);
-		for (uint64 r = 0; r < n; r++)
+		if (more)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
 			bool		isnull;
+			text	   *t;
+			int			len;
+			uint64		h;
+			Hider	   *e;
+			bool		hidden = false;
 
-			if (DatumGetBool(heap_getattr(tup, td->natts + 1, sd, &isnull)))
+			slot_getsomeattrs(oldslot, a_last);
+			if (oldslot->tts_isnull[a_sid - 1] || oldslot->tts_isnull[a_version - 1])
+				elog(ERROR, "scavenge: an event without stream id or version");
+			t = DatumGetTextPP(oldslot->tts_values[a_sid - 1]);
+			len = VARSIZE_ANY_EXHDR(t);
+
+			/*
+			 * A stream's events are often next to each other: look the
+			 * stream up only when it changes.
+			 */
+			if (last_len < 0 || len != last_len || memcmp(last_sid, VARDATA_ANY(t), len) != 0)
 			{
-				char	   *sid = TextDatumGetCString(heap_getattr(tup, stream_att + 1, sd, &isnull));
-				HiddenCount *c;
-				bool		found;
+				h = sid_hash(VARDATA_ANY(t), len);
+				e = (Hider *) hash_search(hiders, &h, HASH_FIND, NULL);
+				for (; e != NULL; e = e->next)
+					if ((int) strlen(e->sid) == len && memcmp(e->sid, VARDATA_ANY(t), len) == 0)
+						break;
+				/* an id longer than any append makes is cut, as the counts' key */
+				last_len = Min(len, ES_MAX_STREAM_ID_BYTES);
+				memcpy(last_sid, VARDATA_ANY(t), last_len);
+				if (len > ES_MAX_STREAM_ID_BYTES)
+					last_len = -1;	/* never matches: looked up each time */
+				last_hider = e;
+				last_count = NULL;
+			}
+			e = last_hider;
+			if (e != NULL)
+			{
+				int64		v = DatumGetInt64(oldslot->tts_values[a_version - 1]);
 
-				/* stream ids are at most ES_MAX_STREAM_ID_BYTES; the key is cut there */
-				c = (HiddenCount *) hash_search(counts, sid, HASH_ENTER, &found);
-				if (!found)
-					c->n = 0;
-				c->n++;
+				isnull = oldslot->tts_isnull[a_recorded - 1];
+				hidden = v < e->truncate_before ||
+					(e->has_count_cut && v <= e->count_cut) ||
+					(e->has_age_cut && !isnull &&
+					 DatumGetTimestampTz(oldslot->tts_values[a_recorded - 1]) < e->age_cut);
+			}
+			if ((Pointer) t != DatumGetPointer(oldslot->tts_values[a_sid - 1]))
+				pfree(t);
+			if (hidden)
+			{
+				if (last_count == NULL)
+				{
+					bool		found;
+
+					/* stream ids are at most ES_MAX_STREAM_ID_BYTES; the key is cut there */
+					last_sid[len > ES_MAX_STREAM_ID_BYTES ? ES_MAX_STREAM_ID_BYTES : len] = '\0';
+					last_count = (HiddenCount *) hash_search(counts, last_sid, HASH_ENTER, &found);
+					if (!found)
+						last_count->n = 0;
+				}
+				last_count->n++;
 				(*removed)++;
 				continue;
 			}
-			/* the row has one more column (hidden) than the slot */
-			ExecClearTuple(slots[nslots]);
-			heap_deform_tuple(tup, sd, values, nulls);
-			memcpy(slots[nslots]->tts_values, values, sizeof(Datum) * td->natts);
-			memcpy(slots[nslots]->tts_isnull, nulls, sizeof(bool) * td->natts);
-			ExecStoreVirtualTuple(slots[nslots]);
+			/* the row as stored, into the next slot of the batch */
+			if (map != NULL)
+				execute_attr_map_slot(map->attrMap, oldslot, slots[nslots]);
+			else
+				ExecCopySlot(slots[nslots], oldslot);
 			nslots++;
 		}
-		if (nslots > 0)
+		if (nslots == ES_SCAVENGE_BATCH || (!more && nslots > 0))
+		{
+			MemoryContext oldcxt = MemoryContextSwitchTo(batchcxt);
+
 			table_multi_insert(rel, slots, nslots, cid,
 							   TABLE_INSERT_FROZEN | TABLE_INSERT_SKIP_FSM, bistate);
-		for (int i = 0; i < nslots; i++)
-			ExecClearTuple(slots[i]);
-		MemoryContextSwitchTo(old);
-		MemoryContextReset(batchcxt);
-		copied += nslots;
-		SPI_freetuptable(SPI_tuptable);
-		CHECK_FOR_INTERRUPTS();
+			MemoryContextSwitchTo(oldcxt);
+			for (int i = 0; i < nslots; i++)
+				ExecClearTuple(slots[i]);
+			MemoryContextReset(batchcxt);
+			copied += nslots;
+			nslots = 0;
+			CHECK_FOR_INTERRUPTS();
+		}
+		if (!more)
+			break;
 	}
-	SPI_cursor_close(portal);
+	table_endscan(scan);
 	FreeBulkInsertState(bistate);
+	ExecDropSingleTupleTableSlot(oldslot);
 	for (int i = 0; i < ES_SCAVENGE_BATCH; i++)
 		ExecDropSingleTupleTableSlot(slots[i]);
 	MemoryContextDelete(batchcxt);
+	MemoryContextDelete(hidercxt);
+	table_close(old, NoLock);
 	table_close(rel, NoLock);
 	return copied;
 }
@@ -597,7 +763,23 @@ prepare_partition(Oid part)
 		elog(ERROR, "scavenge: no hidden event found in \"%s\"", partqual);
 	}
 
-	copy_shape(part, newqual, &ps->index_renames);
+	/*
+	 * The index builds are most of a scavenge's time: give their sorts the
+	 * larger of maintenance_work_mem and event_store.scavenge_
+	 * maintenance_work_mem (more memory also lets the btree builds use the
+	 * max_parallel_maintenance_workers the user allows, which need 32MB
+	 * each), for these statements only, as a function's SET clause does.
+	 */
+	{
+		int			nestlevel = NewGUCNestLevel();
+
+		if (es_scavenge_maintenance_work_mem > maintenance_work_mem)
+			(void) set_config_option("maintenance_work_mem",
+									 psprintf("%d", es_scavenge_maintenance_work_mem),
+									 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		copy_shape(part, newqual, &ps->index_renames);
+		AtEOXact_GUC(true, nestlevel);
+	}
 	ps->newqual = newqual;
 	ps->removed = removed;
 	return ps;
@@ -605,16 +787,16 @@ prepare_partition(Oid part)
 
 /*
  * Put the copy in the partition's place: detach and drop the old one (the
- * sanctioned statements), give the copy its name and index names, attach
- * it with the old bound, and record it in '$audit-scavenge'.  DETACH takes
- * ACCESS EXCLUSIVE on the log, held until commit: appends and reads wait
- * from here on, so this runs after every copy is made.
+ * sanctioned statements), give the copy its name and index names, and
+ * attach it with the old bound.  DETACH takes ACCESS EXCLUSIVE on the log,
+ * held until commit: appends and reads wait from here on, so this runs
+ * after every copy is made and every audit record is written, and does
+ * nothing else.
  */
 static void
-swap_partition(PreparedSwap *ps, const char *caller)
+swap_partition(PreparedSwap *ps)
 {
 	ListCell   *lc;
-	int			rc;
 
 	exec_sanctioned(psprintf("ALTER TABLE %s DETACH PARTITION %s",
 							 qualified_name(es_events_relid(false)), ps->partqual));
@@ -626,8 +808,19 @@ swap_partition(PreparedSwap *ps, const char *caller)
 	exec_sql(psprintf("ALTER TABLE %s ATTACH PARTITION %s %s",
 					  qualified_name(es_events_relid(false)), ps->partqual, ps->bound), SPI_OK_UTILITY);
 	exec_sql(psprintf("ALTER TABLE %s DROP CONSTRAINT es_scavenge_bound", ps->partqual), SPI_OK_UTILITY);
+}
 
-	/* the record, through the one sanctioned path into audit streams */
+/*
+ * Record a partition's scavenge in '$audit-scavenge', through the one
+ * sanctioned path into audit streams.  Written before the swaps (same
+ * transaction: it commits with them or not at all), so that nothing but
+ * the DDL runs under the swap's ACCESS EXCLUSIVE lock.
+ */
+static void
+audit_partition(PreparedSwap *ps, const char *caller)
+{
+	int			rc;
+
 	{
 		Oid			types[8] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT8OID, INT8OID, JSONBOID, TEXTOID, TEXTOID};
 		Datum		values[8];
@@ -706,11 +899,14 @@ scavenge_body(void *arg)
 			if (ps != NULL)
 				prepared = lappend(prepared, ps);
 		}
+		/* the audit records too before the swaps: only the DDL runs under the lock */
+		foreach(lc, prepared)
+			audit_partition((PreparedSwap *) lfirst(lc), GetUserNameFromId(c->caller, false));
 		foreach(lc, prepared)
 		{
 			PreparedSwap *ps = (PreparedSwap *) lfirst(lc);
 
-			swap_partition(ps, GetUserNameFromId(c->caller, false));
+			swap_partition(ps);
 			c->removed += ps->removed;
 		}
 	}

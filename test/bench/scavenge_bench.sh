@@ -12,6 +12,19 @@
 # median over passes of the ratio scavenge rate / baseline rate (goal:
 # >= 0.5 against the plain INSERT ... SELECT).
 #
+# Second part, appends during a scavenge: pgbench appends single events
+# (append_event, BENCH_CLIENTS clients, BENCH_SECONDS seconds) to the
+# current partition, once alone and once while scavenges of a closed
+# partition of BENCH_EVENTS events run back to back (each in BEGIN ...
+# ROLLBACK, so every one of them rewrites the same partition: copy, index
+# builds, swap under ACCESS EXCLUSIVE on the log), and once while the
+# same copy and index builds run back to back as INSERT ... SELECT and
+# CREATE INDEX into a plain table (a scavenge's CPU and I/O without its
+# swap), in alternating order.  Prints the rates, the p99 and longest
+# append latencies and the median ratios: during scavenges / alone (goal:
+# >= 0.8) and during scavenges / during the plain copy (what the swap's
+# lock costs beyond the CPU and I/O).
+#
 #   bash test/bench/scavenge_bench.sh             # 200000 events, 3 passes
 #   BENCH_EVENTS=1000000 bash test/bench/scavenge_bench.sh
 #   bash test/bench/scavenge_bench.sh --quick     # one pass
@@ -21,6 +34,9 @@
 # Environment:
 #   BENCH_EVENTS   events in each scavenged partition (default 200000)
 #   BENCH_PASSES   passes (default 3; 1 with --quick)
+#   BENCH_SECONDS  seconds per pgbench run of the appends part (default 5; 2 with --quick)
+#   BENCH_CLIENTS  pgbench clients of the appends part (default 1)
+#   BENCH_APPENDS  0 skips the appends part (default 1)
 #   PG_MAJOR       PostgreSQL major version (default 15)
 #   PGBIN          its bin directory (default /usr/lib/postgresql/$PG_MAJOR/bin)
 set -euo pipefail
@@ -130,3 +146,79 @@ done
 printf '\nmedian ratio scavenge / INSERT...SELECT (rates; >= 0.5 is the goal): %s\n' "$(bench_median <"$WORK/ratios_plain")"
 printf 'median ratio scavenge / (INSERT...SELECT + the 5 indexes): %s\n' "$(bench_median <"$WORK/ratios_indexed")"
 echo "(events/s: events of the partition read per second; $SURVIVORS of $EVENTS survive)"
+
+[[ ${BENCH_APPENDS:-1} == 1 ]] || exit 0
+
+# ---------------------------------------------------------------------------
+# Appends to the current partition while a closed partition is scavenged
+# ---------------------------------------------------------------------------
+CLIENTS=${BENCH_CLIENTS:-1}
+APART=$(fill 99)
+cat >"$WORK/append.sql" <<'SQL'
+\set s random(1, 1000)
+SELECT event_store.append_event('live-' || :s, 'Tick', '{"amount": 12, "note": "some event data of a typical size"}');
+SQL
+
+# appends LOAD -> "tps p99_latency_ms max_latency_ms loops"; LOAD: none,
+# scavenge (scavenges back to back), or copy (the same copy and five index
+# builds done by INSERT ... SELECT and CREATE INDEX into a plain table,
+# back to back: the CPU and I/O of a scavenge without its swap)
+appends() {
+    local load=$1 out loop_pid=
+    psql_pg -d bench -o /dev/null -c "VACUUM event_store.streams" -c "CHECKPOINT"
+    rm -f "$WORK/stop" "$WORK/loops"
+    if [[ $load == scavenge ]]; then
+        # ROLLBACK keeps the partition as it was: each one does the whole work again
+        (while [[ ! -e $WORK/stop ]]; do
+            psql_pg -d bench -At -c "BEGIN" -c "SELECT event_store.scavenge('$APART')" -c "ROLLBACK" >>"$WORK/loops"
+         done) &
+        loop_pid=$!
+    elif [[ $load == copy ]]; then
+        (while [[ ! -e $WORK/stop ]]; do
+            psql_pg -d bench -At >>"$WORK/loops" <<SQL
+BEGIN;
+CREATE TABLE plain_copy2 (LIKE event_store.events);
+INSERT INTO plain_copy2 SELECT e.* FROM ONLY $APART e WHERE NOT $HIDDEN;
+CREATE INDEX ON plain_copy2 (stream_id, stream_version);
+CREATE INDEX ON plain_copy2 (global_position);
+CREATE INDEX ON plain_copy2 (split_part(stream_id, '-', 1), global_position);
+CREATE INDEX ON plain_copy2 (event_id);
+CREATE INDEX ON plain_copy2 USING gin (tags) WHERE tags IS NOT NULL;
+SELECT 1;
+ROLLBACK;
+SQL
+         done) &
+        loop_pid=$!
+    fi
+    [[ -n $loop_pid ]] && sleep 0.2
+    out=$("$PGBIN/pgbench" -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECS" -l --log-prefix="$WORK/lat" \
+        -f "$WORK/append.sql" bench 2>&1) || { echo "$out" >&2; exit 1; }
+    if [[ -n $loop_pid ]]; then
+        touch "$WORK/stop"
+        wait "$loop_pid"
+    fi
+    # the log's third field is the latency in microseconds
+    echo "$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' <<<"$out") \
+$(cat "$WORK"/lat.* | awk '{ print $3 }' | sort -n | awk '{ a[++n] = $1 } END { printf "%.1f %.1f", a[int(n * 0.99)] / 1000, a[n] / 1000 }') \
+$(grep -c '^[1-9]' "$WORK/loops" 2>/dev/null || true)"
+    rm -f "$WORK"/lat.*
+}
+
+: >"$WORK/ratios_appends"; : >"$WORK/ratios_swap"
+printf '\n== appends during scavenge: %s client(s), %s s per run, scavenges of %s (%s events) back to back\n' \
+    "$CLIENTS" "$SECS" "$APART" "$EVENTS"
+printf '\n| pass | appends/s alone | during scavenges | during the same copy + indexes | scavenges in the window | p99 / max latency alone ms | during scavenges | during copy | ratio scavenge / alone | ratio scavenge / copy |\n|---|---|---|---|---|---|---|---|---|---|\n'
+for ((pass = 1; pass <= PASSES; pass++)); do
+    if ((pass % 2 == 1)); then
+        read -r a pa ma _ <<<"$(appends none)"; read -r d pd md n <<<"$(appends scavenge)"; read -r c pc mc _ <<<"$(appends copy)"
+    else
+        read -r c pc mc _ <<<"$(appends copy)"; read -r d pd md n <<<"$(appends scavenge)"; read -r a pa ma _ <<<"$(appends none)"
+    fi
+    [[ $n -gt 0 ]] || { echo "no scavenge completed during the appends" >&2; exit 1; }
+    awk -v p="$pass" -v a="$a" -v d="$d" -v c="$c" -v n="$n" -v pa="$pa" -v ma="$ma" -v pd="$pd" -v md="$md" -v pc="$pc" -v mc="$mc" \
+        'BEGIN { printf "| %d | %.0f | %.0f | %.0f | %d | %s / %s | %s / %s | %s / %s | %.2f | %.2f |\n", p, a, d, c, n, pa, ma, pd, md, pc, mc, d / a, d / c }'
+    awk -v a="$a" -v d="$d" 'BEGIN { print d / a }' >>"$WORK/ratios_appends"
+    awk -v c="$c" -v d="$d" 'BEGIN { print d / c }' >>"$WORK/ratios_swap"
+done
+printf '\nmedian ratio appends during scavenges / appends alone (>= 0.8 is the goal): %s\n' "$(bench_median <"$WORK/ratios_appends")"
+printf 'median ratio appends during scavenges / during the same copy and index builds without a swap: %s\n' "$(bench_median <"$WORK/ratios_swap")"

@@ -249,6 +249,40 @@ SELECT count(*) AS indexes_on_bumped_columns
   FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
  WHERE i.indrelid = 'event_store.streams'::regclass AND a.attname IN ('version', 'updated_at', 'last_position');
 
+-- 8. event_store.scavenge_maintenance_work_mem: the index builds run with
+-- the larger of it and maintenance_work_mem, for those statements only
+-- (maintenance_work_mem is as it was afterwards); 0 leaves
+-- maintenance_work_mem alone; a negative value is refused.  A survivor
+-- whose data is stored out of line (TOAST) is copied with the same value.
+SHOW event_store.scavenge_maintenance_work_mem;
+SET event_store.scavenge_maintenance_work_mem = -1;
+SET maintenance_work_mem = '1MB';
+SET event_store.scavenge_maintenance_work_mem = '32MB';
+INSERT INTO event_store.events (global_position, stream_id, stream_version, event_type, data,
+                                event_id, recorded_at, occurred_at, transaction_id)
+SELECT nextval('event_store.global_position_seq'), 'feb-big', 1, 'Big',
+       jsonb_build_object('blob', (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 2000) g)),
+       gen_random_uuid(), '2020-02-20', '2020-02-20', pg_current_xact_id();
+INSERT INTO event_store.streams (stream_id, category, version, created_at, updated_at, first_position, last_position)
+SELECT stream_id, 'feb', 1, recorded_at, recorded_at, global_position, global_position
+  FROM event_store.events WHERE stream_id = 'feb-big';
+SELECT md5(data::text) AS big_md5 FROM ONLY :feb WHERE stream_id = 'feb-big' \gset
+SELECT reltoastrelid::regclass AS feb_toast FROM pg_class WHERE oid = :'feb'::regclass \gset
+SELECT count(*) > 0 AS big_stored_out_of_line FROM :feb_toast;
+SELECT event_store.truncate_stream('feb-1', 2);
+SELECT event_store.scavenge(:'feb') AS removed_with_more_memory;
+SHOW maintenance_work_mem;
+SET event_store.scavenge_maintenance_work_mem = 0;
+SELECT event_store.truncate_stream('feb-1', 3);
+SELECT event_store.scavenge(:'feb') AS removed_with_maintenance_work_mem;
+SHOW maintenance_work_mem;
+SELECT stream_id, min(stream_version), count(*) FROM ONLY :feb GROUP BY 1 ORDER BY 1;
+SELECT md5(data::text) = :'big_md5' AS big_data_kept FROM ONLY :feb WHERE stream_id = 'feb-big';
+SELECT reltoastrelid::regclass AS feb_toast FROM pg_class WHERE oid = :'feb'::regclass \gset
+SELECT count(*) > 0 AS big_out_of_line_in_the_new_storage FROM :feb_toast;
+RESET maintenance_work_mem;
+RESET event_store.scavenge_maintenance_work_mem;
+
 \c :orig_db
 DROP DATABASE es_scavenge_test;
 DROP ROLE es_sc_reader;
