@@ -577,11 +577,13 @@ es_set_stream_metadata(PG_FUNCTION_ARGS)
  */
 PG_FUNCTION_INFO_V1(es_stream_visible);
 
+#define ES_HIDING_LAST_KEY 64
+
 typedef struct HidingStream
 {
 	uint32		hash;
-	int			len;			/* 0: empty slot */
-	char	   *key;
+	int			len;
+	char	   *key;			/* NULL: empty slot */
 	int64		truncate_before;
 	int64		hide_through;	/* version - max_count; PG_INT64_MIN: none */
 	TimestampTz hide_before;	/* now() - max_age; DT_NOBEGIN: none */
@@ -593,6 +595,11 @@ typedef struct HidingSet
 	struct varlena *categories; /* when not: the value filled for */
 	uint32		mask;			/* slots - 1 */
 	HidingStream *slots;
+	uint64		nentries;
+	/* the stream probed last: the next events of the same stream skip the hash */
+	int			last_len;		/* -1: none */
+	HidingStream *last;			/* its entry; NULL: it hides nothing */
+	char		last_key[ES_HIDING_LAST_KEY];
 } HidingSet;
 
 #define ES_HIDING_SQL \
@@ -632,6 +639,8 @@ hiding_set_fill(HidingSet *set, MemoryContext mcxt, Datum categories, bool all)
 	es_spi_check(rc, SPI_OK_SELECT, "reading the streams that hide events");
 
 	n = SPI_processed;
+	set->nentries = n;
+	set->last_len = -1;
 	while ((uint64) size < n * 2)
 		size *= 2;
 	set->mask = size - 1;
@@ -648,7 +657,7 @@ hiding_set_fill(HidingSet *set, MemoryContext mcxt, Datum categories, bool all)
 		HidingStream *h;
 		Datum		d;
 
-		while (set->slots[slot].len != 0)
+		while (set->slots[slot].key != NULL)
 			slot = (slot + 1) & set->mask;
 		h = &set->slots[slot];
 		h->hash = hash;
@@ -680,6 +689,7 @@ es_stream_visible(PG_FUNCTION_ARGS)
 	uint32		hash;
 	uint32		slot;
 	int64		version;
+	HidingStream *h = NULL;
 
 	if (PG_ARGISNULL(1) || PG_ARGISNULL(2) || PG_ARGISNULL(3))
 		PG_RETURN_NULL();
@@ -716,19 +726,35 @@ es_stream_visible(PG_FUNCTION_ARGS)
 		fcinfo->flinfo->fn_extra = set;
 	}
 
+	if (set->nentries == 0)
+		PG_RETURN_BOOL(true);
+
 	sid = PG_GETARG_TEXT_PP(1);
 	len = VARSIZE_ANY_EXHDR(sid);
-	hash = hash_bytes((unsigned char *) VARDATA_ANY(sid), len);
-	version = PG_GETARG_INT64(2);
-	for (slot = hash & set->mask; set->slots[slot].len != 0; slot = (slot + 1) & set->mask)
+	if (len == set->last_len && memcmp(set->last_key, VARDATA_ANY(sid), len) == 0)
+		h = set->last;
+	else
 	{
-		HidingStream *h = &set->slots[slot];
-
-		if (h->hash != hash || h->len != len || memcmp(h->key, VARDATA_ANY(sid), len) != 0)
-			continue;
-		PG_RETURN_BOOL(!(version < h->truncate_before ||
-						 version <= h->hide_through ||
-						 PG_GETARG_TIMESTAMPTZ(3) < h->hide_before));
+		hash = hash_bytes((unsigned char *) VARDATA_ANY(sid), len);
+		for (slot = hash & set->mask; set->slots[slot].key != NULL; slot = (slot + 1) & set->mask)
+		{
+			h = &set->slots[slot];
+			if (h->hash == hash && h->len == len && memcmp(h->key, VARDATA_ANY(sid), len) == 0)
+				break;
+		}
+		if (set->slots[slot].key == NULL)
+			h = NULL;
+		if (len <= ES_HIDING_LAST_KEY)
+		{
+			memcpy(set->last_key, VARDATA_ANY(sid), len);
+			set->last_len = len;
+			set->last = h;
+		}
 	}
-	PG_RETURN_BOOL(true);
+	if (h == NULL)
+		PG_RETURN_BOOL(true);
+	version = PG_GETARG_INT64(2);
+	PG_RETURN_BOOL(!(version < h->truncate_before ||
+					 version <= h->hide_through ||
+					 PG_GETARG_TIMESTAMPTZ(3) < h->hide_before));
 }
