@@ -2337,3 +2337,433 @@ DROP FUNCTION event_store._streams_hide(text[]);
 CREATE TRIGGER projection_versions_worker
     AFTER INSERT ON event_store.projection_versions
     FOR EACH STATEMENT EXECUTE FUNCTION event_store._projection_worker_kick();
+
+
+-- --------------------------------------------------------------------------
+-- issue 28: lifecycle filter, one hash probe per event (read_category,
+-- read_all, poll)
+-- --------------------------------------------------------------------------
+
+-- Is this event visible by its stream's lifecycle?  The rule of the NOT
+-- EXISTS anti-join below (truncate_before, max_count, max_age), answered
+-- from a hash of the streams of these categories (NULL: all) that hide
+-- events, filled once per statement with its snapshot (src/lifecycle.c).
+-- Replaces two hashed NOT IN / IN subplans (a scan of those streams each,
+-- and about 0.1 us a row); pass categories as a constant or a variable.
+CREATE FUNCTION event_store._stream_visible(categories text[], stream_id text,
+                                            stream_version bigint, recorded_at timestamptz)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_stream_visible' LANGUAGE C STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION event_store._stream_visible(text[], text, bigint, timestamptz) IS
+  'Is this event visible by its stream''s lifecycle (truncate_before, max_count, max_age)?  categories (NULL: all) must be the same on every row of a statement.';
+REVOKE ALL ON FUNCTION event_store._stream_visible(text[], text, bigint, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._stream_visible(text[], text, bigint, timestamptz) TO event_store_reader;
+
+CREATE OR REPLACE FUNCTION event_store.read_category(
+    category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- streams of the category with hidden events (up to 1,001): none, no
+    -- per-event check; up to 1,000, one probe of a hash of them per event
+    _hiding   int := event_store._streams_hiding(ARRAY[category], 1000);
+    _hides    boolean := _hiding > 0;
+    _few      boolean := _hiding <= 1000;
+    _cats     text[] := ARRAY[category];  -- a variable: _stream_visible() fills its set once
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR (_few AND event_store._stream_visible(_cats, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT max_count) e;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR (_few AND event_store._stream_visible(_cats, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = auto
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- streams with hidden events (up to 1,001): none, no per-event check;
+    -- up to 1,000, one probe of a hash of them per event
+    _hiding   int := event_store._streams_hiding(NULL, 1000);
+    _hides    boolean := _hiding > 0;
+    _few      boolean := _hiding <= 1000;
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+            SELECT e.*
+              FROM event_store.events e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR (_few AND event_store._stream_visible(NULL, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY e.global_position
+             LIMIT max_count) e;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store.events e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR (_few AND event_store._stream_visible(NULL, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+             ORDER BY e.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.poll(
+    name text, max_count int DEFAULT 100,
+    consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    s       event_store.subscriptions;
+    member  int := coalesce(consumer_group_member, 0);
+    size    int := coalesce(consumer_group_size, 1);
+    after_position bigint;
+    horizon        bigint;
+    scan_from      timestamptz;
+    scan_to        timestamptz;
+    categories     text[];
+    pending        boolean;
+    retries        bigint[];
+    fresh          int; _hides boolean; _hiding int; _few boolean; retry_from timestamptz;  -- (one line: error line numbers stay)
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
+    IF max_count IS NULL OR max_count <= 0 THEN
+        RAISE EXCEPTION 'max_count must be positive, got %', coalesce(max_count::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'poll() needs READ COMMITTED'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'The feed horizon must be read before the snapshot that reads the events.';
+    END IF;
+    after_position := event_store._subscription_position(name, member, size);
+    -- The horizon first; the next statement reads with a newer snapshot.
+    horizon := event_store.feed_horizon();
+    scan_from := event_store._feed_scan_from(after_position);
+    scan_to := event_store._feed_scan_to(horizon); _hiding := event_store._streams_hiding(s.categories, 1000); _hides := _hiding > 0; _few := _hiding <= 1000;  -- issue 28: hidden events? how many streams?
+    -- Retries (and held events) of this member's streams that are due and
+    -- first of their stream; they are marked delivered, for ack() and nack().
+    -- (pending: any row, parked or not; a row's event is never new.)
+    pending := EXISTS (SELECT 1 FROM event_store.subscription_retries r WHERE r.name = poll.name);
+    IF pending AND _hides THEN
+        -- issue 28: a retry or held event whose stream has since been
+        -- deleted or truncated, or which max_count or max_age now hide, is
+        -- dropped from the queue, not delivered (nor left to hold back the
+        -- stream's visible events).
+        DELETE FROM event_store.subscription_retries r
+         USING event_store.events e, event_store.streams h
+         WHERE r.name = poll.name AND r.state = 'waiting'
+           AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
+           AND e.global_position = r.global_position
+           AND h.stream_id = r.stream_id AND h.truncate_before IS NOT NULL
+           AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                OR e.recorded_at < pg_catalog.now() - h.max_age);
+    END IF;
+    IF pending THEN
+        retries := ARRAY(
+            SELECT r.global_position
+              FROM event_store.subscription_retries r
+             WHERE r.name = poll.name AND r.state = 'waiting'
+               AND r.global_position <= horizon
+               AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= pg_catalog.now())
+               AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
+               AND NOT event_store._subscription_held(poll.name, r.stream_id, r.global_position)
+             ORDER BY r.global_position
+             LIMIT max_count);
+        UPDATE event_store.subscription_retries r SET delivered_at = pg_catalog.now()
+         WHERE r.name = poll.name AND r.global_position = ANY (retries);
+    ELSE
+        retries := '{}';
+    END IF;
+    -- Retries first, then new events: max_count in all.  A retry is upcast
+    -- like a new event (issue 27).
+    fresh := max_count - pg_catalog.cardinality(retries);
+    IF pg_catalog.cardinality(retries) > 0 THEN retry_from := event_store._feed_scan_from((SELECT pg_catalog.min(x) FROM pg_catalog.unnest(retries) AS x) - 1);  -- issue 26/29: prunes
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+                SELECT e.* FROM event_store.events e
+                 WHERE e.global_position = ANY (retries) AND e.recorded_at >= retry_from AND e.recorded_at < scan_to
+                 ORDER BY e.global_position) e;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.* FROM event_store.events e
+                 WHERE e.global_position = ANY (retries) AND e.recorded_at >= retry_from AND e.recorded_at < scan_to
+                 ORDER BY e.global_position;
+        END IF;
+    END IF;
+    IF fresh = 0 THEN
+        RETURN;
+    END IF;
+    IF s.categories IS NULL THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE e.global_position > after_position
+                   AND e.global_position <= horizon
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                 ORDER BY e.global_position
+                 LIMIT fresh) e;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE e.global_position > after_position
+                   AND e.global_position <= horizon
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                 ORDER BY e.global_position
+                 LIMIT fresh;
+        END IF;
+        RETURN;
+    END IF;
+    -- each category once, subscripts from 1 (whatever the stored array's bounds)
+    categories := ARRAY(SELECT DISTINCT c FROM pg_catalog.unnest(s.categories) AS c);
+    IF pg_catalog.cardinality(categories) = 1 THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                   AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                 ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                 LIMIT fresh) e;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store.events e
+                 WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                   AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
+                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                 ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                 LIMIT fresh;
+        END IF;
+        RETURN;
+    END IF;
+    -- Each category's index read in position order, up to max_count rows
+    -- each, then merged: a read stops after the rows it returns instead of
+    -- collecting and sorting the category's whole rest of the log.
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+            SELECT x.*
+              FROM pg_catalog.unnest(categories) AS c(category)
+             CROSS JOIN LATERAL (
+                   SELECT e.*
+                     FROM event_store.events e
+                    WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                      AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                    OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                    ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                    LIMIT fresh) x
+             ORDER BY x.global_position
+             LIMIT fresh) e;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT x.*
+              FROM pg_catalog.unnest(categories) AS c(category)
+             CROSS JOIN LATERAL (
+                   SELECT e.*
+                     FROM event_store.events e
+                    WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                      AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                    OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
+                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
+                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                    ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                    LIMIT fresh) x
+             ORDER BY x.global_position
+             LIMIT fresh;
+    END IF;
+END
+$$;

@@ -629,10 +629,11 @@ DECLARE
     scan_from timestamptz := event_store._feed_scan_from(after_position);
     scan_to   timestamptz := event_store._feed_scan_to(horizon);
     -- streams of the category with hidden events (up to 1,001): none, no
-    -- per-event check; up to 1,000, a hash probe for most events
+    -- per-event check; up to 1,000, one probe of a hash of them per event
     _hiding   int := event_store._streams_hiding(ARRAY[category], 1000);
     _hides    boolean := _hiding > 0;
     _few      boolean := _hiding <= 1000;
+    _cats     text[] := ARRAY[category];  -- a variable: _stream_visible() fills its set once
 BEGIN
     PERFORM event_store._feed_choose_plan_mode();
     IF event_store._upcasting() THEN
@@ -655,11 +656,8 @@ BEGIN
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
                AND (NOT _hides
-                    OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
-                                                      WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category LIMIT 1001))
-                    OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h
-                                                      WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category
-                                                        AND h.version < h.truncate_before LIMIT 1001))
+                    OR (_few AND event_store._stream_visible(_cats, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
                    AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
@@ -675,11 +673,8 @@ BEGIN
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
                AND (NOT _hides
-                    OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
-                                                      WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category LIMIT 1001))
-                    OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h
-                                                      WHERE h.truncate_before IS NOT NULL AND h.category = read_category.category
-                                                        AND h.version < h.truncate_before LIMIT 1001))
+                    OR (_few AND event_store._stream_visible(_cats, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
                    AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
@@ -701,7 +696,7 @@ DECLARE
     scan_from timestamptz := event_store._feed_scan_from(after_position);
     scan_to   timestamptz := event_store._feed_scan_to(horizon);
     -- streams with hidden events (up to 1,001): none, no per-event check;
-    -- up to 1,000, a hash probe for most events
+    -- up to 1,000, one probe of a hash of them per event
     _hiding   int := event_store._streams_hiding(NULL, 1000);
     _hides    boolean := _hiding > 0;
     _few      boolean := _hiding <= 1000;
@@ -727,11 +722,8 @@ BEGIN
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
                AND (NOT _hides
-                    OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
-                                                      WHERE h.truncate_before IS NOT NULL LIMIT 1001))
-                    OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h
-                                                      WHERE h.truncate_before IS NOT NULL
-                                                        AND h.version < h.truncate_before LIMIT 1001))
+                    OR (_few AND event_store._stream_visible(NULL, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
                    AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
@@ -747,11 +739,8 @@ BEGIN
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
                AND (NOT _hides
-                    OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h
-                                                      WHERE h.truncate_before IS NOT NULL LIMIT 1001))
-                    OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h
-                                                      WHERE h.truncate_before IS NOT NULL
-                                                        AND h.version < h.truncate_before LIMIT 1001))
+                    OR (_few AND event_store._stream_visible(NULL, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
                    AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
                                          AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
@@ -1366,12 +1355,6 @@ RETURN coalesce(
         HAVING count(*) = c.consumer_group_size) g),
     0);
 
--- poll: the same hash probes as read_category and read_all (above), over
--- the subscription's categories (all streams when it has none); each
--- changed condition keeps its lines, so that error context line numbers
--- of poll stay as they were.  The retries read only the partitions that
--- can hold them (recorded_at from _feed_scan_from(lowest retry - 1) to
--- scan_to), so that a call with many partitions plans and probes few.
 CREATE FUNCTION event_store.poll(
     name text, max_count int DEFAULT 100,
     consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
@@ -1498,8 +1481,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
-                                             OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                                   OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY e.global_position
@@ -1517,8 +1500,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
-                                             OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                                   OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY e.global_position
@@ -1553,8 +1536,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
-                                             OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                                   OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
@@ -1572,8 +1555,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
-                                             OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                              AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                                   OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
@@ -1611,8 +1594,8 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                      AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
-                                         OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
+                      AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
@@ -1635,8 +1618,8 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                      AND (NOT _hides OR (_few AND e.stream_id NOT IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) LIMIT 1001))
-                                         OR NOT (_few AND e.stream_id IN (SELECT h.stream_id FROM event_store.streams h WHERE h.truncate_before IS NOT NULL AND (s.categories IS NULL OR h.category = ANY (s.categories)) AND h.version < h.truncate_before LIMIT 1001)) AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
+                      AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
                                          AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
                                               OR e.recorded_at < pg_catalog.now() - h.max_age)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
@@ -3916,6 +3899,24 @@ $$;
 COMMENT ON FUNCTION event_store.abandon_projection_rebuild(text) IS
   'Blue/green rebuild: give it up; the live version is untouched. Returns the new version''s table, left for the caller to drop.';
 
+-- --------------------------------------------------------------------------
+-- issue 28: lifecycle filter, one hash probe per event (read_category,
+-- read_all, poll)
+-- --------------------------------------------------------------------------
+
+-- Is this event visible by its stream's lifecycle?  The rule of the NOT
+-- EXISTS anti-join below (truncate_before, max_count, max_age), answered
+-- from a hash of the streams of these categories (NULL: all) that hide
+-- events, filled once per statement with its snapshot (src/lifecycle.c).
+-- Replaces two hashed NOT IN / IN subplans (a scan of those streams each,
+-- and about 0.1 us a row); pass categories as a constant or a variable.
+CREATE FUNCTION event_store._stream_visible(categories text[], stream_id text,
+                                            stream_version bigint, recorded_at timestamptz)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'es_stream_visible' LANGUAGE C STABLE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION event_store._stream_visible(text[], text, bigint, timestamptz) IS
+  'Is this event visible by its stream''s lifecycle (truncate_before, max_count, max_age)?  categories (NULL: all) must be the same on every row of a statement.';
+
 -- ==========================================================================
 -- Views
 -- ==========================================================================
@@ -4634,3 +4635,5 @@ REVOKE ALL ON FUNCTION event_store.swap_projection(text, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store.swap_projection(text, bigint) TO event_store_admin;
 REVOKE ALL ON FUNCTION event_store.abandon_projection_rebuild(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store.abandon_projection_rebuild(text) TO event_store_admin;
+REVOKE ALL ON FUNCTION event_store._stream_visible(text[], text, bigint, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._stream_visible(text[], text, bigint, timestamptz) TO event_store_reader;
