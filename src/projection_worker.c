@@ -677,8 +677,23 @@ list_projections(int64 *horizon, bool *retries_waiting)
 		return false;
 	}
 	es_spi_connect();
-	/* the extension not yet updated to 1.12 (the library is newer): not served */
-	rc = SPI_execute("SELECT pg_catalog.to_regprocedure('event_store.projection_workers()') IS NOT NULL", true, 1);
+	/*
+	 * The extension not yet updated to 1.12 (the library is newer): not
+	 * served.  Nor a schema named event_store that is not the extension's:
+	 * whoever may create schemas in a database (its owner) could make one
+	 * with a run_projection() of their own, which this superuser would call
+	 * (attack_112, 027_projection_worker_fake_schema.pl).  With the
+	 * extension there, every name the worker uses is the extension's.
+	 */
+	rc = SPI_execute("SELECT pg_catalog.to_regprocedure('event_store.projection_workers()') IS NOT NULL "
+					 "AND EXISTS (SELECT FROM pg_catalog.pg_extension x, pg_catalog.pg_depend d "
+					 "WHERE x.extname OPERATOR(pg_catalog.=) 'event_store' "
+					 "AND x.extnamespace OPERATOR(pg_catalog.=) pg_catalog.to_regnamespace('event_store') "
+					 "AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass "
+					 "AND d.refobjid OPERATOR(pg_catalog.=) x.oid AND d.deptype OPERATOR(pg_catalog.=) 'e' "
+					 "AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass "
+					 "AND d.objid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure('event_store.run_projection(text, integer)'))",
+					 true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1 ||
 		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull_version)))
 	{

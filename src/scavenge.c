@@ -57,8 +57,10 @@
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "parser/parser.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -103,11 +105,20 @@ qualified_name(Oid relid)
 									  get_rel_name(relid));
 }
 
-/* Run one statement inside SPI; elog on an unexpected result. */
+/*
+ * Run one statement inside SPI; elog on an unexpected result.  The
+ * statements are built from catalog text (index and trigger definitions,
+ * names): exactly one statement, so that no name can carry a second one
+ * that would run as the log's owner (attack_112).
+ */
 static void
 exec_sql(const char *sql, int expected)
 {
-	int			rc = SPI_execute(sql, false, 0);
+	int			rc;
+
+	if (list_length(raw_parser(sql, RAW_PARSE_DEFAULT)) != 1)
+		elog(ERROR, "scavenge: generated statement is not one statement: \"%s\"", sql);
+	rc = SPI_execute(sql, false, 0);
 
 	es_spi_check(rc, expected, "\"%s\"", sql);
 }
@@ -402,16 +413,27 @@ copy_shape(Oid part, const char *newqual, List **index_renames)
 	ListCell   *lc;
 	int			rc;
 
-	/* indexes: pg_get_indexdef with the table and index names replaced */
-	rc = SPI_execute_with_args("SELECT pg_catalog.format('CREATE %sINDEX %I ON %s%s', "
+	/*
+	 * indexes: pg_get_indexdef with the table and index names replaced.
+	 * The part replaced is the exact prefix pg_get_indexdef() prints (the
+	 * search_path is pg_catalog: the table name is qualified), not text up
+	 * to the first " USING ", which a quoted name may contain.
+	 */
+	rc = SPI_execute_with_args("SELECT CASE WHEN pg_catalog.left(d.def, pg_catalog.length(d.prefix)) "
+							   "OPERATOR(pg_catalog.=) d.prefix "
+							   "THEN pg_catalog.format('CREATE %sINDEX %I ON %s%s', "
 							   "CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END, "
 							   "'es_scav_' OPERATOR(pg_catalog.||) i.indexrelid, $2::text, "
-							   "pg_catalog.substr(d.def, pg_catalog.strpos(d.def, ' USING '))), "
+							   "pg_catalog.substr(d.def, pg_catalog.length(d.prefix) OPERATOR(pg_catalog.-) 6)) END, "
 							   "pg_catalog.format('ALTER INDEX %I.%I RENAME TO %I', n.nspname, "
 							   "'es_scav_' OPERATOR(pg_catalog.||) i.indexrelid, ic.relname) "
 							   "FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid "
 							   "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) ic.relnamespace "
-							   "CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_indexdef(i.indexrelid) AS def) d "
+							   "CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_indexdef(i.indexrelid) AS def, "
+							   "  pg_catalog.format('CREATE %sINDEX %I ON %I.%I USING ', "
+							   "    CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END, ic.relname, tn.nspname, t.relname) AS prefix "
+							   "  FROM pg_catalog.pg_class t JOIN pg_catalog.pg_namespace tn ON tn.oid OPERATOR(pg_catalog.=) t.relnamespace "
+							   "  WHERE t.oid OPERATOR(pg_catalog.=) i.indrelid) d "
 							   "WHERE i.indrelid OPERATOR(pg_catalog.=) $1 ORDER BY ic.relname",
 							   2, (Oid[]) {OIDOID, TEXTOID},
 							   (Datum[]) {ObjectIdGetDatum(part), CStringGetTextDatum(newqual)},
@@ -419,6 +441,8 @@ copy_shape(Oid part, const char *newqual, List **index_renames)
 	es_spi_check(rc, SPI_OK_SELECT, "reading the indexes of \"%s\"", partqual);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
+		if (spi_text(r, 1) == NULL)
+			elog(ERROR, "scavenge: unexpected definition of an index of \"%s\"", partqual);
 		stmts = lappend(stmts, spi_text(r, 1));
 		*index_renames = lappend(*index_renames, spi_text(r, 2));
 	}
@@ -663,6 +687,7 @@ es_scavenge(PG_FUNCTION_ARGS)
 	Oid			caller = GetUserId();
 	Oid			save_userid;
 	int			save_sec_context;
+	int			guc_level;
 	List	   *parts = NIL;
 	int64		removed = 0;
 
@@ -671,6 +696,20 @@ es_scavenge(PG_FUNCTION_ARGS)
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(es_log_owner(), save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+
+	/*
+	 * The statements run as the owner with settings of the owner's
+	 * choosing, not the caller's: an admin's default_tablespace would place
+	 * the new partition and its indexes where only the owner may create
+	 * (attack_112), its search_path would resolve the names that
+	 * pg_get_indexdef() and pg_get_triggerdef() leave unqualified.  Undone
+	 * on return; an error undoes them with the (sub)transaction.
+	 */
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("default_tablespace", "",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	es_spi_connect();
 	PG_TRY();
 	{
@@ -729,5 +768,6 @@ es_scavenge(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 	SPI_finish();
+	AtEOXact_GUC(false, guc_level);
 	PG_RETURN_INT64(removed);
 }

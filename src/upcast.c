@@ -60,6 +60,7 @@
 #include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -1291,6 +1292,17 @@ not_builtin_function(Oid fn, void *context)
 
 	if (!HeapTupleIsValid(tp))
 		return true;
+
+	/*
+	 * set_config() is built in, but a setting it changes outlives the call
+	 * unless the full frame undoes it: a registrar could leave a search_path
+	 * of its own to the session (a superuser's) that read the event.
+	 */
+	if (fn == F_SET_CONFIG)
+	{
+		ReleaseSysCache(tp);
+		return true;
+	}
 	other = ((Form_pg_proc) GETSTRUCT(tp))->prolang != INTERNALlanguageId &&
 		((Form_pg_proc) GETSTRUCT(tp))->prolang != ClanguageId;
 	ReleaseSysCache(tp);
