@@ -54,6 +54,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -70,6 +71,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -341,6 +343,7 @@ es_projection_workers(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	PWDatabase	copy[ES_PW_MAX_DATABASES];
 	int			n = 0;
+	bool		see_other_errors = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (pw == NULL)
@@ -374,7 +377,14 @@ es_projection_workers(PG_FUNCTION_ARGS)
 		else
 			nulls[5] = true;
 		values[6] = Int64GetDatum(d->events_applied);
-		if (d->last_error[0] != '\0')
+
+		/*
+		 * A handler's error message may quote event data: another
+		 * database's only for roles that may see every session's query
+		 * (pg_read_all_stats), as pg_stat_activity does (attack_112).
+		 */
+		if (d->last_error[0] != '\0' &&
+			(d->dbid == MyDatabaseId || see_other_errors))
 			values[7] = CStringGetTextDatum(d->last_error);
 		else
 			nulls[7] = true;

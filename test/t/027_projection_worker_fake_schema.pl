@@ -7,6 +7,11 @@
 # event_store schema is the extension's: the owner stays without rolsuper
 # and its function is never called, while a database with the extension
 # is still served.  docs/security.md, "1.12 attack surface".
+#
+# Also: projection_workers() showed every database's last failed batch,
+# whose message a handler may fill with event data, to a reader of any
+# database.  Another database's last_error is now NULL unless the role
+# has pg_read_all_stats (superusers do).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -54,6 +59,17 @@ SELECT event_store.create_projection('counter', 'count_it(event_store.events)', 
 SELECT event_store.append_event('c-1', 'Counted', '{}') IS NOT NULL;
 });
 
+# a third database whose handler fails with event data in its message
+$node->safe_psql('postgres', 'CREATE DATABASE otherdb');
+$node->safe_psql('otherdb', q{
+CREATE EXTENSION event_store;
+CREATE FUNCTION leak(e event_store.events) RETURNS void LANGUAGE plpgsql AS
+$$BEGIN RAISE EXCEPTION 'cannot handle %', e.data->>'secret'; END$$;
+SELECT event_store.create_projection('leaky', 'leak(event_store.events)', mode => 'async', on_error => 'stop');
+SELECT event_store.append_event('l-1', 'Secret', '{"secret": "s3cr3t"}') IS NOT NULL;
+});
+$node->safe_psql('postgres', 'CREATE ROLE rdr LOGIN IN ROLE event_store_reader');
+
 # the launcher marks every database wanted at its start
 $node->restart;
 
@@ -76,6 +92,23 @@ is($node->safe_psql('fakedb', 'SELECT count(*) FROM public.called'),
     '0', "the fake run_projection() was never called");
 is($node->safe_psql('postgres', 'SELECT count(*) > 0 FROM seen'),
     't', 'a database with the extension is still served');
+
+my $otherdb = $node->safe_psql('postgres', "SELECT oid FROM pg_database WHERE datname = 'otherdb'");
+my $err = '';
+for (1 .. 600)
+{
+    $err = $node->safe_psql('postgres',
+        "SELECT coalesce(last_error, '') FROM event_store.projection_workers() WHERE datid = $otherdb");
+    last if $err =~ /s3cr3t/;
+    usleep(100_000);
+}
+like($err, qr/leaky: cannot handle s3cr3t/, "a superuser sees another database's last error");
+is($node->safe_psql('postgres',
+        "SET ROLE rdr; SELECT count(*) FROM event_store.projection_workers() WHERE datid = $otherdb AND last_error IS NULL"),
+    '1', "a reader of another database sees the row without its last error");
+is($node->safe_psql('otherdb',
+        "SET ROLE rdr; SELECT last_error ~ 's3cr3t' FROM event_store.projection_workers() WHERE datid = $otherdb"),
+    't', 'a reader of that database sees it');
 
 $node->stop;
 done_testing();
