@@ -476,8 +476,15 @@ copy_shape(Oid part, const char *newqual, List **index_renames)
 							   "FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
 							   1, types, values, NULL, true, 1);
 	es_spi_check_rows(rc, SPI_OK_SELECT, 1, "reading \"%s\"", partqual);
+
+	/*
+	 * The owner first: CREATE INDEX evaluates index expressions as the
+	 * table's owner.  Built while the log's owner owned the copy, an index
+	 * that a partition's own owner defined with a function of its own ran
+	 * that function as the log's owner (attack_112).
+	 */
 	if (spi_text(0, 1) != NULL)
-		stmts = lappend(stmts, psprintf("ALTER TABLE %s OWNER TO %s", newqual, spi_text(0, 1)));
+		stmts = lcons(psprintf("ALTER TABLE %s OWNER TO %s", newqual, spi_text(0, 1)), stmts);
 	if (strcmp(spi_text(0, 2), "t") == 0)
 		stmts = lappend(stmts, psprintf("REVOKE UPDATE, DELETE, TRUNCATE ON %s FROM CURRENT_USER", newqual));
 	else

@@ -101,14 +101,44 @@ SELECT count(*) AS jan_events, min(stream_version) FILTER (WHERE stream_id = 'ja
 -- prefix is replaced, and every generated statement must be one.
 ALTER TABLE :feb OWNER TO es_a112_partowner;
 GRANT USAGE, CREATE ON SCHEMA event_store TO es_a112_partowner;
+GRANT CREATE ON DATABASE es_attack_112 TO es_a112_partowner;
 SET ROLE es_a112_partowner;
 SELECT public.try(format('CREATE INDEX %I ON %s (stream_id)',
     'x USING btree ((1)); ALTER ROLE es_a112_partowner SUPERUSER; --', :'feb')) AS crafted_index;
+-- 2c. An expression index with a function of the partition's owner.
+-- The copy was indexed while the log's owner owned it, and CREATE INDEX
+-- evaluates expressions as the table's owner: the function ran as the
+-- log's owner.  Now the copy gets its owner first.
+CREATE SCHEMA a112p;
+CREATE TABLE a112p.calls (by_user text);
+CREATE FUNCTION a112p.g() RETURNS void LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    INSERT INTO a112p.calls VALUES (current_user);
+    BEGIN
+        EXECUTE 'ALTER ROLE es_a112_partowner CREATEROLE';
+    EXCEPTION WHEN insufficient_privilege THEN NULL;
+    END;
+END
+$$;
+CREATE FUNCTION a112p.f(t text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    PERFORM a112p.g();
+    RETURN t;
+END
+$$;
+SELECT public.try(format('CREATE INDEX a112_expr ON %s (a112p.f(stream_id))', :'feb')) AS expression_index;
 RESET ROLE;
+SELECT DISTINCT by_user FROM a112p.calls;
+TRUNCATE a112p.calls;
 SET ROLE es_a112_admin;
 SELECT event_store.scavenge(:'feb') AS removed_feb;
 RESET ROLE;
-SELECT rolsuper AS partowner_superuser FROM pg_roles WHERE rolname = 'es_a112_partowner';
+SELECT rolsuper AS partowner_superuser, rolcreaterole AS partowner_createrole
+  FROM pg_roles WHERE rolname = 'es_a112_partowner';
+-- the expression ran again for the copy's index, as the partition's owner
+SELECT DISTINCT by_user FROM a112p.calls;
+SELECT count(*) AS expression_index_kept FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE i.indrelid = :'feb'::regclass AND c.relname = 'a112_expr';
 -- the copy kept the crafted index (its name, its definition) and the owner
 SELECT c.relname, pg_get_indexdef(c.oid) ~ 'USING btree \(stream_id\)' AS same_definition
   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
