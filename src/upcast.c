@@ -1411,8 +1411,12 @@ run_function(EsUpcastCache *c, UpcastStep *s, TupleDesc desc, Datum *values,
 	resolve_step(c, s, desc ? desc->tdtypeid : InvalidOid);
 	if (s->takes_event)
 	{
+		/* _upcast_data() called by hand on a chain of _upcast_kind 2 */
 		if (desc == NULL)
-			elog(ERROR, "an upcaster of the event row needs the row");
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("upcaster %s takes the whole event, not its data", s->fn_text),
+					 errhint("Upcast the event row with event_store._upcast(event_store.events); event_store._upcast_kind() tells which function applies.")));
 		arg = HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
 		argnull = false;
 	}

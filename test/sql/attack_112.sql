@@ -147,8 +147,16 @@ SELECT pg_get_userbyid(relowner) AS feb_owner FROM pg_class WHERE oid = :'feb'::
 SELECT count(*) AS feb_events FROM ONLY :feb;
 
 -- 3. The per-column upcasting functions, with hand-built input, as a
--- reader: no crash, no XX000, a clear answer or error.
+-- reader: no crash, no XX000, a clear answer or error.  _upcast_data() of
+-- a chain whose step takes the whole event was XX000 ("an upcaster of the
+-- event row needs the row"); now 22023 naming the step.
+CREATE FUNCTION public.a112_whole(e event_store.events) RETURNS jsonb LANGUAGE sql STABLE
+    AS $$ SELECT e.data || '{"whole": true}' $$;
+SELECT event_store.register_upcaster('A112Whole', 1, 'public.a112_whole(event_store.events)'::regprocedure);
+SELECT event_store.set_event_schema('A112Whole', 2);
 SET ROLE es_a112_reader;
+SELECT event_store._upcast_kind('A112Whole', 1) AS whole_kind;
+SELECT public.try($$SELECT event_store._upcast_data('A112Whole', 1, '{}', 's', 1)$$) AS whole_data;
 SELECT event_store._upcast_kind('NoSuchType', 1) AS kind,
        event_store._upcast_type('NoSuchType', -5) AS type,
        event_store._upcast_version('NoSuchType', 2147483647) AS version;
