@@ -709,13 +709,19 @@ es_scavenge(PG_FUNCTION_ARGS)
 	 * choosing, not the caller's: an admin's default_tablespace would place
 	 * the new partition and its indexes where only the owner may create
 	 * (attack_112), its search_path would resolve the names that
-	 * pg_get_indexdef() and pg_get_triggerdef() leave unqualified.  Undone
-	 * on return; an error undoes them with the (sub)transaction.
+	 * pg_get_indexdef() and pg_get_triggerdef() leave unqualified.  And
+	 * row_security off: a policy that hid rows from the copy (a
+	 * non-superuser owner's FORCE ROW LEVEL SECURITY on a partition) would
+	 * drop events that are not hidden; with it off such a scan is an
+	 * error (42501) instead.  Undone on return; an error undoes them with
+	 * the (sub)transaction.
 	 */
 	guc_level = NewGUCNestLevel();
 	(void) set_config_option("search_path", "pg_catalog, pg_temp",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("default_tablespace", "",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("row_security", "off",
 							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	es_spi_connect();
 	PG_TRY();

@@ -146,6 +146,43 @@ SELECT c.relname, pg_get_indexdef(c.oid) ~ 'USING btree \(stream_id\)' AS same_d
 SELECT pg_get_userbyid(relowner) AS feb_owner FROM pg_class WHERE oid = :'feb'::regclass;
 SELECT count(*) AS feb_events FROM ONLY :feb;
 
+-- 2d. Row-level security on a partition.  The copy reads the partition as
+-- the log's owner; a non-superuser owner (superusers bypass policies)
+-- with FORCE ROW LEVEL SECURITY and a policy hiding a stream made the copy
+-- miss that stream's events, and the swap dropped them: events that no
+-- deletion hid, erased by the owner, the audit record counting only the
+-- hidden ones.  Now scavenge() runs with row_security = off: 42501,
+-- nothing written.
+SELECT event_store.ensure_partitions('2019-12-01', '2020-01-01') >= 1 AS made;
+SELECT partition AS dec FROM event_store.partition_ranges() WHERE '2019-12-15' >= range_start AND '2019-12-15' < range_end \gset
+INSERT INTO event_store.events (global_position, stream_id, stream_version, event_type, data, metadata,
+                                event_id, recorded_at, occurred_at, transaction_id)
+SELECT nextval('event_store.global_position_seq'), 'dec-' || s, v, 'Tick', jsonb_build_object('v', v),
+       NULL, gen_random_uuid(), '2019-12-10'::timestamptz + (s * 10 + v) * interval '1 minute', '2019-12-10',
+       pg_current_xact_id()
+  FROM generate_series(1, 2) s, generate_series(1, 4) v;
+INSERT INTO event_store.streams (stream_id, category, version, created_at, updated_at, first_position, last_position)
+SELECT stream_id, 'dec', max(stream_version), min(recorded_at), max(recorded_at), min(global_position), max(global_position)
+  FROM event_store.events WHERE stream_id LIKE 'dec-%' GROUP BY stream_id;
+SELECT event_store.truncate_stream('dec-1', 3);
+CREATE ROLE es_a112_logowner IN ROLE event_store_admin;
+GRANT USAGE, CREATE ON SCHEMA event_store TO es_a112_logowner;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA event_store TO es_a112_logowner;
+ALTER TABLE event_store.events OWNER TO es_a112_logowner;
+ALTER TABLE :dec OWNER TO es_a112_logowner;
+SET ROLE es_a112_logowner;
+ALTER TABLE :dec ENABLE ROW LEVEL SECURITY;
+ALTER TABLE :dec FORCE ROW LEVEL SECURITY;
+CREATE POLICY a112_hide ON :dec USING (stream_id <> 'dec-2');
+RESET ROLE;
+SELECT stream_id, count(*) FROM ONLY :dec GROUP BY 1 ORDER BY 1;
+SET ROLE es_a112_admin;
+SELECT public.try(format('SELECT event_store.scavenge(%L)', :'dec')) AS scavenge_under_policy;
+RESET ROLE;
+SELECT stream_id, count(*) FROM ONLY :dec GROUP BY 1 ORDER BY 1;
+SELECT count(*) AS dec_audit_records FROM event_store.events
+ WHERE stream_id = '$audit-scavenge' AND data->>'partition' = :'dec';
+
 -- 3. The per-column upcasting functions, with hand-built input, as a
 -- reader: no crash, no XX000, a clear answer or error.  _upcast_data() of
 -- a chain whose step takes the whole event was XX000 ("an upcaster of the
@@ -184,3 +221,4 @@ DROP TABLESPACE es_a112_ts;
 DROP ROLE es_a112_reader;
 DROP ROLE es_a112_admin;
 DROP ROLE es_a112_partowner;
+DROP ROLE es_a112_logowner;
