@@ -561,10 +561,16 @@ prepare_partition(Oid part)
 
 	/*
 	 * One snapshot for the count and the copy (read_only SPI uses it), so
-	 * the audit record counts exactly what was left out.  An error pops it
-	 * with the (sub)transaction.
+	 * the audit record counts exactly what was left out.  The latest one,
+	 * taken now that the lock is held, not the transaction's: under
+	 * REPEATABLE READ that was taken before the lock wait, and a row that
+	 * a transaction inserted into the partition and committed during the
+	 * wait (an append begun before the partition closed, a restore) was
+	 * missing from the copy and dropped with the old partition
+	 * (scavenge_snapshot.spec).  An error pops it with the
+	 * (sub)transaction.
 	 */
-	PushActiveSnapshot(GetTransactionSnapshot());
+	PushActiveSnapshot(GetLatestSnapshot());
 	{
 		if (!any_hidden(part))
 		{
