@@ -60,7 +60,6 @@
 #include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -1259,7 +1258,14 @@ typedef struct UpcastFrame
 	bool		light;
 } UpcastFrame;
 
-/* Become the registrar (and, unless light, set the search_path). */
+/*
+ * Become the registrar (and, unless light, set the search_path).  Light
+ * or not, every setting the step changes is undone when it returns: a
+ * built-in-only expression can still reach user code (a domain's CHECK,
+ * SQL run by a built-in such as query_to_xml()) or set_config() itself,
+ * and a setting left behind would apply to the reader's session (a
+ * superuser's search_path chosen by the registrar; attack_112).
+ */
 static void
 enter_frame(UpcastFrame *f, Oid role, bool light)
 {
@@ -1267,19 +1273,16 @@ enter_frame(UpcastFrame *f, Oid role, bool light)
 	SetUserIdAndSecContext(role, f->save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	f->light = light;
+	f->save_nestlevel = NewGUCNestLevel();
 	if (!light)
-	{
-		f->save_nestlevel = NewGUCNestLevel();
 		(void) set_config_option("search_path", UPCAST_SEARCH_PATH,
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	}
 }
 
 static void
 leave_frame(UpcastFrame *f)
 {
-	if (!f->light)
-		AtEOXact_GUC(false, f->save_nestlevel);
+	AtEOXact_GUC(false, f->save_nestlevel);
 	SetUserIdAndSecContext(f->save_userid, f->save_sec_context);
 }
 
@@ -1294,14 +1297,25 @@ not_builtin_function(Oid fn, void *context)
 		return true;
 
 	/*
-	 * set_config() is built in, but a setting it changes outlives the call
-	 * unless the full frame undoes it: a registrar could leave a search_path
-	 * of its own to the session (a superuser's) that read the event.
+	 * Built-ins that run SQL text (parsed at run time, so with the frame's
+	 * search_path, which the light frame does not set) are not light.
 	 */
-	if (fn == F_SET_CONFIG)
+	if (((Form_pg_proc) GETSTRUCT(tp))->prolang == INTERNALlanguageId)
 	{
-		ReleaseSysCache(tp);
-		return true;
+		static const char *const runs_sql[] = {
+			"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
+			"cursor_to_xml", "cursor_to_xmlschema", "ts_stat1", "ts_stat2",
+			"tsquery_rewrite_query", "set_config_by_name"
+		};
+		bool		isnull;
+		char	   *src = TextDatumGetCString(SysCacheGetAttr(PROCOID, tp, Anum_pg_proc_prosrc, &isnull));
+
+		for (int i = 0; i < (int) lengthof(runs_sql); i++)
+			if (strcmp(src, runs_sql[i]) == 0)
+			{
+				ReleaseSysCache(tp);
+				return true;
+			}
 	}
 	other = ((Form_pg_proc) GETSTRUCT(tp))->prolang != INTERNALlanguageId &&
 		((Form_pg_proc) GETSTRUCT(tp))->prolang != ClanguageId;

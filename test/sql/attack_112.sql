@@ -33,7 +33,7 @@ CREATE SCHEMA a112 AUTHORIZATION es_a112_admin;
 -- (user id switched, settings not undone), so an admin's upcaster could
 -- leave a search_path of its choosing in the session that read the event:
 -- a superuser's, whose next unqualified name then resolved in the admin's
--- schema.  Now set_config() takes the full frame: the setting is undone.
+-- schema.  Now every frame undoes the settings a step changes.
 SET ROLE es_a112_admin;
 CREATE FUNCTION a112.upc(d jsonb) RETURNS jsonb LANGUAGE sql VOLATILE AS $$
     SELECT d OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('path',
@@ -50,6 +50,37 @@ SELECT data FROM event_store.read_all(0, 100) WHERE stream_id = 'a112leak-1';
 -- ... and the superuser's search_path is its own
 SHOW search_path;
 SELECT current_user = session_user AS same_user;
+RESET search_path;
+-- The same through routes the light frame's check of the expression does
+-- not see: a domain's CHECK (user code run by a built-in coercion) and SQL
+-- text run by query_to_xml().  Every light frame now undoes settings.
+SET ROLE es_a112_admin;
+CREATE FUNCTION a112.leaky_check(j jsonb) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'a112, pg_catalog', false);
+    RETURN true;
+END
+$$;
+CREATE DOMAIN a112.leaky_jsonb AS jsonb CHECK (a112.leaky_check(VALUE));
+CREATE FUNCTION a112.upc_domain(d jsonb) RETURNS jsonb LANGUAGE sql STABLE AS $$
+    SELECT (d OPERATOR(pg_catalog.||) '{"domain": true}')::a112.leaky_jsonb::jsonb
+$$;
+CREATE FUNCTION a112.upc_xml(d jsonb) RETURNS jsonb LANGUAGE sql VOLATILE AS $$
+    SELECT d OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('xml', pg_catalog.query_to_xml(
+        'SELECT pg_catalog.set_config(''search_path'', ''a112, pg_catalog'', false) AS p', false, false, '')::text)
+$$;
+SELECT event_store.register_upcaster('A112Domain', 1, 'a112.upc_domain(jsonb)'::regprocedure);
+SELECT event_store.set_event_schema('A112Domain', 2);
+SELECT event_store.register_upcaster('A112Xml', 1, 'a112.upc_xml(jsonb)'::regprocedure);
+SELECT event_store.set_event_schema('A112Xml', 2);
+RESET ROLE;
+SELECT event_store.append_event('a112leak-2', 'A112Domain', '{"n": 2}', '{"$schema_version": 1}') IS NOT NULL AS appended;
+SELECT event_store.append_event('a112leak-3', 'A112Xml', '{"n": 3}', '{"$schema_version": 1}') IS NOT NULL AS appended;
+SET search_path = public;
+SELECT data FROM event_store.read_stream('a112leak-2');
+SHOW search_path;
+SELECT data ? 'xml' AS upcast FROM event_store.read_stream('a112leak-3');
+SHOW search_path;
 RESET search_path;
 
 -- 2. scavenge() ran the admin's settings as the log's owner.  Closed
