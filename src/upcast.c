@@ -40,6 +40,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
@@ -1255,16 +1256,19 @@ typedef struct UpcastFrame
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
+	char	   *save_search_path;
 	bool		light;
 } UpcastFrame;
 
 /*
- * Become the registrar (and, unless light, set the search_path).  Light
- * or not, every setting the step changes is undone when it returns: a
- * built-in-only expression can still reach user code (a domain's CHECK,
- * SQL run by a built-in such as query_to_xml()) or set_config() itself,
- * and a setting left behind would apply to the reader's session (a
- * superuser's search_path chosen by the registrar; attack_112).
+ * Become the registrar (and, unless light, set the search_path, in a GUC
+ * nest level that undoes every setting the step changes).  A light step
+ * (resolve_step: built-in functions and types only, none that runs SQL
+ * text or sets a setting) opens no nest level: rolling one back costs a
+ * pass over every setting per event.  Its search_path is checked on
+ * return instead (a setting left behind would apply to the reader's
+ * session, a superuser's search_path chosen by the registrar;
+ * attack_112).
  */
 static void
 enter_frame(UpcastFrame *f, Oid role, bool light)
@@ -1273,17 +1277,29 @@ enter_frame(UpcastFrame *f, Oid role, bool light)
 	SetUserIdAndSecContext(role, f->save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	f->light = light;
-	f->save_nestlevel = NewGUCNestLevel();
+	f->save_search_path = namespace_search_path;
 	if (!light)
+	{
+		f->save_nestlevel = NewGUCNestLevel();
 		(void) set_config_option("search_path", UPCAST_SEARCH_PATH,
 								 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	}
 }
 
 static void
-leave_frame(UpcastFrame *f)
+leave_frame(UpcastFrame *f, const char *fn_text)
 {
-	AtEOXact_GUC(false, f->save_nestlevel);
+	if (!f->light)
+		AtEOXact_GUC(false, f->save_nestlevel);
 	SetUserIdAndSecContext(f->save_userid, f->save_sec_context);
+
+	/* a new value is a new string; the error rolls the change back */
+	if (f->light && namespace_search_path != f->save_search_path)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_UPCASTER_FAILED),
+				 errmsg("upcaster %s changed search_path", fn_text),
+				 errdetail("An upcaster runs for every reader; a setting it left behind would apply to the reader's session."),
+				 errhint("Do not change settings in an upcaster.")));
 }
 
 /* check_functions_in_node() walker: is a function not built in? */
@@ -1298,7 +1314,8 @@ not_builtin_function(Oid fn, void *context)
 
 	/*
 	 * Built-ins that run SQL text (parsed at run time, so with the frame's
-	 * search_path, which the light frame does not set) are not light.
+	 * search_path, which the light frame does not set) or set settings (the
+	 * light frame does not undo them) are not light.
 	 */
 	if (((Form_pg_proc) GETSTRUCT(tp))->prolang == INTERNALlanguageId)
 	{
@@ -1323,11 +1340,36 @@ not_builtin_function(Oid fn, void *context)
 	return other;
 }
 
+/* A type of the user's (a domain's CHECK, a composite's columns)? */
+static bool
+user_type(Oid typid)
+{
+	return typid >= FirstNormalObjectId;
+}
+
+/*
+ * Does the expression call a function not built in, or a built-in that
+ * runs SQL text or sets a setting, or reach user code through a type of
+ * the user's (a domain's CHECK on a coercion, a populated composite) or a
+ * subquery?  Such an expression is not light.
+ */
 static bool
 calls_non_builtin_walker(Node *node, void *context)
 {
 	if (node == NULL)
 		return false;
+	if (IsA(node, CoerceToDomain) || IsA(node, SubLink) || IsA(node, SubPlan) ||
+		IsA(node, AlternativeSubPlan))
+		return true;
+	if ((IsA(node, FuncExpr) && user_type(((FuncExpr *) node)->funcresulttype)) ||
+		(IsA(node, OpExpr) && user_type(((OpExpr *) node)->opresulttype)) ||
+		(IsA(node, Const) && user_type(((Const *) node)->consttype)) ||
+		(IsA(node, RelabelType) && user_type(((RelabelType *) node)->resulttype)) ||
+		(IsA(node, CoerceViaIO) && user_type(((CoerceViaIO *) node)->resulttype)) ||
+		(IsA(node, ArrayCoerceExpr) && user_type(((ArrayCoerceExpr *) node)->resulttype)) ||
+		(IsA(node, ConvertRowtypeExpr) && user_type(((ConvertRowtypeExpr *) node)->resulttype)) ||
+		(IsA(node, RowExpr) && user_type(((RowExpr *) node)->row_typeid)))
+		return true;
 	if (check_functions_in_node(node, not_builtin_function, context))
 		return true;
 	return expression_tree_walker(node, calls_non_builtin_walker, context);
@@ -1405,7 +1447,7 @@ resolve_step(EsUpcastCache *c, UpcastStep *s, Oid events_type)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	leave_frame(&f);
+	leave_frame(&f, s->fn_text);
 	s->registrar = role;
 	s->resolved = true;
 }
@@ -1459,7 +1501,7 @@ run_function(EsUpcastCache *c, UpcastStep *s, TupleDesc desc, Datum *values,
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	leave_frame(&f);
+	leave_frame(&f, s->fn_text);
 	ResetExprContext(s->econtext);
 
 	if (isnull)

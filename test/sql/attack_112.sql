@@ -33,7 +33,8 @@ CREATE SCHEMA a112 AUTHORIZATION es_a112_admin;
 -- (user id switched, settings not undone), so an admin's upcaster could
 -- leave a search_path of its choosing in the session that read the event:
 -- a superuser's, whose next unqualified name then resolved in the admin's
--- schema.  Now every frame undoes the settings a step changes.
+-- schema.  Now set_config() and the other routes below take the full
+-- frame, which undoes every setting.
 SET ROLE es_a112_admin;
 CREATE FUNCTION a112.upc(d jsonb) RETURNS jsonb LANGUAGE sql VOLATILE AS $$
     SELECT d OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object('path',
@@ -51,9 +52,11 @@ SELECT data FROM event_store.read_all(0, 100) WHERE stream_id = 'a112leak-1';
 SHOW search_path;
 SELECT current_user = session_user AS same_user;
 RESET search_path;
--- The same through routes the light frame's check of the expression does
--- not see: a domain's CHECK (user code run by a built-in coercion) and SQL
--- text run by query_to_xml().  Every light frame now undoes settings.
+-- The same through routes a check of the functions alone does not see: a
+-- domain's CHECK (user code run by a built-in coercion) and SQL text run
+-- by query_to_xml().  A type of the user's, a subquery or a built-in that
+-- runs SQL text makes a step take the full frame; a light step that
+-- changes search_path anyway fails (ES020) and the change is rolled back.
 SET ROLE es_a112_admin;
 CREATE FUNCTION a112.leaky_check(j jsonb) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
