@@ -63,6 +63,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -79,6 +80,7 @@
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -355,6 +357,7 @@ es_projection_workers(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	PWDatabase	copy[ES_PW_MAX_DATABASES];
 	int			n = 0;
+	bool		see_other_errors = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (pw == NULL)
@@ -388,7 +391,14 @@ es_projection_workers(PG_FUNCTION_ARGS)
 		else
 			nulls[5] = true;
 		values[6] = Int64GetDatum(d->events_applied);
-		if (d->last_error[0] != '\0')
+
+		/*
+		 * A handler's error message may quote event data: another
+		 * database's only for roles that may see every session's query
+		 * (pg_read_all_stats), as pg_stat_activity does (attack_112).
+		 */
+		if (d->last_error[0] != '\0' &&
+			(d->dbid == MyDatabaseId || see_other_errors))
 			values[7] = CStringGetTextDatum(d->last_error);
 		else
 			nulls[7] = true;
@@ -686,8 +696,23 @@ list_projections(int64 *horizon, bool *retries_waiting)
 		return false;
 	}
 	es_spi_connect();
-	/* the extension not yet updated to 1.12 (the library is newer): not served */
-	rc = SPI_execute("SELECT pg_catalog.to_regprocedure('event_store.projection_workers()') IS NOT NULL", true, 1);
+	/*
+	 * The extension not yet updated to 1.12 (the library is newer): not
+	 * served.  Nor a schema named event_store that is not the extension's:
+	 * whoever may create schemas in a database (its owner) could make one
+	 * with a run_projection() of their own, which this superuser would call
+	 * (attack_112, 027_projection_worker_fake_schema.pl).  With the
+	 * extension there, every name the worker uses is the extension's.
+	 */
+	rc = SPI_execute("SELECT pg_catalog.to_regprocedure('event_store.projection_workers()') IS NOT NULL "
+					 "AND EXISTS (SELECT FROM pg_catalog.pg_extension x, pg_catalog.pg_depend d "
+					 "WHERE x.extname OPERATOR(pg_catalog.=) 'event_store' "
+					 "AND x.extnamespace OPERATOR(pg_catalog.=) pg_catalog.to_regnamespace('event_store') "
+					 "AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass "
+					 "AND d.refobjid OPERATOR(pg_catalog.=) x.oid AND d.deptype OPERATOR(pg_catalog.=) 'e' "
+					 "AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass "
+					 "AND d.objid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure('event_store.run_projection(text, integer)'))",
+					 true, 1);
 	if (rc != SPI_OK_SELECT || SPI_processed != 1 ||
 		!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull_version)))
 	{

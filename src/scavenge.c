@@ -61,6 +61,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/bufmgr.h"
+#include "parser/parser.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -112,11 +113,20 @@ qualified_name(Oid relid)
 									  get_rel_name(relid));
 }
 
-/* Run one statement inside SPI; elog on an unexpected result. */
+/*
+ * Run one statement inside SPI; elog on an unexpected result.  The
+ * statements are built from catalog text (index and trigger definitions,
+ * names): exactly one statement, so that no name can carry a second one
+ * that would run as the log's owner (attack_112).
+ */
 static void
 exec_sql(const char *sql, int expected)
 {
-	int			rc = SPI_execute(sql, false, 0);
+	int			rc;
+
+	if (list_length(raw_parser(sql, RAW_PARSE_DEFAULT)) != 1)
+		elog(ERROR, "scavenge: generated statement is not one statement: \"%s\"", sql);
+	rc = SPI_execute(sql, false, 0);
 
 	es_spi_check(rc, expected, "\"%s\"", sql);
 }
@@ -568,16 +578,27 @@ copy_shape(Oid part, const char *newqual, List **index_renames)
 	ListCell   *lc;
 	int			rc;
 
-	/* indexes: pg_get_indexdef with the table and index names replaced */
-	rc = SPI_execute_with_args("SELECT pg_catalog.format('CREATE %sINDEX %I ON %s%s', "
+	/*
+	 * indexes: pg_get_indexdef with the table and index names replaced.
+	 * The part replaced is the exact prefix pg_get_indexdef() prints (the
+	 * search_path is pg_catalog: the table name is qualified), not text up
+	 * to the first " USING ", which a quoted name may contain.
+	 */
+	rc = SPI_execute_with_args("SELECT CASE WHEN pg_catalog.left(d.def, pg_catalog.length(d.prefix)) "
+							   "OPERATOR(pg_catalog.=) d.prefix "
+							   "THEN pg_catalog.format('CREATE %sINDEX %I ON %s%s', "
 							   "CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END, "
 							   "'es_scav_' OPERATOR(pg_catalog.||) i.indexrelid, $2::text, "
-							   "pg_catalog.substr(d.def, pg_catalog.strpos(d.def, ' USING '))), "
+							   "pg_catalog.substr(d.def, pg_catalog.length(d.prefix) OPERATOR(pg_catalog.-) 6)) END, "
 							   "pg_catalog.format('ALTER INDEX %I.%I RENAME TO %I', n.nspname, "
 							   "'es_scav_' OPERATOR(pg_catalog.||) i.indexrelid, ic.relname) "
 							   "FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid OPERATOR(pg_catalog.=) i.indexrelid "
 							   "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) ic.relnamespace "
-							   "CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_indexdef(i.indexrelid) AS def) d "
+							   "CROSS JOIN LATERAL (SELECT pg_catalog.pg_get_indexdef(i.indexrelid) AS def, "
+							   "  pg_catalog.format('CREATE %sINDEX %I ON %I.%I USING ', "
+							   "    CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END, ic.relname, tn.nspname, t.relname) AS prefix "
+							   "  FROM pg_catalog.pg_class t JOIN pg_catalog.pg_namespace tn ON tn.oid OPERATOR(pg_catalog.=) t.relnamespace "
+							   "  WHERE t.oid OPERATOR(pg_catalog.=) i.indrelid) d "
 							   "WHERE i.indrelid OPERATOR(pg_catalog.=) $1 ORDER BY ic.relname",
 							   2, (Oid[]) {OIDOID, TEXTOID},
 							   (Datum[]) {ObjectIdGetDatum(part), CStringGetTextDatum(newqual)},
@@ -585,6 +606,8 @@ copy_shape(Oid part, const char *newqual, List **index_renames)
 	es_spi_check(rc, SPI_OK_SELECT, "reading the indexes of \"%s\"", partqual);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
+		if (spi_text(r, 1) == NULL)
+			elog(ERROR, "scavenge: unexpected definition of an index of \"%s\"", partqual);
 		stmts = lappend(stmts, spi_text(r, 1));
 		*index_renames = lappend(*index_renames, spi_text(r, 2));
 	}
@@ -618,8 +641,15 @@ copy_shape(Oid part, const char *newqual, List **index_renames)
 							   "FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) $1",
 							   1, types, values, NULL, true, 1);
 	es_spi_check_rows(rc, SPI_OK_SELECT, 1, "reading \"%s\"", partqual);
+
+	/*
+	 * The owner first: CREATE INDEX evaluates index expressions as the
+	 * table's owner.  Built while the log's owner owned the copy, an index
+	 * that a partition's own owner defined with a function of its own ran
+	 * that function as the log's owner (attack_112).
+	 */
 	if (spi_text(0, 1) != NULL)
-		stmts = lappend(stmts, psprintf("ALTER TABLE %s OWNER TO %s", newqual, spi_text(0, 1)));
+		stmts = lcons(psprintf("ALTER TABLE %s OWNER TO %s", newqual, spi_text(0, 1)), stmts);
 	if (strcmp(spi_text(0, 2), "t") == 0)
 		stmts = lappend(stmts, psprintf("REVOKE UPDATE, DELETE, TRUNCATE ON %s FROM CURRENT_USER", newqual));
 	else
@@ -696,10 +726,16 @@ prepare_partition(Oid part)
 
 	/*
 	 * One snapshot for the count and the copy (read_only SPI uses it), so
-	 * the audit record counts exactly what was left out.  An error pops it
-	 * with the (sub)transaction.
+	 * the audit record counts exactly what was left out.  The latest one,
+	 * taken now that the lock is held, not the transaction's: under
+	 * REPEATABLE READ that was taken before the lock wait, and a row that
+	 * a transaction inserted into the partition and committed during the
+	 * wait (an append begun before the partition closed, a restore) was
+	 * missing from the copy and dropped with the old partition
+	 * (scavenge_snapshot.spec).  An error pops it with the
+	 * (sub)transaction.
 	 */
-	PushActiveSnapshot(GetTransactionSnapshot());
+	PushActiveSnapshot(GetLatestSnapshot());
 	{
 		if (!any_hidden(part))
 		{
@@ -922,6 +958,7 @@ Datum
 es_scavenge(PG_FUNCTION_ARGS)
 {
 	ScavengeCall c = {0};
+	int			guc_level;
 
 	c.caller = GetUserId();
 	if (!PG_ARGISNULL(0))
@@ -931,6 +968,26 @@ es_scavenge(PG_FUNCTION_ARGS)
 		c.partition = PG_GETARG_OID(0);
 	}
 
+	/*
+	 * The statements run as the owner with settings of the owner's
+	 * choosing, not the caller's: an admin's default_tablespace would place
+	 * the new partition and its indexes where only the owner may create
+	 * (attack_112), its search_path would resolve the names that
+	 * pg_get_indexdef() and pg_get_triggerdef() leave unqualified.  And
+	 * row_security off: a policy that hid rows from the copy (a
+	 * non-superuser owner's FORCE ROW LEVEL SECURITY on a partition) would
+	 * drop events that are not hidden; with it off such a scan is an
+	 * error (42501) instead.  Undone on return; an error undoes them with
+	 * the (sub)transaction.
+	 */
+	guc_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("default_tablespace", "",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("row_security", "off",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	es_spi_run_as(es_log_owner(), scavenge_body, &c);
+	AtEOXact_GUC(false, guc_level);
 	PG_RETURN_INT64(c.removed);
 }

@@ -40,6 +40,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
@@ -1255,10 +1256,20 @@ typedef struct UpcastFrame
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
+	char	   *save_search_path;
 	bool		light;
 } UpcastFrame;
 
-/* Become the registrar (and, unless light, set the search_path). */
+/*
+ * Become the registrar (and, unless light, set the search_path, in a GUC
+ * nest level that undoes every setting the step changes).  A light step
+ * (resolve_step: built-in functions and types only, none that runs SQL
+ * text or sets a setting) opens no nest level: rolling one back costs a
+ * pass over every setting per event.  Its search_path is checked on
+ * return instead (a setting left behind would apply to the reader's
+ * session, a superuser's search_path chosen by the registrar;
+ * attack_112).
+ */
 static void
 enter_frame(UpcastFrame *f, Oid role, bool light)
 {
@@ -1266,6 +1277,7 @@ enter_frame(UpcastFrame *f, Oid role, bool light)
 	SetUserIdAndSecContext(role, f->save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE | SECURITY_RESTRICTED_OPERATION);
 	f->light = light;
+	f->save_search_path = namespace_search_path;
 	if (!light)
 	{
 		f->save_nestlevel = NewGUCNestLevel();
@@ -1275,11 +1287,19 @@ enter_frame(UpcastFrame *f, Oid role, bool light)
 }
 
 static void
-leave_frame(UpcastFrame *f)
+leave_frame(UpcastFrame *f, const char *fn_text)
 {
 	if (!f->light)
 		AtEOXact_GUC(false, f->save_nestlevel);
 	SetUserIdAndSecContext(f->save_userid, f->save_sec_context);
+
+	/* a new value is a new string; the error rolls the change back */
+	if (f->light && namespace_search_path != f->save_search_path)
+		ereport(ERROR,
+				(errcode(ERRCODE_ES_UPCASTER_FAILED),
+				 errmsg("upcaster %s changed search_path", fn_text),
+				 errdetail("An upcaster runs for every reader; a setting it left behind would apply to the reader's session."),
+				 errhint("Do not change settings in an upcaster.")));
 }
 
 /* check_functions_in_node() walker: is a function not built in? */
@@ -1291,17 +1311,65 @@ not_builtin_function(Oid fn, void *context)
 
 	if (!HeapTupleIsValid(tp))
 		return true;
+
+	/*
+	 * Built-ins that run SQL text (parsed at run time, so with the frame's
+	 * search_path, which the light frame does not set) or set settings (the
+	 * light frame does not undo them) are not light.
+	 */
+	if (((Form_pg_proc) GETSTRUCT(tp))->prolang == INTERNALlanguageId)
+	{
+		static const char *const runs_sql[] = {
+			"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
+			"cursor_to_xml", "cursor_to_xmlschema", "ts_stat1", "ts_stat2",
+			"tsquery_rewrite_query", "set_config_by_name"
+		};
+		bool		isnull;
+		char	   *src = TextDatumGetCString(SysCacheGetAttr(PROCOID, tp, Anum_pg_proc_prosrc, &isnull));
+
+		for (int i = 0; i < (int) lengthof(runs_sql); i++)
+			if (strcmp(src, runs_sql[i]) == 0)
+			{
+				ReleaseSysCache(tp);
+				return true;
+			}
+	}
 	other = ((Form_pg_proc) GETSTRUCT(tp))->prolang != INTERNALlanguageId &&
 		((Form_pg_proc) GETSTRUCT(tp))->prolang != ClanguageId;
 	ReleaseSysCache(tp);
 	return other;
 }
 
+/* A type of the user's (a domain's CHECK, a composite's columns)? */
+static bool
+user_type(Oid typid)
+{
+	return typid >= FirstNormalObjectId;
+}
+
+/*
+ * Does the expression call a function not built in, or a built-in that
+ * runs SQL text or sets a setting, or reach user code through a type of
+ * the user's (a domain's CHECK on a coercion, a populated composite) or a
+ * subquery?  Such an expression is not light.
+ */
 static bool
 calls_non_builtin_walker(Node *node, void *context)
 {
 	if (node == NULL)
 		return false;
+	if (IsA(node, CoerceToDomain) || IsA(node, SubLink) || IsA(node, SubPlan) ||
+		IsA(node, AlternativeSubPlan))
+		return true;
+	if ((IsA(node, FuncExpr) && user_type(((FuncExpr *) node)->funcresulttype)) ||
+		(IsA(node, OpExpr) && user_type(((OpExpr *) node)->opresulttype)) ||
+		(IsA(node, Const) && user_type(((Const *) node)->consttype)) ||
+		(IsA(node, RelabelType) && user_type(((RelabelType *) node)->resulttype)) ||
+		(IsA(node, CoerceViaIO) && user_type(((CoerceViaIO *) node)->resulttype)) ||
+		(IsA(node, ArrayCoerceExpr) && user_type(((ArrayCoerceExpr *) node)->resulttype)) ||
+		(IsA(node, ConvertRowtypeExpr) && user_type(((ConvertRowtypeExpr *) node)->resulttype)) ||
+		(IsA(node, RowExpr) && user_type(((RowExpr *) node)->row_typeid)))
+		return true;
 	if (check_functions_in_node(node, not_builtin_function, context))
 		return true;
 	return expression_tree_walker(node, calls_non_builtin_walker, context);
@@ -1379,7 +1447,7 @@ resolve_step(EsUpcastCache *c, UpcastStep *s, Oid events_type)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	leave_frame(&f);
+	leave_frame(&f, s->fn_text);
 	s->registrar = role;
 	s->resolved = true;
 }
@@ -1399,8 +1467,12 @@ run_function(EsUpcastCache *c, UpcastStep *s, TupleDesc desc, Datum *values,
 	resolve_step(c, s, desc ? desc->tdtypeid : InvalidOid);
 	if (s->takes_event)
 	{
+		/* _upcast_data() called by hand on a chain of _upcast_kind 2 */
 		if (desc == NULL)
-			elog(ERROR, "an upcaster of the event row needs the row");
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("upcaster %s takes the whole event, not its data", s->fn_text),
+					 errhint("Upcast the event row with event_store._upcast(event_store.events); event_store._upcast_kind() tells which function applies.")));
 		arg = HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
 		argnull = false;
 	}
@@ -1429,7 +1501,7 @@ run_function(EsUpcastCache *c, UpcastStep *s, TupleDesc desc, Datum *values,
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	leave_frame(&f);
+	leave_frame(&f, s->fn_text);
 	ResetExprContext(s->econtext);
 
 	if (isnull)
