@@ -12,6 +12,7 @@ packages=(
     "postgresql-$PG_MAJOR-cron"
     postgresql-common
     libipc-run-perl
+    python3
 )
 # nodejs and npm: the Message DB differential test
 # (test/t/010_messagedb_differential.pl) fetches the real Message DB from the

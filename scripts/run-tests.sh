@@ -5,6 +5,7 @@
 #   pg_regress   test/regress.list:   test/sql/NAME.sql    expected/NAME.out
 #   isolation    test/isolation.list: test/specs/NAME.spec expected/NAME.out
 #   TAP          test/t/*.pl        (PostgreSQL::Test::Cluster, run as postgres)
+#   module graph scripts/module-deps.py --check (no cycles between src/ modules)
 #
 # Run as root on Debian 12 (installs what is missing) or as a user who can
 # build and install into the server's directories.  Exit status is non-zero
@@ -120,6 +121,19 @@ if ((${#taps[@]})); then
     passed=$((passed + p))
     failed=$((failed + f))
     [[ -n "${ES_KEEP_TAP:-}" ]] || rm -rf "$tapdir"
+fi
+
+# ---------------------------------------------------------------------------
+# Source layout (issue 30): no call cycles between the C modules
+# (docs/internals.md); scripts/module-deps.py reads the sources, ONE test.
+echo "== module graph (scripts/module-deps.py --check)"
+if python3 scripts/module-deps.py --check >"$OUT/module-deps.log" 2>&1; then
+    echo "module-deps: 1 passed, 0 failed"
+    passed=$((passed + 1))
+else
+    tail -20 "$OUT/module-deps.log"
+    echo "module-deps: 0 passed, 1 failed"
+    failed=$((failed + 1))
 fi
 
 # ---------------------------------------------------------------------------

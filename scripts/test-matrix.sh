@@ -118,7 +118,7 @@ installed_in_chroot() {
 make_chroot() {
     local major=$1 suite=${SUITE[$1]}
     local pkgs=("postgresql-$major" "postgresql-server-dev-$major" "postgresql-$major-cron"
-        build-essential libipc-run-perl)
+        build-essential libipc-run-perl python3)
     DIR=$CHROOTS/$suite
     mkdir -p "$CHROOTS"
     if [[ ! -x $DIR/usr/bin/apt-get ]]; then
