@@ -1404,3 +1404,13 @@ BEGIN
     END IF;
 END
 $$;
+
+------------------------------------------------------------------------------
+-- issue 29 (wtap): the update itself asks for a projection worker
+------------------------------------------------------------------------------
+-- Before the update a worker found this database at 1.11 and marked it as
+-- needing none; appends ask again only after a minute.  A statement on the
+-- registry (no row changes) fires projection_registry_worker, which asks
+-- for a worker at the commit of ALTER EXTENSION ... UPDATE: the async
+-- projections are served at once (test/t/028_projection_worker_settings.pl).
+UPDATE event_store.projection_registry SET name = name WHERE false;
