@@ -255,7 +255,9 @@ SELECT count(*) AS indexes_on_bumped_columns
 -- maintenance_work_mem alone; a negative value is refused.  A survivor
 -- whose data is stored out of line (TOAST) is copied with the same value.
 SHOW event_store.scavenge_maintenance_work_mem;
-SET event_store.scavenge_maintenance_work_mem = -1;
+\set VERBOSITY sqlstate
+SET event_store.scavenge_maintenance_work_mem = -1;  -- 22023 (the message's units differ by major)
+\set VERBOSITY terse
 SET maintenance_work_mem = '1MB';
 SET event_store.scavenge_maintenance_work_mem = '32MB';
 INSERT INTO event_store.events (global_position, stream_id, stream_version, event_type, data,
