@@ -27,6 +27,8 @@
  */
 #include "postgres.h"
 
+#include <time.h>
+
 #include "access/htup_details.h"
 #include "access/transam.h"
 #include "access/xact.h"
@@ -471,15 +473,43 @@ prepare_plans(void)
 	}
 }
 
-/* A version-4 (random) UUID for an event the caller did not name. */
+/*
+ * A version-7 UUID (RFC 9562) for an event the caller did not name: 48
+ * bits of Unix time in milliseconds, 12 bits of the sub-millisecond
+ * fraction (method 3 of the RFC, as PostgreSQL 18's uuidv7() does), then
+ * 62 random bits.  Ids made by one backend increase strictly (a clock
+ * that stands still or steps back advances the last id by one), so every
+ * partition's event_id index is appended to at its right edge instead of
+ * at a random leaf: fewer pages touched per append, and fewer full-page
+ * images after a checkpoint (issue 26).
+ */
 static void
 generate_event_id(pg_uuid_t *uuid)
 {
+	static uint64 last_stamp = 0;
+	struct timespec now;
+	uint64		stamp;
+
 	if (!pg_strong_random(uuid->data, UUID_LEN))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random values")));
-	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x40;
+	clock_gettime(CLOCK_REALTIME, &now);
+	/* milliseconds << 12 | the fraction of the millisecond in 1/4096 */
+	stamp = ((uint64) now.tv_sec * 1000 + now.tv_nsec / 1000000) << 12 |
+		(uint64) (now.tv_nsec % 1000000) * 4096 / 1000000;
+	if (stamp <= last_stamp)
+		stamp = last_stamp + 1;
+	last_stamp = stamp;
+
+	uuid->data[0] = (uint8) (stamp >> 52);
+	uuid->data[1] = (uint8) (stamp >> 44);
+	uuid->data[2] = (uint8) (stamp >> 36);
+	uuid->data[3] = (uint8) (stamp >> 28);
+	uuid->data[4] = (uint8) (stamp >> 20);
+	uuid->data[5] = (uint8) (stamp >> 12);
+	uuid->data[6] = 0x70 | (uint8) ((stamp >> 8) & 0x0f);
+	uuid->data[7] = (uint8) stamp;
 	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;
 }
 

@@ -58,10 +58,19 @@ SELECT stream_version, occurred_at = recorded_at AS occurred_is_recorded,
        occurred_at = '2026-01-15 09:00:00+00' AS occurred_as_given
   FROM event_store.events WHERE stream_id = 'booking-4' ORDER BY stream_version;
 
--- Missing event ids are generated (random, version 4).
+-- Missing event ids are generated: version 7 (RFC 9562), whose first 48
+-- bits are the Unix time in milliseconds, within a second of the append's
+-- recorded_at; one session's ids increase with the global position.
 SELECT count(DISTINCT event_id) = count(*) AS ids_unique,
-       bool_and(substr(event_id::text, 15, 1) = '4') AS ids_are_v4
+       bool_and(substr(event_id::text, 15, 1) = '7') AS ids_are_v7,
+       bool_and(substr(event_id::text, 20, 1) IN ('8', '9', 'a', 'b')) AS ids_rfc_variant,
+       bool_and(abs(('x' || lpad(replace(substr(event_id::text, 1, 13), '-', ''), 16, '0'))::bit(64)::bigint
+                    - (extract(epoch FROM recorded_at) * 1000)::bigint) < 1000) AS ids_carry_time
   FROM event_store.events;
+SELECT bool_and(event_id > prev) AS ids_increase
+  FROM (SELECT event_id, lag(event_id) OVER (ORDER BY global_position) AS prev
+          FROM event_store.events) e
+ WHERE prev IS NOT NULL;
 
 -- The streams table agrees with the events.
 SELECT s.stream_id, s.category, s.version,
