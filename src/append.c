@@ -474,6 +474,37 @@ prepare_plans(void)
 }
 
 /*
+ * n (at most 64) bytes from the strong random source, served from a
+ * per-backend pool refilled 256 bytes at a time: one pg_strong_random()
+ * call (OpenSSL's RAND_bytes, with its locks) per 32 generated ids
+ * instead of one per id.  The bytes are as unpredictable as before; the
+ * pool is this backend's private memory.
+ */
+static void
+strong_random_bytes(uint8 *dest, int n)
+{
+	static uint8 pool[256];
+	static int	pool_used = sizeof(pool);
+	static int	pool_pid = 0;
+
+	Assert(n <= 64);
+	/* a pool inherited through fork() is never used: a child draws its own */
+	if (pool_used + n > (int) sizeof(pool) || pool_pid != MyProcPid)
+	{
+		if (!pg_strong_random(pool, sizeof(pool)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate random values")));
+		pool_used = 0;
+		pool_pid = MyProcPid;
+	}
+	memcpy(dest, pool + pool_used, n);
+	/* a byte served is never served again */
+	memset(pool + pool_used, 0, n);
+	pool_used += n;
+}
+
+/*
  * A version-7 UUID (RFC 9562) for an event the caller did not name: 48
  * bits of Unix time in milliseconds, 12 bits of the sub-millisecond
  * fraction (method 3 of the RFC, as PostgreSQL 18's uuidv7() does), then
@@ -490,10 +521,7 @@ generate_event_id(pg_uuid_t *uuid)
 	struct timespec now;
 	uint64		stamp;
 
-	if (!pg_strong_random(uuid->data, UUID_LEN))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate random values")));
+	strong_random_bytes(uuid->data + 8, 8);
 	clock_gettime(CLOCK_REALTIME, &now);
 	/* milliseconds << 12 | the fraction of the millisecond in 1/4096 */
 	stamp = ((uint64) now.tv_sec * 1000 + now.tv_nsec / 1000000) << 12 |
