@@ -11,7 +11,7 @@
 # versions against Message DB at 4 and 16 clients, and an inline upsert
 # projection at 16 clients against the same appends without it.
 #
-#   bash test/bench/scale_bench.sh          # BENCH_SECONDS (8) per run, 2 passes
+#   bash test/bench/scale_bench.sh          # BENCH_SECONDS (8) per run, 4 interleaved passes
 #   bash test/bench/scale_bench.sh --quick  # 3 s per run, one pass, 20k streams seeded
 #
 # Run as root with the extension installed.  PGBIN (default
@@ -19,7 +19,7 @@
 #
 # Environment:
 #   BENCH_SECONDS   seconds per pgbench run
-#   BENCH_PASSES    interleaved passes, tps averaged
+#   BENCH_PASSES    interleaved passes (curve: medians of tps and of per-pass ratios; else tps averaged)
 #   BENCH_CLIENTS   client counts (default "1 4 16 64")
 #   BENCH_STREAMS   streams seeded and appended to (default 100000)
 #   BENCH_WAITERS   waiters of the waiter test (default 100)
@@ -36,7 +36,7 @@ PGBIN=${PGBIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 . "$HERE/lib.sh"
 
 SECS=${BENCH_SECONDS:-8}
-PASSES=${BENCH_PASSES:-2}
+PASSES=${BENCH_PASSES:-4}
 NSTREAMS=${BENCH_STREAMS:-100000}
 if [[ ${1:-} == --quick ]]; then
     SECS=${BENCH_SECONDS:-3}; PASSES=${BENCH_PASSES:-1}; NSTREAMS=${BENCH_STREAMS:-20000}
@@ -117,10 +117,8 @@ tps() {
     as_pg "$PGBIN/pgbench" -n -M prepared -U "$user" -c "$clients" -j "$threads" -T "$SECS" -f "$WORK/$script" "$db" 2>&1 |
         sed -n 's/^tps = \([0-9.]*\).*/\1/p'
 }
-mean_tps() {   # db script clients: the mean over PASSES
-    local s=0
-    for ((p = 0; p < PASSES; p++)); do s=$(awk -v a="$s" -v b="$(tps "$@")" 'BEGIN {print a + b}'); done
-    awk -v s="$s" -v n="$PASSES" 'BEGIN {printf "%.0f", s / n}'
+median() {   # numbers...: their median
+    printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
 
 mkdir -p "$OUTDIR"
@@ -137,14 +135,25 @@ DAT="$WORK/scale.dat"
 printf '# clients\tours\traw\tmdb\n' >"$DAT"
 part curve || CLIENTS=
 for c in $CLIENTS; do
-    t_ours=0; t_raw=0; t_mdb=NaN
-    # interleaved, so that background load hits all alike
-    t_raw=$(mean_tps raw raw.sql "$c")
-    t_ours=$(mean_tps ours ours.sql "$c")
-    [[ $MDB == 1 ]] && t_mdb=$(mean_tps mdb mdb.sql "$c")
-    awk -v c="$c" -v o="$t_ours" -v r="$t_raw" -v m="$t_mdb" 'BEGIN {
-        printf "%-8s %12d %12d %12s %9.2fx %10s\n", c, o, r, (m == "NaN" ? "-" : sprintf("%d", m)), o / r,
-               (m == "NaN" ? "-" : sprintf("%.2fx", o / m)) }' | tee -a "$REPORT"
+    # Interleaved passes (raw first in odd passes, ours first in even ones),
+    # so that background load hits all alike; the ratio is the median of
+    # the per-pass ratios, the tps columns the medians of the passes.
+    r_raw=(); r_ours=(); r_mdb=(); ratios=(); ratios_mdb=()
+    for ((p = 0; p < PASSES; p++)); do
+        if (( p % 2 == 0 )); then a=$(tps raw raw.sql "$c"); b=$(tps ours ours.sql "$c")
+        else b=$(tps ours ours.sql "$c"); a=$(tps raw raw.sql "$c"); fi
+        r_raw+=("$a"); r_ours+=("$b"); ratios+=("$(awk -v o="$b" -v r="$a" 'BEGIN {print o / r}')")
+        if [[ $MDB == 1 ]]; then
+            m=$(tps mdb mdb.sql "$c"); r_mdb+=("$m"); ratios_mdb+=("$(awk -v o="$b" -v m="$m" 'BEGIN {print o / m}')")
+        fi
+    done
+    t_raw=$(median "${r_raw[@]}"); t_ours=$(median "${r_ours[@]}"); t_mdb=NaN; q_mdb=NaN
+    q_raw=$(median "${ratios[@]}")
+    [[ $MDB == 1 ]] && { t_mdb=$(median "${r_mdb[@]}"); q_mdb=$(median "${ratios_mdb[@]}"); }
+    awk -v c="$c" -v o="$t_ours" -v r="$t_raw" -v m="$t_mdb" -v q="$q_raw" -v qm="$q_mdb" -v lo="$(printf '%s\n' "${ratios[@]}" | sort -g | head -1)" \
+        -v hi="$(printf '%s\n' "${ratios[@]}" | sort -g | tail -1)" 'BEGIN {
+        printf "%-8s %12d %12d %12s %9.2fx %10s   (ours/raw per pass: %.2f-%.2f)\n", c, o, r, (m == "NaN" ? "-" : sprintf("%d", m)), q,
+               (qm == "NaN" ? "-" : sprintf("%.2fx", qm)), lo, hi }' | tee -a "$REPORT"
     printf '%s\t%s\t%s\t%s\n' "$c" "$t_ours" "$t_raw" "$t_mdb" >>"$DAT"
 done
 
