@@ -1,3 +1,468 @@
 -- event_store 1.12 -> 1.13.  Each section names the issue and item it
 -- belongs to; sections are independent of one another.
 \echo Use "ALTER EXTENSION event_store UPDATE TO '1.13'" to load this file. \quit
+
+-- --------------------------------------------------------------------------
+-- review 1.12 item 1: one definition of the lifecycle visibility rule
+-- --------------------------------------------------------------------------
+
+-- The lifecycle rule (issue 28): does its stream's event_store.streams row
+-- (truncate_before, version, max_count, max_age) hide an event?  Hidden:
+-- below truncate_before (delete_stream, truncate_stream), at or below
+-- version - max_count, or recorded before now() - max_age.  truncate_before
+-- is set whenever any of them hides anything, and IS NOT NULL is the
+-- predicate of the streams' partial indexes.  The rule's one SQL
+-- definition; a plain expression without a sublink, so that the planner
+-- inlines it into the anti-joins and subplans that join the stream's row
+-- (their plans stay those of the expression written out).  src/lifecycle.c
+-- (_stream_visible) applies the same rule from a hash; test lifecycle_reads
+-- checks every read path against it.
+CREATE FUNCTION event_store._lifecycle_hides(truncate_before bigint, version bigint, max_count bigint,
+                                             max_age interval, stream_version bigint, recorded_at timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN $1 IS NOT NULL
+   AND ($5 OPERATOR(pg_catalog.<) $1
+        OR $5 OPERATOR(pg_catalog.<=) ($2 OPERATOR(pg_catalog.-) $3)
+        OR $6 OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) $4));
+REVOKE ALL ON FUNCTION event_store._lifecycle_hides(bigint, bigint, bigint, interval, bigint, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._lifecycle_hides(bigint, bigint, bigint, interval, bigint, timestamptz)
+    TO event_store_reader, event_store_admin;
+
+-- Is this event hidden from reads by its stream's lifecycle?  For the
+-- rebuilds (src/projection.c) and per-event checks: the rule above on the
+-- stream's row.  (A function with a sublink is not inlined: a call per
+-- event; the feed reads use _visible_events() instead.)
+CREATE OR REPLACE FUNCTION event_store._event_hidden(stream_id text, stream_version bigint, recorded_at timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN EXISTS (SELECT FROM event_store.streams h
+                WHERE h.stream_id OPERATOR(pg_catalog.=) $1
+                  AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, $2, $3));
+
+-- The log as a feed read sees it: the events the lifecycle rule does not
+-- hide.  categories, hides and few come from the read's _streams_hiding():
+-- no stream hides (hides false): no per-event check; up to 1,000 streams
+-- (few): a probe of _stream_visible()'s hash per event; more: a subplan on
+-- event_store.streams with the rule.  One SELECT of a set-returning SQL
+-- function: the planner inlines it into the caller's query and pushes the
+-- caller's conditions (positions, category, recorded_at bounds) down to
+-- the log's partitions and indexes, so a read plans as with the filter
+-- written out (docs/benchmarks.md, "One visibility helper, 1.13").  Pass
+-- categories as a variable or a constant (_stream_visible fills its hash
+-- once per statement).  read_all, read_category and poll read through it.
+CREATE FUNCTION event_store._visible_events(categories text[], hides boolean, few boolean)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+BEGIN ATOMIC
+    SELECT e.*
+      FROM event_store.events e
+     WHERE NOT hides
+        OR (few AND event_store._stream_visible(categories, e.stream_id, e.stream_version, e.recorded_at))
+        OR (NOT few AND NOT EXISTS (SELECT FROM event_store.streams h
+                                     WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                                       AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count,
+                                                                        h.max_age, e.stream_version, e.recorded_at)));
+END;
+REVOKE ALL ON FUNCTION event_store._visible_events(text[], boolean, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._visible_events(text[], boolean, boolean) TO event_store_reader;
+
+-- The feed reads, with the rule from the helpers above (bodies otherwise
+-- unchanged).
+
+CREATE OR REPLACE FUNCTION event_store.read_category(
+    category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- streams of the category with hidden events (up to 1,001): none, no
+    -- per-event check; up to 1,000, one probe of a hash of them per event
+    _hiding   int := event_store._streams_hiding(ARRAY[category], 1000);
+    _hides    boolean := _hiding > 0;
+    _few      boolean := _hiding <= 1000;
+    _cats     text[] := ARRAY[category];  -- a variable: _stream_visible() fills its set once
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+            SELECT e.*
+              FROM event_store._visible_events(_cats, _hides, _few) e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT max_count) e;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store._visible_events(_cats, _hides, _few) e
+             WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
+               AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+             ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = auto
+AS $$
+DECLARE
+    horizon bigint := event_store.feed_horizon();
+    scan_from timestamptz := event_store._feed_scan_from(after_position);
+    scan_to   timestamptz := event_store._feed_scan_to(horizon);
+    -- streams with hidden events (up to 1,001): none, no per-event check;
+    -- up to 1,000, one probe of a hash of them per event
+    _hiding   int := event_store._streams_hiding(NULL, 1000);
+    _hides    boolean := _hiding > 0;
+    _few      boolean := _hiding <= 1000;
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+            SELECT e.*
+              FROM event_store._visible_events(NULL, _hides, _few) e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+             ORDER BY e.global_position
+             LIMIT max_count) e;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT e.*
+              FROM event_store._visible_events(NULL, _hides, _few) e
+             WHERE e.global_position > after_position
+               AND e.global_position <= horizon
+               AND e.recorded_at >= scan_from
+               AND e.recorded_at < scan_to
+             ORDER BY e.global_position
+             LIMIT max_count;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.poll(
+    name text, max_count int DEFAULT 100,
+    consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
+RETURNS SETOF event_store.events
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    s       event_store.subscriptions;
+    member  int := coalesce(consumer_group_member, 0);
+    size    int := coalesce(consumer_group_size, 1);
+    after_position bigint;
+    horizon        bigint;
+    scan_from      timestamptz;
+    scan_to        timestamptz;
+    categories     text[];
+    pending        boolean;
+    retries        bigint[];
+    fresh          int; _hides boolean; _hiding int; _few boolean; retry_from timestamptz;  -- (one line: error line numbers stay)
+BEGIN
+    PERFORM event_store._feed_choose_plan_mode();
+    s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
+    IF max_count IS NULL OR max_count <= 0 THEN
+        RAISE EXCEPTION 'max_count must be positive, got %', coalesce(max_count::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'poll() needs READ COMMITTED'
+            USING ERRCODE = 'invalid_transaction_state',
+                  DETAIL = 'The feed horizon must be read before the snapshot that reads the events.';
+    END IF;
+    after_position := event_store._subscription_position(name, member, size);
+    -- The horizon first; the next statement reads with a newer snapshot.
+    horizon := event_store.feed_horizon();
+    scan_from := event_store._feed_scan_from(after_position);
+    scan_to := event_store._feed_scan_to(horizon); _hiding := event_store._streams_hiding(s.categories, 1000); _hides := _hiding > 0; _few := _hiding <= 1000;  -- issue 28: hidden events? how many streams?
+    -- Retries (and held events) of this member's streams that are due and
+    -- first of their stream; they are marked delivered, for ack() and nack().
+    -- (pending: any row, parked or not; a row's event is never new.)
+    pending := EXISTS (SELECT 1 FROM event_store.subscription_retries r WHERE r.name = poll.name);
+    IF pending AND _hides THEN
+        -- issue 28: a retry or held event whose stream has since been
+        -- deleted or truncated, or which max_count or max_age now hide, is
+        -- dropped from the queue, not delivered (nor left to hold back the
+        -- stream's visible events).
+        DELETE FROM event_store.subscription_retries r
+         USING event_store.events e, event_store.streams h
+         WHERE r.name = poll.name AND r.state = 'waiting'
+           AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
+           AND e.global_position = r.global_position
+           AND h.stream_id = r.stream_id
+           AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at);
+    END IF;
+    IF pending THEN
+        retries := ARRAY(
+            SELECT r.global_position
+              FROM event_store.subscription_retries r
+             WHERE r.name = poll.name AND r.state = 'waiting'
+               AND r.global_position <= horizon
+               AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= pg_catalog.now())
+               AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
+               AND NOT event_store._subscription_held(poll.name, r.stream_id, r.global_position)
+             ORDER BY r.global_position
+             LIMIT max_count);
+        UPDATE event_store.subscription_retries r SET delivered_at = pg_catalog.now()
+         WHERE r.name = poll.name AND r.global_position = ANY (retries);
+    ELSE
+        retries := '{}';
+    END IF;
+    -- Retries first, then new events: max_count in all.  A retry is upcast
+    -- like a new event (issue 27).
+    fresh := max_count - pg_catalog.cardinality(retries);
+    IF pg_catalog.cardinality(retries) > 0 THEN retry_from := event_store._feed_scan_from((SELECT pg_catalog.min(x) FROM pg_catalog.unnest(retries) AS x) - 1);  -- issue 26/29: prunes
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+                SELECT e.* FROM event_store.events e
+                 WHERE e.global_position = ANY (retries) AND e.recorded_at >= retry_from AND e.recorded_at < scan_to
+                 ORDER BY e.global_position) e;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.* FROM event_store.events e
+                 WHERE e.global_position = ANY (retries) AND e.recorded_at >= retry_from AND e.recorded_at < scan_to
+                 ORDER BY e.global_position;
+        END IF;
+    END IF;
+    IF fresh = 0 THEN
+        RETURN;
+    END IF;
+    IF s.categories IS NULL THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+                SELECT e.*
+                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                 WHERE e.global_position > after_position
+                   AND e.global_position <= horizon
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                 ORDER BY e.global_position
+                 LIMIT fresh) e;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                 WHERE e.global_position > after_position
+                   AND e.global_position <= horizon
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                 ORDER BY e.global_position
+                 LIMIT fresh;
+        END IF;
+        RETURN;
+    END IF;
+    -- each category once, subscripts from 1 (whatever the stored array's bounds)
+    categories := ARRAY(SELECT DISTINCT c FROM pg_catalog.unnest(s.categories) AS c);
+    IF pg_catalog.cardinality(categories) = 1 THEN
+        IF event_store._upcasting() THEN
+            RETURN QUERY
+                SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+                SELECT e.*
+                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                 WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                   AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                 ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                 LIMIT fresh) e;
+        ELSE  -- nothing to upcast: no _upcast() call per row
+            RETURN QUERY
+                SELECT e.*
+                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                 WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
+                   AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
+                   AND e.recorded_at >= scan_from
+                   AND e.recorded_at < scan_to
+                   AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                   AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                   AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                    WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                        OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                 ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                 LIMIT fresh;
+        END IF;
+        RETURN;
+    END IF;
+    -- Each category's index read in position order, up to max_count rows
+    -- each, then merged: a read stops after the rows it returns instead of
+    -- collecting and sorting the category's whole rest of the log.
+    IF event_store._upcasting() THEN
+        RETURN QUERY
+            SELECT e.global_position, e.stream_id, e.stream_version,
+                   event_store._upcast_type(e.event_type, e.schema_version),
+                   CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                        WHEN 0 THEN e.data
+                        WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                        ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                      e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                      e.tags, e.schema_version)::event_store.events)).data END,
+                   e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id, e.tags,
+                   event_store._upcast_version(e.event_type, e.schema_version)
+              FROM (
+            SELECT x.*
+              FROM pg_catalog.unnest(categories) AS c(category)
+             CROSS JOIN LATERAL (
+                   SELECT e.*
+                     FROM event_store._visible_events(s.categories, _hides, _few) e
+                    WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                      AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                    OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                    ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                    LIMIT fresh) x
+             ORDER BY x.global_position
+             LIMIT fresh) e;
+    ELSE  -- nothing to upcast: no _upcast() call per row
+        RETURN QUERY
+            SELECT x.*
+              FROM pg_catalog.unnest(categories) AS c(category)
+             CROSS JOIN LATERAL (
+                   SELECT e.*
+                     FROM event_store._visible_events(s.categories, _hides, _few) e
+                    WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
+                      AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
+                      AND e.recorded_at >= scan_from
+                      AND e.recorded_at < scan_to
+                      AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
+                      AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
+                      AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
+                                                WHERE r.name = poll.name AND r.global_position = e.global_position)
+                                    OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                    ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
+                    LIMIT fresh) x
+             ORDER BY x.global_position
+             LIMIT fresh;
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION event_store.read_by_tags(
+    tags text[], types text[] DEFAULT NULL, after_position bigint DEFAULT 0)
+RETURNS SETOF event_store.tagged_event
+LANGUAGE sql STABLE
+AS $$
+    (SELECT * FROM (
+        SELECT e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+               e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.tags,
+               pg_catalog.max(e.global_position) OVER ()
+          FROM event_store.events e
+         WHERE e.tags OPERATOR(pg_catalog.@>) $1
+           AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($2))
+           AND e.global_position OPERATOR(pg_catalog.>) $3
+           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                            AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age,
+                                                             e.stream_version, e.recorded_at))
+         ORDER BY e.global_position USING OPERATOR(pg_catalog.<)) p
+      WHERE NOT event_store._upcasting_planned())
+    UNION ALL
+    (SELECT * FROM (
+        SELECT e.global_position, e.stream_id, e.stream_version,
+               event_store._upcast_type(e.event_type, e.schema_version),
+               CASE event_store._upcast_kind(e.event_type, e.schema_version)
+                    WHEN 0 THEN e.data
+                    WHEN 1 THEN event_store._upcast_data(e.event_type, e.schema_version, e.data, e.stream_id, e.stream_version)
+                    ELSE (event_store._upcast(ROW(e.global_position, e.stream_id, e.stream_version, e.event_type, e.data,
+                                                  e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.transaction_id,
+                                                  e.tags, e.schema_version)::event_store.events)).data END,
+               e.metadata, e.event_id, e.recorded_at, e.occurred_at, e.tags,
+               pg_catalog.max(e.global_position) OVER ()
+          FROM event_store.events e
+         WHERE e.tags OPERATOR(pg_catalog.@>) $1
+           AND ($2 IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) OPERATOR(pg_catalog.=) ANY ($2))
+           AND e.global_position OPERATOR(pg_catalog.>) $3
+           AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                            AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age,
+                                                             e.stream_version, e.recorded_at))
+         ORDER BY e.global_position USING OPERATOR(pg_catalog.<)) u
+      WHERE event_store._upcasting_planned())
+$$;

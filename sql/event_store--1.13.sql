@@ -650,35 +650,21 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
             SELECT e.*
-              FROM event_store.events e
+              FROM event_store._visible_events(_cats, _hides, _few) e
              WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
                AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
-               AND (NOT _hides
-                    OR (_few AND event_store._stream_visible(_cats, e.stream_id, e.stream_version, e.recorded_at))
-                    OR NOT _few
-                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                         AND h.truncate_before IS NOT NULL
-                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
              ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
              LIMIT max_count) e;
     ELSE  -- nothing to upcast: no _upcast() call per row
         RETURN QUERY
             SELECT e.*
-              FROM event_store.events e
+              FROM event_store._visible_events(_cats, _hides, _few) e
              WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
                AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
-               AND (NOT _hides
-                    OR (_few AND event_store._stream_visible(_cats, e.stream_id, e.stream_version, e.recorded_at))
-                    OR NOT _few
-                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                         AND h.truncate_before IS NOT NULL
-                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
              ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
              LIMIT max_count;
     END IF;
@@ -716,35 +702,21 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
             SELECT e.*
-              FROM event_store.events e
+              FROM event_store._visible_events(NULL, _hides, _few) e
              WHERE e.global_position > after_position
                AND e.global_position <= horizon
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
-               AND (NOT _hides
-                    OR (_few AND event_store._stream_visible(NULL, e.stream_id, e.stream_version, e.recorded_at))
-                    OR NOT _few
-                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                         AND h.truncate_before IS NOT NULL
-                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
              ORDER BY e.global_position
              LIMIT max_count) e;
     ELSE  -- nothing to upcast: no _upcast() call per row
         RETURN QUERY
             SELECT e.*
-              FROM event_store.events e
+              FROM event_store._visible_events(NULL, _hides, _few) e
              WHERE e.global_position > after_position
                AND e.global_position <= horizon
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
-               AND (NOT _hides
-                    OR (_few AND event_store._stream_visible(NULL, e.stream_id, e.stream_version, e.recorded_at))
-                    OR NOT _few
-                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                         AND h.truncate_before IS NOT NULL
-                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
              ORDER BY e.global_position
              LIMIT max_count;
     END IF;
@@ -986,13 +958,6 @@ AS 'MODULE_PATHNAME', 'es_append_if' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_store.append_if(event_store.new_event[], text, text[], text[], bigint) IS
   'Append only if no event with all condition_tags (and one of condition_types) was appended after after_position; else SQLSTATE ES005.';
 
--- issue 27 item 2: read_by_tags returns its events upcast, and its types
--- filter matches the type an event reads as (after the renames of its
--- chain), like append_if's condition_types (src/consistency.c): a decision
--- that reads by a type's new name sees the events stored under the old
--- one, and its append condition with the same names sees them too.  While
--- nothing is to be upcast the planner keeps only the 1.11 statement
--- (_upcasting_planned() folded to a constant, as read_stream's body).
 CREATE FUNCTION event_store.read_by_tags(
     tags text[], types text[] DEFAULT NULL, after_position bigint DEFAULT 0)
 RETURNS SETOF event_store.tagged_event
@@ -1007,10 +972,8 @@ AS $$
            AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($2))
            AND e.global_position OPERATOR(pg_catalog.>) $3
            AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
-                            AND h.truncate_before IS NOT NULL
-                            AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
-                                 OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
-                                 OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+                            AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age,
+                                                             e.stream_version, e.recorded_at))
          ORDER BY e.global_position USING OPERATOR(pg_catalog.<)) p
       WHERE NOT event_store._upcasting_planned())
     UNION ALL
@@ -1030,10 +993,8 @@ AS $$
            AND ($2 IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) OPERATOR(pg_catalog.=) ANY ($2))
            AND e.global_position OPERATOR(pg_catalog.>) $3
            AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
-                            AND h.truncate_before IS NOT NULL
-                            AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
-                                 OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
-                                 OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+                            AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age,
+                                                             e.stream_version, e.recorded_at))
          ORDER BY e.global_position USING OPERATOR(pg_catalog.<)) u
       WHERE event_store._upcasting_planned())
 $$;
@@ -1406,9 +1367,8 @@ BEGIN
          WHERE r.name = poll.name AND r.state = 'waiting'
            AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
            AND e.global_position = r.global_position
-           AND h.stream_id = r.stream_id AND h.truncate_before IS NOT NULL
-           AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                OR e.recorded_at < pg_catalog.now() - h.max_age);
+           AND h.stream_id = r.stream_id
+           AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at);
     END IF;
     IF pending THEN
         retries := ARRAY(
@@ -1471,7 +1431,7 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
                 SELECT e.*
-                  FROM event_store.events e
+                  FROM event_store._visible_events(s.categories, _hides, _few) e
                  WHERE e.global_position > after_position
                    AND e.global_position <= horizon
                    AND e.recorded_at >= scan_from
@@ -1481,16 +1441,12 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
-                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
-                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY e.global_position
                  LIMIT fresh) e;
         ELSE  -- nothing to upcast: no _upcast() call per row
             RETURN QUERY
                 SELECT e.*
-                  FROM event_store.events e
+                  FROM event_store._visible_events(s.categories, _hides, _few) e
                  WHERE e.global_position > after_position
                    AND e.global_position <= horizon
                    AND e.recorded_at >= scan_from
@@ -1500,10 +1456,6 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
-                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
-                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY e.global_position
                  LIMIT fresh;
         END IF;
@@ -1526,7 +1478,7 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
                 SELECT e.*
-                  FROM event_store.events e
+                  FROM event_store._visible_events(s.categories, _hides, _few) e
                  WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
                    AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
                    AND e.recorded_at >= scan_from
@@ -1536,16 +1488,12 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
-                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
-                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                  LIMIT fresh) e;
         ELSE  -- nothing to upcast: no _upcast() call per row
             RETURN QUERY
                 SELECT e.*
-                  FROM event_store.events e
+                  FROM event_store._visible_events(s.categories, _hides, _few) e
                  WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
                    AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
                    AND e.recorded_at >= scan_from
@@ -1555,10 +1503,6 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
-                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
-                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                  LIMIT fresh;
         END IF;
@@ -1584,7 +1528,7 @@ BEGIN
               FROM pg_catalog.unnest(categories) AS c(category)
              CROSS JOIN LATERAL (
                    SELECT e.*
-                     FROM event_store.events e
+                     FROM event_store._visible_events(s.categories, _hides, _few) e
                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
                       AND e.recorded_at >= scan_from
@@ -1594,10 +1538,6 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                      AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
-                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
-                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                     LIMIT fresh) x
              ORDER BY x.global_position
@@ -1608,7 +1548,7 @@ BEGIN
               FROM pg_catalog.unnest(categories) AS c(category)
              CROSS JOIN LATERAL (
                    SELECT e.*
-                     FROM event_store.events e
+                     FROM event_store._visible_events(s.categories, _hides, _few) e
                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
                       AND e.recorded_at >= scan_from
@@ -1618,10 +1558,6 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
-                      AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
-                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
-                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                     LIMIT fresh) x
              ORDER BY x.global_position
@@ -3599,22 +3535,43 @@ CREATE FUNCTION event_store._projection_worker_kick() RETURNS trigger
 AS 'MODULE_PATHNAME', 'es_projection_worker_kick' LANGUAGE C;
 
 -- --------------------------------------------------------------------------
+-- review 1.12 item 1: one definition of the lifecycle visibility rule
+-- --------------------------------------------------------------------------
+
+-- The lifecycle rule (issue 28): does its stream's event_store.streams row
+-- (truncate_before, version, max_count, max_age) hide an event?  Hidden:
+-- below truncate_before (delete_stream, truncate_stream), at or below
+-- version - max_count, or recorded before now() - max_age.  truncate_before
+-- is set whenever any of them hides anything, and IS NOT NULL is the
+-- predicate of the streams' partial indexes.  The rule's one SQL
+-- definition; a plain expression without a sublink, so that the planner
+-- inlines it into the anti-joins and subplans that join the stream's row
+-- (their plans stay those of the expression written out).  src/lifecycle.c
+-- (_stream_visible) applies the same rule from a hash; test lifecycle_reads
+-- checks every read path against it.
+CREATE FUNCTION event_store._lifecycle_hides(truncate_before bigint, version bigint, max_count bigint,
+                                             max_age interval, stream_version bigint, recorded_at timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN $1 IS NOT NULL
+   AND ($5 OPERATOR(pg_catalog.<) $1
+        OR $5 OPERATOR(pg_catalog.<=) ($2 OPERATOR(pg_catalog.-) $3)
+        OR $6 OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) $4));
+
+-- --------------------------------------------------------------------------
 -- issue 29: zero-downtime rebuilds
 -- --------------------------------------------------------------------------
 
--- Is this event hidden from reads by its stream's lifecycle (deleted,
--- truncated, max_count, max_age)?  The predicate of the feeds' and tag
--- reads' anti-join, as one function that rebuilds use (issue 28 leftover:
--- rebuilds replayed hidden events).  Inlined by the planner.
+-- Is this event hidden from reads by its stream's lifecycle?  For the
+-- rebuilds (src/projection.c) and per-event checks: the rule above on the
+-- stream's row.  (A function with a sublink is not inlined: a call per
+-- event; the feed reads use _visible_events() instead.)
 CREATE FUNCTION event_store._event_hidden(stream_id text, stream_version bigint, recorded_at timestamptz)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
 RETURN EXISTS (SELECT FROM event_store.streams h
                 WHERE h.stream_id OPERATOR(pg_catalog.=) $1
-                  AND h.truncate_before IS NOT NULL
-                  AND ($2 OPERATOR(pg_catalog.<) h.truncate_before
-                       OR $2 OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
-                       OR $3 OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)));
+                  AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, $2, $3));
 
 -- The table a handler or reset function writes into: the new version's
 -- during the calls of a blue/green rebuild, else the argument (the live
@@ -3916,6 +3873,35 @@ RETURNS boolean
 AS 'MODULE_PATHNAME', 'es_stream_visible' LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION event_store._stream_visible(text[], text, bigint, timestamptz) IS
   'Is this event visible by its stream''s lifecycle (truncate_before, max_count, max_age)?  categories (NULL: all) must be the same on every row of a statement.';
+
+-- --------------------------------------------------------------------------
+-- review 1.12 item 1: one definition of the lifecycle visibility rule
+-- --------------------------------------------------------------------------
+
+-- The log as a feed read sees it: the events the lifecycle rule does not
+-- hide.  categories, hides and few come from the read's _streams_hiding():
+-- no stream hides (hides false): no per-event check; up to 1,000 streams
+-- (few): a probe of _stream_visible()'s hash per event; more: a subplan on
+-- event_store.streams with the rule.  One SELECT of a set-returning SQL
+-- function: the planner inlines it into the caller's query and pushes the
+-- caller's conditions (positions, category, recorded_at bounds) down to
+-- the log's partitions and indexes, so a read plans as with the filter
+-- written out (docs/benchmarks.md, "One visibility helper, 1.13").  Pass
+-- categories as a variable or a constant (_stream_visible fills its hash
+-- once per statement).  read_all, read_category and poll read through it.
+CREATE FUNCTION event_store._visible_events(categories text[], hides boolean, few boolean)
+RETURNS SETOF event_store.events
+LANGUAGE sql STABLE PARALLEL RESTRICTED
+BEGIN ATOMIC
+    SELECT e.*
+      FROM event_store.events e
+     WHERE NOT hides
+        OR (few AND event_store._stream_visible(categories, e.stream_id, e.stream_version, e.recorded_at))
+        OR (NOT few AND NOT EXISTS (SELECT FROM event_store.streams h
+                                     WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
+                                       AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count,
+                                                                        h.max_age, e.stream_version, e.recorded_at)));
+END;
 
 -- ==========================================================================
 -- Views
@@ -4637,3 +4623,10 @@ REVOKE ALL ON FUNCTION event_store.abandon_projection_rebuild(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store.abandon_projection_rebuild(text) TO event_store_admin;
 REVOKE ALL ON FUNCTION event_store._stream_visible(text[], text, bigint, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store._stream_visible(text[], text, bigint, timestamptz) TO event_store_reader;
+
+-- from event_store--1.12--1.13.sql
+REVOKE ALL ON FUNCTION event_store._lifecycle_hides(bigint, bigint, bigint, interval, bigint, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._lifecycle_hides(bigint, bigint, bigint, interval, bigint, timestamptz)
+    TO event_store_reader, event_store_admin;
+REVOKE ALL ON FUNCTION event_store._visible_events(text[], boolean, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._visible_events(text[], boolean, boolean) TO event_store_reader;
