@@ -1362,11 +1362,14 @@ BEGIN
         -- deleted or truncated, or which max_count or max_age now hide, is
         -- dropped from the queue, not delivered (nor left to hold back the
         -- stream's visible events).
+        -- (recorded_at: only the partitions from the earliest waiting row's)
+        retry_from := event_store._feed_scan_from((SELECT pg_catalog.min(w.global_position) - 1 FROM event_store.subscription_retries w
+                                                    WHERE w.name = poll.name AND w.state = 'waiting'));
         DELETE FROM event_store.subscription_retries r
          USING event_store.events e, event_store.streams h
          WHERE r.name = poll.name AND r.state = 'waiting'
            AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
-           AND e.global_position = r.global_position
+           AND e.global_position = r.global_position AND e.recorded_at >= retry_from AND e.recorded_at < scan_to
            AND h.stream_id = r.stream_id
            AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at);
     END IF;
@@ -1579,7 +1582,7 @@ DECLARE
     s       event_store.subscriptions;
     member  int := coalesce(consumer_group_member, 0);
     size    int := coalesce(consumer_group_size, 1);
-    after_position bigint;
+    after_position bigint; lo timestamptz; hi timestamptz;
 BEGIN
     s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
     IF ack.position IS NULL THEN
@@ -1593,12 +1596,17 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM event_store.subscription_retries r WHERE r.name = ack.name AND r.state <> 'parked') THEN
         after_position := event_store._subscription_position(ack.name, member, size);
+        -- recorded_at bounds: only the partitions that can hold the events
+        -- passed (all of them when ack.position is past the horizon)
+        lo := event_store._feed_scan_from(after_position);
+        hi := CASE WHEN ack.position <= event_store.feed_horizon() THEN event_store._feed_scan_to(ack.position) ELSE 'infinity' END;
         -- Events the checkpoint passes that poll() held back behind an
         -- earlier event of their stream stay, as held rows.
         INSERT INTO event_store.subscription_retries (name, global_position, stream_id, event_type, attempts)
         SELECT ack.name, e.global_position, e.stream_id, e.event_type, 0
           FROM event_store.events e
          WHERE e.global_position > after_position AND e.global_position <= ack.position
+           AND e.recorded_at >= lo AND e.recorded_at < hi
            AND (s.categories IS NULL OR pg_catalog.split_part(e.stream_id, '-', 1) = ANY (s.categories))
            AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
            AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
@@ -3082,9 +3090,6 @@ SET search_path = pg_catalog, pg_temp
 RETURN EXISTS (SELECT 1 FROM event_store.subscription_retries r
                 WHERE r.name = $1 AND r.stream_id = $2 AND r.global_position < $3 AND r.state = 'waiting');
 
--- A consumer failed on an event poll() gave it: record the attempt and when
--- to retry, or park it.  The reason is kept for parked_events (at most
--- 10000 characters).
 CREATE FUNCTION event_store.nack(
     subscription text, "position" bigint, reason text,
     consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
@@ -3098,7 +3103,7 @@ DECLARE
     size    int := coalesce(consumer_group_size, 1);
     r       event_store.subscription_retries;
     e       record;
-    n       int;
+    n       int; horizon bigint; lo timestamptz; hi timestamptz;  -- (one line: error line numbers stay)
 BEGIN
     s := event_store._subscription_args(subscription, consumer_group_member, consumer_group_size);
     IF nack.position IS NULL THEN
@@ -3157,9 +3162,9 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('The checkpoint is at %s.', event_store._subscription_position(nack.subscription, member, size));
     END IF;
-    SELECT x.global_position, x.stream_id, x.event_type INTO e
-      FROM event_store.events x
-     WHERE x.global_position = nack.position AND x.global_position <= event_store.feed_horizon();
+    horizon := event_store.feed_horizon(); lo := event_store._feed_scan_from(nack.position - 1); hi := event_store._feed_scan_to(horizon);
+    SELECT x.global_position, x.stream_id, x.event_type INTO e FROM event_store.events x  -- recorded_at: the event's partition only
+     WHERE x.global_position = nack.position AND x.global_position <= horizon AND x.recorded_at >= lo AND x.recorded_at < hi;
     IF NOT FOUND
        OR NOT (s.categories IS NULL OR pg_catalog.split_part(e.stream_id, '-', 1) = ANY (s.categories))
        OR NOT (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
