@@ -900,3 +900,27 @@ BEGIN
     RETURN CASE WHEN n >= s.max_attempts THEN 'parked' ELSE 'retry' END;
 END
 $$;
+
+-- --------------------------------------------------------------------------
+-- review 1.12 item 3: an upgrade script asks for the projection worker by
+-- name
+-- --------------------------------------------------------------------------
+
+-- At the commit of the calling transaction, ask for this database's live
+-- projection worker (even if a worker marked the database as needing none):
+-- the request the registry's statement triggers make, without a registry
+-- change.  For upgrade scripts (sql/README.md, "An upgrade script that
+-- needs the worker"); nothing when event_store is not preloaded or
+-- event_store.projection_workers = 0, nothing on rollback.
+CREATE FUNCTION event_store._request_projection_worker() RETURNS void
+AS 'MODULE_PATHNAME', 'es_request_projection_worker' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_store._request_projection_worker() IS
+  'At commit, ask for this database''s live projection worker (as a registry change does). For upgrade scripts; no effect when event_store is not preloaded.';
+REVOKE ALL ON FUNCTION event_store._request_projection_worker() FROM PUBLIC;
+
+-- The update asks for a worker at its commit, as 1.12's did (there with
+-- UPDATE projection_registry ... WHERE false): a database a worker marked
+-- as needing none is looked at again at once, not a minute after the next
+-- append (test/t/028_projection_worker_settings.pl).  The request acts at
+-- commit, so its place in the script does not matter.
+SELECT event_store._request_projection_worker();

@@ -3908,6 +3908,22 @@ BEGIN ATOMIC
                                                                         h.max_age, e.stream_version, e.recorded_at)));
 END;
 
+-- --------------------------------------------------------------------------
+-- review 1.12 item 3: an upgrade script asks for the projection worker by
+-- name
+-- --------------------------------------------------------------------------
+
+-- At the commit of the calling transaction, ask for this database's live
+-- projection worker (even if a worker marked the database as needing none):
+-- the request the registry's statement triggers make, without a registry
+-- change.  For upgrade scripts (sql/README.md, "An upgrade script that
+-- needs the worker"); nothing when event_store is not preloaded or
+-- event_store.projection_workers = 0, nothing on rollback.
+CREATE FUNCTION event_store._request_projection_worker() RETURNS void
+AS 'MODULE_PATHNAME', 'es_request_projection_worker' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_store._request_projection_worker() IS
+  'At commit, ask for this database''s live projection worker (as a registry change does). For upgrade scripts; no effect when event_store is not preloaded.';
+
 -- ==========================================================================
 -- Views
 -- ==========================================================================
@@ -4635,3 +4651,4 @@ GRANT EXECUTE ON FUNCTION event_store._lifecycle_hides(bigint, bigint, bigint, i
     TO event_store_reader, event_store_admin;
 REVOKE ALL ON FUNCTION event_store._visible_events(text[], boolean, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store._visible_events(text[], boolean, boolean) TO event_store_reader;
+REVOKE ALL ON FUNCTION event_store._request_projection_worker() FROM PUBLIC;
