@@ -5,7 +5,7 @@
 # lifecycle filter written out in each branch.  This compares them with the
 # definitions of BASE_REV (default 1a15336, the 1.12 bodies), loaded into
 # schema "old" of the same database, on a log of BENCH_EVENTS events (10
-# categories x 1,000 streams), in two states:
+# categories x 200 streams), in two states:
 #
 #   few   5 streams hide events (the hash of _stream_visible())
 #   many  1,200 streams hide events (the per-event subplan)
