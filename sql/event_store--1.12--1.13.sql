@@ -32,7 +32,8 @@ GRANT EXECUTE ON FUNCTION event_store._lifecycle_hides(bigint, bigint, bigint, i
 -- Is this event hidden from reads by its stream's lifecycle?  For the
 -- rebuilds (src/projection.c) and per-event checks: the rule above on the
 -- stream's row.  (A function with a sublink is not inlined: a call per
--- event; the feed reads use _visible_events() instead.)
+-- event; the feed reads write the subplan out, with the rule from
+-- _lifecycle_hides().)
 CREATE OR REPLACE FUNCTION event_store._event_hidden(stream_id text, stream_version bigint, recorded_at timestamptz)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -40,36 +41,13 @@ RETURN EXISTS (SELECT FROM event_store.streams h
                 WHERE h.stream_id OPERATOR(pg_catalog.=) $1
                   AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, $2, $3));
 
--- The log as a feed read sees it: the events the lifecycle rule does not
--- hide.  categories, hides and few come from the read's _streams_hiding():
--- no stream hides (hides false): no per-event check; up to 1,000 streams
--- (few): a probe of _stream_visible()'s hash per event; more: a subplan on
--- event_store.streams with the rule.  One SELECT of a set-returning SQL
--- function: the planner inlines it into the caller's query and pushes the
--- caller's conditions (positions, category, recorded_at bounds) down to
--- the log's partitions and indexes, so a read plans as with the filter
--- written out (docs/benchmarks.md, "One visibility helper, 1.13").  Pass
--- categories as a variable or a constant (_stream_visible fills its hash
--- once per statement).  read_all, read_category and poll read through it.
-CREATE FUNCTION event_store._visible_events(categories text[], hides boolean, few boolean)
-RETURNS SETOF event_store.events
-LANGUAGE sql STABLE PARALLEL RESTRICTED
-BEGIN ATOMIC
-    SELECT e.*
-      FROM event_store.events e
-     WHERE NOT hides
-        OR (few AND event_store._stream_visible(categories, e.stream_id, e.stream_version, e.recorded_at))
-        OR (NOT few AND NOT EXISTS (SELECT FROM event_store.streams h
-                                     WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
-                                       AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count,
-                                                                        h.max_age, e.stream_version, e.recorded_at)));
-END;
-REVOKE ALL ON FUNCTION event_store._visible_events(text[], boolean, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION event_store._visible_events(text[], boolean, boolean) TO event_store_reader;
-
--- The feed reads, with the rule from the helpers above (bodies otherwise
--- unchanged).
-
+-- The feed reads (read_category, read_all, every branch of poll) and
+-- poll's delete of hidden retries, with the rule from _lifecycle_hides();
+-- bodies otherwise unchanged.  (A set-returning helper holding the whole
+-- filter, inlined into each read, gave the same plans but cost 30-40 us
+-- of planning per call where a read is planned per call: read_all, and
+-- read_category and poll with more than 4 partitions; docs/benchmarks.md,
+-- "One visibility rule, 1.13".)
 CREATE OR REPLACE FUNCTION event_store.read_category(
     category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events
@@ -103,21 +81,31 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
             SELECT e.*
-              FROM event_store._visible_events(_cats, _hides, _few) e
+              FROM event_store.events e
              WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
                AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR (_few AND event_store._stream_visible(_cats, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
              ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
              LIMIT max_count) e;
     ELSE  -- nothing to upcast: no _upcast() call per row
         RETURN QUERY
             SELECT e.*
-              FROM event_store._visible_events(_cats, _hides, _few) e
+              FROM event_store.events e
              WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
                AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR (_few AND event_store._stream_visible(_cats, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
              ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
              LIMIT max_count;
     END IF;
@@ -155,21 +143,31 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
             SELECT e.*
-              FROM event_store._visible_events(NULL, _hides, _few) e
+              FROM event_store.events e
              WHERE e.global_position > after_position
                AND e.global_position <= horizon
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR (_few AND event_store._stream_visible(NULL, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
              ORDER BY e.global_position
              LIMIT max_count) e;
     ELSE  -- nothing to upcast: no _upcast() call per row
         RETURN QUERY
             SELECT e.*
-              FROM event_store._visible_events(NULL, _hides, _few) e
+              FROM event_store.events e
              WHERE e.global_position > after_position
                AND e.global_position <= horizon
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR (_few AND event_store._stream_visible(NULL, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
              ORDER BY e.global_position
              LIMIT max_count;
     END IF;
@@ -291,7 +289,7 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
                 SELECT e.*
-                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                  FROM event_store.events e
                  WHERE e.global_position > after_position
                    AND e.global_position <= horizon
                    AND e.recorded_at >= scan_from
@@ -301,12 +299,14 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY e.global_position
                  LIMIT fresh) e;
         ELSE  -- nothing to upcast: no _upcast() call per row
             RETURN QUERY
                 SELECT e.*
-                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                  FROM event_store.events e
                  WHERE e.global_position > after_position
                    AND e.global_position <= horizon
                    AND e.recorded_at >= scan_from
@@ -316,6 +316,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY e.global_position
                  LIMIT fresh;
         END IF;
@@ -338,7 +340,7 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
                 SELECT e.*
-                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                  FROM event_store.events e
                  WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
                    AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
                    AND e.recorded_at >= scan_from
@@ -348,12 +350,14 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                  LIMIT fresh) e;
         ELSE  -- nothing to upcast: no _upcast() call per row
             RETURN QUERY
                 SELECT e.*
-                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                  FROM event_store.events e
                  WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
                    AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
                    AND e.recorded_at >= scan_from
@@ -363,6 +367,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                  LIMIT fresh;
         END IF;
@@ -388,7 +394,7 @@ BEGIN
               FROM pg_catalog.unnest(categories) AS c(category)
              CROSS JOIN LATERAL (
                    SELECT e.*
-                     FROM event_store._visible_events(s.categories, _hides, _few) e
+                     FROM event_store.events e
                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
                       AND e.recorded_at >= scan_from
@@ -398,6 +404,8 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                     LIMIT fresh) x
              ORDER BY x.global_position
@@ -408,7 +416,7 @@ BEGIN
               FROM pg_catalog.unnest(categories) AS c(category)
              CROSS JOIN LATERAL (
                    SELECT e.*
-                     FROM event_store._visible_events(s.categories, _hides, _few) e
+                     FROM event_store.events e
                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
                       AND e.recorded_at >= scan_from
@@ -418,6 +426,8 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                     LIMIT fresh) x
              ORDER BY x.global_position
@@ -426,6 +436,13 @@ BEGIN
 END
 $$;
 
+-- issue 27 item 2: read_by_tags returns its events upcast, and its types
+-- filter matches the type an event reads as (after the renames of its
+-- chain), like append_if's condition_types (src/consistency.c): a decision
+-- that reads by a type's new name sees the events stored under the old
+-- one, and its append condition with the same names sees them too.  While
+-- nothing is to be upcast the planner keeps only the 1.11 statement
+-- (_upcasting_planned() folded to a constant, as read_stream's body).
 CREATE OR REPLACE FUNCTION event_store.read_by_tags(
     tags text[], types text[] DEFAULT NULL, after_position bigint DEFAULT 0)
 RETURNS SETOF event_store.tagged_event
@@ -597,7 +614,7 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
                 SELECT e.*
-                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                  FROM event_store.events e
                  WHERE e.global_position > after_position
                    AND e.global_position <= horizon
                    AND e.recorded_at >= scan_from
@@ -607,12 +624,14 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY e.global_position
                  LIMIT fresh) e;
         ELSE  -- nothing to upcast: no _upcast() call per row
             RETURN QUERY
                 SELECT e.*
-                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                  FROM event_store.events e
                  WHERE e.global_position > after_position
                    AND e.global_position <= horizon
                    AND e.recorded_at >= scan_from
@@ -622,6 +641,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY e.global_position
                  LIMIT fresh;
         END IF;
@@ -644,7 +665,7 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
                 SELECT e.*
-                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                  FROM event_store.events e
                  WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
                    AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
                    AND e.recorded_at >= scan_from
@@ -654,12 +675,14 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                  LIMIT fresh) e;
         ELSE  -- nothing to upcast: no _upcast() call per row
             RETURN QUERY
                 SELECT e.*
-                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                  FROM event_store.events e
                  WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
                    AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
                    AND e.recorded_at >= scan_from
@@ -669,6 +692,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                  LIMIT fresh;
         END IF;
@@ -694,7 +719,7 @@ BEGIN
               FROM pg_catalog.unnest(categories) AS c(category)
              CROSS JOIN LATERAL (
                    SELECT e.*
-                     FROM event_store._visible_events(s.categories, _hides, _few) e
+                     FROM event_store.events e
                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
                       AND e.recorded_at >= scan_from
@@ -704,6 +729,8 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                     LIMIT fresh) x
              ORDER BY x.global_position
@@ -714,7 +741,7 @@ BEGIN
               FROM pg_catalog.unnest(categories) AS c(category)
              CROSS JOIN LATERAL (
                    SELECT e.*
-                     FROM event_store._visible_events(s.categories, _hides, _few) e
+                     FROM event_store.events e
                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
                       AND e.recorded_at >= scan_from
@@ -724,6 +751,8 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                     LIMIT fresh) x
              ORDER BY x.global_position
@@ -794,6 +823,9 @@ BEGIN
 END
 $$;
 
+-- A consumer failed on an event poll() gave it: record the attempt and when
+-- to retry, or park it.  The reason is kept for parked_events (at most
+-- 10000 characters).
 CREATE OR REPLACE FUNCTION event_store.nack(
     subscription text, "position" bigint, reason text,
     consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)

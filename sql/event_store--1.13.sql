@@ -617,6 +617,13 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
 RETURN pg_catalog.split_part(stream_id, '-', 1);
 COMMENT ON FUNCTION event_store.category(text) IS 'The category of a stream: its id up to the first ''-''.';
 
+-- The feed reads (read_category, read_all, every branch of poll) and
+-- poll's delete of hidden retries, with the rule from _lifecycle_hides();
+-- bodies otherwise unchanged.  (A set-returning helper holding the whole
+-- filter, inlined into each read, gave the same plans but cost 30-40 us
+-- of planning per call where a read is planned per call: read_all, and
+-- read_category and poll with more than 4 partitions; docs/benchmarks.md,
+-- "One visibility rule, 1.13".)
 CREATE FUNCTION event_store.read_category(
     category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events
@@ -650,21 +657,31 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
             SELECT e.*
-              FROM event_store._visible_events(_cats, _hides, _few) e
+              FROM event_store.events e
              WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
                AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR (_few AND event_store._stream_visible(_cats, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
              ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
              LIMIT max_count) e;
     ELSE  -- nothing to upcast: no _upcast() call per row
         RETURN QUERY
             SELECT e.*
-              FROM event_store._visible_events(_cats, _hides, _few) e
+              FROM event_store.events e
              WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (category, after_position)
                AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (category, horizon)
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR (_few AND event_store._stream_visible(_cats, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
              ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
              LIMIT max_count;
     END IF;
@@ -702,21 +719,31 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
             SELECT e.*
-              FROM event_store._visible_events(NULL, _hides, _few) e
+              FROM event_store.events e
              WHERE e.global_position > after_position
                AND e.global_position <= horizon
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR (_few AND event_store._stream_visible(NULL, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
              ORDER BY e.global_position
              LIMIT max_count) e;
     ELSE  -- nothing to upcast: no _upcast() call per row
         RETURN QUERY
             SELECT e.*
-              FROM event_store._visible_events(NULL, _hides, _few) e
+              FROM event_store.events e
              WHERE e.global_position > after_position
                AND e.global_position <= horizon
                AND e.recorded_at >= scan_from
                AND e.recorded_at < scan_to
+               AND (NOT _hides
+                    OR (_few AND event_store._stream_visible(NULL, e.stream_id, e.stream_version, e.recorded_at))
+                    OR NOT _few
+                   AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
+                                         AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
              ORDER BY e.global_position
              LIMIT max_count;
     END IF;
@@ -958,6 +985,13 @@ AS 'MODULE_PATHNAME', 'es_append_if' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION event_store.append_if(event_store.new_event[], text, text[], text[], bigint) IS
   'Append only if no event with all condition_tags (and one of condition_types) was appended after after_position; else SQLSTATE ES005.';
 
+-- issue 27 item 2: read_by_tags returns its events upcast, and its types
+-- filter matches the type an event reads as (after the renames of its
+-- chain), like append_if's condition_types (src/consistency.c): a decision
+-- that reads by a type's new name sees the events stored under the old
+-- one, and its append condition with the same names sees them too.  While
+-- nothing is to be upcast the planner keeps only the 1.11 statement
+-- (_upcasting_planned() folded to a constant, as read_stream's body).
 CREATE FUNCTION event_store.read_by_tags(
     tags text[], types text[] DEFAULT NULL, after_position bigint DEFAULT 0)
 RETURNS SETOF event_store.tagged_event
@@ -1434,7 +1468,7 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
                 SELECT e.*
-                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                  FROM event_store.events e
                  WHERE e.global_position > after_position
                    AND e.global_position <= horizon
                    AND e.recorded_at >= scan_from
@@ -1444,12 +1478,14 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY e.global_position
                  LIMIT fresh) e;
         ELSE  -- nothing to upcast: no _upcast() call per row
             RETURN QUERY
                 SELECT e.*
-                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                  FROM event_store.events e
                  WHERE e.global_position > after_position
                    AND e.global_position <= horizon
                    AND e.recorded_at >= scan_from
@@ -1459,6 +1495,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY e.global_position
                  LIMIT fresh;
         END IF;
@@ -1481,7 +1519,7 @@ BEGIN
                    event_store._upcast_version(e.event_type, e.schema_version)
               FROM (
                 SELECT e.*
-                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                  FROM event_store.events e
                  WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
                    AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
                    AND e.recorded_at >= scan_from
@@ -1491,12 +1529,14 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                  LIMIT fresh) e;
         ELSE  -- nothing to upcast: no _upcast() call per row
             RETURN QUERY
                 SELECT e.*
-                  FROM event_store._visible_events(s.categories, _hides, _few) e
+                  FROM event_store.events e
                  WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (categories[1], after_position)
                    AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (categories[1], horizon)
                    AND e.recorded_at >= scan_from
@@ -1506,6 +1546,8 @@ BEGIN
                    AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                   AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                  LIMIT fresh;
         END IF;
@@ -1531,7 +1573,7 @@ BEGIN
               FROM pg_catalog.unnest(categories) AS c(category)
              CROSS JOIN LATERAL (
                    SELECT e.*
-                     FROM event_store._visible_events(s.categories, _hides, _few) e
+                     FROM event_store.events e
                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
                       AND e.recorded_at >= scan_from
@@ -1541,6 +1583,8 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                     LIMIT fresh) x
              ORDER BY x.global_position
@@ -1551,7 +1595,7 @@ BEGIN
               FROM pg_catalog.unnest(categories) AS c(category)
              CROSS JOIN LATERAL (
                    SELECT e.*
-                     FROM event_store._visible_events(s.categories, _hides, _few) e
+                     FROM event_store.events e
                     WHERE (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) > (c.category, after_position)
                       AND (pg_catalog.split_part(e.stream_id, '-', 1), e.global_position) <= (c.category, horizon)
                       AND e.recorded_at >= scan_from
@@ -1561,6 +1605,8 @@ BEGIN
                       AND NOT (pending AND (EXISTS (SELECT 1 FROM event_store.subscription_retries r
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
+                      AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
+                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                     LIMIT fresh) x
              ORDER BY x.global_position
@@ -3090,6 +3136,9 @@ SET search_path = pg_catalog, pg_temp
 RETURN EXISTS (SELECT 1 FROM event_store.subscription_retries r
                 WHERE r.name = $1 AND r.stream_id = $2 AND r.global_position < $3 AND r.state = 'waiting');
 
+-- A consumer failed on an event poll() gave it: record the attempt and when
+-- to retry, or park it.  The reason is kept for parked_events (at most
+-- 10000 characters).
 CREATE FUNCTION event_store.nack(
     subscription text, "position" bigint, reason text,
     consumer_group_member int DEFAULT NULL, consumer_group_size int DEFAULT NULL)
@@ -3570,7 +3619,8 @@ RETURN $1 IS NOT NULL
 -- Is this event hidden from reads by its stream's lifecycle?  For the
 -- rebuilds (src/projection.c) and per-event checks: the rule above on the
 -- stream's row.  (A function with a sublink is not inlined: a call per
--- event; the feed reads use _visible_events() instead.)
+-- event; the feed reads write the subplan out, with the rule from
+-- _lifecycle_hides().)
 CREATE FUNCTION event_store._event_hidden(stream_id text, stream_version bigint, recorded_at timestamptz)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -3878,35 +3928,6 @@ RETURNS boolean
 AS 'MODULE_PATHNAME', 'es_stream_visible' LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION event_store._stream_visible(text[], text, bigint, timestamptz) IS
   'Is this event visible by its stream''s lifecycle (truncate_before, max_count, max_age)?  categories (NULL: all) must be the same on every row of a statement.';
-
--- --------------------------------------------------------------------------
--- review 1.12 item 1: one definition of the lifecycle visibility rule
--- --------------------------------------------------------------------------
-
--- The log as a feed read sees it: the events the lifecycle rule does not
--- hide.  categories, hides and few come from the read's _streams_hiding():
--- no stream hides (hides false): no per-event check; up to 1,000 streams
--- (few): a probe of _stream_visible()'s hash per event; more: a subplan on
--- event_store.streams with the rule.  One SELECT of a set-returning SQL
--- function: the planner inlines it into the caller's query and pushes the
--- caller's conditions (positions, category, recorded_at bounds) down to
--- the log's partitions and indexes, so a read plans as with the filter
--- written out (docs/benchmarks.md, "One visibility helper, 1.13").  Pass
--- categories as a variable or a constant (_stream_visible fills its hash
--- once per statement).  read_all, read_category and poll read through it.
-CREATE FUNCTION event_store._visible_events(categories text[], hides boolean, few boolean)
-RETURNS SETOF event_store.events
-LANGUAGE sql STABLE PARALLEL RESTRICTED
-BEGIN ATOMIC
-    SELECT e.*
-      FROM event_store.events e
-     WHERE NOT hides
-        OR (few AND event_store._stream_visible(categories, e.stream_id, e.stream_version, e.recorded_at))
-        OR (NOT few AND NOT EXISTS (SELECT FROM event_store.streams h
-                                     WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
-                                       AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count,
-                                                                        h.max_age, e.stream_version, e.recorded_at)));
-END;
 
 -- --------------------------------------------------------------------------
 -- review 1.12 item 3: an upgrade script asks for the projection worker by
@@ -4649,6 +4670,4 @@ GRANT EXECUTE ON FUNCTION event_store._stream_visible(text[], text, bigint, time
 REVOKE ALL ON FUNCTION event_store._lifecycle_hides(bigint, bigint, bigint, interval, bigint, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store._lifecycle_hides(bigint, bigint, bigint, interval, bigint, timestamptz)
     TO event_store_reader, event_store_admin;
-REVOKE ALL ON FUNCTION event_store._visible_events(text[], boolean, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION event_store._visible_events(text[], boolean, boolean) TO event_store_reader;
 REVOKE ALL ON FUNCTION event_store._request_projection_worker() FROM PUBLIC;
