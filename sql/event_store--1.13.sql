@@ -617,6 +617,13 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT
 RETURN pg_catalog.split_part(stream_id, '-', 1);
 COMMENT ON FUNCTION event_store.category(text) IS 'The category of a stream: its id up to the first ''-''.';
 
+-- The feed reads (read_category, read_all, every branch of poll) and
+-- poll's delete of hidden retries, with the rule from _lifecycle_hides();
+-- bodies otherwise unchanged.  (A set-returning helper holding the whole
+-- filter, inlined into each read, gave the same plans but cost 30-40 us
+-- of planning per call where a read is planned per call: read_all, and
+-- read_category and poll with more than 4 partitions; docs/benchmarks.md,
+-- "One visibility rule, 1.13".)
 CREATE FUNCTION event_store.read_category(
     category text, after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events
@@ -659,9 +666,7 @@ BEGIN
                     OR (_few AND event_store._stream_visible(_cats, e.stream_id, e.stream_version, e.recorded_at))
                     OR NOT _few
                    AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                         AND h.truncate_before IS NOT NULL
-                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                                         AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
              ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
              LIMIT max_count) e;
     ELSE  -- nothing to upcast: no _upcast() call per row
@@ -676,9 +681,7 @@ BEGIN
                     OR (_few AND event_store._stream_visible(_cats, e.stream_id, e.stream_version, e.recorded_at))
                     OR NOT _few
                    AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                         AND h.truncate_before IS NOT NULL
-                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                                         AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
              ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
              LIMIT max_count;
     END IF;
@@ -725,9 +728,7 @@ BEGIN
                     OR (_few AND event_store._stream_visible(NULL, e.stream_id, e.stream_version, e.recorded_at))
                     OR NOT _few
                    AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                         AND h.truncate_before IS NOT NULL
-                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                                         AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
              ORDER BY e.global_position
              LIMIT max_count) e;
     ELSE  -- nothing to upcast: no _upcast() call per row
@@ -742,9 +743,7 @@ BEGIN
                     OR (_few AND event_store._stream_visible(NULL, e.stream_id, e.stream_version, e.recorded_at))
                     OR NOT _few
                    AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id
-                                         AND h.truncate_before IS NOT NULL
-                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                                         AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
              ORDER BY e.global_position
              LIMIT max_count;
     END IF;
@@ -1007,10 +1006,8 @@ AS $$
            AND ($2 IS NULL OR e.event_type OPERATOR(pg_catalog.=) ANY ($2))
            AND e.global_position OPERATOR(pg_catalog.>) $3
            AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
-                            AND h.truncate_before IS NOT NULL
-                            AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
-                                 OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
-                                 OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+                            AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age,
+                                                             e.stream_version, e.recorded_at))
          ORDER BY e.global_position USING OPERATOR(pg_catalog.<)) p
       WHERE NOT event_store._upcasting_planned())
     UNION ALL
@@ -1030,10 +1027,8 @@ AS $$
            AND ($2 IS NULL OR event_store._upcast_type(e.event_type, e.schema_version) OPERATOR(pg_catalog.=) ANY ($2))
            AND e.global_position OPERATOR(pg_catalog.>) $3
            AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id OPERATOR(pg_catalog.=) e.stream_id
-                            AND h.truncate_before IS NOT NULL
-                            AND (e.stream_version OPERATOR(pg_catalog.<) h.truncate_before
-                                 OR e.stream_version OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
-                                 OR e.recorded_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)))
+                            AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age,
+                                                             e.stream_version, e.recorded_at))
          ORDER BY e.global_position USING OPERATOR(pg_catalog.<)) u
       WHERE event_store._upcasting_planned())
 $$;
@@ -1401,14 +1396,16 @@ BEGIN
         -- deleted or truncated, or which max_count or max_age now hide, is
         -- dropped from the queue, not delivered (nor left to hold back the
         -- stream's visible events).
+        -- (recorded_at: only the partitions from the earliest waiting row's)
+        retry_from := event_store._feed_scan_from((SELECT pg_catalog.min(w.global_position) - 1 FROM event_store.subscription_retries w
+                                                    WHERE w.name = poll.name AND w.state = 'waiting'));
         DELETE FROM event_store.subscription_retries r
          USING event_store.events e, event_store.streams h
          WHERE r.name = poll.name AND r.state = 'waiting'
            AND (size = 1 OR event_store._in_consumer_group(r.stream_id, member, size))
-           AND e.global_position = r.global_position
-           AND h.stream_id = r.stream_id AND h.truncate_before IS NOT NULL
-           AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                OR e.recorded_at < pg_catalog.now() - h.max_age);
+           AND e.global_position = r.global_position AND e.recorded_at >= retry_from AND e.recorded_at < scan_to
+           AND h.stream_id = r.stream_id
+           AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at);
     END IF;
     IF pending THEN
         retries := ARRAY(
@@ -1482,9 +1479,7 @@ BEGIN
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
                    AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
-                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
-                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY e.global_position
                  LIMIT fresh) e;
         ELSE  -- nothing to upcast: no _upcast() call per row
@@ -1501,9 +1496,7 @@ BEGIN
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
                    AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
-                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
-                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY e.global_position
                  LIMIT fresh;
         END IF;
@@ -1537,9 +1530,7 @@ BEGIN
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
                    AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
-                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
-                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                  LIMIT fresh) e;
         ELSE  -- nothing to upcast: no _upcast() call per row
@@ -1556,9 +1547,7 @@ BEGIN
                                                     WHERE r.name = poll.name AND r.global_position = e.global_position)
                                         OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
                    AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
-                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
-                                             AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                                  OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                                             OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                  ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                  LIMIT fresh;
         END IF;
@@ -1595,9 +1584,7 @@ BEGIN
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
                       AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
-                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
-                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                     LIMIT fresh) x
              ORDER BY x.global_position
@@ -1619,9 +1606,7 @@ BEGIN
                                                 WHERE r.name = poll.name AND r.global_position = e.global_position)
                                     OR event_store._subscription_held(poll.name, e.stream_id, e.global_position)))
                       AND (NOT _hides OR (_few AND event_store._stream_visible(s.categories, e.stream_id, e.stream_version, e.recorded_at))
-                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND h.truncate_before IS NOT NULL
-                                         AND (e.stream_version < h.truncate_before OR e.stream_version <= h.version - h.max_count
-                                              OR e.recorded_at < pg_catalog.now() - h.max_age)))
+                                         OR NOT _few AND NOT EXISTS (SELECT FROM event_store.streams h WHERE h.stream_id = e.stream_id AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, e.stream_version, e.recorded_at)))
                     ORDER BY pg_catalog.split_part(e.stream_id, '-', 1), e.global_position
                     LIMIT fresh) x
              ORDER BY x.global_position
@@ -1643,7 +1628,7 @@ DECLARE
     s       event_store.subscriptions;
     member  int := coalesce(consumer_group_member, 0);
     size    int := coalesce(consumer_group_size, 1);
-    after_position bigint;
+    after_position bigint; lo timestamptz; hi timestamptz;
 BEGIN
     s := event_store._subscription_args(name, consumer_group_member, consumer_group_size);
     IF ack.position IS NULL THEN
@@ -1657,12 +1642,17 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM event_store.subscription_retries r WHERE r.name = ack.name AND r.state <> 'parked') THEN
         after_position := event_store._subscription_position(ack.name, member, size);
+        -- recorded_at bounds: only the partitions that can hold the events
+        -- passed (all of them when ack.position is past the horizon)
+        lo := event_store._feed_scan_from(after_position);
+        hi := CASE WHEN ack.position <= event_store.feed_horizon() THEN event_store._feed_scan_to(ack.position) ELSE 'infinity' END;
         -- Events the checkpoint passes that poll() held back behind an
         -- earlier event of their stream stay, as held rows.
         INSERT INTO event_store.subscription_retries (name, global_position, stream_id, event_type, attempts)
         SELECT ack.name, e.global_position, e.stream_id, e.event_type, 0
           FROM event_store.events e
          WHERE e.global_position > after_position AND e.global_position <= ack.position
+           AND e.recorded_at >= lo AND e.recorded_at < hi
            AND (s.categories IS NULL OR pg_catalog.split_part(e.stream_id, '-', 1) = ANY (s.categories))
            AND (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
            AND (size = 1 OR event_store._in_consumer_group(e.stream_id, member, size))
@@ -3162,7 +3152,7 @@ DECLARE
     size    int := coalesce(consumer_group_size, 1);
     r       event_store.subscription_retries;
     e       record;
-    n       int;
+    n       int; horizon bigint; lo timestamptz; hi timestamptz;  -- (one line: error line numbers stay)
 BEGIN
     s := event_store._subscription_args(subscription, consumer_group_member, consumer_group_size);
     IF nack.position IS NULL THEN
@@ -3221,9 +3211,9 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   DETAIL = format('The checkpoint is at %s.', event_store._subscription_position(nack.subscription, member, size));
     END IF;
-    SELECT x.global_position, x.stream_id, x.event_type INTO e
-      FROM event_store.events x
-     WHERE x.global_position = nack.position AND x.global_position <= event_store.feed_horizon();
+    horizon := event_store.feed_horizon(); lo := event_store._feed_scan_from(nack.position - 1); hi := event_store._feed_scan_to(horizon);
+    SELECT x.global_position, x.stream_id, x.event_type INTO e FROM event_store.events x  -- recorded_at: the event's partition only
+     WHERE x.global_position = nack.position AND x.global_position <= horizon AND x.recorded_at >= lo AND x.recorded_at < hi;
     IF NOT FOUND
        OR NOT (s.categories IS NULL OR pg_catalog.split_part(e.stream_id, '-', 1) = ANY (s.categories))
        OR NOT (s.event_types IS NULL OR e.event_type = ANY (s.event_types))
@@ -3599,22 +3589,44 @@ CREATE FUNCTION event_store._projection_worker_kick() RETURNS trigger
 AS 'MODULE_PATHNAME', 'es_projection_worker_kick' LANGUAGE C;
 
 -- --------------------------------------------------------------------------
+-- review 1.12 item 1: one definition of the lifecycle visibility rule
+-- --------------------------------------------------------------------------
+
+-- The lifecycle rule (issue 28): does its stream's event_store.streams row
+-- (truncate_before, version, max_count, max_age) hide an event?  Hidden:
+-- below truncate_before (delete_stream, truncate_stream), at or below
+-- version - max_count, or recorded before now() - max_age.  truncate_before
+-- is set whenever any of them hides anything, and IS NOT NULL is the
+-- predicate of the streams' partial indexes.  The rule's one SQL
+-- definition; a plain expression without a sublink, so that the planner
+-- inlines it into the anti-joins and subplans that join the stream's row
+-- (their plans stay those of the expression written out).  src/lifecycle.c
+-- (_stream_visible) applies the same rule from a hash; test lifecycle_reads
+-- checks every read path against it.
+CREATE FUNCTION event_store._lifecycle_hides(truncate_before bigint, version bigint, max_count bigint,
+                                             max_age interval, stream_version bigint, recorded_at timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN $1 IS NOT NULL
+   AND ($5 OPERATOR(pg_catalog.<) $1
+        OR $5 OPERATOR(pg_catalog.<=) ($2 OPERATOR(pg_catalog.-) $3)
+        OR $6 OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) $4));
+
+-- --------------------------------------------------------------------------
 -- issue 29: zero-downtime rebuilds
 -- --------------------------------------------------------------------------
 
--- Is this event hidden from reads by its stream's lifecycle (deleted,
--- truncated, max_count, max_age)?  The predicate of the feeds' and tag
--- reads' anti-join, as one function that rebuilds use (issue 28 leftover:
--- rebuilds replayed hidden events).  Inlined by the planner.
+-- Is this event hidden from reads by its stream's lifecycle?  For the
+-- rebuilds (src/projection.c) and per-event checks: the rule above on the
+-- stream's row.  (A function with a sublink is not inlined: a call per
+-- event; the feed reads write the subplan out, with the rule from
+-- _lifecycle_hides().)
 CREATE FUNCTION event_store._event_hidden(stream_id text, stream_version bigint, recorded_at timestamptz)
 RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE
 RETURN EXISTS (SELECT FROM event_store.streams h
                 WHERE h.stream_id OPERATOR(pg_catalog.=) $1
-                  AND h.truncate_before IS NOT NULL
-                  AND ($2 OPERATOR(pg_catalog.<) h.truncate_before
-                       OR $2 OPERATOR(pg_catalog.<=) (h.version OPERATOR(pg_catalog.-) h.max_count)
-                       OR $3 OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.-) h.max_age)));
+                  AND event_store._lifecycle_hides(h.truncate_before, h.version, h.max_count, h.max_age, $2, $3));
 
 -- The table a handler or reset function writes into: the new version's
 -- during the calls of a blue/green rebuild, else the argument (the live
@@ -3916,6 +3928,22 @@ RETURNS boolean
 AS 'MODULE_PATHNAME', 'es_stream_visible' LANGUAGE C STABLE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION event_store._stream_visible(text[], text, bigint, timestamptz) IS
   'Is this event visible by its stream''s lifecycle (truncate_before, max_count, max_age)?  categories (NULL: all) must be the same on every row of a statement.';
+
+-- --------------------------------------------------------------------------
+-- review 1.12 item 3: an upgrade script asks for the projection worker by
+-- name
+-- --------------------------------------------------------------------------
+
+-- At the commit of the calling transaction, ask for this database's live
+-- projection worker (even if a worker marked the database as needing none):
+-- the request the registry's statement triggers make, without a registry
+-- change.  For upgrade scripts (sql/README.md, "An upgrade script that
+-- needs the worker"); nothing when event_store is not preloaded or
+-- event_store.projection_workers = 0, nothing on rollback.
+CREATE FUNCTION event_store._request_projection_worker() RETURNS void
+AS 'MODULE_PATHNAME', 'es_request_projection_worker' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION event_store._request_projection_worker() IS
+  'At commit, ask for this database''s live projection worker (as a registry change does). For upgrade scripts; no effect when event_store is not preloaded.';
 
 -- ==========================================================================
 -- Views
@@ -4637,3 +4665,9 @@ REVOKE ALL ON FUNCTION event_store.abandon_projection_rebuild(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store.abandon_projection_rebuild(text) TO event_store_admin;
 REVOKE ALL ON FUNCTION event_store._stream_visible(text[], text, bigint, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION event_store._stream_visible(text[], text, bigint, timestamptz) TO event_store_reader;
+
+-- from event_store--1.12--1.13.sql
+REVOKE ALL ON FUNCTION event_store._lifecycle_hides(bigint, bigint, bigint, interval, bigint, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION event_store._lifecycle_hides(bigint, bigint, bigint, interval, bigint, timestamptz)
+    TO event_store_reader, event_store_admin;
+REVOKE ALL ON FUNCTION event_store._request_projection_worker() FROM PUBLIC;

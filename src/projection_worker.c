@@ -96,6 +96,7 @@
 
 PG_FUNCTION_INFO_V1(es_projection_workers);
 PG_FUNCTION_INFO_V1(es_projection_worker_kick);
+PG_FUNCTION_INFO_V1(es_request_projection_worker);
 
 PGDLLEXPORT void es_projection_launcher_main(Datum main_arg);
 PGDLLEXPORT void es_projection_worker_main(Datum main_arg);
@@ -176,7 +177,11 @@ static int	es_projection_workers_guc = 1;
 static int	es_projection_batch_timeout = 60000;
 static bool es_live_projections = true;
 
-/* This transaction changed the projection registry (see es_projection_worker_kick). */
+/*
+ * This transaction asks for the database's worker at commit: it changed the
+ * projection registry or started a rebuild (es_projection_worker_kick), or
+ * called _request_projection_worker() (see request_worker_at_commit).
+ */
 static bool registry_changed = false;
 
 /* The worker: its entry. */
@@ -330,6 +335,19 @@ pw_xact_callback(XactEvent event, void *arg)
 }
 
 /*
+ * Ask for the database's projection worker at the commit of the current
+ * transaction (pw_xact_callback), even if the database was marked as
+ * needing none; nothing on abort, nor when the library is not preloaded
+ * or event_store.projection_workers = 0.  The one way the SQL side asks:
+ * the statement triggers below and _request_projection_worker().
+ */
+static void
+request_worker_at_commit(void)
+{
+	registry_changed = true;
+}
+
+/*
  * event_store._projection_worker_kick() RETURNS trigger: statement trigger
  * on projection_registry and (1.12) projection_versions.  At commit, the
  * database's worker is asked for (a database marked as having no async
@@ -343,8 +361,22 @@ es_projection_worker_kick(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("%s must be called as a trigger", "event_store._projection_worker_kick()")));
-	registry_changed = true;
+	request_worker_at_commit();
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * event_store._request_projection_worker() RETURNS void: the same request
+ * without a registry change, for an upgrade script that made work for a
+ * worker in a database a worker may have marked as needing none (1.12
+ * fired the registry's trigger with an UPDATE ... WHERE false instead).
+ * Not granted to the roles: the extension's owner and superusers.
+ */
+Datum
+es_request_projection_worker(PG_FUNCTION_ARGS)
+{
+	request_worker_at_commit();
+	PG_RETURN_VOID();
 }
 
 /*
