@@ -956,3 +956,25 @@ REVOKE ALL ON FUNCTION event_store._request_projection_worker() FROM PUBLIC;
 -- append (test/t/028_projection_worker_settings.pl).  The request acts at
 -- commit, so its place in the script does not matter.
 SELECT event_store._request_projection_worker();
+
+-- --------------------------------------------------------------------------
+-- review 1.13 poll2: poll() without JIT
+-- --------------------------------------------------------------------------
+
+-- A poll over two or more categories took 20-40 ms a call instead of
+-- 0.2-0.5 ms on a log of 100,000 events.  Not its plan: each category's
+-- index read stops after max_count rows and the merge sorts at most
+-- max_count rows a category.  With at most 4 partitions poll's statements
+-- run as generic plans, and the generic plan of that merged read costs
+-- the number of categories, which the planner cannot see in a parameter
+-- array (unnest: 10 rows), times the estimate of one category's read
+-- (which grows with the log): over jit_above_cost (100,000) on such a
+-- log, so every call compiled ~30 expressions with LLVM before reading
+-- 200 rows; over jit_inline_above_cost and jit_optimize_above_cost
+-- (500,000) on a log of 1,000,000, 0.1-0.5 s a call.  A one-category poll
+-- crosses jit_above_cost there too.  Nothing poll runs is long enough for
+-- JIT to pay off: poll runs with it off (docs/benchmarks.md, "Poll over
+-- several categories, 1.13"; test poll_categories).  After every
+-- restatement of poll above: CREATE OR REPLACE resets a function's SET
+-- clauses.
+ALTER FUNCTION event_store.poll(text, int, int, int) SET jit = off;

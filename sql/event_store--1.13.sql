@@ -1614,6 +1614,7 @@ BEGIN
     END IF;
 END
 $$;
+ALTER FUNCTION event_store.poll(text, int, int, int) SET jit = off;
 COMMENT ON FUNCTION event_store.poll(text, int, int, int) IS
   'The next events of a subscription (member): retries that are due, then events after its checkpoint from the gap-free feed, by global_position; never an event whose stream has an earlier one waiting. Does not move the checkpoint: ack() does.';
 
