@@ -687,6 +687,7 @@ BEGIN
     END IF;
 END
 $$;
+ALTER FUNCTION event_store.read_category(text, bigint, int) SET jit = off;
 
 CREATE FUNCTION event_store.read_all(after_position bigint DEFAULT 0, max_count int DEFAULT 1000)
 RETURNS SETOF event_store.events

@@ -10,10 +10,11 @@
 \set own_db es_poll_categories_test
 \i test/sql/include/own_db.sql
 \i test/sql/include/restored.sql
--- poll keeps its SET clauses, jit = off among them (ALTER FUNCTION after
--- the last restatement of poll in the upgrade script)
-SELECT unnest(proconfig) AS setting FROM pg_proc
- WHERE oid = 'event_store.poll(text, int, int, int)'::regprocedure ORDER BY 1;
+-- poll and read_category keep their SET clauses, jit = off among them
+-- (ALTER FUNCTION after their last restatement in the upgrade script)
+SELECT p.oid::regprocedure AS function, unnest(p.proconfig) AS setting FROM pg_proc p
+ WHERE p.oid IN ('event_store.poll(text, int, int, int)'::regprocedure,
+                 'event_store.read_category(text, bigint, int)'::regprocedure) ORDER BY p.proname, 2;
 -- last month (its own partition): streams of three categories restored in
 -- turn, so that their positions interleave
 SELECT sum(pg_temp.restore_stream(c || '-' || s, date_trunc('month', now()) - interval '10 days' + make_interval(mins => s),
