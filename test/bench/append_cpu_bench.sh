@@ -57,19 +57,8 @@ echo "== seeding $NSTREAMS streams in each store"
 psql_q -d postgres -c 'CREATE DATABASE ours' -c 'CREATE DATABASE raw'
 psql_q -d ours -c 'CREATE EXTENSION event_store'
 psql_q -d ours -c "SELECT count(event_store.append_event('bench-' || s, 'Seeded', '{\"a\": 1}')) FROM generate_series(1, $NSTREAMS) s" >/dev/null
+bench_raw_messages raw "$NSTREAMS"
 psql_q -d raw <<SQL
-CREATE FUNCTION category(stream_name varchar) RETURNS varchar IMMUTABLE LANGUAGE sql
-  AS \$\$ SELECT split_part(stream_name, '-', 1) \$\$;
-CREATE TABLE messages (
-  global_position bigserial NOT NULL, position bigint NOT NULL,
-  time timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
-  stream_name text NOT NULL, type text NOT NULL, data jsonb, metadata jsonb,
-  id uuid NOT NULL DEFAULT gen_random_uuid(), PRIMARY KEY (global_position));
-CREATE UNIQUE INDEX messages_id ON messages (id);
-CREATE UNIQUE INDEX messages_stream ON messages (stream_name, position);
-CREATE INDEX messages_category ON messages (category(stream_name), global_position, category(metadata->>'correlationStreamName'));
-INSERT INTO messages (stream_name, position, type, data)
-SELECT 'bench-' || s, 0, 'Seeded', '{"a": 1}' FROM generate_series(1, $NSTREAMS) s;
 CREATE PROCEDURE appends(n int) LANGUAGE plpgsql AS \$\$
 BEGIN
   FOR i IN 1 .. n LOOP
@@ -89,7 +78,6 @@ BEGIN
 END \$\$;
 SQL
 psql_q -d ours -c 'VACUUM ANALYZE'
-psql_q -d raw -c 'VACUUM ANALYZE'
 
 use_lib() {
     runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -w -m fast stop >/dev/null

@@ -106,3 +106,31 @@ bench_run_length() {
     PASSES=${BENCH_PASSES:-3}
     if [[ ${1:-} == --quick ]]; then SECS=${BENCH_SECONDS:-2}; PASSES=${BENCH_PASSES:-1}; fi
 }
+
+# bench_raw_messages DB NSTREAMS: in database DB of the bench cluster,
+# Message DB's messages table (its columns and its four indexes) seeded
+# with one message in each of the streams 'bench-1' .. 'bench-NSTREAMS':
+# the raw INSERT baseline of the append benchmarks.
+bench_raw_messages() {
+    runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT" \
+        "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -d "$1" <<SQL
+CREATE FUNCTION category(stream_name varchar) RETURNS varchar IMMUTABLE LANGUAGE sql
+  AS \$\$ SELECT split_part(stream_name, '-', 1) \$\$;
+CREATE TABLE messages (
+  global_position bigserial NOT NULL,
+  position bigint NOT NULL,
+  time timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
+  stream_name text NOT NULL,
+  type text NOT NULL,
+  data jsonb,
+  metadata jsonb,
+  id uuid NOT NULL DEFAULT gen_random_uuid(),
+  PRIMARY KEY (global_position));
+CREATE UNIQUE INDEX messages_id ON messages (id);
+CREATE UNIQUE INDEX messages_stream ON messages (stream_name, position);
+CREATE INDEX messages_category ON messages (category(stream_name), global_position, category(metadata->>'correlationStreamName'));
+INSERT INTO messages (stream_name, position, type, data)
+SELECT 'bench-' || s, 0, 'Seeded', '{"a": 1}' FROM generate_series(1, $2) s;
+VACUUM ANALYZE messages;
+SQL
+}

@@ -63,21 +63,7 @@ psql_q -d postgres -c 'CREATE DATABASE ours' -c 'CREATE DATABASE raw'
 psql_q -d ours -c 'CREATE EXTENSION event_store' -c 'CREATE EXTENSION pg_prewarm'
 psql_q -d ours -c "SELECT count(event_store.append_event('bench-' || s, 'Seeded', '{\"a\": 1}')) FROM generate_series(1, $NSTREAMS) s" >/dev/null
 psql_q -d ours -c 'VACUUM ANALYZE'
-psql_q -d raw <<SQL
-CREATE FUNCTION category(stream_name varchar) RETURNS varchar IMMUTABLE LANGUAGE sql
-  AS \$\$ SELECT split_part(stream_name, '-', 1) \$\$;
-CREATE TABLE messages (
-  global_position bigserial NOT NULL, position bigint NOT NULL,
-  time timestamp NOT NULL DEFAULT (now() AT TIME ZONE 'utc'),
-  stream_name text NOT NULL, type text NOT NULL, data jsonb, metadata jsonb,
-  id uuid NOT NULL DEFAULT gen_random_uuid(), PRIMARY KEY (global_position));
-CREATE UNIQUE INDEX messages_id ON messages (id);
-CREATE UNIQUE INDEX messages_stream ON messages (stream_name, position);
-CREATE INDEX messages_category ON messages (category(stream_name), global_position, category(metadata->>'correlationStreamName'));
-INSERT INTO messages (stream_name, position, type, data)
-SELECT 'bench-' || s, 0, 'Seeded', '{"a": 1}' FROM generate_series(1, $NSTREAMS) s;
-VACUUM ANALYZE messages;
-SQL
+bench_raw_messages raw "$NSTREAMS"
 cat >"$WORK/ours.sql" <<SQL
 \set s random(1, $NSTREAMS)
 SELECT event_store.append_event('bench-' || :s, 'Appended', '{"a": 1}');
