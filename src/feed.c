@@ -491,9 +491,16 @@ clear_my_slot(bool committed)
 	if (my_slot_set)
 		pg_atomic_write_u64(&registry->first_position[PGProcNumber_compat(MyProc)], 0);
 	pg_memory_barrier();
-	/* an abort leaves a hole, nothing to read: its waiters sleep on */
+	/*
+	 * An abort leaves a hole, nothing to read: its waiters sleep on.  The
+	 * horizon this commit can report is at most the highest position it
+	 * drew: when that does not pass the lowest position waited for, no
+	 * waiter is due, and the scan of every slot (which waits out other
+	 * backends' draws in progress) is skipped.  Waiters far ahead of the
+	 * feed then cost a commit one comparison, not a scan.
+	 */
 	if (committed && my_slot_set &&
-		(int64) pg_atomic_read_u64(&registry->min_waiting_after) != PG_INT64_MAX)
+		my_max_drawn > (int64) pg_atomic_read_u64(&registry->min_waiting_after))
 	{
 		int64		horizon = committed_horizon();
 
