@@ -235,7 +235,7 @@ $$;
 -- statement is bounded by recorded_at, as poll's retry read was in 1.12
 -- (_feed_scan_from() below, _feed_scan_to() above), computed into
 -- variables first so that the bounds prune at plan or executor startup
--- (test poll_partitions shows the partitions probed).
+-- (test partition_probes counts the partitions probed).
 
 CREATE OR REPLACE FUNCTION event_store.poll(
     name text, max_count int DEFAULT 100,
@@ -640,8 +640,8 @@ BEGIN
                   DETAIL = format('The checkpoint is at %s.', event_store._subscription_position(nack.subscription, member, size));
     END IF;
     horizon := event_store.feed_horizon(); lo := event_store._feed_scan_from(nack.position - 1); hi := event_store._feed_scan_to(horizon);
-    SELECT x.global_position, x.stream_id, x.event_type INTO e FROM event_store.events x  -- recorded_at: the event's partition only
-     WHERE x.global_position = nack.position AND x.global_position <= horizon AND x.recorded_at >= lo AND x.recorded_at < hi;
+    SELECT x.global_position, x.stream_id, x.event_type INTO e FROM event_store.events x  -- recorded_at: the event's partition; if not there, all (a row inserted late into a closed partition)
+     WHERE x.global_position = nack.position AND x.global_position <= horizon AND x.recorded_at >= lo AND x.recorded_at < hi; IF NOT FOUND THEN SELECT x.global_position, x.stream_id, x.event_type INTO e FROM event_store.events x WHERE x.global_position = nack.position AND x.global_position <= horizon; END IF;
     IF NOT FOUND
        OR NOT (s.categories IS NULL OR pg_catalog.split_part(e.stream_id, '-', 1) = ANY (s.categories))
        OR NOT (s.event_types IS NULL OR e.event_type = ANY (s.event_types))

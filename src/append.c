@@ -476,8 +476,8 @@ prepare_plans(void)
 /*
  * n (at most 64) bytes from the strong random source, served from a
  * per-backend pool refilled 256 bytes at a time: one pg_strong_random()
- * call (OpenSSL's RAND_bytes, with its locks) per 32 generated ids
- * instead of one per id.  The bytes are as unpredictable as before; the
+ * call (OpenSSL's RAND_bytes, with its locks, or /dev/urandom without
+ * OpenSSL) per 32 generated ids instead of one per id.  The bytes are as unpredictable as before; the
  * pool is this backend's private memory.
  */
 static void
