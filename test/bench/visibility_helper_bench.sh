@@ -27,6 +27,10 @@ BENCH_EVENTS=${BENCH_EVENTS:-100000}
 ROUNDS=${ROUNDS:-21}
 K=${K:-20}
 . test/bench/lib.sh
+# the 1.12-era definitions come from git history: a shallow clone or a
+# tarball has none
+git cat-file -e "$BASE_REV:sql/event_store--1.13.sql" 2>/dev/null ||
+    { echo "needs commit $BASE_REV (git history; set BASE_REV): not found in this checkout" >&2; exit 2; }
 bench_cluster_start es_visibility_bench
 P() { runuser -u postgres -- "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -d bench "$@"; }
 runuser -u postgres -- "$PGBIN/psql" -X -q -d postgres -c 'CREATE DATABASE bench'
