@@ -53,11 +53,7 @@ bench_cluster_start append_cpu
 as_pg() { runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT" "$@"; }
 psql_q() { as_pg "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
-echo "== seeding $NSTREAMS streams in each store"
-psql_q -d postgres -c 'CREATE DATABASE ours' -c 'CREATE DATABASE raw'
-psql_q -d ours -c 'CREATE EXTENSION event_store'
-psql_q -d ours -c "SELECT count(event_store.append_event('bench-' || s, 'Seeded', '{\"a\": 1}')) FROM generate_series(1, $NSTREAMS) s" >/dev/null
-bench_raw_messages raw "$NSTREAMS"
+bench_append_stores "$NSTREAMS"
 psql_q -d raw <<SQL
 CREATE PROCEDURE appends(n int) LANGUAGE plpgsql AS \$\$
 BEGIN
@@ -77,7 +73,6 @@ BEGIN
   END LOOP;
 END \$\$;
 SQL
-psql_q -d ours -c 'VACUUM ANALYZE'
 
 use_lib() {
     runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDATA_DIR" -w -m fast stop >/dev/null

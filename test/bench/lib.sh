@@ -134,3 +134,30 @@ SELECT 'bench-' || s, 0, 'Seeded', '{"a": 1}' FROM generate_series(1, $2) s;
 VACUUM ANALYZE messages;
 SQL
 }
+
+# bench_append_stores NSTREAMS: the two stores of the append benchmarks in
+# the bench cluster: database ours (event_store, one event in each of the
+# streams 'bench-1' .. 'bench-NSTREAMS') and database raw
+# (bench_raw_messages), and the pgbench scripts $WORK/ours.sql and
+# $WORK/raw.sql, which append one event to a random one of those streams.
+bench_append_stores() {
+    local n=$1
+    local -a q=(runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT"
+                "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1)
+    echo "== seeding $n streams in each store"
+    "${q[@]}" -d postgres -c 'CREATE DATABASE ours' -c 'CREATE DATABASE raw'
+    "${q[@]}" -d ours -c 'CREATE EXTENSION event_store'
+    "${q[@]}" -d ours -c "SELECT count(event_store.append_event('bench-' || s, 'Seeded', '{\"a\": 1}')) FROM generate_series(1, $n) s" >/dev/null
+    "${q[@]}" -d ours -c 'VACUUM ANALYZE'
+    bench_raw_messages raw "$n"
+    cat >"$WORK/ours.sql" <<SQL
+\set s random(1, $n)
+SELECT event_store.append_event('bench-' || :s, 'Appended', '{"a": 1}');
+SQL
+    cat >"$WORK/raw.sql" <<SQL
+\set s random(1, $n)
+\set p random(1, 1000000000)
+INSERT INTO messages (stream_name, position, type, data) VALUES ('bench-' || :s, :p, 'Appended', '{"a": 1}');
+SQL
+    chown postgres "$WORK/ours.sql" "$WORK/raw.sql"
+}

@@ -58,22 +58,8 @@ use_lib() {
     as_pg "$PGBIN/pgbench" -n -M prepared -c 4 -j 2 -T 2 -f "$WORK/ours.sql" ours >/dev/null 2>&1
 }
 
-echo "== seeding $NSTREAMS streams"
-psql_q -d postgres -c 'CREATE DATABASE ours' -c 'CREATE DATABASE raw'
-psql_q -d ours -c 'CREATE EXTENSION event_store' -c 'CREATE EXTENSION pg_prewarm'
-psql_q -d ours -c "SELECT count(event_store.append_event('bench-' || s, 'Seeded', '{\"a\": 1}')) FROM generate_series(1, $NSTREAMS) s" >/dev/null
-psql_q -d ours -c 'VACUUM ANALYZE'
-bench_raw_messages raw "$NSTREAMS"
-cat >"$WORK/ours.sql" <<SQL
-\set s random(1, $NSTREAMS)
-SELECT event_store.append_event('bench-' || :s, 'Appended', '{"a": 1}');
-SQL
-cat >"$WORK/raw.sql" <<SQL
-\set s random(1, $NSTREAMS)
-\set p random(1, 1000000000)
-INSERT INTO messages (stream_name, position, type, data) VALUES ('bench-' || :s, :p, 'Appended', '{"a": 1}');
-SQL
-chown postgres "$WORK"/*.sql
+bench_append_stores "$NSTREAMS"
+psql_q -d ours -c 'CREATE EXTENSION pg_prewarm'
 psql_q -d postgres -c 'CREATE UNLOGGED TABLE wait_samples (variant text, clients int, waiting text)'
 sample() {   # variant clients: sample the appenders' wait events while a run lasts
     psql_q -d postgres -c "DO \$\$

@@ -58,12 +58,7 @@ bench_cluster_start scale_bench
 as_pg() { runuser -u postgres -- env PGHOST="$PGHOST" PGPORT="$PGPORT" "$@"; }
 psql_q() { as_pg "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
-echo "== seeding $NSTREAMS streams in each store"
-psql_q -d postgres -c 'CREATE DATABASE ours' -c 'CREATE DATABASE raw'
-psql_q -d ours -c 'CREATE EXTENSION event_store'
-psql_q -d ours -c "SELECT count(event_store.append_event('bench-' || s, 'Seeded', '{\"a\": 1}')) FROM generate_series(1, $NSTREAMS) s" >/dev/null
-psql_q -d ours -c 'VACUUM ANALYZE'
-bench_raw_messages raw "$NSTREAMS"
+bench_append_stores "$NSTREAMS"
 MDB=0
 if bench_fetch_messagedb "$WORK/mdb" 2>/dev/null; then
     chown -R postgres "$WORK/mdb"
@@ -75,20 +70,11 @@ if bench_fetch_messagedb "$WORK/mdb" 2>/dev/null; then
 fi
 [[ $MDB == 1 ]] || echo "   (Message DB not available: npm could not fetch it; its column stays empty)"
 
-cat >"$WORK/ours.sql" <<SQL
-\set s random(1, $NSTREAMS)
-SELECT event_store.append_event('bench-' || :s, 'Appended', '{"a": 1}');
-SQL
-cat >"$WORK/raw.sql" <<SQL
-\set s random(1, $NSTREAMS)
-\set p random(1, 1000000000)
-INSERT INTO messages (stream_name, position, type, data) VALUES ('bench-' || :s, :p, 'Appended', '{"a": 1}');
-SQL
 cat >"$WORK/mdb.sql" <<SQL
 \set s random(1, $NSTREAMS)
 SELECT write_message(gen_random_uuid()::varchar, ('bench-' || :s)::varchar, 'Appended'::varchar, '{"a": 1}'::jsonb);
 SQL
-chown postgres "$WORK"/*.sql
+chown postgres "$WORK/mdb.sql"
 
 tps() {
     local db=$1 script=$2 clients=$3 threads=$(( $3 < 4 ? $3 : 4 )) user=postgres
